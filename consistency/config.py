@@ -86,6 +86,42 @@ def base_config() -> ml_collections.ConfigDict:
     s.num_samples = 64
     s.clip = True                # clip x0 to the data range after each CM step
 
+    # Consistency models (CD, CT, iCT and the notebook's variants; METHODS.md §4–§6). Defaults: CM paper CIFAR-10 CD.
+    c.cm = cm = ml_collections.ConfigDict()
+    cm.num_scales = 18           # N of the Karras grid when curriculum == 'fixed' (CD CIFAR-10: 18)
+    cm.curriculum = "fixed"      # 'fixed' (N = num_scales) | 'ct' (Song 2023 N(k)) | 'ict' (doubling N(k))
+    cm.s0 = 2                    # curriculum start (CT: 2, iCT: 10)
+    cm.s1 = 150                  # curriculum end (CT: 150, iCT: 1280)
+    cm.target_ema = 0.0          # μ of θ⁻ when target_schedule == 'fixed'; 0 → θ⁻ = stopgrad(θ), no copy kept
+    cm.target_schedule = "fixed"  # 'fixed' | 'ct' (μ(k) from mu0, s0, s1)
+    cm.mu0 = 0.9                 # CT μ₀
+    cm.mu_form = "code"          # 'code' μ₀^{s₀/(N−1)} (jcm/cm) | 'paper' μ₀^{s₀/N} (METHODS.md §17.1)
+    cm.distance = "l2"           # 'l2' | 'l1' | 'pseudo_huber' | 'feature' (LPIPS-like, in-project feature net)
+    cm.huber_c = -1.0            # pseudo-Huber c; < 0 → 0.00054·√d (iCT)
+    cm.weighting = "uniform"     # 'uniform' | 'snr' | 'snr+1' | 'truncated_snr' | 'inv_delta' (iCT 1/Δσ)
+    cm.index_sampling = "uniform"  # 'uniform' over pairs | 'lognormal' (iCT discrete lognormal)
+    cm.p_mean = -1.1             # iCT lognormal index sampling
+    cm.p_std = 2.0
+    cm.solver = "heun"           # CD teacher solver: 'euler' | 'heun' (notebook ablation: solver order)
+    cm.teacher_steps = 1         # solver steps per target (notebook: multi-step teacher)
+    cm.max_gap = 1               # pairs (i, i+g), g ~ U{1..max_gap} (seed eq. 13: distant-step pairs)
+    cm.ct_weight = 0.0           # CD + ct_weight·CT on an arbitrary pair (seed eq. 14)
+    cm.split_gap = 0             # > 0: pairs with gap ≤ split_gap use the CD target, farther ones the CT target
+    cm.posterior = "none"        # CT target E[x₀|x]: 'none' (x₀, seed eq. 17 n=1) | 'batch' | 'dataset' (seed eq. 22–25)
+    cm.posterior_k = 0           # > 0: k nearest neighbours only
+    cm.init_from_teacher = True  # CD: start the student from the teacher's EMA weights
+
+    # ECT, Geng et al. 2024 (METHODS.md §7).
+    c.ecm = ecm = ml_collections.ConfigDict()
+    ecm.p_mean = -1.1
+    ecm.p_std = 2.0
+    ecm.q = 2.0
+    ecm.k = 8.0
+    ecm.b = 1.0
+    ecm.steps_per_stage = 25_000  # CIFAR-10: double = 250 ticks of 12.8k images at batch 128 → 25k iterations
+    ecm.huber_c = 0.0            # 0 → un-squared ‖·‖₂ (ECT default); > 0 → pseudo-Huber
+    ecm.sigma_min_eval = 0.002   # boundary used by the sampling consistency function
+
     c.eval = e = ml_collections.ConfigDict()
     e.num_samples = 1000
     e.nfes = (1, 2)              # sampling steps to evaluate (method-specific meaning, see README)

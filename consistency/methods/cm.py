@@ -1,0 +1,237 @@
+"""The consistency-model trainer shared by CD, CT and iCT (seed §1–§2; METHODS.md §3–§6).
+
+One train step, whose behaviour is set by ``config.cm`` fields (each notebook ablation is one field):
+
+* target input x̂_lo:  'cd' — teacher ODE solve σ_hi → σ_lo (``solver``, ``teacher_steps``; seed eq. 12);
+  'ct' — x₀ + σ_lo z with the same z (seed eq. 20), or a posterior-averaged E[x₀|x] (``posterior``; seed eq. 22–25);
+* pairs: neighbours (lo, lo+1) or distant pairs (lo, lo+g), g ~ U{1…max_gap} (seed eq. 13);
+  ``split_gap``: close pairs take the CD target, distant pairs the CT target (the notebook's rule);
+  ``ct_weight``: CD plus a CT term on an independent arbitrary pair (seed eq. 14);
+* grid: fixed N, CT's N(k) or iCT's doubling N(k), all traced from ``state.step`` on a fixed-size grid (no recompiles);
+* index sampling uniform or iCT's discrete lognormal; distance l2 | l1 | pseudo_huber | feature; weighting λ;
+* target network θ⁻: EMA μ (fixed or CT's μ(k)); μ = 0 means θ⁻ = stopgrad(θ) and no copy is stored (iCT).
+The online and target passes share the noise and the dropout key (METHODS.md §18 item 1).
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from consistency.config import ConfigError
+from consistency.diffusion import cm_sampling, distances, schedules
+from consistency.methods import base, common
+from consistency.objectives import consistency as cm_obj
+
+
+def grid_size(cm) -> int:
+    """Static length of the σ grid: N for a fixed grid, s₁ + 1 for a curriculum."""
+    return int(cm.num_scales) if cm.curriculum == "fixed" else int(cm.s1) + 1
+
+
+def num_scales_at(cm, step, total_steps):
+    if cm.curriculum == "fixed":
+        return jnp.asarray(cm.num_scales, jnp.int32)
+    if cm.curriculum == "ct":
+        return schedules.ct_num_steps(step, total_steps, cm.s0, cm.s1)
+    if cm.curriculum == "ict":
+        return schedules.ict_num_steps(step, total_steps, cm.s0, cm.s1)
+    raise ConfigError(f"config.cm.curriculum: must be 'fixed', 'ct' or 'ict', got {cm.curriculum!r}")
+
+
+def target_decay_at(cm, step, total_steps):
+    if cm.target_schedule == "fixed":
+        return jnp.asarray(cm.target_ema, jnp.float32)
+    if cm.target_schedule == "ct":
+        return schedules.ct_target_decay(step, total_steps, cm.s0, cm.s1, cm.mu0, cm.mu_form)
+    raise ConfigError(f"config.cm.target_schedule: must be 'fixed' or 'ct', got {cm.target_schedule!r}")
+
+
+def keeps_target_copy(cm) -> bool:
+    return not (cm.target_schedule == "fixed" and float(cm.target_ema) == 0.0)
+
+
+def validate_cm(config, kind: str):
+    cm = config.cm
+    if cm.num_scales < 2 and cm.curriculum == "fixed":
+        raise ConfigError(f"config.cm.num_scales: need at least 2 grid points, got {cm.num_scales}")
+    if cm.max_gap < 1:
+        raise ConfigError(f"config.cm.max_gap: must be >= 1, got {cm.max_gap}")
+    if cm.teacher_steps < 1:
+        raise ConfigError(f"config.cm.teacher_steps: must be >= 1, got {cm.teacher_steps}")
+    if cm.index_sampling not in ("uniform", "lognormal"):
+        raise ConfigError(f"config.cm.index_sampling: must be 'uniform' or 'lognormal', got {cm.index_sampling!r}")
+    if cm.posterior not in ("none", "batch", "dataset"):
+        raise ConfigError(f"config.cm.posterior: must be 'none', 'batch' or 'dataset', got {cm.posterior!r}")
+    if cm.distance not in ("l2", "l1", "pseudo_huber", "feature"):
+        raise ConfigError(f"config.cm.distance: must be l2, l1, pseudo_huber or feature, got {cm.distance!r}")
+    if not 0.0 <= cm.target_ema < 1.0:
+        raise ConfigError(f"config.cm.target_ema: must be in [0, 1), got {cm.target_ema}")
+    cm_obj.pair_weight(cm.weighting, jnp.ones(1), 2 * jnp.ones(1))  # raises on an unknown name
+    if kind == "ct" and (cm.ct_weight > 0 or cm.split_gap > 0):
+        raise ConfigError("config.cm.ct_weight/split_gap: CD+CT mixing needs a teacher; use method='cd'")
+
+
+def make_distance(config, example_shape):
+    cm = config.cm
+    if cm.distance == "feature":
+        from consistency.objectives.feature_distance import make_feature_distance
+        return make_feature_distance(config, example_shape)
+    c = None if cm.huber_c < 0 else float(cm.huber_c)
+    return distances.get_distance(cm.distance, c), None
+
+
+def make(config, dataset, kind: str) -> base.Method:
+    """Build CD (kind='cd') or CT/iCT (kind='ct') from ``config.cm``."""
+    from consistency.optim import make_optimizer
+
+    validate_cm(config, kind)
+    cm, f, total = config.cm, config.diffusion, int(config.training.num_steps)
+    net = common.build_net(config, dataset.example_shape)
+    f_apply = common.consistency_function(net, f.sigma_min, f.sigma_data)
+    optimizer = make_optimizer(config.optim, total)
+    ema_decay = common.sampling_ema_decay(config)
+    conditional = common.is_conditional(config)
+    example_shape = tuple(dataset.example_shape)
+    size = grid_size(cm)
+    distance, feature_params = make_distance(config, example_shape)
+    uses_teacher = kind == "cd"
+    teacher_params, teacher_apply = common.load_teacher(config, dataset) if uses_teacher else (None, None)
+    bank = jnp.asarray(dataset.arrays()[0], jnp.float32) if (kind == "ct" and cm.posterior == "dataset") else None
+    data_range = getattr(dataset, "data_range", None) if config.sampling.clip else None
+
+    def init(rng, batch):
+        params = common.init_params(net, rng, batch["x"], conditional)
+        if uses_teacher and cm.init_from_teacher and config.teacher.workdir:
+            params = _init_from(params, teacher_params)
+        frozen = {}
+        if uses_teacher:
+            frozen["teacher"] = teacher_params
+        if keeps_target_copy(cm):
+            frozen["target"] = jax.tree.map(jnp.copy, params)
+        if bank is not None:
+            frozen["bank"] = bank
+        if feature_params is not None:
+            frozen["features"] = feature_params
+        return base.TrainState(step=jnp.zeros((), jnp.int32), params={"online": params},
+                               opt_state={"online": optimizer.init(params)},
+                               ema={"online": jax.tree.map(jnp.copy, params)}, frozen=frozen)
+
+    def draw_pairs(keys, n):
+        """Per-example (σ_lo, σ_hi, gap) on the Karras grid with n points (traced)."""
+        grid = schedules.karras_sigmas(n, f.sigma_min, f.sigma_max, f.rho, size=size)
+        if cm.index_sampling == "lognormal":
+            pmf = schedules.lognormal_index_pmf(grid, n, cm.p_mean, cm.p_std)
+        else:
+            pmf = schedules.uniform_index_pmf(size, n)
+        lo = jax.vmap(lambda k: schedules.sample_index(jax.random.fold_in(k, 11), pmf))(keys)
+        if cm.max_gap > 1:
+            gap = jax.vmap(lambda k: jax.random.randint(jax.random.fold_in(k, 12), (), 1, cm.max_gap + 1))(keys)
+        else:
+            gap = jnp.ones_like(lo)
+        hi = jnp.minimum(lo + gap, n - 1)
+        return grid[lo], grid[hi], hi - lo
+
+    def train_step(state, batch, rng):
+        x = batch["x"]
+        keys = base.example_keys(rng, batch["index"])
+        labels = common.batch_labels(config, batch)
+        n = num_scales_at(cm, state.step, total)
+        mu = target_decay_at(cm, state.step, total)
+        sigma_lo, sigma_hi, gap = draw_pairs(keys, n)
+        noise = base.per_example_normal(jax.vmap(lambda k: jax.random.fold_in(k, 13))(keys), x.shape[1:], x.dtype)
+        x_hi = x + cm_obj.bcast(sigma_hi, x) * noise
+        dropout_rng = jax.random.fold_in(rng, 14)
+        online = state.params["online"]
+        target_params = state.frozen["target"] if keeps_target_copy(cm) else jax.lax.stop_gradient(online)
+
+        def teacher(y, s):
+            return teacher_apply(state.frozen["teacher"], y, s, labels)
+
+        def ct_point(x_noisy, s_hi, s_lo):
+            if cm.posterior == "none":
+                return cm_obj.ct_target_point(x, noise, s_lo)
+            pool = x if cm.posterior == "batch" else state.frozen["bank"]
+            x_bar = cm_obj.posterior_mean_estimate(x_noisy, s_hi, pool, cm.posterior_k)
+            return cm_obj.constant_denoiser_step(x_noisy, s_hi, s_lo, x_bar)
+
+        if kind == "cd":
+            # Distant pairs span up to max_gap grid intervals: take teacher_steps·max_gap solver steps on a per-example
+            # Karras sub-grid, so the teacher path is never coarser than the training grid.
+            x_lo = cm_obj.teacher_target_point(teacher, x_hi, sigma_hi, sigma_lo, cm.solver,
+                                               cm.teacher_steps * cm.max_gap)
+            if cm.split_gap > 0:
+                x_lo = jnp.where(cm_obj.bcast(gap <= cm.split_gap, x), x_lo, ct_point(x_hi, sigma_hi, sigma_lo))
+        else:
+            x_lo = ct_point(x_hi, sigma_hi, sigma_lo)
+        x_lo = jax.lax.stop_gradient(x_lo)
+        weight = cm_obj.pair_weight(cm.weighting, sigma_lo, sigma_hi)
+
+        extra = None
+        if kind == "cd" and cm.ct_weight > 0:  # seed eq. 14: + CT on an independent arbitrary pair (k ≠ j)
+            ekeys = jax.vmap(lambda k: jax.random.fold_in(k, 15))(keys)
+            grid = schedules.karras_sigmas(n, f.sigma_min, f.sigma_max, f.rho, size=size)
+            kj = jax.vmap(lambda k: jax.random.choice(k, size, (2,), replace=False,
+                                                      p=(jnp.arange(size) < n) / n))(ekeys)
+            s_a, s_b = grid[jnp.min(kj, 1)], grid[jnp.max(kj, 1)]
+            extra = (x + cm_obj.bcast(s_b, x) * noise, s_b, jax.lax.stop_gradient(x + cm_obj.bcast(s_a, x) * noise),
+                     s_a, cm_obj.pair_weight(cm.weighting, s_a, s_b))
+
+        def consistency_term(p, xa, sa, xb, sb, w):
+            f_online = f_apply(p, xa, sa, labels, train=True, dropout_rng=dropout_rng)
+            f_target = jax.lax.stop_gradient(f_apply(target_params, xb, sb, labels, train=True,
+                                                     dropout_rng=dropout_rng))
+            if feature_params is not None:
+                return w * distance(state.frozen["features"], f_online, f_target)
+            return w * distance(f_online, f_target)
+
+        def loss_fn(p):
+            per_example = consistency_term(p, x_hi, sigma_hi, x_lo, sigma_lo, weight)
+            loss = jnp.mean(per_example)
+            aux = {"loss_cm": loss}
+            if extra is not None:
+                ct_loss = jnp.mean(consistency_term(p, *extra))
+                aux["loss_ct"] = ct_loss
+                loss = loss + cm.ct_weight * ct_loss
+            return loss, aux
+
+        (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(online)
+        state = base.apply_gradients(state, "online", grads, optimizer, ema_decay)
+        if keeps_target_copy(cm):  # θ⁻ ← μ θ⁻ + (1 − μ) θ  (seed eq. 12)
+            state = state.replace(frozen={**state.frozen, "target": base.ema_update(
+                state.frozen["target"], state.params["online"], mu)})
+        metrics = {"loss": loss, "num_scales": n.astype(jnp.float32), "target_decay": mu,
+                   "sigma_hi_mean": jnp.mean(sigma_hi), **aux}
+        return state.replace(step=state.step + 1), metrics
+
+    def sample(state, rng, num_samples, labels=None, sigmas=None, num_steps=None, params=None):
+        """One- or multi-step CM sampling (CM Alg. 1). ``sigmas``: explicit descending σ list (NFE = len);
+        else ``num_steps`` → :func:`cm_sampling.default_cm_sigmas`; else ``config.sampling.sigmas``/1 step."""
+        sigmas = sampling_sigmas(config, sigmas, num_steps)
+        params = state.ema["online"] if params is None else params
+        cond = None if labels is None else jnp.asarray(labels, jnp.int32)
+
+        def fn(xx, s, c):
+            return f_apply(params, xx, s, c)
+        return cm_sampling.consistency_sample(fn, rng, (num_samples,) + example_shape, sigmas, f.sigma_min,
+                                              data_range, cond)
+
+    return base.Method(name=config.method, init=init, train_step=train_step, sample=sample)
+
+
+def sampling_sigmas(config, sigmas=None, num_steps=None):
+    if sigmas is not None:
+        return list(sigmas)
+    if num_steps is not None:
+        return cm_sampling.default_cm_sigmas(int(num_steps), config.diffusion.sigma_max)
+    if len(config.sampling.sigmas):
+        return list(config.sampling.sigmas)
+    return [float(config.diffusion.sigma_max)]
+
+
+def _init_from(params, teacher_params):
+    """Copy the teacher's weights into the student when the trees match (CM: `finetune=True`)."""
+    if jax.tree.structure(params) != jax.tree.structure(teacher_params) or any(
+            a.shape != b.shape for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(teacher_params))):
+        raise ConfigError("config.cm.init_from_teacher: the student network differs from the teacher's; use the "
+                          "teacher's config.model or set cm.init_from_teacher=False")
+    return jax.tree.map(jnp.asarray, teacher_params)

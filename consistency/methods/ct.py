@@ -1,0 +1,11 @@
+"""Consistency training, CT (Song et al. 2023; seed eq. 15–27; METHODS.md §5).
+
+No teacher: the target input is x₀ + σ_n z with the same z (seed eq. 20), or the notebook's posterior-averaged
+E[x₀|x] (``config.cm.posterior``, seed eq. 22–25). CT's N(k)/μ(k) schedule is ``cm.curriculum='ct'`` with
+``cm.target_schedule='ct'``; see :mod:`consistency.methods.cm`.
+"""
+from consistency.methods import cm
+
+
+def make(config, dataset):
+    return cm.make(config, dataset, kind="ct")

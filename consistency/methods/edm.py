@@ -1,0 +1,100 @@
+"""EDM diffusion teacher (Karras et al. 2022): the network every distillation method starts from.
+
+Trains D_φ with the EDM loss (lognormal σ, λ = 1/σ² + 1/σ_d²) on the VE process, or a VP-weighted loss
+(``config.diffusion.process='vp'``: σ = σ_t/α_t with t ~ U(0, 1), weights SNR+1); class-conditional training drops
+labels with probability ``training.label_dropout`` for classifier-free guidance. Samples with Heun/Euler/DPM-Solver++
+or EDM's stochastic sampler at any NFE and CFG scale.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from consistency.diffusion import denoisers, processes, solvers
+from consistency.methods import base, common
+from consistency.objectives import edm as edm_objective
+
+
+def make(config, dataset) -> base.Method:
+    from consistency.optim import make_optimizer
+
+    net = common.build_net(config, dataset.example_shape)
+    f = config.diffusion
+    denoiser = common.edm_denoiser(net, f.sigma_data)
+    optimizer = make_optimizer(config.optim, config.training.num_steps)
+    ema_decay = common.sampling_ema_decay(config)
+    conditional = common.is_conditional(config)
+    null_label = int(config.model.num_classes)
+    example_shape = tuple(dataset.example_shape)
+
+    def init(rng, batch):
+        params = common.init_params(net, rng, batch["x"], conditional)
+        return base.TrainState(step=jnp.zeros((), jnp.int32), params={"online": params},
+                               opt_state={"online": optimizer.init(params)},
+                               ema={"online": jax.tree.map(jnp.copy, params)}, frozen={})
+
+    def draw_sigmas(keys):
+        if f.process == "ve":
+            return jax.vmap(lambda k: jnp.exp(f.p_mean + f.p_std * jax.random.normal(jax.random.fold_in(k, 1))))(keys)
+        t = jax.vmap(lambda k: jax.random.uniform(jax.random.fold_in(k, 1), minval=1e-3, maxval=1.0 - 1e-3))(keys)
+        return jnp.clip(processes.vp_to_ve_sigma(t, f.vp_schedule), f.sigma_min, f.sigma_max)
+
+    def train_step(state, batch, rng):
+        x = batch["x"]
+        keys = base.example_keys(rng, batch["index"])
+        sigma = draw_sigmas(keys)
+        noise = base.per_example_normal(jax.vmap(lambda k: jax.random.fold_in(k, 2))(keys), x.shape[1:], x.dtype)
+        labels = common.batch_labels(config, batch)
+        if labels is not None:
+            labels = common.drop_labels(keys, labels, config.training.label_dropout, null_label)
+        dropout_rng = jax.random.fold_in(rng, 3)
+
+        def loss_fn(params):
+            def denoise(x_noisy, s):
+                return denoiser(params, x_noisy, s, labels, train=True, dropout_rng=dropout_rng)
+            if f.process == "ve":
+                per_example = edm_objective.edm_loss(denoise, x, sigma, noise, f.sigma_data)
+            else:
+                per_example = edm_objective.vp_weighted_loss(denoise, x, sigma, noise, "snr+1")
+            return jnp.mean(per_example), per_example
+
+        (loss, per_example), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params["online"])
+        state = base.apply_gradients(state, "online", grads, optimizer, ema_decay)
+        metrics = {"loss": loss, "grad_norm": _global_norm(grads)}
+        if f.process == "ve":
+            metrics.update(edm_objective.sigma_quartile_means(per_example, sigma, f.p_mean, f.p_std))
+        return state.replace(step=state.step + 1), metrics
+
+    def sample(state, rng, num_samples, labels=None, solver=None, num_steps=None, cfg_scale=None, params=None,
+               s_churn=0.0):
+        """Draw ``num_samples`` with the sampling EMA params.
+
+        solver: 'euler' | 'heun' | 'dpmpp_2m' | 'stochastic' (EDM Alg. 2 with ``s_churn``); num_steps: Karras points
+        (Heun NFE = 2N − 1: N = 18 gives EDM's 35 NFE); cfg_scale w (conditional models): D_∅ + w(D_c − D_∅).
+        """
+        s = config.sampling
+        solver = solver or s.solver
+        num_steps = int(num_steps or s.num_steps)
+        cfg_scale = s.cfg_scale if cfg_scale is None else cfg_scale
+        params = state.ema["online"] if params is None else params
+        D = teacher_denoiser(params, labels, cfg_scale)
+        sigmas = solvers.edm_sampling_sigmas(num_steps, f.sigma_min, f.sigma_max, f.rho)
+        shape = (num_samples,) + example_shape
+        cond = None if labels is None else jnp.asarray(labels, jnp.int32)
+        if solver == "stochastic":
+            return solvers.sample_edm_stochastic(D, rng, shape, sigmas, s_churn=s_churn or 40.0, s_min=0.05,
+                                                 s_max=50.0, s_noise=1.003, cond=cond)
+        return solvers.sample_deterministic(D, rng, shape, sigmas, solver, cond=cond)
+
+    def teacher_denoiser(params, labels=None, cfg_scale=1.0):
+        def D(x, sigma, cond=None):
+            return denoiser(params, x, sigma, cond)
+        if conditional and labels is not None and cfg_scale != 1.0:
+            return denoisers.classifier_free_guidance(D, cfg_scale, null_label)
+        return D
+
+    return base.Method(name="edm", init=init, train_step=train_step, sample=sample, sample_params="online")
+
+
+def _global_norm(tree):
+    return jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree.leaves(tree)))

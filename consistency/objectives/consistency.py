@@ -1,0 +1,81 @@
+"""Shared pieces of every consistency objective (CD, CT, iCT, ECT, the notebook's variants).
+
+Index convention (METHODS.md §0, pinned here and in the tests): the Karras grid is ascending, σ_0 < … < σ_{N−1};
+a training pair is (lo, hi) with σ_lo < σ_hi. The online network sits at σ_hi, the target under stop-gradient at σ_lo:
+L = λ(σ_lo, σ_hi)·d(f_θ(x_hi, σ_hi), sg f_θ⁻(x̂_lo, σ_lo))   (seed eq. 12, 21, 26–27).
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from consistency.diffusion import solvers
+
+
+def bcast(v, x):
+    """[B] → [B, 1, …] to broadcast against x."""
+    return v.reshape((-1,) + (1,) * (x.ndim - 1))
+
+
+def pair_weight(name: str, sigma_lo, sigma_hi):
+    """λ for a pair (METHODS.md §4 weighting; iCT §3.2 for 1/Δσ). Evaluated at the online (σ_hi) level."""
+    snr = 1.0 / sigma_hi ** 2
+    if name == "uniform":
+        return jnp.ones_like(sigma_hi)
+    if name == "snr":
+        return snr
+    if name == "snr+1":
+        return snr + 1.0
+    if name == "truncated_snr":
+        return jnp.maximum(snr, 1.0)
+    if name == "inv_delta":  # iCT: λ(σ_i) = 1/(σ_{i+1} − σ_i)
+        return 1.0 / (sigma_hi - sigma_lo)
+    raise ValueError(f"unknown weighting {name!r}; choose uniform, snr, snr+1, truncated_snr or inv_delta")
+
+
+def ct_target_point(x0, noise, sigma_lo):
+    """CT's target input x̂_lo = x₀ + σ_lo z with the same z (seed eq. 20: the exact Euler step for D ≡ x₀)."""
+    return x0 + bcast(sigma_lo, x0) * noise
+
+
+def teacher_target_point(teacher, x_hi, sigma_hi, sigma_lo, solver: str = "heun", num_steps: int = 1,
+                         rho: float = 7.0):
+    """Run the teacher PF-ODE from σ_hi down to σ_lo in ``num_steps`` solver steps (seed eq. 12; nb §1.3 ablation
+    "make more ODE steps"). Intermediate levels follow a per-example Karras spacing between the two ends.
+
+    ``teacher(x, sigma) -> x0_hat`` (sigma [B]); result is under stop-gradient by the caller.
+    """
+    step = {"euler": solvers.euler_step, "heun": solvers.heun_step}.get(solver)
+    if step is None:
+        raise ValueError(f"unknown teacher solver {solver!r}; choose 'euler' or 'heun'")
+    a, b = sigma_hi ** (1.0 / rho), sigma_lo ** (1.0 / rho)
+    x = x_hi
+    for j in range(num_steps):
+        s_from = (a + j / num_steps * (b - a)) ** rho
+        s_to = (a + (j + 1) / num_steps * (b - a)) ** rho
+        x = step(lambda y, s, cond=None: teacher(y, s), x, s_from, s_to)
+    return x
+
+
+def posterior_mean_estimate(x_noisy, sigma, bank, top_k: int = 0):
+    """E[x₀ | x_σ] estimated over a set of data points (seed eq. 22–25; METHODS.md §5 "posterior-averaged target").
+
+    Softmax weights w_j ∝ exp(−‖x_σ − x^j‖²/(2σ²)) over ``bank`` [M, …] (the minibatch or the whole dataset). With the
+    whole training set this is exactly the empirical ideal denoiser of seed eq. 6. ``top_k > 0`` keeps only the k nearest
+    neighbours (the notebook's k-NN estimate; a growing neighbourhood in σ comes for free from the softmax).
+    """
+    xf = x_noisy.reshape(x_noisy.shape[0], -1)
+    bf = bank.reshape(bank.shape[0], -1)
+    sq = jnp.sum(xf ** 2, 1, keepdims=True) - 2.0 * xf @ bf.T + jnp.sum(bf ** 2, 1)[None]
+    logits = -jnp.maximum(sq, 0.0) / (2.0 * sigma[:, None] ** 2)
+    if top_k and top_k < bf.shape[0]:
+        kth = jax.lax.top_k(logits, top_k)[0][:, -1:]
+        logits = jnp.where(logits >= kth, logits, -jnp.inf)
+    w = jax.nn.softmax(logits, axis=1)
+    return (w @ bf).reshape(x_noisy.shape)
+
+
+def constant_denoiser_step(x_hi, sigma_hi, sigma_lo, x0_estimate):
+    """Exact PF-ODE step for a denoiser constant along the path: x̂ = x̄ + (σ_lo/σ_hi)(x_hi − x̄) (seed eq. 19, 24)."""
+    r = bcast(sigma_lo / sigma_hi, x_hi)
+    return x0_estimate + r * (x_hi - x0_estimate)

@@ -1,0 +1,236 @@
+"""Consistency objectives against exact answers (seed §1–§2; METHODS.md §4–§7, §15 O1, O2, O4)."""
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from consistency import oracles
+from consistency.config import ConfigError, base_config
+from consistency.diffusion import distances, schedules, solvers
+from consistency.objectives import consistency as cm_obj
+from consistency.objectives import ecm as ecm_obj
+
+SIGMA_MIN = 0.002
+MU, S = 0.7, 0.3  # METHODS.md §15 O2
+
+
+def f_star(x, sigma):
+    return oracles.gaussian_consistency_function(x, sigma, MU, S, SIGMA_MIN)
+
+
+def gaussian_teacher(x, sigma):
+    return oracles.gaussian_denoiser(MU, S)(x, sigma)
+
+
+def _pairs(sigma_hi, ratio, n=4096, seed=0):
+    """x₀ ~ N(μ, s²), shared z; a pair (σ_lo = ratio·σ_hi, σ_hi)."""
+    k1, k2 = jax.random.split(jax.random.PRNGKey(seed))
+    x0 = MU + S * jax.random.normal(k1, (n, 1))
+    z = jax.random.normal(k2, (n, 1))
+    hi = jnp.full((n,), sigma_hi)
+    return x0, z, hi, ratio * hi
+
+
+def test_ct_loss_at_exact_f_is_order_delta_sigma_squared_not_zero():
+    # METHODS.md §15 O2 and §17 item 7: for Gaussian data CT's L2 loss at f* is O(Δσ²) > 0 (not 0).
+    expected = {0.9: 8.3e-5, 0.99: 6.9e-7, 0.999: 6.8e-9}
+    for ratio, ref in expected.items():
+        x0, z, hi, lo = _pairs(1.0, ratio, n=200_000)
+        x_hi = x0 + hi[:, None] * z
+        x_lo = cm_obj.ct_target_point(x0, z, lo)
+        loss = float(jnp.mean(distances.l2(f_star(x_hi, hi), f_star(x_lo, lo))))
+        assert loss == pytest.approx(ref, rel=0.08), (ratio, loss)
+
+
+def test_ct_loss_gradient_in_theta_vanishes_at_f_star():
+    # θ shifts the mean of the consistency function: f_θ = f* + θ(1 − σ_min/σ); ∂L/∂θ at θ=0 → 0 as Δσ → 0.
+    grads = []
+    for ratio in (0.9, 0.99, 0.999):
+        x0, z, hi, lo = _pairs(1.0, ratio, n=100_000)
+        x_hi, x_lo = x0 + hi[:, None] * z, cm_obj.ct_target_point(x0, z, lo)
+
+        def loss(theta):
+            fo = f_star(x_hi, hi) + theta * (1 - SIGMA_MIN / hi[:, None])
+            ft = jax.lax.stop_gradient(f_star(x_lo, lo) + theta * (1 - SIGMA_MIN / lo[:, None]))
+            return jnp.mean(distances.l2(fo, ft))
+        grads.append(abs(float(jax.grad(loss)(0.0))))
+    assert grads[0] > grads[1] > grads[2] and grads[2] < 1e-4
+
+
+def test_ct_loss_is_exactly_zero_for_point_mass_at_f_star():
+    c = 0.37
+    x0 = jnp.full((64, 3), c)
+    z = jax.random.normal(jax.random.PRNGKey(1), (64, 3))
+    hi, lo = jnp.full((64,), 2.0), jnp.full((64,), 1.5)
+    fp = lambda x, s: oracles.point_mass_consistency_function(x, s, c, SIGMA_MIN)
+    val = distances.l2(fp(x0 + 2.0 * z, hi), fp(cm_obj.ct_target_point(x0, z, lo), lo))
+    np.testing.assert_allclose(np.asarray(val), 0.0, atol=1e-12)
+
+
+def test_cd_target_with_exact_point_mass_teacher_equals_ct_target():
+    # METHODS.md §15 O1: CD with the exact teacher equals CT for point-mass data (seed eq. 38).
+    c = -0.2
+    x0 = jnp.full((16, 2), c)
+    z = jax.random.normal(jax.random.PRNGKey(2), (16, 2))
+    hi, lo = jnp.full((16,), 3.0), jnp.full((16,), 1.1)
+    teacher = lambda x, s: oracles.point_mass_denoiser(c)(x, s)
+    for solver in ("euler", "heun"):
+        cd = cm_obj.teacher_target_point(teacher, x0 + 3.0 * z, hi, lo, solver)
+        np.testing.assert_allclose(np.asarray(cd), np.asarray(cm_obj.ct_target_point(x0, z, lo)), atol=1e-5)
+
+
+@pytest.mark.parametrize("solver,order", [("euler", 1), ("heun", 2)])
+def test_cd_loss_at_f_star_is_solver_error_shrinking_at_solver_order(solver, order):
+    # CD loss at f* = (local solver error)² ∝ Δσ^{2(p+1)} for a p-th order solver.
+    from jax import enable_x64
+    losses, deltas = [], []
+    with enable_x64():  # Heun's squared error reaches 1e-13: beyond float32
+        for ratio in (0.96, 0.98, 0.99):
+            x0, z, hi, lo = _pairs(1.0, ratio, n=2048)
+            x0, z, hi, lo = (jnp.asarray(v, jnp.float64) for v in (x0, z, hi, lo))
+            x_hi = x0 + hi[:, None] * z
+            x_lo = cm_obj.teacher_target_point(gaussian_teacher, x_hi, hi, lo, solver)
+            losses.append(float(jnp.mean(distances.l2(f_star(x_hi, hi), f_star(x_lo, lo)))))
+            deltas.append(1 - ratio)
+    slope = np.polyfit(np.log(deltas), np.log(losses), 1)[0]
+    assert slope == pytest.approx(2 * (order + 1), abs=0.35), slope
+
+
+def test_multistep_teacher_reduces_cd_target_error():
+    x0, z, hi, lo = _pairs(2.0, 0.3, n=512)
+    x_hi = x0 + hi[:, None] * z
+    exact = oracles.gaussian_flow(x_hi, hi[:, None], lo[:, None], MU, S)
+    err = [float(jnp.max(jnp.abs(cm_obj.teacher_target_point(gaussian_teacher, x_hi, hi, lo, "euler", m) - exact)))
+           for m in (1, 2, 4, 8)]
+    assert all(a > b for a, b in zip(err, err[1:]))
+    assert err[0] / err[3] == pytest.approx(8, rel=0.35)  # Euler is first order in the step count
+
+
+def test_posterior_average_over_whole_dataset_equals_empirical_denoiser_target():
+    bank = jax.random.normal(jax.random.PRNGKey(3), (50, 4, 4, 1))
+    x = bank[:8] + 0.7 * jax.random.normal(jax.random.PRNGKey(4), (8, 4, 4, 1))
+    hi, lo = jnp.full((8,), 0.7), jnp.full((8,), 0.5)
+    x_bar = cm_obj.posterior_mean_estimate(x, hi, bank)
+    np.testing.assert_allclose(np.asarray(x_bar), np.asarray(oracles.empirical_denoiser(bank)(x, hi)), atol=1e-5)
+    target = cm_obj.constant_denoiser_step(x, hi, lo, x_bar)
+    euler = solvers.euler_step(lambda y, s, cond=None: oracles.empirical_denoiser(bank)(y, s), x, hi, lo)
+    np.testing.assert_allclose(np.asarray(target), np.asarray(euler), atol=1e-5)
+    # k nearest neighbours: k = 1 picks the nearest bank point, k = M equals the full average.
+    nn = cm_obj.posterior_mean_estimate(x, hi, bank, top_k=1)
+    d = jnp.sum((x.reshape(8, 1, -1) - bank.reshape(1, 50, -1)) ** 2, -1)
+    np.testing.assert_allclose(np.asarray(nn), np.asarray(bank[jnp.argmin(d, 1)]), atol=1e-6)
+    np.testing.assert_allclose(np.asarray(cm_obj.posterior_mean_estimate(x, hi, bank, top_k=50)),
+                               np.asarray(x_bar), atol=1e-6)
+
+
+def test_single_point_posterior_reduces_to_ct_target():
+    x0 = jax.random.normal(jax.random.PRNGKey(5), (6, 3))
+    z = jax.random.normal(jax.random.PRNGKey(6), (6, 3))
+    hi, lo = jnp.full((6,), 1.3), jnp.full((6,), 0.4)
+    t = cm_obj.constant_denoiser_step(x0 + 1.3 * z, hi, lo, x0)  # E[x0|x] ≈ x0 (seed eq. 17, n = 1)
+    np.testing.assert_allclose(np.asarray(t), np.asarray(x0 + 0.4 * z), atol=1e-6)  # seed eq. 20
+
+
+def test_pair_weights():
+    lo, hi = jnp.array([0.5]), jnp.array([2.0])
+    assert float(cm_obj.pair_weight("uniform", lo, hi)[0]) == 1.0
+    assert float(cm_obj.pair_weight("snr", lo, hi)[0]) == pytest.approx(0.25)
+    assert float(cm_obj.pair_weight("snr+1", lo, hi)[0]) == pytest.approx(1.25)
+    assert float(cm_obj.pair_weight("truncated_snr", lo, hi)[0]) == pytest.approx(1.0)
+    assert float(cm_obj.pair_weight("inv_delta", lo, hi)[0]) == pytest.approx(1 / 1.5)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Point-mass EMA analysis, seed §2.1 eq. 28–42: affine model f_θ = (ε/σ)x + (1 − ε/σ)θ.
+# ---------------------------------------------------------------------------------------------------------------
+
+def _affine(theta, x, sigma):
+    return SIGMA_MIN / sigma[:, None] * x + (1 - SIGMA_MIN / sigma[:, None]) * theta
+
+
+def _ct_point_mass_loss(theta, theta_minus, c, s_lo, s_hi, z):
+    x0 = jnp.full_like(z, c)
+    hi = jnp.full((z.shape[0],), s_hi)
+    lo = jnp.full((z.shape[0],), s_lo)
+    online = _affine(theta, x0 + s_hi * z, hi)
+    target = jax.lax.stop_gradient(_affine(theta_minus, cm_obj.ct_target_point(x0, z, lo), lo))
+    return jnp.mean(distances.l2(online, target))
+
+
+def test_point_mass_ct_without_ema_reaches_epsilon():
+    c, s_lo, s_hi, lr = 1.5, 0.5, 0.6, 300.0
+    z = jax.random.normal(jax.random.PRNGKey(7), (32, 1))
+    grad = jax.jit(jax.grad(lambda th: _ct_point_mass_loss(th, th, c, s_lo, s_hi, z)))
+    theta = 0.0
+    for _ in range(3000):
+        theta = theta - lr * grad(theta)
+    assert float(theta) == pytest.approx(c, abs=1e-3)
+
+
+def test_point_mass_ema_bias_matches_eq42_fraction():
+    # Minimising over θ with θ⁻ fixed moves θ to (a c + b θ⁻)/(a + b): only a/(a+b) of the way (seed eq. 42).
+    c, s_lo, s_hi = 1.5, 0.5, 0.6
+    a = SIGMA_MIN / s_lo - SIGMA_MIN / s_hi  # ≈ ε Δσ / σ_i²
+    b = 1 - SIGMA_MIN / s_lo
+    z = jax.random.normal(jax.random.PRNGKey(8), (16, 1))
+    theta_minus = 0.0
+    loss = lambda th: _ct_point_mass_loss(th, theta_minus, c, s_lo, s_hi, z)
+    # The loss is quadratic in θ: one Newton step gives the exact minimiser.
+    g, h = jax.grad(loss)(0.0), jax.grad(jax.grad(loss))(0.0)
+    theta_star = float(0.0 - g / h)
+    assert theta_star == pytest.approx((a * c + b * theta_minus) / (a + b), rel=1e-4)
+    assert theta_star / c == pytest.approx(a / (a + b), rel=1e-4) and theta_star / c < 0.01
+
+
+def test_point_mass_gd_trajectory_with_target_ema_matches_linear_prediction():
+    # One GD step on θ then θ⁻ ← μθ⁻ + (1−μ)θ: the exact loss residual is A(θ−c) − B(θ⁻−c) with A = 1 − ε/σ_hi,
+    # B = 1 − ε/σ_lo (= eq. 42 with a = A − B, b = B), so (θ − c, θ⁻ − c) follows a 2×2 linear map. The simulated
+    # trajectory from the real objective matches it, and μ > 0 converges more slowly than μ = 0.
+    c, s_lo, s_hi, lr, mu = 1.5, 0.5, 0.6, 0.2, 0.9
+    A, B = 1 - SIGMA_MIN / s_hi, 1 - SIGMA_MIN / s_lo
+    z = jnp.zeros((4, 1))  # z cancels exactly for the point mass; zeros keep the map exact
+    grad = jax.jit(jax.grad(_ct_point_mass_loss), static_argnums=())
+    th, tm = 0.0, 0.0
+    e = np.array([-c, -c])
+    M = np.array([[1 - 2 * lr * A * A, 2 * lr * A * B], [0.0, 0.0]])
+    M[1] = mu * np.array([0.0, 1.0]) + (1 - mu) * M[0]
+    errs_mu = []
+    for _ in range(200):
+        th = float(th - lr * grad(th, tm, c, s_lo, s_hi, z))
+        tm = mu * tm + (1 - mu) * th
+        e = M @ e
+        assert th - c == pytest.approx(e[0], rel=1e-5) and tm - c == pytest.approx(e[1], rel=1e-5)
+        errs_mu.append(abs(th - c))
+    th0 = 0.0
+    for _ in range(200):
+        th0 = float(th0 - lr * grad(th0, th0, c, s_lo, s_hi, z))
+    assert abs(th0 - c) < errs_mu[-1]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# ECT objective.
+# ---------------------------------------------------------------------------------------------------------------
+
+def test_ecm_stage0_small_t_is_denoising_loss():
+    y = jax.random.normal(jax.random.PRNGKey(9), (8, 5))
+    noise = jax.random.normal(jax.random.PRNGKey(10), (8, 5))
+    t = jnp.full((8,), 1.0)
+    r = schedules.ect_r_from_t(t, 0)
+    assert float(jnp.max(r)) == 0.0
+    D = lambda x, s: 0.5 * x
+    loss = ecm_obj.ecm_loss(D, D, y, noise, t, r, 0.0)
+    ref = jnp.linalg.norm(0.5 * (y + noise) - y, axis=1) / 1.0
+    np.testing.assert_allclose(np.asarray(loss), np.asarray(ref), rtol=1e-5)
+
+
+def test_ecm_loss_zero_for_consistent_point_mass_denoiser():
+    c = 0.3
+    y = jnp.full((8, 2), c)
+    noise = jax.random.normal(jax.random.PRNGKey(11), (8, 2))
+    t = jnp.full((8,), 3.0)
+    r = schedules.ect_r_from_t(t, 3)
+    assert float(jnp.min(r)) > 0
+    D = lambda x, s: jnp.full_like(x, c)  # the exact denoiser for a point mass is its own consistency function
+    np.testing.assert_allclose(np.asarray(ecm_obj.ecm_loss(D, D, y, noise, t, r, 0.0)), 0.0, atol=1e-4)
