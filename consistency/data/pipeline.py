@@ -1,0 +1,212 @@
+"""Deterministic, host-sharded batches: every batch is a pure function of (seed, step).
+
+The stream.  Global batch number ``step`` holds the stream positions ``index = step·B + r``, r = 0..B−1
+(B = global batch size).  Position ``index`` lies in epoch ``e = index // N`` at offset ``index % N``
+(N = split size) and shows example ``perm_e[index % N]``, where ``perm_e`` is a permutation of range(N)
+drawn from (seed, e) alone.  Hence each epoch shows every example exactly once, batches may straddle
+epochs, and a run resumed at any step sees exactly the batches it would have seen.
+
+Flips (``data.random_flip``, images only): row r of global batch ``step`` is mirrored horizontally iff
+``u_r < ½`` with ``u = default_rng((FLIP_STREAM, seed, step)).random(B)``, i.e. a function of
+(seed, step, index) independent of the host layout.  The stored (e.g. uint8) rows are mirrored before
+decoding, which is equivalent because scaling is pointwise and the half-pixel bilinear resize is symmetric.
+
+Hosts.  Host p of P (``jax.process_index()`` / ``jax.process_count()``) takes rows
+[p·B/P, (p+1)·B/P) of the global batch; it computes only those rows.  The caller assembles the global
+array from the per-host pieces (e.g. ``jax.make_array_from_process_local_data``).
+
+``batch(step)`` returns ``{'x': float32 [B/P, *example_shape], 'label': int32 [B/P], 'index': int32 [B/P]}``;
+``index`` is the stream position (taken modulo 2³¹ to fit int32, i.e. it wraps after 2.1e9 examples).
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Callable, Optional
+
+import jax
+import numpy as np
+
+from consistency.config import ConfigError
+from consistency.data import images, toys
+
+PERMUTATION_STREAM = 0            # first word of the numpy seed for epoch permutations
+FLIP_STREAM = 1                   # … for flips
+TOY_SEED = 0                      # toy points are drawn once from (TOY_SEED, split): fixed across runs
+TOY_SPLITS = {"train": 0, "test": 1, "all": 0}   # 'all' is the training draw for toys
+IMAGE_RANGE = (-1.0, 1.0)
+UNBOUNDED = (-float("inf"), float("inf"))
+
+
+def _entropy(seed: int) -> int:
+    """numpy SeedSequence wants a non-negative int; map negative seeds injectively."""
+    return int(seed) % (1 << 64)
+
+
+@functools.lru_cache(maxsize=16)
+def epoch_permutation(seed: int, epoch: int, n: int) -> np.ndarray:
+    """The order of epoch `epoch`: a permutation of range(n) from (seed, epoch) only (read-only array)."""
+    perm = np.random.default_rng([PERMUTATION_STREAM, _entropy(seed), epoch]).permutation(n)
+    perm.flags.writeable = False
+    return perm
+
+
+def stream_example_ids(seed: int, step: int, global_batch_size: int, n: int, rows: np.ndarray):
+    """Example ids and stream positions for `rows` of global batch `step` (module docstring)."""
+    index = np.int64(step) * global_batch_size + rows.astype(np.int64)
+    epoch, offset = np.divmod(index, n)
+    ids = np.empty_like(index)
+    for e in np.unique(epoch):
+        where = epoch == e
+        ids[where] = epoch_permutation(seed, int(e), n)[offset[where]]
+    return ids, index
+
+
+def flip_mask(seed: int, step: int, global_batch_size: int) -> np.ndarray:
+    """bool [B]: which rows of global batch `step` are mirrored."""
+    return np.random.default_rng([FLIP_STREAM, _entropy(seed), step]).random(global_batch_size) < 0.5
+
+
+def host_rows(global_batch_size: int, host_index: int, host_count: int) -> np.ndarray:
+    """Rows [p·B/P, (p+1)·B/P) of the global batch that host p of P owns."""
+    if global_batch_size % host_count:
+        raise ConfigError(
+            f"config.training.batch_size: global batch {global_batch_size} is not divisible by the "
+            f"{host_count} hosts (jax.process_count())"
+        )
+    per_host = global_batch_size // host_count
+    return np.arange(host_index * per_host, (host_index + 1) * per_host)
+
+
+def _image_std(raw: np.ndarray, raw_max: float, chunk: int = 4096) -> float:
+    """Std of all pixel values in model space (2·raw/raw_max − 1) at native resolution, in float64 chunks."""
+    total, total_sq, count = 0.0, 0.0, 0
+    for start in range(0, len(raw), chunk):
+        v = raw[start:start + chunk].astype(np.float64) * (2.0 / raw_max) - 1.0
+        total, total_sq, count = total + v.sum(), total_sq + np.square(v).sum(), count + v.size
+    mean = total / count
+    return float(np.sqrt(max(total_sq / count - mean ** 2, 0.0)))
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Dataset:
+    """One split of one dataset, served as deterministic host-local batches (module docstring).
+
+    ``examples`` holds the split in its stored form (raw images, or toy points) and ``decode`` maps stored
+    rows to model space (float32, images in [−1, 1], resized when configured).
+    """
+
+    name: str
+    kind: str                           # 'image' | 'toy'
+    split: str
+    example_shape: tuple
+    num_classes: int                    # 0: no labels (label is all 0)
+    size: int                           # examples in the split
+    data_range: tuple                   # (lo, hi) of x; (−inf, inf) for toys (nothing to clip)
+    data_std: float                     # toys: exact RMS per-coordinate std (toys.TOY_STD); images: pixel std
+                                        # of the split at native resolution
+    mixture: Optional[tuple]            # toy mixtures: exact (weights [K], means [K, d], stds [K]); else None
+    global_batch_size: int
+    seed: int
+    random_flip: bool
+    host_index: int
+    host_count: int
+    examples: np.ndarray = dataclasses.field(repr=False)
+    labels: np.ndarray = dataclasses.field(repr=False)
+    decode: Callable[[np.ndarray], np.ndarray] = dataclasses.field(repr=False)
+
+    @property
+    def local_batch_size(self) -> int:
+        return self.global_batch_size // self.host_count
+
+    @property
+    def steps_per_epoch(self) -> float:
+        return self.size / self.global_batch_size
+
+    def example_ids(self, step: int) -> np.ndarray:
+        """int64 [B/P]: rows of the split that this host's share of global batch `step` shows."""
+        rows = host_rows(self.global_batch_size, self.host_index, self.host_count)
+        return stream_example_ids(self.seed, step, self.global_batch_size, self.size, rows)[0]
+
+    def batch(self, step: int) -> dict:
+        """This host's share of global batch `step`: {'x', 'label', 'index'} (module docstring)."""
+        rows = host_rows(self.global_batch_size, self.host_index, self.host_count)
+        ids, index = stream_example_ids(self.seed, step, self.global_batch_size, self.size, rows)
+        stored = self.examples[ids]                    # a fresh copy (fancy indexing)
+        if self.random_flip and self.kind == "image":
+            # Mirror the stored rows: decode (pointwise scale, half-pixel bilinear resize) commutes with it.
+            flip = np.flatnonzero(flip_mask(self.seed, step, self.global_batch_size)[rows])
+            width = stored.shape[2]
+            stored[flip] = np.take(stored[flip], np.arange(width - 1, -1, -1), axis=2)
+        x = self.decode(stored)
+        return {
+            "x": np.ascontiguousarray(x, dtype=np.float32),
+            "label": self.labels[ids].astype(np.int32),
+            "index": (index % (1 << 31)).astype(np.int32),
+        }
+
+    def arrays(self, chunk: int = 4096):
+        """(x float32 [N, *example_shape], labels int32 [N]): the whole split in model space, unflipped."""
+        parts = [self.decode(self.examples[s:s + chunk]) for s in range(0, self.size, chunk)]
+        return np.concatenate(parts).astype(np.float32), self.labels.astype(np.int32)
+
+
+def _field(data_config, key, default):
+    return getattr(data_config, key, default) if not isinstance(data_config, dict) else data_config.get(key, default)
+
+
+def _toy_parts(name: str, split: str, toy_size: int):
+    if split not in TOY_SPLITS:
+        raise ConfigError(f"toy data has splits 'train' | 'test' | 'all', got {split!r}")
+    if toy_size <= 0:
+        raise ConfigError(f"config.data.toy_size: must be > 0, got {toy_size}")
+    try:
+        short = toys.toy_name(name)
+    except ValueError as e:
+        raise ConfigError(f"config.data.name: {e}") from None
+    x, labels = toys.sample_toy(short, toy_size, np.random.default_rng([TOY_SEED, TOY_SPLITS[split]]))
+    return dict(kind="toy", example_shape=(toys.toy_dim(short),), num_classes=toys.toy_num_classes(short),
+                data_range=UNBOUNDED, data_std=toys.TOY_STD[short], mixture=toys.toy_mixture(short),
+                examples=x, labels=labels, decode=lambda rows: rows)
+
+
+def _image_parts(name: str, split: str, data_dir: str, resolution: int):
+    if resolution < 0:
+        raise ConfigError(f"config.data.resolution: must be >= 0 (0 = native), got {resolution}")
+    if name == "digits":
+        arrays = images.load_digits_split(split)
+    elif name == "mnist5k":
+        arrays = images.load_mnist5k_split(split)
+    else:
+        arrays = images.load_tfds_split(name, data_dir, split)
+    _, h, w, c = arrays.raw.shape
+    shape = (resolution, resolution, c) if resolution else (h, w, c)
+    raw_max = arrays.raw_max
+    return dict(kind="image", example_shape=shape, num_classes=arrays.num_classes, data_range=IMAGE_RANGE,
+                data_std=_image_std(arrays.raw, raw_max), mixture=None, examples=arrays.raw,
+                labels=arrays.labels, decode=lambda rows: images.to_model_space(rows, raw_max, resolution))
+
+
+def make_dataset(data_config, global_batch_size: int, seed: int, split: str = "train") -> Dataset:
+    """Build the Dataset named by ``config.data`` (see consistency/config.py) for this host.
+
+    data_config.name: 'digits' | 'mnist5k' | 'toy:<name>' (toys.TOY_NAMES) | any TFDS image dataset.
+    Raises ConfigError (one line) for a bad name/split/batch size, and images.DataUnavailableError (a
+    ConfigError) when the data cannot be read on this machine.
+    """
+    global_batch_size = int(global_batch_size)
+    if global_batch_size <= 0:
+        raise ConfigError(f"config.training.batch_size: must be > 0, got {global_batch_size}")
+    host_index, host_count = jax.process_index(), jax.process_count()
+    host_rows(global_batch_size, host_index, host_count)          # divisibility check, one line
+    name = str(_field(data_config, "name", "digits"))
+    if name.startswith("toy:"):
+        parts = _toy_parts(name, split, int(_field(data_config, "toy_size", 100_000)))
+    else:
+        parts = _image_parts(name, split, str(_field(data_config, "data_dir", "") or ""),
+                             int(_field(data_config, "resolution", 0) or 0))
+    if _field(data_config, "conditional", False) and parts["num_classes"] == 0:
+        raise ConfigError(f"config.data.conditional: {name} has no class labels; set it to False")
+    return Dataset(name=name, split=split, size=len(parts["examples"]), global_batch_size=global_batch_size,
+                   seed=int(seed), random_flip=bool(_field(data_config, "random_flip", False)),
+                   host_index=host_index, host_count=host_count, **parts)
