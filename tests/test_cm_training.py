@@ -1,0 +1,144 @@
+"""CM methods inside the real train step: convergence to the closed-form consistency function, schedules traced
+from the step without recompiling, the boundary condition through a real network (METHODS.md §3–§7)."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from consistency import oracles
+from consistency.config import ConfigError, base_config
+from consistency.data import make_dataset
+from consistency.diffusion import schedules
+from consistency.methods import cd, common, ct, ecm, ict
+
+
+def toy_config(method, **cm):
+    c = base_config()
+    c.method = method
+    c.data.name = "toy:gaussian1d"  # N(0.7, 0.3²)
+    c.model.name = "mlp"
+    c.model.hidden = 64
+    c.model.depth = 2
+    c.model.fourier_scale = 1.0  # σ-embedding frequency for toy MLPs (16 suits U-Nets; see configs/toy_*.py)
+    c.training.batch_size = 256
+    c.training.ema_decay = 0.99
+    c.optim.lr = 2e-3
+    for k, v in cm.items():
+        c.cm[k] = v
+    return c
+
+
+def run(config, steps, seed=0):
+    ds = make_dataset(config.data, config.training.batch_size, seed)
+    method = {"cd": cd, "ct": ct, "ict": ict, "ecm": ecm}[config.method].make(config, ds)
+    state = method.init(jax.random.PRNGKey(seed), ds.batch(0))
+    traces = []
+
+    def counted(state, batch, rng):
+        traces.append(1)
+        return method.train_step(state, batch, rng)
+    step = jax.jit(counted)
+    history = []
+    for k in range(steps):
+        state, metrics = step(state, ds.batch(k), jax.random.fold_in(jax.random.PRNGKey(seed), k))
+        history.append({n: float(v) for n, v in metrics.items()})
+    return method, state, history, len(traces), ds
+
+
+def test_cd_mlp_from_exact_gaussian_oracle_converges_to_closed_form_consistency_function():
+    c = toy_config("cd", num_scales=18)
+    c.teacher.oracle = "mixture"  # exact N(0.7, 0.3²) denoiser
+    c.training.num_steps = 2000
+    c.optim.lr = 2e-3
+    method, state, hist, _, _ = run(c, 2000)
+    net = common.build_net(c, (1,))
+    f = common.consistency_function(net, c.diffusion.sigma_min, c.diffusion.sigma_data)
+
+    def mean_abs_errors(params):
+        errs = []
+        for sigma in (0.3, 1.0, 3.0, 10.0):
+            half = 2 * np.sqrt(0.3 ** 2 + sigma ** 2)
+            x = jnp.linspace(0.7 - half, 0.7 + half, 64)[:, None]
+            got = f(params, x, jnp.full((64,), sigma))
+            want = oracles.gaussian_consistency_function(x, sigma, 0.7, 0.3, c.diffusion.sigma_min)
+            errs.append(float(jnp.mean(jnp.abs(got - want))))
+        return errs
+    # Tolerance 0.06 = the N = 18 Heun grid's own discretisation error (≈ 0.02, measured) + optimisation error;
+    # the untrained network is off by more than 0.2 at σ ≥ 1.
+    errs = mean_abs_errors(state.ema["online"])
+    assert max(errs) < 0.06, errs
+    untrained = mean_abs_errors(method.init(jax.random.PRNGKey(0), {"x": jnp.zeros((1, 1))}).params["online"])
+    assert max(untrained) > 0.2, untrained
+    one_step = method.sample(state, jax.random.PRNGKey(5), 4000, num_steps=1)
+    assert float(jnp.mean(one_step)) == pytest.approx(0.7, abs=0.06)
+    assert float(jnp.std(one_step)) == pytest.approx(0.3, abs=0.06)
+
+
+def test_ct_schedules_traced_from_step_without_recompiling():
+    K = 60
+    c = toy_config("ct", curriculum="ct", target_schedule="ct", s0=2, s1=150, mu0=0.9)
+    c.training.num_steps = K
+    _, _, hist, traces, _ = run(c, K + 1)
+    assert traces == 1
+    for k in (0, 1, 17, 30, K):
+        assert hist[k]["num_scales"] == int(schedules.ct_num_steps(k, K, 2, 150))
+        assert hist[k]["target_decay"] == pytest.approx(float(schedules.ct_target_decay(k, K, 2, 150, 0.9)), rel=1e-6)
+    assert hist[0]["num_scales"] == 2 and hist[K]["num_scales"] == 151
+
+
+def test_ict_doubling_curriculum_inside_training_without_recompiling():
+    K = 40  # K' = 5 steps per stage, s0 = 10, s1 = 1280 → 11, 21, …, 1281
+    c = toy_config("ict", curriculum="ict", s0=10, s1=1280, distance="pseudo_huber", weighting="inv_delta",
+                   index_sampling="lognormal")
+    c.training.num_steps = K
+    _, _, hist, traces, _ = run(c, K)
+    assert traces == 1
+    assert [hist[5 * a]["num_scales"] for a in range(8)] == [11, 21, 41, 81, 161, 321, 641, 1281]
+    assert all(np.isfinite(h["loss"]) for h in hist)
+
+
+def test_ict_refuses_an_ema_target():
+    c = toy_config("ict", target_ema=0.5)
+    with pytest.raises(ConfigError, match="config.cm.target_ema"):
+        run(c, 1)
+
+
+def test_cd_variants_run_and_report_terms():
+    c = toy_config("cd", max_gap=4, teacher_steps=2, ct_weight=0.5, split_gap=2, target_ema=0.9)
+    c.teacher.oracle = "mixture"
+    _, state, hist, _, _ = run(c, 3)
+    assert "target" in state.frozen and "loss_ct" in hist[-1]
+    assert hist[-1]["loss"] == pytest.approx(hist[-1]["loss_cm"] + 0.5 * hist[-1]["loss_ct"], rel=1e-5)
+
+
+def test_ct_posterior_target_variants_run():
+    for posterior in ("batch", "dataset"):
+        c = toy_config("ct", posterior=posterior, posterior_k=8)
+        c.data.toy_size = 512
+        _, _, hist, _, _ = run(c, 2)
+        assert np.isfinite(hist[-1]["loss"])
+
+
+def test_cd_without_teacher_is_a_config_error():
+    with pytest.raises(ConfigError, match="config.teacher"):
+        run(toy_config("cd"), 1)
+
+
+def test_ecm_stage_advances():
+    c = toy_config("ecm")
+    c.ecm.steps_per_stage = 2
+    _, _, hist, traces, _ = run(c, 5)
+    assert [h["stage"] for h in hist] == [0, 0, 1, 1, 2] and traces == 1
+
+
+def test_boundary_condition_through_a_real_unet():
+    c = base_config()
+    c.model.channels = 8
+    c.model.channel_mult = (1, 2)
+    net = common.build_net(c, (8, 8, 1))
+    x = jax.random.normal(jax.random.PRNGKey(0), (3, 8, 8, 1))
+    params = common.init_params(net, jax.random.PRNGKey(1), x, False)
+    params = jax.tree.map(lambda p: p + 0.1 * jax.random.normal(jax.random.PRNGKey(2), p.shape), params)
+    f = common.consistency_function(net, 0.002, 0.5)
+    np.testing.assert_array_equal(np.asarray(f(params, x, jnp.full((3,), 0.002))), np.asarray(x))
+    assert float(jnp.max(jnp.abs(f(params, x, jnp.full((3,), 0.5)) - x))) > 1e-3
