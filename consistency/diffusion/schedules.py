@@ -21,7 +21,10 @@ def karras_sigmas(num: int | jax.Array, sigma_min: float = 0.002, sigma_max: flo
     i = jnp.arange(size, dtype=jnp.float32)
     frac = jnp.clip(i / jnp.maximum(jnp.asarray(num, jnp.float32) - 1.0, 1.0), 0.0, 1.0)
     lo, hi = sigma_min ** (1.0 / rho), sigma_max ** (1.0 / rho)
-    return (lo + frac * (hi - lo)) ** rho
+    sigmas = (lo + frac * (hi - lo)) ** rho
+    # Pin the ends exactly (float32 roots drift by ~1e-7), so the CM boundary f(x, σ_min) = x holds bit-exactly.
+    sigmas = jnp.where(i >= jnp.asarray(num, jnp.float32) - 1.0, jnp.float32(sigma_max), sigmas)
+    return sigmas.at[0].set(sigma_min)
 
 
 # ----------------------------------------------------------------------------------------------------------
