@@ -1,0 +1,12 @@
+"""EDM teacher on a 2-D mixture (toy:8gaussians by default; --config.data.name=toy:25gaussians etc.)."""
+from consistency import presets
+
+
+def get_config(variant: str = ""):
+    c = presets.toy(presets.new("edm"), "edm")
+    c.sampling.num_steps = 18
+    if variant == "quick":
+        presets.quick(c, 200)
+    elif variant:
+        raise ValueError(f"configs/toy_edm.py: unknown variant {variant!r}; use '' or 'quick'")
+    return c

@@ -1,0 +1,139 @@
+"""Recipe building blocks shared by the files in ``configs/`` (each config file stays a short, readable list of the
+paper's numbers; the blocks below are the parts several files share).
+"""
+from __future__ import annotations
+
+from consistency.config import base_config
+
+
+def digits(c, method: str):
+    """sklearn digits (8×8×1, 1500 train images) with a 0.6M-parameter U-Net: the offline real-image default."""
+    c.method = method
+    c.data.name = "digits"
+    c.model.name = "unet"
+    c.model.channels = 32
+    c.model.channel_mult = (1, 2)
+    c.model.num_res_blocks = 1
+    c.model.attn_resolutions = ()
+    c.training.batch_size = 128
+    c.training.log_every = 100
+    c.training.sample_every = 1000
+    c.training.ckpt_every = 1000
+    c.training.ema_decay = 0.999
+    c.sampling.num_samples = 100
+    c.eval.num_samples = 297  # size of the held-out digits split (the reference set)
+    return c
+
+
+def toy(c, method: str, name: str = "8gaussians"):
+    """2-D toy mixture with an MLP; the mixture's exact denoiser is available as teacher.oracle='mixture'."""
+    c.method = method
+    c.data.name = f"toy:{name}"
+    c.model.name = "mlp"
+    c.model.hidden = 256
+    c.model.depth = 4
+    c.model.fourier_scale = 1.0  # the σ-embedding need not oscillate for a smooth 2-D map
+    c.training.batch_size = 512
+    c.training.num_steps = 4000
+    c.training.log_every = 200
+    c.training.sample_every = 2000
+    c.training.ckpt_every = 2000
+    c.training.ema_decay = 0.999
+    c.optim.lr = 1e-3
+    c.sampling.num_samples = 2000
+    c.eval.num_samples = 2000
+    return c
+
+
+def cifar_network(c, dropout: float, fourier_scale: float = 16.0):
+    """NCSN++/DDPM++-family U-Net at the CIFAR-10 papers' size: 128 channels, (2, 2, 2), 4 blocks, attention at 16
+    (METHODS.md §2, jcm `cifar10_k_ve`)."""
+    c.data.name = "cifar10"
+    c.data.random_flip = True
+    c.model.name = "unet"
+    c.model.channels = 128
+    c.model.channel_mult = (2, 2, 2)
+    c.model.num_res_blocks = 4
+    c.model.attn_resolutions = (16,)
+    c.model.dropout = dropout
+    c.model.embedding = "fourier"
+    c.model.fourier_scale = fourier_scale
+    c.training.log_every = 1000
+    c.training.ckpt_every = 10_000
+    c.training.sample_every = 10_000
+    c.training.keep_checkpoints = 3
+    c.sampling.num_samples = 64
+    c.eval.num_samples = 50_000
+    return c
+
+
+def cifar_cpu_smoke(c):
+    """The `:cpu` variant of a CIFAR recipe: same method and objective, a network and run small enough for a laptop."""
+    c.model.channels = 32
+    c.model.channel_mult = (1, 2)
+    c.model.num_res_blocks = 1
+    c.model.attn_resolutions = ()
+    c.training.batch_size = 16
+    c.training.num_steps = 20
+    c.training.log_every = 5
+    c.training.ckpt_every = 10
+    c.training.sample_every = 20
+    c.sampling.num_samples = 16
+    c.eval.num_samples = 64
+    return c
+
+
+def consistency_distillation(c, num_scales: int = 18):
+    """CD, CM paper (Song et al. 2023) Table 3 / jcm: N = 18, Heun teacher, μ = 0 (θ⁻ = sg θ), student from teacher."""
+    c.method = "cd"
+    c.cm.num_scales = num_scales
+    c.cm.curriculum = "fixed"
+    c.cm.target_schedule = "fixed"
+    c.cm.target_ema = 0.0
+    c.cm.solver = "heun"
+    c.cm.weighting = "uniform"
+    c.cm.index_sampling = "uniform"
+    c.cm.init_from_teacher = True
+    return c
+
+
+def consistency_training(c, s0: int = 2, s1: int = 150, mu0: float = 0.9):
+    """CT, CM paper Appendix C: N(k) from s0 to s1 + 1, θ⁻ EMA with μ(k) (code form), uniform pairs."""
+    c.method = "ct"
+    c.cm.curriculum = "ct"
+    c.cm.s0, c.cm.s1, c.cm.mu0 = s0, s1, mu0
+    c.cm.target_schedule = "ct"
+    c.cm.mu_form = "code"
+    c.cm.weighting = "uniform"
+    c.cm.index_sampling = "uniform"
+    return c
+
+
+def improved_consistency_training(c, s0: int = 10, s1: int = 1280):
+    """iCT (Song & Dhariwal 2023): θ⁻ = sg θ, pseudo-Huber (c = 0.00054√d), λ = 1/Δσ, lognormal pairs (−1.1, 2.0),
+    doubling curriculum s0 = 10 → s1 = 1280."""
+    c.method = "ict"
+    c.cm.curriculum = "ict"
+    c.cm.s0, c.cm.s1 = s0, s1
+    c.cm.target_schedule = "fixed"
+    c.cm.target_ema = 0.0
+    c.cm.distance = "pseudo_huber"
+    c.cm.huber_c = -1.0
+    c.cm.weighting = "inv_delta"
+    c.cm.index_sampling = "lognormal"
+    c.cm.p_mean, c.cm.p_std = -1.1, 2.0
+    return c
+
+
+def new(method: str):
+    c = base_config()
+    c.method = method
+    return c
+
+
+def quick(c, num_steps: int):
+    """The `:quick` variant: the same recipe for ``num_steps`` steps, sampling and checkpointing at the end."""
+    c.training.num_steps = num_steps
+    c.training.sample_every = c.training.ckpt_every = num_steps
+    c.training.log_every = max(1, num_steps // 4)
+    return c
