@@ -1,0 +1,46 @@
+"""A residual SiLU MLP with a noise-level embedding, for 1-D / 2-D toy data (x of shape [B, d])."""
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+
+from consistency.nets.embeddings import ConditionEmbedding, batch_noise, default_kernel_init
+
+
+class MLP(nn.Module):
+    """F_θ(x, c_noise, label) for toy data; the output has x's shape [B, d].
+
+    Layout (a pre-activation residual MLP; the embedding is injected in every layer):
+        e = ConditionEmbedding(c_noise, label)                     [B, hidden]
+        h = Dense(hidden)(x)
+        depth ×:  h ← h + Dropout(Dense(hidden)(SiLU(h + e)))
+        F = Dense(d)(SiLU(h))
+
+    ``embed_dim`` is the number of fixed sinusoidal features of c_noise (Fourier: embed_dim/2
+    frequencies of scale ``fourier_scale``). With ``num_classes > 0`` the label ``num_classes`` (or
+    ``labels=None``) is the null label for classifier-free guidance; with ``num_classes == 0`` labels
+    are ignored. Dropout draws from the 'dropout' rng collection and is active only when ``train``.
+    """
+
+    hidden: int = 256
+    depth: int = 4
+    num_classes: int = 0
+    embedding: str = "fourier"
+    fourier_scale: float = 16.0
+    embed_dim: int = 128
+    dropout: float = 0.0
+
+    @nn.compact
+    def __call__(self, x: jax.Array, c_noise: jax.Array, labels: jax.Array | None = None,
+                 train: bool = False) -> jax.Array:
+        if x.ndim != 2:
+            raise ValueError(f"MLP expects x of shape [B, d], got {x.shape}")
+        batch_size, data_dim = x.shape
+        e = ConditionEmbedding(embedding=self.embedding, feature_dim=self.embed_dim, out_dim=self.hidden,
+                               fourier_scale=self.fourier_scale, num_classes=self.num_classes,
+                               name="embed")(batch_noise(c_noise, batch_size), labels)
+        h = nn.Dense(self.hidden, kernel_init=default_kernel_init, name="dense_in")(x)
+        for i in range(self.depth):
+            r = nn.Dense(self.hidden, kernel_init=default_kernel_init, name=f"dense_{i}")(nn.silu(h + e))
+            h = h + nn.Dropout(self.dropout, deterministic=not train)(r)
+        return nn.Dense(data_dim, kernel_init=default_kernel_init, name="dense_out")(nn.silu(h))

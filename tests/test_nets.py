@@ -1,0 +1,341 @@
+"""Networks (issue 2 item 7): shapes, closed-form behaviour at init, dropout, null label, make_net.
+
+Compile time dominates on this CPU, so most tests share one tiny conditional U-Net (8×8×1, 8 channels,
+attention at 4×4) and two compiled functions; the other resolutions are checked with ``jax.eval_shape``
+(tracing only). The module runs with ``jax_threefry_partitionable=False``: with the default (True),
+XLA-CPU compile time of random draws with small ≥3-D shapes such as conv kernels (3,3,8,16) explodes
+(measured on a loaded 2-core box: 18–22 s for that one draw vs 1.1 s; 92 s vs 12 s to compile this
+U-Net's init).
+"""
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import signal
+
+from consistency.config import ConfigError, base_config
+from consistency.nets import MLP, UNet, make_net, param_count
+from consistency.nets.embeddings import fourier_features, fourier_frequencies, positional_features
+from consistency.nets.unet import (AttentionBlock, ResBlock, downsample_mean, fir_downsample, fir_filter_2d,
+                                   fir_upsample, upsample_nearest)
+
+NUM_CLASSES = 3
+IMAGE_SHAPE = (8, 8, 1)
+BATCH = 2
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _fast_rng_compile():
+    with jax.threefry_partitionable(False):
+        yield
+
+
+def perturb(params, scale=0.3, seed=0):
+    """Add N(0, scale²) noise to every leaf (numpy, so no RNG compile) to leave the zero-init point."""
+    rng = np.random.default_rng(seed)
+    return jax.tree.map(lambda p: np.asarray(p) + scale * rng.standard_normal(p.shape).astype(np.float32), params)
+
+
+def max_abs_diff(a, b, axis=None):
+    return np.max(np.abs(np.asarray(a) - np.asarray(b)), axis=axis)
+
+
+def tiny_unet(dropout=0.5):
+    return UNet(channels=8, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=(4,), dropout=dropout,
+                num_classes=NUM_CLASSES)
+
+
+@pytest.fixture(scope="module")
+def unet_case():
+    """The tiny conditional U-Net, its init params and two compiled functions shared by the U-Net tests."""
+    net = tiny_unet()
+    rng = np.random.default_rng(1)
+    x = jnp.asarray(rng.standard_normal((BATCH,) + IMAGE_SHAPE), jnp.float32)
+    c_noise = jnp.asarray([0.25 * math.log(0.5), 0.25 * math.log(20.0)], jnp.float32)  # ¼ ln σ
+    params = jax.jit(net.init)({"params": jax.random.PRNGKey(0)}, x, c_noise)["params"]
+
+    @jax.jit
+    def eval_outputs(params):
+        """train=False outputs for labels None, null, 0, 1 (one compile for all of them)."""
+        full = lambda v: jnp.full((BATCH,), v, jnp.int32)
+        labels = {"none": None, "null": full(NUM_CLASSES), "zero": full(0), "one": full(1)}
+        return {k: net.apply({"params": params}, x, c_noise, v, train=False) for k, v in labels.items()}
+
+    @jax.jit
+    def train_loss_and_grad(params, key):
+        """Dropout active: (mean (F − x)², F) and d loss / d params."""
+        def loss(p):
+            out = net.apply({"params": p}, x, c_noise, jnp.asarray([1, NUM_CLASSES]), train=True,
+                            rngs={"dropout": key})
+            return jnp.mean((out - x) ** 2), out
+        return jax.value_and_grad(loss, has_aux=True)(params)
+
+    return dict(net=net, x=x, c_noise=c_noise, params=params, eval_outputs=eval_outputs,
+                train_loss_and_grad=train_loss_and_grad)
+
+
+# ------------------------------------------------------------------------------------------------
+# Embeddings
+
+def test_fourier_features_closed_form():
+    c = jnp.asarray([0.25, -1.0, 3.0])
+    freqs = np.asarray([0.5, 2.0], np.float32)
+    got = np.asarray(fourier_features(c, freqs))
+    want = np.array([[math.sin(2 * math.pi * ci * f) for f in freqs] + [math.cos(2 * math.pi * ci * f) for f in freqs]
+                     for ci in [0.25, -1.0, 3.0]])
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    # Fixed Gaussian frequencies N(0, scale²): sample std matches the scale (n = 20000, se ≈ 0.5%).
+    b = fourier_frequencies(20_000, 16.0)
+    assert np.std(b) == pytest.approx(16.0, rel=0.03) and abs(np.mean(b)) < 0.5
+    np.testing.assert_array_equal(b, fourier_frequencies(20_000, 16.0))  # a constant, not a draw per call
+
+
+def test_positional_features_closed_form():
+    c = jnp.asarray([0.0, 1.5, 700.0])
+    got = np.asarray(positional_features(c, 4))  # ω = (1, 1e-4)
+    want = np.array([[math.sin(v), math.sin(v * 1e-4), math.cos(v), math.cos(v * 1e-4)] for v in [0.0, 1.5, 700.0]])
+    np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+# ------------------------------------------------------------------------------------------------
+# Resampling
+
+def _reference_upfirdn(x2d, up, down):
+    """upfirdn2d on one channel with scipy: zero-stuff, pad, convolve, subsample."""
+    k = fir_filter_2d() * (up * up)
+    if up == 2:
+        z = np.zeros((2 * x2d.shape[0], 2 * x2d.shape[1]))
+        z[::2, ::2] = x2d
+        z = np.pad(z, ((2, 1), (2, 1)))
+    else:
+        z = np.pad(x2d, ((1, 1), (1, 1)))
+    y = signal.convolve2d(z, k, mode="valid")
+    return y[::down, ::down]
+
+
+def test_resampling_against_scipy_and_identities():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 8, 8, 3)).astype(np.float32)
+    down, up = np.asarray(fir_downsample(jnp.asarray(x))), np.asarray(fir_upsample(jnp.asarray(x)))
+    assert down.shape == (2, 4, 4, 3) and up.shape == (2, 16, 16, 3)
+    for b in range(2):
+        for ch in range(3):
+            np.testing.assert_allclose(down[b, :, :, ch], _reference_upfirdn(x[b, :, :, ch], 1, 2), atol=1e-5)
+            np.testing.assert_allclose(up[b, :, :, ch], _reference_upfirdn(x[b, :, :, ch], 2, 1), atol=1e-5)
+    # FIR filters preserve constants away from the zero-padded border.
+    ones = jnp.ones((1, 8, 8, 1))
+    np.testing.assert_allclose(np.asarray(fir_downsample(ones))[0, 1:-1, 1:-1, 0], 1.0, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(fir_upsample(ones))[0, 2:-2, 2:-2, 0], 1.0, atol=1e-6)
+    # Box filter: 2×2 mean of a nearest-neighbour upsampling is the identity.
+    np.testing.assert_array_equal(np.asarray(downsample_mean(upsample_nearest(jnp.asarray(x)))), x)
+
+
+# ------------------------------------------------------------------------------------------------
+# Blocks
+
+def test_resblock_skip_scaling_at_init():
+    rng = np.random.default_rng(2)
+    x = jnp.asarray(rng.standard_normal((2, 4, 4, 8)), jnp.float32)
+    emb = jnp.asarray(rng.standard_normal((2, 16)), jnp.float32)
+
+    def init_and_apply(block, key):
+        params = block.init(key, x, emb)
+        return params["params"], block.apply(params, x, emb)
+
+    # conv_1 is zero-initialised, so the residual branch vanishes: out = x / √2 (NCSN++ skip_rescale).
+    _, out = jax.jit(lambda k: init_and_apply(ResBlock(8), k))(jax.random.PRNGKey(0))
+    np.testing.assert_allclose(np.asarray(out), np.asarray(x) / math.sqrt(2), atol=1e-6)
+    # More channels: the skip is a 1×1 conv, out = (x W + b) / √2.
+    params, out = jax.jit(lambda k: init_and_apply(ResBlock(16), k))(jax.random.PRNGKey(1))
+    skip = params["skip"]
+    want = (np.asarray(x) @ np.asarray(skip["kernel"])[0, 0] + np.asarray(skip["bias"])) / math.sqrt(2)
+    np.testing.assert_allclose(np.asarray(out), want, atol=1e-5)
+
+
+def test_attention_identity_at_init_and_permutation_equivariance():
+    rng = np.random.default_rng(3)
+    x = jnp.asarray(rng.standard_normal((2, 4, 4, 8)), jnp.float32)
+    block = AttentionBlock()
+    params = jax.jit(block.init)(jax.random.PRNGKey(0), x)
+    apply = jax.jit(block.apply)
+    np.testing.assert_allclose(np.asarray(apply(params, x)), np.asarray(x) / math.sqrt(2), atol=1e-6)
+    # Self-attention without positional information commutes with any permutation of the pixels.
+    params = perturb(params)
+    perm = rng.permutation(16)
+    permute = lambda a: a.reshape(2, 16, 8)[:, perm].reshape(2, 4, 4, 8)
+    out = apply(params, x)
+    assert max_abs_diff(out, np.asarray(x) / math.sqrt(2)) > 1e-2  # the attention branch is active
+    np.testing.assert_allclose(np.asarray(apply(params, permute(x))), np.asarray(permute(out)), atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------
+# U-Net
+
+def _count_modules(params, prefix):
+    return sum(1 for name in params if name.startswith(prefix))
+
+
+@pytest.mark.parametrize("shape,mult,attn,classes,resample,embedding", [
+    ((16, 16, 1), (1, 2, 2), (8,), 0, "nearest", "positional"),
+    ((28, 28, 1), (1, 2, 2), (14,), 10, "nearest", "fourier"),
+    ((32, 32, 3), (1, 2, 2), (16,), 10, "fir", "fourier"),
+])
+def test_unet_output_shape_and_structure(shape, mult, attn, classes, resample, embedding):
+    blocks = 2
+    net = UNet(channels=8, channel_mult=mult, num_res_blocks=blocks, attn_resolutions=attn, num_classes=classes,
+               resample=resample, embedding=embedding, dropout=0.1)
+    x = jax.ShapeDtypeStruct((3,) + shape, jnp.float32)
+    c = jax.ShapeDtypeStruct((3,), jnp.float32)
+    labels = jax.ShapeDtypeStruct((3,), jnp.int32) if classes else None
+    variables = jax.eval_shape(lambda k, x, c, l: net.init({"params": k}, x, c, l), jax.random.PRNGKey(0), x, c, labels)
+    out = jax.eval_shape(lambda v, x, c, l: net.apply(v, x, c, l), variables, x, c, labels)
+    assert out.shape == x.shape and out.dtype == jnp.float32
+    params = variables["params"]
+    levels = len(mult)
+    # Encoder: blocks per level + (levels−1) downsampling blocks; middle 2; decoder (blocks+1) per level + ups.
+    assert _count_modules(params, "ResBlock_") == levels * blocks + (levels - 1) + 2 + levels * (blocks + 1) + (levels - 1)
+    # Attention: blocks per listed level in the encoder, once per listed level in the decoder, once in the middle.
+    assert _count_modules(params, "AttentionBlock_") == len(attn) * (blocks + 1) + 1
+    assert ("label_embed" in params["embed"]) == (classes > 0)
+    if classes:
+        assert params["embed"]["label_embed"]["embedding"].shape == (classes + 1, 16)  # null row included
+    # Fixed sinusoidal features (2C Fourier or C positional) feed a 2-layer MLP of width 4C (NCSN++).
+    assert params["embed"]["dense_0"]["kernel"].shape == (16 if embedding == "fourier" else 8, 32)
+
+
+def test_unet_zero_output_at_init(unet_case):
+    out = unet_case["eval_outputs"](unet_case["params"])
+    for value in out.values():
+        assert value.shape == unet_case["x"].shape
+        np.testing.assert_array_equal(np.asarray(value), 0.0)  # the last conv is zero-initialised
+
+
+def test_unet_dropout_keys_and_eval_mode(unet_case):
+    params, train = perturb(unet_case["params"]), unet_case["train_loss_and_grad"]
+    (_, a), _ = train(params, jax.random.PRNGKey(1))
+    (_, b), _ = train(params, jax.random.PRNGKey(1))
+    (_, c), _ = train(params, jax.random.PRNGKey(2))
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert np.min(max_abs_diff(a, c, axis=(1, 2, 3))) > 1e-3
+    e1, e2 = unet_case["eval_outputs"](params), unet_case["eval_outputs"](params)
+    np.testing.assert_array_equal(np.asarray(e1["zero"]), np.asarray(e2["zero"]))
+    # train=True with labels (1, null) differs from train=False with the same labels.
+    evaluated = np.stack([np.asarray(e1["one"])[0], np.asarray(e1["null"])[1]])
+    assert max_abs_diff(evaluated, a) > 1e-3
+
+
+def test_unet_null_label_and_label_effect(unet_case):
+    out = unet_case["eval_outputs"](perturb(unet_case["params"]))
+    np.testing.assert_allclose(np.asarray(out["none"]), np.asarray(out["null"]), atol=1e-6)
+    for a, b in [("zero", "one"), ("zero", "null"), ("one", "null")]:
+        assert np.min(max_abs_diff(out[a], out[b], axis=(1, 2, 3))) > 1e-3, (a, b)  # every example
+
+
+def test_unet_forward_and_grad_finite(unet_case):
+    params = perturb(unet_case["params"], scale=0.1)
+    (value, out), grads = unet_case["train_loss_and_grad"](params, jax.random.PRNGKey(5))
+    out = np.asarray(out)
+    assert np.isfinite(float(value)) and np.all(np.isfinite(out))
+    np.testing.assert_allclose(float(value), np.mean((out - np.asarray(unet_case["x"])) ** 2), rtol=1e-5)
+    grads = jax.tree.map(np.asarray, grads)
+    leaves = jax.tree.leaves(grads)
+    assert len(leaves) == len(jax.tree.leaves(params))
+    assert all(np.all(np.isfinite(g)) for g in leaves)
+    for top in ("embed", "conv_in", "ResBlock_0", "AttentionBlock_0", "conv_out"):
+        assert max(np.max(np.abs(g)) for g in jax.tree.leaves(grads[top])) > 0, top
+
+
+# ------------------------------------------------------------------------------------------------
+# MLP
+
+def mlp_param_count(d, hidden, depth, embed_dim, num_classes):
+    """Closed form for the MLP layout documented in consistency/nets/mlp.py."""
+    dense = lambda n_in, n_out: n_in * n_out + n_out
+    count = dense(embed_dim, hidden) + dense(hidden, hidden)  # embedding MLP
+    count += (num_classes + 1) * embed_dim if num_classes else 0
+    return count + dense(d, hidden) + depth * dense(hidden, hidden) + dense(hidden, d)
+
+
+@pytest.mark.parametrize("d,classes", [(1, 0), (2, 4)])
+def test_mlp_shape_labels_dropout_and_count(d, classes):
+    net = MLP(hidden=32, depth=3, num_classes=classes, embed_dim=16, dropout=0.3)
+    no_dropout = MLP(hidden=32, depth=3, num_classes=classes, embed_dim=16, dropout=0.0)
+    rng = np.random.default_rng(d)
+    x = jnp.asarray(rng.standard_normal((5, d)), jnp.float32)
+    c = jnp.asarray(rng.standard_normal(5), jnp.float32)
+    params = jax.jit(net.init)({"params": jax.random.PRNGKey(0)}, x, c)["params"]
+    assert param_count(params) == mlp_param_count(d, 32, 3, 16, classes)
+    null, zero = jnp.full((5,), classes, jnp.int32), jnp.zeros((5,), jnp.int32)
+
+    @jax.jit
+    def outputs(p, key):
+        apply = lambda c, labels, **kw: net.apply({"params": p}, x, c, labels, **kw)
+        return {"null": apply(c, null), "none": apply(c, None), "zero": apply(c, zero), "other_c": apply(c + 1.0, null),
+                "train": apply(c, null, train=True, rngs={"dropout": key}),
+                "no_dropout": no_dropout.apply({"params": p}, x, c, null)}
+
+    out, again, other_key = outputs(params, jax.random.PRNGKey(1)), outputs(params, jax.random.PRNGKey(1)), \
+        outputs(params, jax.random.PRNGKey(2))
+    assert out["null"].shape == x.shape
+    np.testing.assert_array_equal(np.asarray(out["train"]), np.asarray(again["train"]))  # same dropout key
+    assert max_abs_diff(other_key["train"], out["train"]) > 1e-4            # different key
+    assert max_abs_diff(out["train"], out["null"]) > 1e-4                  # dropout is active
+    np.testing.assert_allclose(np.asarray(out["null"]), np.asarray(out["no_dropout"]), atol=1e-6)  # train=False
+    assert max_abs_diff(out["other_c"], out["null"]) > 1e-4  # the noise level conditions F
+    np.testing.assert_allclose(np.asarray(out["none"]), np.asarray(out["null"]), atol=1e-6)
+    if classes:
+        assert np.min(max_abs_diff(out["zero"], out["null"], axis=1)) > 1e-4
+    else:  # unconditional nets ignore labels
+        np.testing.assert_array_equal(np.asarray(out["zero"]), np.asarray(out["null"]))
+
+
+def test_mlp_gradient_matches_finite_differences():
+    net = MLP(hidden=16, depth=2, embed_dim=8, embedding="positional")
+    x = jnp.asarray([[0.3, -1.2], [2.0, 0.5]], jnp.float32)
+    c = jnp.asarray([-0.5, 0.7], jnp.float32)
+    params = jax.jit(net.init)({"params": jax.random.PRNGKey(0)}, x, c)["params"]
+    loss = jax.jit(lambda p: jnp.sum(net.apply({"params": p}, x, c) ** 2))
+    grads = jax.jit(jax.grad(loss))(params)
+    direction = perturb(jax.tree.map(np.zeros_like, params), scale=1.0, seed=4)
+    analytic = sum(float(np.vdot(g, v)) for g, v in zip(jax.tree.leaves(grads), jax.tree.leaves(direction)))
+    step = 1e-3
+    shifted = lambda s: jax.tree.map(lambda p, v: np.asarray(p) + s * v, params, direction)
+    numeric = (float(loss(shifted(step))) - float(loss(shifted(-step)))) / (2 * step)
+    assert np.isfinite(analytic) and analytic == pytest.approx(numeric, rel=2e-2)
+
+
+# ------------------------------------------------------------------------------------------------
+# make_net / param_count
+
+def test_make_net_from_config():
+    cfg = base_config()
+    m = cfg.model
+    m.channels, m.channel_mult, m.num_res_blocks, m.attn_resolutions = 16, (1, 2, 2), 2, (7,)
+    m.num_classes, m.dropout, m.embedding, m.fourier_scale = 10, 0.1, "positional", 0.02
+    net = make_net(m, (28, 28, 1))
+    assert isinstance(net, UNet)
+    assert (net.channels, net.channel_mult, net.num_res_blocks, net.attn_resolutions) == (16, (1, 2, 2), 2, (7,))
+    assert (net.num_classes, net.dropout, net.embedding, net.fourier_scale) == (10, 0.1, "positional", 0.02)
+    m.name, m.hidden, m.depth = "mlp", 64, 2
+    mlp = make_net(m, (2,))
+    assert isinstance(mlp, MLP) and (mlp.hidden, mlp.depth, mlp.num_classes) == (64, 2, 10)
+
+
+@pytest.mark.parametrize("field,value,shape,match", [
+    ("channel_mult", (1, 2, 2, 2), (28, 28, 1), "channel_mult"),    # 28 → 14 → 7 → odd
+    ("attn_resolutions", (16,), (8, 8, 1), "attn_resolutions"),      # 8×8 net has levels 8, 4
+    ("embedding", "learned", (8, 8, 1), "embedding"),
+    ("name", "unet", (2,), "name"),
+    ("name", "mlp", (8, 8, 1), "name"),
+])
+def test_make_net_rejects_bad_configs(field, value, shape, match):
+    cfg = base_config()
+    setattr(cfg.model, field, value)
+    with pytest.raises(ConfigError, match=f"config.model.{match}"):
+        make_net(cfg.model, shape)
+
+
+def test_param_count_counts_scalars():
+    assert param_count({"a": jnp.zeros((3, 4)), "b": {"c": jnp.zeros((5,)), "d": jnp.zeros(())}}) == 18
