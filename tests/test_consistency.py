@@ -234,3 +234,32 @@ def test_ecm_loss_zero_for_consistent_point_mass_denoiser():
     assert float(jnp.min(r)) > 0
     D = lambda x, s: jnp.full_like(x, c)  # the exact denoiser for a point mass is its own consistency function
     np.testing.assert_allclose(np.asarray(ecm_obj.ecm_loss(D, D, y, noise, t, r, 0.0)), 0.0, atol=1e-4)
+
+
+def test_feature_distance_is_lpips_form_on_classifier_activations():
+    from consistency.features import FeatureNet
+    from consistency.objectives import feature_distance as fd
+    model = FeatureNet(num_classes=10, feature_dim=16, width=4)
+    a = jax.random.normal(jax.random.PRNGKey(12), (3, 8, 8, 1))
+    params = model.init(jax.random.PRNGKey(13), a)["params"]
+    b = a + 0.3 * jax.random.normal(jax.random.PRNGKey(14), a.shape)
+    d_ab = np.asarray(fd.feature_distance(model, params, a, b))
+    np.testing.assert_allclose(np.asarray(fd.feature_distance(model, params, a, a)), 0.0, atol=1e-7)
+    np.testing.assert_allclose(d_ab, np.asarray(fd.feature_distance(model, params, b, a)), rtol=1e-5)
+    # Independent recomputation from the conv weights: layer 1 = conv(x), then SiLU feeds the next convs.
+    acts = []
+    for x in (a, b):
+        layers, h = [], x
+        for name, stride in (("Conv_0", 1), ("Conv_1", 2), ("Conv_2", 2)):
+            k, bias = params[name]["kernel"], params[name]["bias"]
+            out = jax.lax.conv_general_dilated(h, k, (stride, stride), "SAME",
+                                               dimension_numbers=("NHWC", "HWIO", "NHWC")) + bias
+            layers.append(out)
+            h = jax.nn.silu(out)
+        acts.append(layers)
+    ref = sum(jnp.mean(jnp.sum((fa / jnp.linalg.norm(fa, axis=-1, keepdims=True)
+                                - fb / jnp.linalg.norm(fb, axis=-1, keepdims=True)) ** 2, -1), (1, 2))
+              for fa, fb in zip(*acts))
+    np.testing.assert_allclose(d_ab, np.asarray(ref), rtol=1e-4)
+    bigger = np.asarray(fd.feature_distance(model, params, a, a + 1.0 * (b - a) / 0.3))
+    assert np.all(bigger > d_ab)
