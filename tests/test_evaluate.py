@@ -1,0 +1,442 @@
+"""Sample-quality metrics against closed forms and independent computations (issue 5, item 1)."""
+import dataclasses
+import itertools
+import math
+
+import jax
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from consistency import evaluate as ev
+from consistency import features
+
+
+def _random_spd(rng, d):
+    a = rng.standard_normal((d, d))
+    return a @ a.T / d + 0.1 * np.eye(d)
+
+
+# ------------------------------------------------------------------ Fréchet distance
+
+
+def test_frechet_distance_of_a_gaussian_with_itself_is_zero():
+    rng = np.random.default_rng(0)
+    mu, cov = rng.standard_normal(16), _random_spd(rng, 16)
+    assert abs(ev.frechet_distance(mu, cov, mu, cov)) < 1e-8 * np.trace(cov)
+
+
+def test_frechet_distance_matches_diagonal_closed_form():
+    rng = np.random.default_rng(1)
+    mu1, mu2 = rng.standard_normal(8), rng.standard_normal(8) + 2.0
+    v1, v2 = rng.uniform(0.1, 2.0, 8), rng.uniform(0.1, 2.0, 8)
+    # ‖μ1 − μ2‖² + Σ (√v1 − √v2)²: (C1C2)^{1/2} = diag(√(v1 v2)) for diagonal C
+    expected = sum((a - b) ** 2 for a, b in zip(mu1, mu2)) + sum((math.sqrt(a) - math.sqrt(b)) ** 2
+                                                                 for a, b in zip(v1, v2))
+    assert ev.frechet_distance(mu1, np.diag(v1), mu2, np.diag(v2)) == pytest.approx(expected, rel=1e-9)
+    assert ev.frechet_distance(mu1, v1, mu2, v2) == pytest.approx(expected, rel=1e-12)  # 1-D variances
+    # scalar (1-D Gaussian): (μ1 − μ2)² + (s1 − s2)²
+    assert ev.frechet_distance(0.3, 4.0, -0.2, 1.0) == pytest.approx(0.25 + 1.0, rel=1e-12)
+
+
+def test_frechet_distance_for_shifted_and_scaled_full_covariance():
+    # C1 = Q diag(a) Qᵀ, C2 = Q diag(b) Qᵀ commute, so tr (C1C2)^{1/2} = Σ √(a b).
+    rng = np.random.default_rng(2)
+    q, _ = np.linalg.qr(rng.standard_normal((12, 12)))
+    a, b = rng.uniform(0.2, 3.0, 12), rng.uniform(0.2, 3.0, 12)
+    mu1 = rng.standard_normal(12)
+    shift = rng.standard_normal(12)
+    expected = float(shift @ shift + np.sum((np.sqrt(a) - np.sqrt(b)) ** 2))
+    got = ev.frechet_distance(mu1, q @ np.diag(a) @ q.T, mu1 + shift, q @ np.diag(b) @ q.T)
+    assert got == pytest.approx(expected, rel=1e-7)
+    # scaling: C2 = s² C1 gives (1 − s)² tr C1
+    c1 = _random_spd(rng, 12)
+    assert ev.frechet_distance(mu1, c1, mu1, 2.25 * c1) == pytest.approx(0.25 * np.trace(c1), rel=1e-7)
+
+
+def test_frechet_distance_from_samples_and_singular_covariance():
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((4000, 3))
+    y = rng.standard_normal((4000, 3)) * np.array([1.0, 2.0, 0.5]) + np.array([1.0, 0.0, 0.0])
+    fd = ev.frechet_distance(*ev.gaussian_stats(x), *ev.gaussian_stats(y))
+    assert fd == pytest.approx(1.0 + 0.0 + 1.0 + 0.25, abs=0.12)  # ‖Δμ‖² + Σ (1 − s)², s = 1, 2, 0.5
+    # 20 samples in 64-d: a rank-19 covariance; the ε·I fallback keeps the result finite and ≈ 0
+    few = rng.standard_normal((20, 64))
+    mu, cov = ev.gaussian_stats(few)
+    assert np.linalg.matrix_rank(cov) == 19
+    assert abs(ev.frechet_distance(mu, cov, mu, cov)) < 1e-3
+
+
+# ------------------------------------------------------------------ Wasserstein
+
+
+def test_wasserstein_1d_of_shifted_and_independent_normals_is_the_shift():
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal(20000)
+    assert ev.wasserstein_1d(x, x + 0.7) == pytest.approx(0.7, rel=1e-12)  # exact for a translate
+    assert ev.wasserstein_1d(x, x - 0.7, p=2) == pytest.approx(0.7, rel=1e-12)
+    y = rng.standard_normal(20000) + 0.7  # W1(N(0,1), N(m,1)) = |m|; sampling error ~ 1/√n
+    assert ev.wasserstein_1d(x, y) == pytest.approx(0.7, abs=0.03)
+
+
+def test_wasserstein_1d_unequal_sizes_matches_scipy_and_replication():
+    rng = np.random.default_rng(5)
+    a, b = rng.standard_normal(37), rng.exponential(size=53)
+    assert ev.wasserstein_1d(a, b) == pytest.approx(stats.wasserstein_distance(a, b), rel=1e-10)
+    # W_p is unchanged when every atom is split into equal copies: 53 copies of a, 37 of b → equal sizes
+    a_rep, b_rep = np.sort(np.repeat(a, 53)), np.sort(np.repeat(b, 37))
+    w2_rep = math.sqrt(np.mean((a_rep - b_rep) ** 2))
+    assert ev.wasserstein_1d(a, b, p=2) == pytest.approx(w2_rep, rel=1e-10)
+
+
+def test_sliced_wasserstein_between_point_masses():
+    p, q = np.array([0.3, -1.0]), np.array([2.3, 0.5])
+    a, b = np.tile(p, (50, 1)), np.tile(q, (70, 1))
+    v = q - p
+    k = 4096
+    dirs = ev.random_unit_directions(2, k, seed=7)
+    # per projection W1 = |⟨u, v⟩|; the estimator averages it over the same directions
+    raw = ev.sliced_wasserstein(a, b, num_projections=k, seed=7, unit_scale=False)
+    assert raw == pytest.approx(np.mean(np.abs(dirs @ v)), rel=1e-10)
+    # E|⟨u, v⟩| = (2/π)‖v‖ in 2-D; std of |cos θ| is √(1/2 − 4/π²) → 4σ/√K tolerance
+    tol = 4 * math.sqrt(0.5 - 4 / math.pi ** 2) / math.sqrt(k)
+    assert raw == pytest.approx(2 / math.pi * np.linalg.norm(v), rel=tol * math.pi / 2)
+    assert ev.sliced_wasserstein(a, b, num_projections=k, seed=7) == pytest.approx(np.linalg.norm(v),
+                                                                                  rel=tol * math.pi / 2)
+    # 3-D: u₁ is uniform on [−1, 1] (Archimedes), so E|u₁| = 1/2 and the unit-scale value is ‖v‖
+    assert ev.projected_norm_constant(3) == pytest.approx(0.5, rel=1e-12)
+    assert ev.projected_norm_constant(7, p=2) == pytest.approx(1 / math.sqrt(7), rel=1e-12)
+    p3, q3 = np.zeros(3), np.array([1.0, 2.0, 2.0])
+    sw3 = ev.sliced_wasserstein(np.tile(p3, (5, 1)), np.tile(q3, (5, 1)), num_projections=k, seed=1)
+    assert sw3 == pytest.approx(3.0, rel=4 * math.sqrt(1 / 12) / 0.5 / math.sqrt(k))  # Var|u₁| = 1/12
+
+
+def test_sliced_wasserstein_in_1d_is_exact_wasserstein():
+    rng = np.random.default_rng(8)
+    a, b = rng.standard_normal((300, 1)), rng.standard_normal((200, 1)) * 2 + 1
+    assert ev.sliced_wasserstein(a, b, num_projections=16) == pytest.approx(ev.wasserstein_1d(a, b), rel=1e-10)
+
+
+# ------------------------------------------------------------------ MMD family
+
+
+def _loop_mmd2_unbiased(x, y, kernel):
+    """Independent double loop over i ≠ j (Gretton et al. 2012, Lemma 6)."""
+    m, n = len(x), len(y)
+    sxx = sum(kernel(x[i], x[j]) for i, j in itertools.permutations(range(m), 2)) / (m * (m - 1))
+    syy = sum(kernel(y[i], y[j]) for i, j in itertools.permutations(range(n), 2)) / (n * (n - 1))
+    sxy = sum(kernel(x[i], y[j]) for i in range(m) for j in range(n)) / (m * n)
+    return sxx + syy - 2 * sxy
+
+
+def test_kid_single_subset_matches_brute_force_cubic_kernel():
+    rng = np.random.default_rng(9)
+    x, y = rng.standard_normal((25, 4)), rng.standard_normal((25, 4)) + 0.5
+    cubic = lambda u, v: (u @ v / 4 + 1.0) ** 3  # noqa: E731  Bińkowski et al. 2018
+    mean, std = ev.kernel_inception_distance(x, y, num_subsets=3, subset_size=25, normalize=False)
+    assert mean == pytest.approx(_loop_mmd2_unbiased(x, y, cubic), rel=1e-10)
+    assert std < 1e-12  # every subset is the full set
+    # normalised KID = raw KID on features standardised with the mean and std of the union
+    union = np.concatenate([x, y])
+    xs, ys = (x - union.mean(0)) / union.std(0), (y - union.mean(0)) / union.std(0)
+    mean_n, _ = ev.kernel_inception_distance(x, y, num_subsets=1, subset_size=25)
+    assert mean_n == pytest.approx(_loop_mmd2_unbiased(xs, ys, cubic), rel=1e-10)
+    # ... hence invariant to a per-feature affine map of both sets
+    scale, shift = rng.uniform(0.1, 10, 4), rng.standard_normal(4)
+    mean_t, _ = ev.kernel_inception_distance(x * scale + shift, y * scale + shift, 1, 25)
+    assert mean_t == pytest.approx(mean_n, rel=1e-8)
+
+
+def test_kid_is_unbiased_for_one_distribution_and_positive_for_two():
+    rng = np.random.default_rng(10)
+    for _ in range(3):
+        a, b = rng.standard_normal((400, 32)), rng.standard_normal((400, 32))
+        mean, std = ev.kernel_inception_distance(a, b, num_subsets=20, subset_size=200, seed=1)
+        assert abs(mean) < 2 * std  # one draw: |mean| within two subset-stds of 0
+    # the mean over 60 independent pairs (full sets, normalised) is 0 within 3 standard errors
+    same = [ev.kernel_inception_distance(rng.standard_normal((200, 32)) + 0.5,
+                                         rng.standard_normal((200, 32)) + 0.5, 1, 200)[0] for _ in range(60)]
+    assert abs(np.mean(same)) < 3 * np.std(same) / math.sqrt(len(same))
+    a, b = rng.standard_normal((400, 32)), rng.standard_normal((400, 32)) * 1.2 + 0.3
+    mean, std = ev.kernel_inception_distance(a, b, num_subsets=20, subset_size=200)
+    assert mean > 10 * std > 0
+
+
+def test_mmd_rbf_closed_forms():
+    bws = (0.5, 1.0, 2.0)
+    p, q = np.array([0.0, 1.0]), np.array([1.5, -1.0])
+    a, b = np.tile(p, (6, 1)), np.tile(q, (9, 1))
+    # point masses: k ≡ H within a set, so MMD² = 2H − 2 Σ_h exp(−‖p − q‖² / 2h²)
+    d2 = float(np.sum((p - q) ** 2))
+    assert ev.mmd_rbf(a, b, bws) == pytest.approx(2 * 3 - 2 * sum(math.exp(-d2 / (2 * h * h)) for h in bws),
+                                                  rel=1e-12)
+    assert ev.mmd_rbf(a, np.tile(p, (4, 1)), bws) == pytest.approx(0.0, abs=1e-12)
+    rng = np.random.default_rng(11)
+    x, y = rng.standard_normal((12, 2)), rng.standard_normal((15, 2))
+    rbf = lambda u, v: sum(math.exp(-np.sum((u - v) ** 2) / (2 * h * h)) for h in bws)  # noqa: E731
+    assert ev.mmd_rbf(x, y, bws) == pytest.approx(_loop_mmd2_unbiased(x, y, rbf), rel=1e-10)
+    assert ev.mmd_rbf(x, x, bws) == pytest.approx(_loop_mmd2_unbiased(x, x, rbf), rel=1e-10)
+
+
+def test_mmd_rbf_expectation_for_gaussians():
+    # X ~ N(0, s²I), Y ~ N(Δ, s²I), one bandwidth h in d dims: E k(X, Y) = c exp(−‖Δ‖²/(2(h²+2s²))),
+    # E k(X, X') = c with c = (h²/(h²+2s²))^{d/2}; the unbiased estimator's mean is 2c(1 − exp(...)).
+    rng = np.random.default_rng(12)
+    s, h, delta = 1.0, 1.0, np.array([1.0, 0.0])
+    c = (h * h / (h * h + 2 * s * s))
+    expected = 2 * c * (1 - math.exp(-1.0 / (2 * (h * h + 2 * s * s))))
+    vals = [ev.mmd_rbf(rng.standard_normal((500, 2)), rng.standard_normal((500, 2)) + delta, (h,))
+            for _ in range(6)]
+    assert np.mean(vals) == pytest.approx(expected, abs=4 * np.std(vals) / math.sqrt(6) + 1e-3)
+    assert ev.mmd_rbf(rng.standard_normal((500, 2)), rng.standard_normal((500, 2)), (h,)) == pytest.approx(
+        0.0, abs=0.01)
+
+
+def test_energy_distance_matches_scipy_and_point_masses():
+    rng = np.random.default_rng(13)
+    a, b = rng.standard_normal(40), rng.standard_normal(55) + 0.4
+    assert ev.energy_distance(a, b) == pytest.approx(stats.energy_distance(a, b) ** 2, rel=1e-10)
+    p, q = np.array([1.0, 2.0]), np.array([4.0, -2.0])
+    assert ev.energy_distance(np.tile(p, (3, 1)), np.tile(q, (5, 1))) == pytest.approx(2 * 5.0, rel=1e-12)
+
+
+# ------------------------------------------------------------------ mixtures, precision / recall
+
+
+def _ring_mixture(k=8, radius=4.0, std=0.1):
+    angles = 2 * np.pi * np.arange(k) / k
+    means = radius * np.stack([np.cos(angles), np.sin(angles)], axis=1)
+    return ev.GaussianMixture(weights=np.full(k, 1.0 / k), means=means, stds=std)
+
+
+def test_mixture_log_likelihood_matches_scipy():
+    rng = np.random.default_rng(14)
+    w, means, stds = np.array([0.2, 0.5, 0.3]), rng.standard_normal((3, 2)) * 2, np.array([0.5, 1.0, 0.8])
+    x = rng.standard_normal((100, 2)) * 1.5
+    dens = sum(wk * stats.multivariate_normal(mk, sk ** 2 * np.eye(2)).pdf(x) for wk, mk, sk in zip(w, means, stds))
+    assert ev.mixture_log_likelihood(x, w, means, stds) == pytest.approx(np.mean(np.log(dens)), rel=1e-10)
+    # 1-D with a scalar std and uniform weights
+    x1 = rng.standard_normal(50)
+    dens1 = 0.5 * stats.norm(-1, 0.7).pdf(x1) + 0.5 * stats.norm(2, 0.7).pdf(x1)
+    assert ev.mixture_log_likelihood(x1, None, np.array([-1.0, 2.0]), 0.7) == pytest.approx(
+        np.mean(np.log(dens1)), rel=1e-10)
+
+
+def test_mode_coverage_all_modes_half_modes_and_off_manifold():
+    mix = _ring_mixture()
+    n = 4000
+    full = ev.sample_gaussian_mixture(mix, n, seed=0)
+    cov = ev.mode_coverage(full, mix.means, mix.stds)
+    assert cov["mode_coverage"] == 1.0
+    p_in = 1 - math.exp(-4.5)  # P(‖z‖ ≤ 3) for a 2-D standard normal (χ₂)
+    assert cov["high_quality"] == pytest.approx(p_in, abs=4 * math.sqrt(p_in * (1 - p_in) / n))
+    half = full[np.argmin(np.linalg.norm(full[:, None] - mix.means[None], axis=-1), axis=1) < 4]
+    assert ev.mode_coverage(half, mix.means, mix.stds)["mode_coverage"] == 0.5
+    off = np.zeros((100, 2))  # the ring's centre: 40 std from every mode
+    assert ev.mode_coverage(off, mix.means, mix.stds)["high_quality"] == 0.0
+
+
+def test_precision_recall_exact_cases():
+    rng = np.random.default_rng(15)
+    centres = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0], [10.0, 10.0]])
+    real = np.concatenate([c + 0.1 * rng.standard_normal((100, 2)) for c in centres])
+    assert ev.precision_recall(real, real) == (1.0, 1.0)
+    # fakes = the real points of two of the four clusters: all inside the real manifold, half the
+    # real points inside the fake one (clusters are 100 std apart)
+    assert ev.precision_recall(real, real[:200], k=3) == (1.0, 0.5)
+    assert ev.precision_recall(real, real + 50.0) == (0.0, 0.0)
+
+
+# ------------------------------------------------------------------ noise floor and reports
+
+
+def test_noise_floor_uses_two_disjoint_draws_of_size_n():
+    real = np.arange(100.0)[:, None]
+    sizes_and_overlap = ev.noise_floor(lambda a, b: (len(a), len(b), len(np.intersect1d(a, b))), real, 40)
+    assert sizes_and_overlap == (40, 40, 0)
+    with pytest.raises(ValueError, match="2 x 60"):
+        ev.noise_floor(ev.wasserstein_1d, real, 60)
+    seeds = ev.noise_floor(lambda a, b: (a[0], b[0]), lambda n, seed: np.full(n, seed), 5, seed=3)
+    assert seeds == (3, 4)
+
+
+def test_evaluate_points_reads_against_floor():
+    mix = _ring_mixture()
+    good = ev.sample_gaussian_mixture(mix, 500, seed=11)
+    collapsed = good[np.argmin(np.linalg.norm(good[:, None] - mix.means[None], axis=-1), axis=1) < 4]
+    m_good = ev.evaluate_points(good, mixture=mix)
+    m_bad = ev.evaluate_points(collapsed, mixture=mix._asdict())
+    for key in ("swd", "mmd", "energy", "log_likelihood", "mode_coverage", "high_quality"):
+        assert key in m_good and key + "_floor" in m_good
+    assert m_good["mode_coverage"] == m_good["mode_coverage_floor"] == 1.0
+    assert m_bad["mode_coverage"] == 0.5
+    for key in ("swd", "mmd", "energy"):
+        assert m_bad[key] > 3 * abs(m_bad[key + "_floor"])
+    # the good sampler is within a factor of the floor
+    assert m_good["swd"] < 3 * m_good["swd_floor"]
+    # a finite real pool: samples cut to half of it
+    as_tuple = ev.evaluate_points(good, mixture=tuple(mix))  # the (weights, means, stds) of data/toys.py
+    assert as_tuple == m_good
+    m_pool = ev.evaluate_points(good, ev.sample_gaussian_mixture(mix, 600, seed=2))
+    assert m_pool["num_samples"] == 300 and "mode_coverage" not in m_pool
+    text = ev.format_with_floor(m_good)
+    assert f"swd {m_good['swd']:.4g} (floor {m_good['swd_floor']:.4g})" in text.splitlines()
+
+
+# ------------------------------------------------------------------ digits classifier features
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("features")
+    extractor = features.load_or_train_digits_features(cache_dir=cache)
+    return extractor, cache, features.load_digits_split()
+
+
+def test_digits_classifier_accuracy_and_cache(digits, monkeypatch):
+    extractor, cache, (x_train, _, x_test, _) = digits
+    print(f"digits feature classifier held-out accuracy: {extractor.test_accuracy:.4f}")
+    assert extractor.test_accuracy >= 0.95
+    assert len(list(cache.glob("digits-*.msgpack"))) == 1
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("should load from the cache")
+    monkeypatch.setattr(features, "train_feature_classifier", no_training)
+    again = features.load_or_train_digits_features(cache_dir=cache)
+    assert again.test_accuracy == extractor.test_accuracy
+    np.testing.assert_array_equal(again(x_test[:10]), extractor(x_test[:10]))
+    assert extractor(x_test).shape == (len(x_test), 64)
+    # digits resized up (bilinear, as consistency.data does; or nearest, RGB) give the 8×8 features back
+    up16 = np.asarray(jax.image.resize(x_test[:20], (20, 16, 16, 1), "linear"))
+    np.testing.assert_allclose(extractor(up16), extractor(x_test[:20]), atol=1e-5)
+    up32_rgb = np.repeat(np.repeat(np.repeat(x_test[:20], 4, axis=1), 4, axis=2), 3, axis=3)
+    area = dataclasses.replace(extractor, downsample="area")
+    np.testing.assert_allclose(area(up32_rgb), extractor(x_test[:20]), atol=1e-5)
+    as_uint8 = features.images_to_uint8(x_test[:20])
+    np.testing.assert_allclose(extractor(as_uint8), extractor(as_uint8.astype(np.float32) / 127.5 - 1), atol=1e-6)
+
+
+def test_digits_split_matches_the_data_module():
+    images = pytest.importorskip("consistency.data.images")
+    x_train, y_train, x_test, y_test = features.load_digits_split()
+    for split, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
+        arrays = images.load_digits_split(split)
+        np.testing.assert_allclose(arrays.raw / 16.0 * 2 - 1, x, atol=1e-6)
+        np.testing.assert_array_equal(arrays.labels, y)
+
+
+def test_dataset_features_from_config(digits, monkeypatch):
+    extractor, cache, (_, _, x_test, _) = digits
+    from consistency.config import ConfigError, base_config
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("should load from the cache")
+    monkeypatch.setattr(features, "train_feature_classifier", no_training)
+    data = base_config().data
+    from_config = features.load_or_train_dataset_features(data, cache_dir=cache)
+    assert from_config.cache_key == extractor.cache_key
+    np.testing.assert_array_equal(from_config(x_test[:5]), extractor(x_test[:5]))
+    data.name = "toy:8gaussians"
+    with pytest.raises(ConfigError, match="config.data.name"):
+        features.load_or_train_dataset_features(data, cache_dir=cache)
+
+
+def test_digits_fd_orders_real_noisy_and_uniform(digits):
+    # reference: the 1500 train digits; candidates: 297 images each, none of them in the reference
+    extractor, _, (x_train, _, x_test, _) = digits
+    rng = np.random.default_rng(0)
+    ref = ev.gaussian_stats(extractor(x_train))
+
+    def fd(images):
+        return ev.frechet_distance(*ev.gaussian_stats(extractor(images)), *ref)
+    fd_real = fd(x_test)
+    fd_noisy = fd(np.clip(x_test + 0.3 * rng.standard_normal(x_test.shape), -1, 1))
+    fd_uniform = fd(rng.uniform(-1, 1, x_test.shape).astype(np.float32))
+    print(f"digits FD vs train: real held-out {fd_real:.2f}, noisy {fd_noisy:.2f}, uniform {fd_uniform:.2f}")
+    assert fd_real < fd_noisy < fd_uniform
+
+
+def test_reference_stats_cache_and_evaluate_images(digits, monkeypatch):
+    extractor, cache, (x_train, _, x_test, _) = digits
+    mu, cov = features.load_or_compute_reference_stats("digits-test", x_test, extractor, cache_dir=cache)
+    mu_direct, cov_direct = ev.gaussian_stats(extractor(x_test))
+    np.testing.assert_allclose(mu, mu_direct, rtol=1e-12)
+    np.testing.assert_allclose(cov, cov_direct, rtol=1e-12)
+
+    def no_features(images):
+        raise AssertionError("should load from the cache")
+    mu2, cov2 = features.load_or_compute_reference_stats("digits-test", x_test, no_features,
+                                                         feature_key=extractor.cache_key, cache_dir=cache)
+    np.testing.assert_array_equal(mu2, mu)
+    np.testing.assert_array_equal(cov2, cov)
+
+    rng = np.random.default_rng(1)
+    noisy = np.clip(x_test + 0.5 * rng.standard_normal(x_test.shape), -1, 1)
+    m = ev.evaluate_images(noisy, x_train, extractor, kid_subsets=10, kid_subset_size=200)
+    assert m["num_samples"] == len(x_test)
+    for key in ("fd", "kid", "precision", "recall", "pixel_swd"):
+        assert key + "_floor" in m
+    assert m["fd"] > 2 * m["fd_floor"] and m["kid"] > m["kid_floor"] + 3 * m["kid_std"]
+    assert m["pixel_swd"] > m["pixel_swd_floor"]
+    print("evaluate_images, held-out + N(0, 0.5²) noise vs train:\n" + ev.format_with_floor(m))
+    real = ev.evaluate_images(x_test, x_train, extractor, kid_subsets=10, kid_subset_size=200, prefix="x_")
+    print("evaluate_images, held-out real vs train:\n" + ev.format_with_floor(real))
+    assert real["x_fd"] < 2 * real["x_fd_floor"] and real["x_fd"] < m["fd"] / 2
+
+
+# ------------------------------------------------------------------ Inception path and export
+
+
+@pytest.mark.parametrize("path", ["", "/nonexistent/inception"])
+def test_inception_without_weights_is_one_clear_line(path):
+    with pytest.raises(features.InceptionWeightsMissing) as err:
+        features.inception_features_fn(path)
+    message = str(err.value)
+    assert "\n" not in message and "config.eval.inception_path" in message and "digits FD" in message
+
+
+@pytest.mark.parametrize("as_signature", [False, True])
+def test_inception_features_with_a_toy_saved_model(tmp_path, as_signature):
+    tf = pytest.importorskip("tensorflow")
+
+    def toy_features(x):
+        """The centre pixel and the input height: checks the range mapping and the 299 resize."""
+        height = tf.cast(tf.shape(x)[1], tf.float32) * tf.ones_like(x[:, 0, 0, :1])
+        return tf.concat([x[:, 149, 149, :], height], axis=1)
+
+    spec = [tf.TensorSpec([None, None, None, 3], tf.float32)]
+    toy = tf.Module()
+    if as_signature:  # no __call__: the loader must use the 'serving_default' signature
+        toy.features = tf.function(toy_features, input_signature=spec)
+        tf.saved_model.save(toy, str(tmp_path), signatures=toy.features.get_concrete_function())
+    else:
+        class Callable(tf.Module):
+            @tf.function(input_signature=spec)
+            def __call__(self, x):
+                return toy_features(x)
+        tf.saved_model.save(Callable(), str(tmp_path))
+    feature_fn = features.inception_features_fn(str(tmp_path))
+    values = np.array([0, 51, 255], np.uint8)
+    gray = np.broadcast_to(values[:, None, None, None], (3, 8, 8, 1))  # constant uint8 images
+    out = feature_fn(gray)
+    expected = values / 255.0 * 2 - 1  # 0..255 → [-1, 1]
+    np.testing.assert_allclose(out[:, :3], np.repeat(expected[:, None], 3, axis=1), atol=1e-5)
+    np.testing.assert_array_equal(out[:, 3], 299.0)
+    floats = np.broadcast_to(np.array([-1.0, 0.25])[:, None, None, None], (2, 5, 5, 3)).astype(np.float32)
+    np.testing.assert_allclose(feature_fn(floats)[:, :3], [[-1.0] * 3, [0.25] * 3], atol=1e-5)
+
+
+def test_export_samples_npz_format(tmp_path):
+    x = np.array([-1.0, 0.0, 1.0, 1.5, -3.0, 0.5])[:, None, None, None] * np.ones((6, 4, 4, 1))
+    path = tmp_path / "samples.npz"
+    features.export_samples_npz(path, x)
+    with np.load(path) as data:
+        assert list(data.keys()) == ["arr_0"]
+        arr = data["arr_0"]
+    assert arr.dtype == np.uint8 and arr.shape == (6, 4, 4, 3)
+    # round((x + 1) · 127.5) clipped: -1 → 0, 0 → 127.5 → 128 (half to even), 1 → 255, 0.5 → 191.25 → 191
+    np.testing.assert_array_equal(arr[:, 0, 0, 0], [0, 128, 255, 255, 0, 191])
+    features.export_samples_npz(tmp_path / "gray.npz", x, to_rgb=False)
+    with np.load(tmp_path / "gray.npz") as data:
+        assert data["arr_0"].shape == (6, 4, 4, 1)
