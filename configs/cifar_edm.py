@@ -17,6 +17,7 @@ def get_config(variant: str = ""):
     c.optim.warmup_steps = 10_000_000 // 512  # 10M images
     c.sampling.solver = "heun"
     c.sampling.num_steps = 18
+    c.eval.nfes = (35,)  # Heun, 18 points
     if variant == "cpu":
         presets.cifar_cpu_smoke(c)
         c.training.ema_half_life_images = 0.0

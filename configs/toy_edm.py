@@ -5,6 +5,7 @@ from consistency import presets
 def get_config(variant: str = ""):
     c = presets.toy(presets.new("edm"), "edm")
     c.sampling.num_steps = 18
+    c.eval.nfes = (35,)  # Heun, 18 points
     if variant == "quick":
         presets.quick(c, 200)
     elif variant:

@@ -54,6 +54,9 @@ class Method:
     sample: Callable[..., jax.Array]
     # Name of the parameter set whose EMA is used for sampling/eval (e.g. 'online', 'generator').
     sample_params: str = "online"
+    # NFE → keyword arguments of ``sample`` that spend exactly that many network evaluations (evaluation at a list
+    # of NFEs). Default: one evaluation per step (consistency models, one-step generators).
+    nfe_kwargs: Callable[[int], dict] = lambda nfe: {"num_steps": int(nfe)}
 
 
 def example_keys(rng: jax.Array, index: jax.Array) -> jax.Array:
