@@ -1,0 +1,54 @@
+"""The method registry: ``config.method`` → a :class:`~consistency.methods.base.Method`.
+
+Every method lives in ``consistency/methods/<name>.py`` and exposes ``make(config, dataset) -> Method``; it is
+imported only when asked for, so a run pays for (and can break on) nothing but its own method. Code outside the
+package (a research fork, the tests) adds methods with :func:`register` without editing this file.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Callable
+
+from consistency.config import ConfigError
+from consistency.methods.base import Method
+
+MakeFn = Callable[..., Method]
+
+# Methods registered at run time (name → make(config, dataset)); they take precedence over package modules.
+_REGISTERED: dict[str, MakeFn] = {}
+
+
+def register(name: str, make_fn: MakeFn) -> None:
+    """Make ``config.method = name`` build its method with ``make_fn(config, dataset)``."""
+    if not name or not name.isidentifier():
+        raise ValueError(f"method name must be a Python identifier, got {name!r}")
+    _REGISTERED[name] = make_fn
+
+
+def is_registered(name: str) -> bool:
+    """True for names added with :func:`register` (not the package's own modules)."""
+    return name in _REGISTERED
+
+
+def get_make_fn(name: str) -> MakeFn:
+    """The ``make`` function of method ``name``; ConfigError (naming config.method) if there is none."""
+    if name in _REGISTERED:
+        return _REGISTERED[name]
+    module_name = f"{__name__}.{name}"
+    if not name or not name.isidentifier() or name in ("base", "common"):
+        raise ConfigError(f"config.method: unknown method {name!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        if e.name != module_name:  # the method exists but one of its own imports is missing: a real bug
+            raise
+        raise ConfigError(f"config.method: method {name!r} is not implemented (no module {module_name})") from None
+    make = getattr(module, "make", None)
+    if make is None:
+        raise ConfigError(f"config.method: module {module_name} defines no make(config, dataset)")
+    return make
+
+
+def get_method(config, dataset) -> Method:
+    """Build the method named by ``config.method`` for ``dataset``."""
+    return get_make_fn(config.method)(config, dataset)

@@ -1,0 +1,141 @@
+"""A tiny test-only method and dataset, so the loop can be tested without any real method, network or data.
+
+Method ``dummy``: a residual one-hidden-layer MLP denoiser g(x̃) = x̃ + tanh(x̃ W₁ + b₁) W₂ + b₂ trained on
+‖g(x + ½ε) − x‖² with per-example noise ε (keys folded from the global example index, so the result does not
+depend on the device count), optimizer from ``config.optim``, sampling EMA ``training.ema_decay``.
+It does NOT advance ``state.step`` itself: the loop owns the counter.
+``dummy_sgd``: the same with plain SGD (for exact multi-device comparisons; PLATFORM.md §4a).
+``dummy_nan``: the same but its loss metric is NaN from step ``NAN_FROM_STEP`` on (NaN-guard test).
+
+Dataset ``config.data.name = 'fake:toy'`` (2-D points) or ``'fake:image'`` (4×4×1 images in [-1, 1]): a fixed
+bank of 256 examples with labels in {0, 1}; example i of the stream is bank[(i · 37) mod 256] and the batch of
+step k holds the global indices k·B … k·B + B − 1 — a pure function of (seed, step).
+
+Importing this module registers the methods and routes ``fake:*`` data names to :class:`FakeDataset`
+(so ``python -m consistency.main --imports=dummy_method`` works too).
+"""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from consistency import methods, train
+from consistency.config import base_config
+from consistency.methods.base import Method, TrainState, apply_gradients, example_keys, per_example_normal
+
+NAN_FROM_STEP = 3
+HIDDEN = 8
+BANK_SIZE = 256
+
+
+class FakeDataset:
+    """Same interface as ``consistency.data.make_dataset``'s datasets."""
+
+    def __init__(self, kind: str, global_batch_size: int, seed: int):
+        self.kind = kind
+        self.example_shape = (2,) if kind == "toy" else (4, 4, 1)
+        self.num_classes = 2
+        self.global_batch_size = global_batch_size
+        rng = np.random.default_rng(seed)
+        labels = rng.integers(0, 2, BANK_SIZE).astype(np.int32)
+        if kind == "toy":  # two Gaussian blobs at (±1, 0.5)
+            centres = np.stack([np.where(labels == 0, -1.0, 1.0), np.full(BANK_SIZE, 0.5)], axis=1)
+            x = centres + 0.2 * rng.normal(size=(BANK_SIZE, 2))
+        else:
+            x = np.clip(rng.normal(size=(BANK_SIZE, 4, 4, 1)) * 0.5 + (labels[:, None, None, None] - 0.5), -1, 1)
+        self._x, self._labels = x.astype(np.float32), labels
+
+    def batch(self, step: int) -> dict:
+        hosts, host = jax.process_count(), jax.process_index()
+        local = self.global_batch_size // hosts
+        index = (step * self.global_batch_size + host * local + np.arange(local)).astype(np.int32)
+        rows = (index.astype(np.int64) * 37) % BANK_SIZE
+        return {"x": self._x[rows], "label": self._labels[rows], "index": index}
+
+    def arrays(self):
+        return self._x, self._labels
+
+
+def make(config, dataset, sgd_lr: float | None = None, nan_from_step: int | None = None, name: str = "dummy"):
+    dim = int(np.prod(dataset.example_shape))
+    shape = tuple(dataset.example_shape)
+    if sgd_lr is not None:
+        optimizer = optax.sgd(sgd_lr)
+    else:
+        from consistency.optim import make_optimizer
+        optimizer = make_optimizer(config.optim, config.training.num_steps)
+    ema_decay = config.training.ema_decay
+
+    def denoise(p, x):
+        return x + jnp.tanh(x @ p["w1"] + p["b1"]) @ p["w2"] + p["b2"]
+
+    def init(rng, batch):
+        k1, k2 = jax.random.split(rng)
+        params = {"w1": jax.random.normal(k1, (dim, HIDDEN)) / np.sqrt(dim), "b1": jnp.zeros(HIDDEN),
+                  "w2": jax.random.normal(k2, (HIDDEN, dim)) / np.sqrt(HIDDEN), "b2": jnp.zeros(dim)}
+        return TrainState(step=jnp.zeros((), jnp.int32), params={"online": params},
+                          opt_state={"online": optimizer.init(params)},
+                          ema={"online": jax.tree.map(jnp.copy, params)}, frozen={})
+
+    def train_step(state, batch, rng):
+        x = batch["x"].reshape(batch["x"].shape[0], dim)
+        noise = per_example_normal(example_keys(rng, batch["index"]), (dim,))
+
+        def loss_fn(p):
+            return jnp.mean(jnp.sum((denoise(p, x + 0.5 * noise) - x) ** 2, axis=-1))
+
+        loss, grads = jax.value_and_grad(loss_fn)(state.params["online"])
+        if nan_from_step is not None:
+            loss = jnp.where(state.step >= nan_from_step, jnp.nan, loss)
+        state = apply_gradients(state, "online", grads, optimizer, ema_decay)
+        return state, {"loss": loss, "grad_norm": optax.tree.norm(grads)}
+
+    def sample(state, rng, num_samples, labels=None):
+        z = jax.random.normal(rng, (num_samples, dim))
+        return denoise(state.ema["online"], z).reshape((num_samples,) + shape)
+
+    return Method(name=name, init=init, train_step=train_step, sample=sample, sample_params="online")
+
+
+def tiny_config(method: str = "dummy", data: str = "fake:toy", **training) -> ml_collections.ConfigDict:
+    """A few-step config for the dummy method."""
+    c = base_config()
+    c.method = method
+    c.data.name = data
+    c.optim.lr = 1e-2
+    c.training.update(dict(num_steps=4, batch_size=8, log_every=2, ckpt_every=2, keep_checkpoints=2,
+                           sample_every=2, ema_decay=0.9))
+    c.training.update(training)
+    c.sampling.num_samples = 16
+    c.eval.num_samples = 16
+    return c
+
+
+def register_all() -> None:
+    methods.register("dummy", make)
+    methods.register("dummy_sgd", functools.partial(make, sgd_lr=0.1, name="dummy_sgd"))
+    methods.register("dummy_nan", functools.partial(make, nan_from_step=NAN_FROM_STEP, name="dummy_nan"))
+    _route_fake_data()
+
+
+def _route_fake_data() -> None:
+    original = train.build_dataset
+    if getattr(original, "routes_fake_data", False):
+        return
+
+    @functools.wraps(original)
+    def build_dataset(config, split="train"):
+        if str(config.data.name).startswith("fake:"):
+            return FakeDataset(config.data.name.split(":", 1)[1], config.training.batch_size, config.seed)
+        return original(config, split)
+
+    build_dataset.routes_fake_data = True
+    train.build_dataset = build_dataset
+
+
+register_all()
