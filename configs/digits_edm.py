@@ -1,7 +1,7 @@
 """EDM teacher on sklearn digits (8×8): the README quick start and the teacher of configs/digits_{cd,ecm}.py.
 
 python -m consistency.main --config=configs/digits_edm.py --workdir=workdirs/digits_edm
-Variants: ':quick' (the README smoke run, ~1 min on 2 CPU cores).
+Variants: ":quick" (the README smoke run: 300 steps).
 """
 from consistency import presets
 

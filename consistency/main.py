@@ -42,15 +42,6 @@ def _resolve_config(mode: str, workdir: str):
         raise ConfigError(f"--config: not given and {e}") from None
 
 
-def _prefer_fast_cpu_random() -> None:
-    """On CPU, turn off ``jax_threefry_partitionable`` (on by default in jax 0.10): with it XLA-CPU compiles small
-    random draws such as conv initialisers 5–15× more slowly (tests/conftest.py). Methods draw their noise from
-    per-example keys, so results stay independent of the device count either way; accelerators keep the default."""
-    import jax
-    if jax.default_backend() == "cpu":
-        jax.config.update("jax_threefry_partitionable", False)
-
-
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -60,7 +51,7 @@ def main(argv):
         config = _resolve_config(_MODE.value, _WORKDIR.value)
         from consistency import train
         train.maybe_initialize_distributed(config)  # before anything touches a backend
-        _prefer_fast_cpu_random()
+        train.prefer_fast_cpu_random()
         train.run(_MODE.value, config, _WORKDIR.value, _STEP.value)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)

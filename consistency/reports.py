@@ -57,9 +57,10 @@ def score_samples(config, dataset, samples: np.ndarray, seed: int = 0) -> dict[s
     return metrics
 
 
-def evaluate_state(config, method, state, dataset, step: int, workdir: str, writer=None, force: bool = False
-                   ) -> dict[str, Any]:
-    """Evaluate at every NFE of ``config.eval.nfes``; write JSON, TensorBoard scalars and pictures (see module doc)."""
+def evaluate_state(config, method, state, dataset, step: int, workdir: str, writer=None, force: bool = False,
+                   extra: dict | None = None) -> dict[str, Any]:
+    """Evaluate at every NFE of ``config.eval.nfes``; write JSON (with ``extra`` entries merged in), TensorBoard
+    scalars and pictures (see module doc)."""
     from consistency import train
     nfes = [int(n) for n in config.eval.nfes]
     num = int(config.eval.num_samples)
@@ -69,11 +70,12 @@ def evaluate_state(config, method, state, dataset, step: int, workdir: str, writ
             cached = json.load(f)
         if cached.get("nfes") == nfes and cached.get("num_samples") == num:
             return cached
-    report: dict[str, Any] = {"step": int(step), "method": config.method, "nfes": nfes, "num_samples": num}
+    report: dict[str, Any] = {**(extra or {}), "step": int(step), "method": config.method, "nfes": nfes,
+                              "num_samples": num}
     rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), 10_000_019)
-    reference = train.reference_points(dataset, num_points=2000, seed=config.seed)
+    reference = train.reference_points(dataset, num_points=2000)
     for nfe in nfes:
-        kwargs = method.nfe_kwargs(nfe)
+        kwargs = {k: v for k, v in method.nfe_kwargs(nfe).items() if train.accepts_keyword(method.sample, k)}
         sampler = train.make_sampler(method, num, **kwargs)
         samples, _ = train.draw_samples(config, method, state, rng, num, sampler=sampler)
         metrics = {"finite_fraction": float(np.mean(np.isfinite(samples)))}

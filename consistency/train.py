@@ -294,7 +294,7 @@ class MetricAverager:
 # Sampling
 # ----------------------------------------------------------------------------------------------------------
 
-def _accepts_keyword(fn: Callable, name: str) -> bool:
+def accepts_keyword(fn: Callable, name: str) -> bool:
     params = inspect.signature(fn).parameters
     return name in params or any(p.kind == p.VAR_KEYWORD for p in params.values())
 
@@ -303,7 +303,7 @@ def sample_labels(config, num_samples: int, method=None) -> np.ndarray | None:
     """Balanced class labels 0, 1, …, C−1, 0, … for class-conditional models (None when unconditional or when
     the method's ``sample`` takes no ``labels``)."""
     num_classes = int(config.model.num_classes)
-    if num_classes <= 0 or (method is not None and not _accepts_keyword(method.sample, "labels")):
+    if num_classes <= 0 or (method is not None and not accepts_keyword(method.sample, "labels")):
         return None
     return (np.arange(num_samples) % num_classes).astype(np.int32)
 
@@ -386,21 +386,20 @@ def sample_statistics(samples: np.ndarray, data: np.ndarray | None, seed: int = 
 
 
 def run_eval(config, workdir: str, state, method, dataset, step: int, train_metrics: dict | None = None) -> dict:
-    """Evaluate ``state`` at ``step`` and write ``WORKDIR/eval/metrics_<step>.json``; returns the metrics.
-
-    Draws ``config.eval.num_samples`` with the sampling EMA params and reports :func:`sample_statistics` plus
-    the last training metrics (``train/<name>``).
-    """
+    """Evaluate ``state`` at ``step``: cheap :func:`sample_statistics`, the last training metrics (``train/<name>``)
+    and, for every NFE of ``config.eval.nfes``, the metrics of :func:`consistency.reports.evaluate_state` with their
+    noise floors. Writes ``WORKDIR/eval/metrics_<step>.json`` (atomic, idempotent) and returns a flat dict
+    (``nfe<n>/<metric>`` keys) for logging."""
+    from consistency import reports
     _, _, sample_key = _stream_keys(config.seed)
     samples, _ = draw_samples(config, method, state, jax.random.fold_in(sample_key, 1), int(config.eval.num_samples))
     results: dict[str, Any] = {"step": int(step), "method": config.method}
     results.update({f"train/{k}": float(np.mean(v)) for k, v in (train_metrics or {}).items()})
     results.update(sample_statistics(samples, reference_points(dataset, num_points=len(samples)),
                                      seed=config.seed))
-    if jax.process_index() == 0:
-        os.makedirs(os.path.join(workdir, "eval"), exist_ok=True)
-        with open(os.path.join(workdir, "eval", f"metrics_{step}.json"), "w") as f:
-            json.dump(results, f, indent=2, sort_keys=True)
+    report = reports.evaluate_state(config, method, state, dataset, step, workdir, extra=results)
+    for nfe in report["nfes"]:
+        results.update({f"nfe{nfe}/{k}": float(v) for k, v in report[f"nfe_{nfe}"].items() if np.isscalar(v)})
     return results
 
 
@@ -412,10 +411,20 @@ def _is_due(step: int, every: int) -> bool:
     return every > 0 and step % every == 0
 
 
+def prefer_fast_cpu_random() -> None:
+    """On CPU, turn off ``jax_threefry_partitionable`` (on by default in jax 0.10): with it XLA-CPU compiles small
+    random draws such as conv initialisers 5–15× more slowly (tests/conftest.py). Methods draw their noise from
+    per-example keys, so results stay independent of the device count either way; accelerators keep the default.
+    Every entry point calls it, so CLI and in-process runs draw the same numbers."""
+    if jax.default_backend() == "cpu":
+        jax.config.update("jax_threefry_partitionable", False)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
     """Train ``config.method`` for ``config.training.num_steps`` steps in ``workdir`` (resuming from its latest
     checkpoint), then sample and evaluate. Returns the final TrainState."""
     maybe_initialize_distributed(config)
+    prefer_fast_cpu_random()
     validate_run_config(config)
     from clu import metric_writers, periodic_actions  # imports TensorFlow (≈5 s): only once a run will start
     workdir = os.path.abspath(workdir)
@@ -505,6 +514,7 @@ def sample(config: ml_collections.ConfigDict, workdir: str, step: int | None = N
     EMA params; write ``WORKDIR/samples/sample_<step>.npz`` (samples, labels) and a PNG beside it. Returns the
     .npz path."""
     maybe_initialize_distributed(config)
+    prefer_fast_cpu_random()
     validate_run_config(config)
     run = restore_run(config, workdir, step)
     _, _, sample_key = _stream_keys(config.seed)
@@ -523,6 +533,7 @@ def sample(config: ml_collections.ConfigDict, workdir: str, step: int | None = N
 def evaluate(config: ml_collections.ConfigDict, workdir: str, step: int | None = None) -> dict:
     """``--mode=eval``: :func:`run_eval` on checkpoint ``step`` (None → latest)."""
     maybe_initialize_distributed(config)
+    prefer_fast_cpu_random()
     validate_run_config(config)
     run = restore_run(config, workdir, step)
     return run_eval(config, workdir, run.state, run.method, run.dataset, run.step)
