@@ -7,7 +7,7 @@ def get_config(variant: str = ""):
     c = presets.digits(presets.new("ict"), "ict")
     presets.improved_consistency_training(c, s0=10, s1=1280)
     c.model.dropout = 0.1
-    c.training.num_steps = 6000
+    c.training.num_steps = 2000  # CPU budget of docs/results.md
     c.optim.lr = 1e-3
     c.eval.nfes = (1, 2, 4)
     if variant == "quick":

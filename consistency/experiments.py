@@ -25,7 +25,7 @@ _OUT = flags.DEFINE_string("out", "docs/results.md", "Markdown report to write (
 _TEACHER = flags.DEFINE_string("teacher", "", "An existing digits EDM workdir to reuse instead of training one.")
 _SUITES = flags.DEFINE_list("suite", ["toy", "digits"], "Which suites: toy (2-D mixture, exact teacher), digits.")
 _METHODS = flags.DEFINE_list("methods", ["cd", "ct", "ict", "ecm"], "Students to train.")
-_STEPS = flags.DEFINE_float("steps_scale", 1.0, "Multiply every run's num_steps (e.g. 0.1 for a smoke run).")
+_STEPS = flags.DEFINE_float("steps_scale", 1.0, "Multiply every run's num_steps (e.g. 0.05 for a smoke run).")
 
 # Context only: CIFAR-10 FID from the papers (METHODS.md §16); our digits numbers are not comparable to these.
 PAPER_CIFAR10 = {"edm": "1.97 @ 35 NFE", "cd": "3.55 / 2.93 (LPIPS)", "ct": "8.70 / 5.83", "ict": "2.83 / 2.46",
@@ -58,19 +58,13 @@ def _scaled(config, scale: float):
     return config
 
 
-def suite_runs(suite: str, teacher_workdir: str, scale: float):
+def suite_runs(suite: str, scale: float):
     """(name, config) pairs of one suite, teacher first."""
     prefix = "configs/toy_" if suite == "toy" else "configs/digits_"
     runs = []
-    if suite == "digits" and not teacher_workdir:
-        runs.append(("edm", _scaled(load_config_file(prefix + "edm.py"), scale)))
-    if suite == "toy":
-        runs.append(("edm", _scaled(load_config_file(prefix + "edm.py"), scale)))
+    runs.append(("edm", _scaled(load_config_file(prefix + "edm.py"), scale)))
     for method in _METHODS.value:
-        config = _scaled(load_config_file(f"{prefix}{method}.py"), scale)
-        if suite == "digits" and config.teacher.workdir:
-            config.teacher.workdir = teacher_workdir
-        runs.append((method, config))
+        runs.append((method, _scaled(load_config_file(f"{prefix}{method}.py"), scale)))
     return runs
 
 
@@ -127,10 +121,14 @@ def main(argv):
     for suite in _SUITES.value:
         teacher = _TEACHER.value if suite == "digits" else ""
         results = {}
-        for name, config in suite_runs(suite, teacher, _STEPS.value):
+        for name, config in suite_runs(suite, _STEPS.value):
             workdir = os.path.join(_WORKROOT.value, f"{suite}_{name}")
-            if name != "edm" and suite == "digits" and not teacher:
-                config.teacher.workdir = os.path.join(_WORKROOT.value, "digits_edm")
+            if suite == "digits":  # the teacher run: reused (and only evaluated) when --teacher names one
+                teacher_dir = teacher or os.path.join(_WORKROOT.value, "digits_edm")
+                if name == "edm":
+                    workdir = teacher_dir
+                elif config.teacher.workdir:
+                    config.teacher.workdir = teacher_dir
             logging.info("experiments: %s / %s → %s", suite, name, workdir)
             results[name] = run_one(config, workdir)
             for nfe in results[name]["report"]["nfes"]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def default_cm_sigmas(num_steps: int, sigma_max: float = 80.0, second: float = 0.821, last: float = 0.1):
@@ -18,7 +19,7 @@ def default_cm_sigmas(num_steps: int, sigma_max: float = 80.0, second: float = 0
         raise ValueError(f"num_steps must be >= 1, got {num_steps}")
     if num_steps == 1:
         return [float(sigma_max)]
-    mids = jnp.geomspace(second, last, num_steps - 1) if num_steps > 2 else jnp.array([second])
+    mids = np.geomspace(second, last, num_steps - 1) if num_steps > 2 else [second]  # static: usable under jit
     return [float(sigma_max)] + [float(s) for s in mids]
 
 
