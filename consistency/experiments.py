@@ -69,10 +69,10 @@ def suite_runs(suite: str, scale: float):
 
 
 METRIC_COLUMNS = {
-    "toy": [("sliced_wasserstein", "SW1"), ("mmd_rbf", "MMD"), ("mode_coverage", "modes"),
-            ("log_likelihood", "log-lik")],
-    "digits": [("fd", "FD"), ("kid", "KID"), ("precision", "prec."), ("recall", "recall"),
-               ("pixel_sliced_wasserstein", "pixel SW1")],
+    "toy": [("swd", "sliced W1"), ("mmd", "MMD²"), ("energy", "energy"), ("mode_coverage", "modes"),
+            ("high_quality", "within 3σ"), ("log_likelihood", "log-lik")],
+    "digits": [("fd", "FD"), ("kid", "KID"), ("precision", "precision"), ("recall", "recall"),
+               ("pixel_swd", "pixel SW1")],
 }
 
 
