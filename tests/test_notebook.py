@@ -7,7 +7,8 @@ Its last cell prints ``SUMMARY {json}``; the checks below read it:
   and std √(0.1² + 0.5²) = 0.5099 (TOY_STD);
 * the exact-teacher Heun samples (35 NFE) score like real data: SW1 within 2× the noise floor, in-mode fraction within
   0.03 of the floor's;
-* CD's loss falls; the run written by train_and_evaluate loads back with its method and step, and samples the right shape;
+* CD's loss falls; the run written by train_and_evaluate loads back with its method and step and samples the right
+  shape;
 * every metric line of section 3 is printed with its noise floor, and the figures are rendered (image/png outputs).
 
 nbclient, nbformat and ipykernel come with the ``test`` extra of setup.py; a missing one fails the test with a message
@@ -107,8 +108,8 @@ def test_notebook_runs_and_pf_ode_endpoints_match_the_exact_mixture(executed):
     _, text, summary = executed
     assert "QUICK=True" in text
     pf = summary["pf_ode"]
-    # 2000 endpoints of ½N(−0.5, 0.1²) + ½N(0.5, 0.1²): the sample mean has std 0.51/√2000 ≈ 0.011 and the sample
-    # std ≈ 0.002; 0.04 / 0.02 leave room for Heun's discretisation error only.
+    # 2000 endpoints of ½N(−0.5, 0.1²) + ½N(0.5, 0.1²): the sample mean has std 0.51/√2000 ≈ 0.011 and the
+    # sample std ≈ 0.002; 0.04 / 0.02 leave room for Heun's discretisation error only.
     assert pf["exact_std"] == pytest.approx((0.1 ** 2 + 0.5 ** 2) ** 0.5, rel=1e-6)
     assert abs(pf["mean"]) < 0.04, pf
     assert pf["std"] == pytest.approx(pf["exact_std"], abs=0.02), pf
