@@ -85,8 +85,8 @@ def _metric(metrics: dict, key: str):
 
 def markdown_table(suite: str, results: dict) -> list[str]:
     columns = METRIC_COLUMNS[suite]
-    lines = ["| run | NFE | " + " | ".join(label for _, label in columns) + " | train time | paper (CIFAR-10 FID) |",
-             "|---|---|" + "---|" * len(columns) + "---|---|"]
+    lines = ["| run | steps | NFE | " + " | ".join(label for _, label in columns) + " | paper (CIFAR-10 FID) |",
+             "|---|---|---|" + "---|" * len(columns) + "---|"]
     floor_row = None
     for name, res in results.items():
         report = res["report"]
@@ -101,10 +101,10 @@ def markdown_table(suite: str, results: dict) -> list[str]:
                 if floor is not None:
                     floor_row.setdefault(key, floor)
             paper = PAPER_CIFAR10.get(name, "") if suite == "digits" else ""
-            lines.append(f"| {name} | {nfe} | " + " | ".join(cells) + f" | {res['seconds'] / 60:.1f} min | {paper} |")
+            lines.append(f"| {name} | {report['step']} | {nfe} | " + " | ".join(cells) + f" | {paper} |")
     if floor_row:
         cells = ["—" if floor_row.get(k) is None else f"{floor_row[k]:.4g}" for k, _ in columns]
-        lines.append("| *noise floor (real vs real)* | — | " + " | ".join(cells) + " | — | |")
+        lines.append("| *noise floor (real vs real)* | — | — | " + " | ".join(cells) + " | |")
     return lines
 
 
@@ -144,7 +144,8 @@ def write_report(sections, total_seconds: float):
              "Produced by `python -m consistency.experiments` "
              f"(flags: --suite={','.join(_SUITES.value)} --methods={','.join(_METHODS.value)} "
              f"--steps_scale={_STEPS.value}{' --teacher=' + _TEACHER.value if _TEACHER.value else ''}) "
-             f"in {total_seconds / 60:.1f} min on this machine (2 CPU cores).", "",
+             f"in {total_seconds / 60:.1f} min on this machine (2 CPU cores; runs that had already finished in "
+             "the workroot are reused and only evaluated, so this is the time of this invocation).", "",
              "Every metric sits next to its noise floor: the same metric between two disjoint real draws of the same "
              "size — the best a perfect sampler can score with this many samples. Lower is better except modes, "
              "log-likelihood, precision and recall.", ""]
