@@ -1,0 +1,67 @@
+"""The config files: every variant validates, the CIFAR-10 defaults are the papers' recipes (METHODS.md §2, §4–§7),
+and a CIFAR recipe really starts (on tfds mock data, since CIFAR-10 cannot be downloaded here)."""
+import glob
+import importlib.util
+import os
+
+import pytest
+
+from consistency.config import validate
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load(name, variant=""):
+    spec = importlib.util.spec_from_file_location("cfg", os.path.join(ROOT, "configs", name))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(variant)
+
+
+@pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(ROOT, "configs", "*.py"))))
+def test_every_config_and_variant_validates(path):
+    name = os.path.basename(path)
+    for variant in ("", "cpu" if name.startswith("cifar") else "quick"):
+        validate(load(name, variant))
+    with pytest.raises(ValueError, match="unknown variant"):
+        load(name, "nope")
+
+
+def test_cifar_recipes_carry_the_papers_numbers():
+    edm = load("cifar_edm.py")
+    assert (edm.model.channels, tuple(edm.model.channel_mult), edm.model.num_res_blocks) == (128, (2, 2, 2), 4)
+    assert tuple(edm.model.attn_resolutions) == (16,) and edm.model.dropout == 0.13
+    assert (edm.training.batch_size, edm.training.num_steps, edm.optim.lr) == (512, 400_000, 1e-3)
+    assert edm.training.ema_half_life_images == 500_000 and edm.sampling.num_steps == 18
+    cd = load("cifar_cd.py")
+    assert (cd.cm.num_scales, cd.cm.solver, cd.cm.target_ema) == (18, "heun", 0.0)
+    assert (cd.optim.name, cd.optim.lr, cd.optim.warmup_steps) == ("radam", 4e-4, 0)
+    assert (cd.training.batch_size, cd.training.num_steps, cd.training.ema_decay) == (512, 800_000, 0.9999)
+    ct = load("cifar_ct.py")
+    assert (ct.cm.curriculum, ct.cm.s0, ct.cm.s1, ct.cm.mu0, ct.cm.mu_form) == ("ct", 2, 150, 0.9, "code")
+    assert (ct.optim.lr, ct.training.batch_size, ct.training.num_steps) == (4e-4, 512, 800_000)
+    ict = load("cifar_ict.py")
+    assert (ict.cm.curriculum, ict.cm.s0, ict.cm.s1, ict.cm.target_ema) == ("ict", 10, 1280, 0.0)
+    assert (ict.cm.distance, ict.cm.weighting, ict.cm.index_sampling) == ("pseudo_huber", "inv_delta", "lognormal")
+    assert (ict.cm.p_mean, ict.cm.p_std, ict.model.dropout, ict.model.fourier_scale) == (-1.1, 2.0, 0.3, 0.02)
+    ecm = load("cifar_ecm.py")
+    assert (ecm.training.batch_size, ecm.optim.lr, ecm.model.dropout, ecm.training.num_steps) == (128, 1e-4, 0.2,
+                                                                                                   200_000)
+    assert (ecm.ecm.q, ecm.ecm.k, ecm.ecm.b, ecm.ecm.steps_per_stage) == (2.0, 8.0, 1.0, 25_000)
+
+
+def test_cifar_ct_cpu_variant_trains_on_mock_cifar10(tmp_path):
+    import tensorflow_datasets as tfds
+
+    from consistency import train
+    config = load("cifar_ct.py", "cpu")
+    config.data.data_dir = str(tmp_path / "tfds")
+    config.training.num_steps = 2
+    config.training.batch_size = 4
+    config.sampling.num_samples = 4
+    config.eval.num_samples = 4
+    config.eval.nfes = (1,)
+    with tfds.testing.mock_data(num_examples=16, policy=tfds.testing.MockPolicy.USE_CODE):
+        state = train.train_and_evaluate(config, str(tmp_path / "run"))
+    assert int(state.step) == 2
+    assert os.path.exists(tmp_path / "run" / "eval" / "metrics_2.json")
