@@ -145,7 +145,8 @@ def write_report(sections, total_seconds: float):
              f"(flags: --suite={','.join(_SUITES.value)} --methods={','.join(_METHODS.value)} "
              f"--steps_scale={_STEPS.value}{' --teacher=' + _TEACHER.value if _TEACHER.value else ''}) "
              f"in {total_seconds / 60:.1f} min on this machine (2 CPU cores; runs that had already finished in "
-             "the workroot are reused and only evaluated, so this is the time of this invocation).", "",
+             "the workroot are reused and only evaluated, so this is the time of this invocation; the steps column "
+             "gives the steps each run actually trained).", "",
              "Every metric sits next to its noise floor: the same metric between two disjoint real draws of the same "
              "size — the best a perfect sampler can score with this many samples. Lower is better except modes, "
              "log-likelihood, precision and recall.", ""]
