@@ -79,7 +79,7 @@ def base_config() -> ml_collections.ConfigDict:
     te.oracle = ""               # '' | 'mixture' | 'empirical' | 'gaussian': closed-form teacher from the data
 
     c.sampling = s = ml_collections.ConfigDict()
-    s.solver = "heun"            # 'euler' | 'heun' | 'dpm2' | 'stochastic'
+    s.solver = "heun"            # 'euler' | 'heun' | 'dpm_solver_2' | 'dpmpp_2m' | 'stochastic' (EDM Alg. 2)
     s.num_steps = 18             # Karras grid points (Heun: NFE = 2N − 1)
     s.sigmas = ()                # CM multistep: explicit σ list, first σ_max (see methods/cm docs)
     s.cfg_scale = 1.0            # w: D_w = D_∅ + w (D_c − D_∅); 1 → plain conditional
@@ -158,5 +158,6 @@ def validate(c: ml_collections.ConfigDict) -> None:
         raise _err("training.ema_decay", f"must be in [0, 1), got {t.ema_decay}")
     if c.model.name not in ("unet", "mlp"):
         raise _err("model.name", f"must be 'unet' or 'mlp', got {c.model.name!r}")
-    if c.sampling.solver not in ("euler", "heun", "dpm2", "stochastic"):
-        raise _err("sampling.solver", f"must be euler, heun, dpm2 or stochastic, got {c.sampling.solver!r}")
+    solvers = ("euler", "heun", "dpm_solver_2", "dpmpp_2m", "stochastic")
+    if c.sampling.solver not in solvers:
+        raise _err("sampling.solver", f"must be one of {', '.join(solvers)}, got {c.sampling.solver!r}")

@@ -44,3 +44,17 @@ def test_edm_teacher_learns_the_mixture_and_its_denoiser():
         err0 = float(jnp.mean(jnp.linalg.norm(denoise(untrained.ema["online"], x, sig) - exact(x, sig), axis=1)))
         # Measured: 0.018 / 0.027 / 0.021 trained vs 0.17 / 0.26 / 0.32 untrained at σ = 0.2 / 0.5 / 1.
         assert err < 0.06 and err < 0.2 * err0, (sigma, err, err0)
+
+
+def test_every_configurable_solver_samples():
+    from consistency.config import validate
+    c = presets.toy(presets.new("edm"), "edm")
+    c.model.hidden, c.model.depth = 32, 1
+    ds = make_dataset(c.data, 16, 0)
+    method = edm.make(c, ds)
+    state = method.init(jax.random.PRNGKey(0), ds.batch(0))
+    for solver in ("euler", "heun", "dpm_solver_2", "dpmpp_2m", "stochastic"):
+        c.sampling.solver = solver
+        validate(c)
+        x = method.sample(state, jax.random.PRNGKey(0), 4, solver=solver, num_steps=5)
+        assert x.shape == (4, 2) and bool(jnp.all(jnp.isfinite(x)))
