@@ -23,6 +23,7 @@ setup(
         "scipy>=1.11",
         "scikit-learn>=1.4",  # offline digits (load_digits)
         "pillow>=10.0",
+        "matplotlib>=3.8",  # toy scatter plots in sample grids (consistency/images.py)
     ],
     extras_require={
         "test": ["pytest>=8.0", "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29"],

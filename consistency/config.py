@@ -8,7 +8,15 @@ from __future__ import annotations
 
 import ml_collections
 
-METHODS = ("edm", "cd", "ct", "ict", "ecm", "mcm", "dmd", "add", "sid", "pagoda")
+
+
+def __getattr__(name):
+    """``config.METHODS``: the registry's method names (:func:`consistency.methods.available`), never a copy."""
+    if name == "METHODS":
+        from consistency import methods
+        return methods.available()
+    raise AttributeError(name)
+
 
 
 class ConfigError(ValueError):
@@ -130,14 +138,36 @@ def base_config() -> ml_collections.ConfigDict:
     return c
 
 
+OPTIM_FIELD_TYPES = {"name": str, "lr": float, "warmup_steps": int, "grad_clip": float, "b1": float, "b2": float,
+                     "eps": float, "weight_decay": float, "schedule": str}
+
+
+def optim_override(**values) -> ml_collections.ConfigDict:
+    """A ``config.optim_<set>`` block for a method's extra trained parameter set (e.g. ``optim_fake``).
+
+    It has every field of ``config.optim``, each a typed placeholder: ``None`` inherits ``config.optim``'s value, so
+    ``--config.optim_fake.b1=0.0`` works on any such block (SiD: Adam β₁ = 0) and an unknown field is refused.
+    ``values`` set fields now, e.g. ``optim_override(lr=2e-5, b1=0.0)``.
+    """
+    block = ml_collections.ConfigDict({k: ml_collections.config_dict.placeholder(t)
+                                       for k, t in OPTIM_FIELD_TYPES.items()})
+    for key, value in values.items():
+        if key not in OPTIM_FIELD_TYPES:
+            raise ConfigError(f"optim_override: {key!r} is not an optimizer field; choose from "
+                              f"{', '.join(OPTIM_FIELD_TYPES)}")
+        block[key] = value
+    return block
+
+
 def _err(field: str, msg: str) -> ConfigError:
     return ConfigError(f"config.{field}: {msg}")
 
 
 def validate(c: ml_collections.ConfigDict) -> None:
     """Raise ConfigError (one line, naming the field) for values that cannot work."""
-    if c.method not in METHODS:
-        raise _err("method", f"unknown method {c.method!r}; choose one of {', '.join(METHODS)}")
+    from consistency import methods
+    if c.method not in methods.available():
+        raise _err("method", f"unknown method {c.method!r}; choose one of {', '.join(methods.available())}")
     f = c.diffusion
     if not 0 < f.sigma_min < f.sigma_max:
         raise _err("diffusion.sigma_min", f"need 0 < sigma_min < sigma_max, got {f.sigma_min} and {f.sigma_max}")

@@ -7,6 +7,7 @@ package (a research fork, the tests) adds methods with :func:`register` without 
 from __future__ import annotations
 
 import importlib
+import os
 from typing import Callable
 
 from consistency.config import ConfigError
@@ -16,6 +17,8 @@ MakeFn = Callable[..., Method]
 
 # Methods registered at run time (name → make(config, dataset)); they take precedence over package modules.
 _REGISTERED: dict[str, MakeFn] = {}
+# Modules of this package that are not methods (shared pieces).
+_NOT_METHODS = ("base", "common", "spec", "cm")
 
 
 def register(name: str, make_fn: MakeFn) -> None:
@@ -30,12 +33,21 @@ def is_registered(name: str) -> bool:
     return name in _REGISTERED
 
 
+def available() -> tuple[str, ...]:
+    """Every method name ``config.method`` accepts: the package's method modules plus those added with
+    :func:`register` (the single source of ``consistency.config.METHODS``)."""
+    import pkgutil
+    here = os.path.dirname(__file__)
+    package = tuple(sorted(m.name for m in pkgutil.iter_modules([here]) if m.name not in _NOT_METHODS))
+    return package + tuple(sorted(n for n in _REGISTERED if n not in package))
+
+
 def get_make_fn(name: str) -> MakeFn:
     """The ``make`` function of method ``name``; ConfigError (naming config.method) if there is none."""
     if name in _REGISTERED:
         return _REGISTERED[name]
     module_name = f"{__name__}.{name}"
-    if not name or not name.isidentifier() or name in ("base", "common"):
+    if not name or not name.isidentifier() or name in _NOT_METHODS:
         raise ConfigError(f"config.method: unknown method {name!r}")
     try:
         module = importlib.import_module(module_name)
