@@ -118,7 +118,7 @@ CELLS = [
     from consistency.diffusion import solvers
     from consistency.diffusion.cm_sampling import default_cm_sigmas
     from consistency.diffusion.schedules import karras_sigmas
-    from consistency.methods import get_method
+    from consistency.methods import base, get_method
 
     REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(consistency.__file__)))
     SIGMA_MIN, SIGMA_MAX = 0.002, 80.0  # EDM / CM noise range (ε and T of the CM paper)
@@ -232,8 +232,8 @@ CELLS = [
       $N(k)$ from $s_0=2$ to $s_1+1$, and $\theta^-$ is an EMA with rate $\mu(k)$ (CM paper, App. C;
       `configs/toy_ct.py`, here with $s_1=40$ for a short run).
 
-    Each method is three pure functions, `init`, `train_step` and `sample` (`consistency/methods/base.py`); below
-    `train_step` runs under `jax.jit` in a plain Python loop. The configs are the repository's `configs/toy_cd.py` and
+    Each method is a declarative spec (`consistency/methods/base.py`: trained sets with their losses and optimizers, `init`, `sample`); below
+    `base.full_step(method)` runs under `jax.jit` in a plain Python loop. The configs are the repository's `configs/toy_cd.py` and
     `configs/toy_ct.py` with a smaller MLP and batch so that they train in about a minute on 2 CPU cores.
     """),
     code(r"""
@@ -276,8 +276,8 @@ CELLS = [
         dataset = make_dataset(config.data, config.training.batch_size, config.seed)
         method = get_method(config, dataset)
         init_key, step_key = jax.random.split(jax.random.PRNGKey(config.seed))
-        state = method.init(init_key, dataset.batch(0))
-        train_step = jax.jit(method.train_step)
+        state = base.init_state(method, init_key, dataset.batch(0))
+        train_step = jax.jit(base.full_step(method))
         history = []
         start_time = time.perf_counter()
         for k in range(config.training.num_steps):

@@ -11,6 +11,7 @@ from consistency import presets
 
 def get_config(variant: str = ""):
     c = presets.cifar_network(presets.new("cd"), dropout=0.0)
+    c.model.resample = "fir"  # NCSN++ FIR as the teacher: jcm configs/cifar10_ve_cd.py fir=True, fir_kernel [1,3,3,1]
     presets.consistency_distillation(c, num_scales=18)
     c.cm.distance = "l2"
     c.teacher.workdir = "workdirs/cifar_edm"

@@ -7,6 +7,7 @@ from consistency import presets
 
 def get_config(variant: str = ""):
     c = presets.cifar_network(presets.new("ct"), dropout=0.0)
+    c.model.resample = "fir"  # NCSN++ FIR: jcm configs/cifar10_ve_ct_adaptive.py fir=True, fir_kernel [1, 3, 3, 1]
     presets.consistency_training(c, s0=2, s1=150, mu0=0.9)
     c.cm.distance = "l2"
     c.training.batch_size = 512

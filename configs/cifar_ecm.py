@@ -7,6 +7,9 @@ from consistency import presets
 
 def get_config(variant: str = ""):
     c = presets.cifar_network(presets.new("ecm"), dropout=0.2)
+    # FIR to match the NCSN++ teacher it starts from (configs/cifar_edm.py); resampling has no params, so a mismatch
+    # would load silently and compute another function. (locuslab/ect starts from EDM's DDPM++, box filter.)
+    c.model.resample = "fir"
     c.teacher.workdir = "workdirs/cifar_edm"
     c.ecm.steps_per_stage = 25_000
     c.ecm.huber_c = 0.0

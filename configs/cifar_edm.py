@@ -9,6 +9,7 @@ from consistency import presets
 
 def get_config(variant: str = ""):
     c = presets.cifar_network(presets.new("edm"), dropout=0.13)
+    c.model.resample = "fir"  # NCSN++ FIR [1, 3, 3, 1] resampling: jcm configs/cifar10_k_ve.py fir=True (METHODS.md §2)
     c.training.batch_size = 512
     c.training.num_steps = 400_000
     c.training.ema_half_life_images = 500_000  # r = 0.5^(512/5e5) = 0.99929

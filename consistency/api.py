@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from consistency import train
+from consistency import sampling, train
 
 
 @dataclasses.dataclass
@@ -32,15 +32,15 @@ class Loaded:
     @property
     def params(self):
         """The sampling parameters: the EMA of the method's ``sample_params`` set (the raw params if it has none)."""
-        name = self.method.sample_params
-        return self.state.ema[name] if name in self.state.ema else self.state.params[name]
+        from consistency.methods import base
+        return base.sampling_params(self.method, self.state)
 
     def sample(self, rng: jax.Array, num_samples: int, **kwargs) -> jax.Array:
         """``method.sample(state, rng, num_samples, **kwargs)``, jitted; array-valued kwargs (``labels``, a params
         pytree) are traced, the others (solver, num_steps, cfg_scale, …) are compile-time constants."""
         arrays = {k: v for k, v in kwargs.items() if _is_array_tree(v)}
         static = {k: v for k, v in kwargs.items() if k not in arrays}
-        sampler = train.make_sampler(self.method, int(num_samples), **static)  # cached per (n, static kwargs)
+        sampler = sampling.make_sampler(self.method, int(num_samples), **static)  # cached per (n, static kwargs)
         return sampler(self.state, rng, jax.tree.map(jnp.asarray, arrays))
 
 

@@ -3,69 +3,467 @@
 Every config field can be overridden: ``--config.optim.lr=1e-4 --config.training.num_steps=500``.
 
 Modes:
-  train   train (resuming from the latest checkpoint in WORKDIR), then sample a grid and evaluate;
+  train   train (resuming from the latest checkpoint in WORKDIR), then sample a grid and evaluate; prints the metrics;
   sample  draw config.sampling.num_samples from a checkpoint (--step, default latest) → samples/sample_<step>.npz/.png;
-  eval    evaluate a checkpoint → eval/metrics_<step>.json.
+  eval    evaluate a checkpoint → eval/metrics_<step>.json, printed as a table per NFE (it says so when it
+          re-used a report of the same NFEs and sample count).
 For sample/eval, --config may be left out: the run's WORKDIR/config.json is used.
 
-A config that cannot work prints one line (``error: config.<field>: ...``) and exits with status 2.
+Every expected failure (a bad flag or config value, a missing config file or dataset, an unwritable workdir, no
+checkpoint, divergence) prints ONE line ``error: <field>: <what is wrong>; <the fix>`` and exits with status 2, before
+anything compiles where it can. Logging shows the loop's progress lines and warnings; --verbosity=0 shows every
+library's INFO log as well.
 """
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import difflib
 import importlib
+import json
+import logging as std_logging
+import os
+import re
 import sys
+import tempfile
+import textwrap
+from typing import Sequence
 
+import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
+from ml_collections.config_flags.config_flags import ConfigFileFlagParser
 
 from consistency.config import ConfigError
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/digits_edm.py or "
-                                          "configs/cifar_edm.py:cpu; override fields with --config.<field>=<value>.")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory: config.json, checkpoints/, samples/, eval/, events.")
-_MODE = flags.DEFINE_enum("mode", "train", ["train", "sample", "eval"], "What to do.")
-_STEP = flags.DEFINE_integer("step", None, "Checkpoint step for --mode=sample|eval (default: the latest).")
-_IMPORTS = flags.DEFINE_multi_string("imports", [], "Python modules to import first, e.g. a module that adds a "
-                                     "method with consistency.methods.register(name, make).")
-flags.mark_flag_as_required("workdir")
+HELP_FLAGS = ("--help", "-help", "-h", "-?", "--helpshort", "--helpfull")
+MAX_INFO_CHARS = 500   # longer INFO records (Orbax/hparams dumps) are dropped unless --verbosity is given
+WIDTH = 110
+# Warnings redundant with our own one-line errors: TFDS's data-directory lookup ("Variant folder … has no
+# dataset_info.json") precedes the DataUnavailableError that says what to do.
+QUIET_WARNING_SOURCES = (os.path.join("tensorflow_datasets", "core", "utils", "file_utils.py"),)
 
 
-def _resolve_config(mode: str, workdir: str):
-    if _CONFIG.value is not None:
-        return _CONFIG.value
-    if mode == "train":
-        raise ConfigError("--config: required for --mode=train (e.g. --config=configs/digits_edm.py)")
+class CommandLineError(Exception):
+    """A flag that cannot work; the message (one line) names the flag or config field and the fix."""
+
+
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS, sys_argv: Sequence[str] | None = None) -> None:
+    """The CLI's flags on ``flag_values`` (a fresh ``flags.FlagValues()`` and its ``sys_argv`` for in-process use)."""
+    config_flags.DEFINE_config_file(
+        "config", None, "Config file, e.g. configs/digits_edm.py or configs/cifar_edm.py:cpu; override fields with "
+        "--config.<section>.<field>=<value>.", flag_values=flag_values,
+        sys_argv=None if sys_argv is None else list(sys_argv))
+    flags.DEFINE_string("workdir", None, "Run directory: config.json, checkpoints/, samples/, eval/, events.",
+                        flag_values=flag_values)
+    flags.DEFINE_enum("mode", "train", ["train", "sample", "eval"], "What to do.", flag_values=flag_values)
+    flags.DEFINE_integer("step", None, "Checkpoint step for --mode=sample|eval (default: the latest).",
+                         flag_values=flag_values)
+    flags.DEFINE_multi_string("imports", [], "Python modules to import first, e.g. a module that adds a method with "
+                              "consistency.methods.register(name, make).", flag_values=flag_values)
+
+
+define_flags()
+
+
+@dataclasses.dataclass(frozen=True)
+class Command:
+    mode: str
+    workdir: str
+    step: int | None
+    config: ml_collections.ConfigDict | None   # None: sample/eval read WORKDIR/config.json
+    imports: tuple[str, ...]
+    verbose: bool                              # --verbosity given: leave logging as absl sets it
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Flags → Command, every failure one line
+# ----------------------------------------------------------------------------------------------------------
+
+def _config_argument(argv: Sequence[str]) -> str | None:
+    """The value of ``--config`` in ``argv`` (``--config=X`` or ``--config X``), None when absent."""
+    for i, arg in enumerate(argv):
+        match = re.match(r"^--?config(=(.*))?$", arg)
+        if match:
+            return match.group(2) if match.group(1) else (argv[i + 1] if i + 1 < len(argv) else None)
+    return None
+
+
+def _override_paths(argv: Sequence[str]) -> list[str]:
+    """``optim.lr`` for every ``--config.optim.lr=...`` in argv."""
+    return [m.group(2) for m in (re.match(r"^--?(no)?config\.([^=]+)", a) for a in argv) if m]
+
+
+def field_problem(config, path: str) -> str | None:
+    """Why ``config.<path>`` names no field (one line with the closest field and the section's fields), or None."""
+    node, walked = config, "config"
+    for key in path.split("."):
+        if not isinstance(node, ml_collections.ConfigDict):
+            return f"{walked}: is {node!r}, not a section; override {walked} itself"
+        if key not in node:
+            fields = sorted(node.keys())
+            close = difflib.get_close_matches(key, fields, n=1)
+            guess = f" (did you mean {close[0]!r}?)" if close else ""
+            return f"{walked}.{key}: no such field{guess}; {walked} has {', '.join(fields)}"
+        node, walked = node[key], f"{walked}.{key}"
+    return None
+
+
+def _field_value(config, path: str):
+    node = config
+    for key in path.split("."):
+        node = node[key]
+    return node
+
+
+def _config_file_problem(spec: str | None, error: Exception) -> str:
+    path = (spec or "").split(":", 1)[0]
+    if not path or not os.path.exists(path):
+        return (f"--config: {path!r} does not exist; give a config file such as configs/digits_edm.py "
+                "(one per method and dataset in configs/)")
+    return f"--config: {path} could not be loaded: {_last_line(str(error))}"
+
+
+def _last_line(text: str) -> str:
+    """The last non-empty line of a (traceback-bearing) message, without its ``SomeError:`` prefix."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return re.sub(r"^[\w.]*(Error|Exception): ", "", lines[-1]) if lines else text
+
+
+def _flag_error_line(error: flags.Error, argv: Sequence[str], flag_values: flags.FlagValues) -> str:
+    text = str(error)
+    if "Error whilst parsing config file" in text:   # get_config raised (an unknown variant, a ConfigError)
+        return f"--config: {_last_line(text)}"
+    bad_value = re.match(r"^flag --config\.([\w.]+)=(.*?): (.*)", text.splitlines()[0])
+    if bad_value:
+        path, raw, reason = bad_value.groups()
+        try:
+            current = _field_value(flag_values["config"].value, path)
+            fix = f"give a {type(current).__name__} like {current!r}"
+        except Exception:  # noqa: BLE001 — the hint is optional
+            fix = "give a value of the field's type"
+        return f"config.{path}: {raw!r} is not valid ({reason}); {fix}"
+    return " ".join(text.split())
+
+
+def parse_flags(argv: Sequence[str], flag_values: flags.FlagValues = flags.FLAGS) -> list[str]:
+    """``flag_values(argv)``; CommandLineError (one line) for any flag ml_collections or absl refuses."""
+    try:
+        return flag_values(list(argv))
+    except flags.Error as e:
+        raise CommandLineError(_flag_error_line(e, argv, flag_values)) from None
+    except (AttributeError, KeyError) as e:       # ml_collections: --config.<no such field>=...
+        raise CommandLineError(_unknown_override(argv, e)) from None
+    except OSError as e:                           # overrides on a config file that failed to load
+        raise CommandLineError(_config_file_problem(_config_argument(argv), e)) from None
+
+
+def _unknown_override(argv: Sequence[str], error: Exception) -> str:
+    spec = _config_argument(argv)
+    try:
+        config = ConfigFileFlagParser(name="config").parse(spec)
+    except Exception as e:  # noqa: BLE001 — report the config file's own problem instead
+        return _config_file_problem(spec, e)
+    for path in _override_paths(argv):
+        problem = field_problem(config, path)
+        if problem:
+            return problem
+    return f"--config: an override was refused: {_last_line(str(error))}"
+
+
+def read_command(flag_values: flags.FlagValues = flags.FLAGS, rest: Sequence[str] = ()) -> Command:
+    """The parsed flags as a :class:`Command` (CommandLineError for what cannot work)."""
+    if len(rest) > 1:
+        raise CommandLineError(f"unexpected arguments {' '.join(rest[1:])!r}; flags take the form --name=value")
+    if not flag_values["workdir"].value:
+        raise CommandLineError("--workdir: required; e.g. --workdir=workdirs/digits_edm")
+    config = flag_values["config"].value
+    if config is not None:
+        try:
+            config.get("method")   # a config file that failed to load raises its error on any access
+        except OSError as e:
+            raise CommandLineError(_config_file_problem(flag_values["config"].config_filename, e)) from None
+    elif flag_values["mode"].value == "train":
+        raise CommandLineError("--config: required for --mode=train; e.g. --config=configs/digits_edm.py")
+    verbose = "verbosity" in flag_values and flag_values["verbosity"].present
+    return Command(mode=flag_values["mode"].value, workdir=flag_values["workdir"].value,
+                   step=flag_values["step"].value, config=config, imports=tuple(flag_values["imports"].value),
+                   verbose=bool(verbose))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Checks before anything heavy: config, cluster, data, workdir
+# ----------------------------------------------------------------------------------------------------------
+
+def import_modules(names: Sequence[str]) -> None:
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name != name:
+                raise
+            raise CommandLineError(f"--imports: no module named {name!r}; put it on PYTHONPATH") from None
+
+
+def resolve_config(command: Command) -> ml_collections.ConfigDict:
+    if command.config is not None:
+        return command.config
+    from consistency import config as config_lib
+    try:
+        return config_lib.load_run_config(command.workdir)
+    except FileNotFoundError as e:
+        raise CommandLineError(f"--config: not given and {e}; pass --config=FILE or the workdir of a run") from None
+
+
+def initialize_distributed(config) -> None:
+    """``jax.distributed.initialize()`` for ``config.distributed``; a missing cluster is one line."""
+    if not config.get("distributed", False):
+        return
     from consistency import train
     try:
-        return train.load_config(workdir)
-    except FileNotFoundError as e:
-        raise ConfigError(f"--config: not given and {e}") from None
+        train.maybe_initialize_distributed(config)
+    except (ValueError, RuntimeError) as e:
+        raise ConfigError(
+            f"config.distributed: jax.distributed.initialize() found no cluster ({_last_line(str(e))}); launch one "
+            "process per host under SLURM, Open MPI, Kubernetes or on a Cloud TPU pod slice (detected "
+            "automatically), or set --config.distributed=False on a single machine") from None
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    for module in _IMPORTS.value:
-        importlib.import_module(module)
+def workdir_problem(workdir: str, mode: str) -> str | None:
+    """Why ``workdir`` cannot take this run's files (one line), or None. Train creates it (nothing else)."""
     try:
-        config = _resolve_config(_MODE.value, _WORKDIR.value)
-        from consistency import train
-        train.maybe_initialize_distributed(config)  # before anything touches a backend
-        train.prefer_fast_cpu_random()
-        train.run(_MODE.value, config, _WORKDIR.value, _STEP.value)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    except FileNotFoundError as e:  # sample/eval on a workdir without checkpoints
-        if _MODE.value == "train":
+        if mode == "train":
+            os.makedirs(workdir, exist_ok=True)
+        elif not os.path.isdir(workdir):
+            return None  # sample/eval report the missing run themselves
+        with tempfile.TemporaryFile(dir=workdir):
+            pass
+    except OSError as e:
+        return (f"--workdir: cannot write to {workdir!r} ({e.strerror or e}); choose a directory you can write, "
+                "e.g. --workdir=workdirs/<run>")
+    return None
+
+
+def prepare(command: Command) -> ml_collections.ConfigDict:
+    """Everything that can fail cheaply, in order: imports, the config (one line per bad value), the cluster, the
+    devices, the data and the network shape, the workdir. Returns the config to run."""
+    import_modules(command.imports)
+    config = resolve_config(command)
+    from consistency import config as config_lib
+    from consistency import train
+    config_lib.validate(config)        # before any backend or data: pure checks of every field
+    initialize_distributed(config)     # before anything touches a backend
+    train.prefer_fast_cpu_random()
+    train.validate_run_config(config)  # devices, hosts, teacher checkpoint, data availability, network shape
+    problem = workdir_problem(command.workdir, command.mode)
+    if problem:
+        raise CommandLineError(problem)
+    return config
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Running and reporting
+# ----------------------------------------------------------------------------------------------------------
+
+def _number(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def metrics_table(report: dict) -> str:
+    """A compact table of an ``eval/metrics_<step>.json`` report: one row per metric, one column per NFE,
+    ``value (floor)`` where the report has a noise floor."""
+    nfes = [int(n) for n in report.get("nfes", [])]
+    blocks = [report.get(f"nfe_{n}", {}) for n in nfes]
+    names = sorted({k for b in blocks for k, v in b.items()
+                    if not k.endswith("_floor") and k != "num_samples" and isinstance(v, (int, float))})
+    cells = [[_number(b[k]) + (f" (floor {_number(b[k + '_floor'])})" if k + "_floor" in b else "") if k in b
+              else "-" for b in blocks] for k in names]
+    header = ["metric"] + [f"NFE {n}" for n in nfes]
+    rows = [header] + [[name] + row for name, row in zip(names, cells)]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows)
+
+
+def _print_report(path: str, reused: bool = False) -> None:
+    with open(path) as f:
+        report = json.load(f)
+    note = (" — re-used: computed earlier for the same NFEs and sample count; delete the file to recompute"
+            if reused else "")
+    print(f"{report.get('method', '?')} at step {report.get('step', '?')}, {report.get('num_samples', '?')} samples "
+          f"per NFE: {path}{note}")
+    print(metrics_table(report))
+
+
+def _metrics_path(workdir: str, step: int) -> str:
+    return os.path.join(workdir, "eval", f"metrics_{step}.json")
+
+
+def execute(command: Command, config: ml_collections.ConfigDict) -> None:
+    """Run the mode and print what it wrote (process 0 only: it alone writes the files)."""
+    import jax
+    from consistency import train
+    workdir, chief = command.workdir, jax.process_index() == 0
+    if command.mode == "train":
+        state = train.run("train", config, workdir)
+        step = int(train.to_host(state.step))
+        if chief:
+            print(f"trained {config.method} to step {step} in {os.path.abspath(workdir)}")
+            if os.path.exists(_metrics_path(workdir, step)):
+                _print_report(_metrics_path(workdir, step))
+    elif command.mode == "sample":
+        path = train.run("sample", config, workdir, command.step)
+        if chief:
+            print(f"wrote {int(config.sampling.num_samples)} samples to {path} and {os.path.splitext(path)[0]}.png")
+    else:
+        results = train.evaluate(config, workdir, command.step, force=True)  # --mode=eval always recomputes
+        path = _metrics_path(workdir, int(results["step"]))
+        if chief:
+            _print_report(path, reused=False)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Errors and logging
+# ----------------------------------------------------------------------------------------------------------
+
+def fail(message: str) -> None:
+    """Print ``error: <message>`` as one line on stderr and exit with status 2."""
+    sys.stderr.write(f"error: {' '.join(str(message).split())}\n")
+    sys.stderr.flush()
+    sys.exit(2)
+
+
+@contextlib.contextmanager
+def expected_errors(mode: str | None = None):
+    """Turn every expected failure into one line and exit status 2; anything else keeps its traceback."""
+    try:
+        yield
+    except (CommandLineError, ConfigError) as e:
+        fail(str(e))
+    except FloatingPointError as e:   # train.NonFiniteMetricError, or a non-finite state refused by a checkpoint save
+        fail(str(e))
+    except FileNotFoundError as e:    # sample/eval: no run or no checkpoint there
+        if mode == "train":
             raise
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        fail(str(e))
+
+
+class ProgressOnly(std_logging.Filter):
+    """Keep warnings and the short INFO lines of this package and of clu (progress, ETA, logged metrics); drop the
+    other libraries' INFO records (Orbax, absl, matplotlib) and any INFO line over :data:`MAX_INFO_CHARS`."""
+
+    def __init__(self):
+        super().__init__()
+        import consistency
+        clu_dirs = [os.path.join("clu", "platform"), os.path.join("clu", "metric_writers")]
+        self._sources = [os.path.dirname(os.path.abspath(consistency.__file__)) + os.sep] + clu_dirs
+
+    def filter(self, record: std_logging.LogRecord) -> bool:
+        if any(s in record.pathname for s in QUIET_WARNING_SOURCES):
+            return record.levelno >= std_logging.ERROR
+        if record.levelno >= std_logging.WARNING:
+            return True
+        return any(s in record.pathname for s in self._sources) and len(record.getMessage()) <= MAX_INFO_CHARS
+
+
+def configure_logging(verbose: bool) -> None:
+    """Default: progress lines and warnings (:class:`ProgressOnly`); ``--verbosity`` given: absl's settings."""
+    if verbose:
+        return
+    # TensorFlow (only data reading and TensorBoard writing here) prints C++ INFO banners when it loads; its oneDNN
+    # kernels, whose banner TF_CPP_MIN_LOG_LEVEL does not hide, only serve TF's own math, which no model uses.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    logging.set_verbosity(logging.INFO)
+    handler = logging.get_absl_handler()
+    if not any(isinstance(f, ProgressOnly) for f in handler.filters):
+        handler.addFilter(ProgressOnly())
+
+
+# ----------------------------------------------------------------------------------------------------------
+# --help and the entry point
+# ----------------------------------------------------------------------------------------------------------
+
+def _section_line(name: str, section) -> str:
+    values = " ".join(f"{k}={v!r}" for k, v in section.items())
+    return textwrap.fill(values, WIDTH, initial_indent=f"  {name + ':':<10} ", subsequent_indent=" " * 13)
+
+
+def config_help(config: ml_collections.ConfigDict | None = None, source: str = "") -> str:
+    """Every config section with its fields and values (``base_config()``'s defaults unless ``config`` is given)."""
+    from consistency import config as config_lib
+    config = config_lib.base_config() if config is None else config
+    scalars = {k: v for k, v in config.items() if not isinstance(v, ml_collections.ConfigDict)}
+    sections = [(k, v) for k, v in config.items() if isinstance(v, ml_collections.ConfigDict)]
+    head = (f"Config fields of {source} (before --config.* overrides):" if source else
+            "Config fields and their defaults (consistency.config.base_config(); each config file changes some — "
+            "--help --config=FILE lists that file's values). Override any with --config.<section>.<field>=<value>:")
+    try:
+        from consistency import methods
+        method_names = f"   (methods: {', '.join(methods.available())})"
+    except Exception:  # noqa: BLE001 — help never fails on an import
+        method_names = ""
+    lines = [textwrap.fill(head, WIDTH), "  " + " ".join(f"{k}={v!r}" for k, v in scalars.items()) + method_names]
+    return "\n".join(lines + [_section_line(k, v) for k, v in sections])
+
+
+def help_text(argv: Sequence[str], flag_values: flags.FlagValues = flags.FLAGS) -> str:
+    rows = [("--config", flag_values["config"].help), ("--workdir", flag_values["workdir"].help),
+            ("--mode", "train | sample | eval (default train); see Modes above."),
+            ("--step", flag_values["step"].help),
+            ("--imports", "Python modules to import first (repeatable), e.g. one that adds a method with "
+                          "consistency.methods.register(name, make)."),
+            ("--verbosity", "absl log level; by default only progress lines and warnings are shown, 0 shows every "
+                            "library's INFO log."),
+            ("--helpfull", "every flag, including absl's.")]
+    flag_lines = [textwrap.fill(text, WIDTH, initial_indent=f"  {name:<12} ", subsequent_indent=" " * 15)
+                  for name, text in rows]
+    config, source = None, ""
+    spec = _config_argument(argv)
+    if spec:
+        try:
+            config, source = ConfigFileFlagParser(name="config").parse(spec), spec
+        except Exception:  # noqa: BLE001 — fall back to the defaults
+            config = None
+    return "\n".join([__doc__.strip(), "", "Flags:", *flag_lines, "", config_help(config, source)])
+
+
+def parse_flags_or_exit(argv: Sequence[str]) -> list[str]:
+    """``app.run``'s flags parser: ``--help`` prints the flags and config fields (exit 0); a bad flag is one line
+    (exit 2)."""
+    if "--helpfull" in argv:
+        print(flags.FLAGS.get_help())
+        sys.exit(0)
+    if any(arg in HELP_FLAGS for arg in argv):
+        print(help_text(argv))
+        sys.exit(0)
+    with expected_errors():
+        return parse_flags(argv)
+
+
+def main(argv: Sequence[str]) -> None:
+    with expected_errors():
+        command = read_command(flags.FLAGS, argv)
+    configure_logging(command.verbose)
+    with expected_errors(command.mode):
+        config = prepare(command)
+        execute(command, config)
     logging.flush()
 
 
+def check(argv: Sequence[str]) -> ml_collections.ConfigDict:
+    """Parse ``argv`` and run every check of :func:`prepare` in-process (a fresh FlagValues), exiting like the CLI
+    (one line, status 2) on an expected failure; returns the config that would run. For tests and notebooks."""
+    flag_values = flags.FlagValues()
+    define_flags(flag_values, sys_argv=argv)
+    with expected_errors():
+        rest = parse_flags(argv, flag_values)
+        command = read_command(flag_values, rest)
+    with expected_errors(command.mode):
+        return prepare(command)
+
+
 def run() -> None:
-    app.run(main)
+    app.run(main, flags_parser=parse_flags_or_exit)
 
 
 if __name__ == "__main__":

@@ -62,8 +62,8 @@ def make_optimizer(optim_config, num_steps: int) -> optax.GradientTransformation
 
 
 def optim_config_for(config, name: str) -> ml_collections.ConfigDict:
-    """``config.optim`` with the fields of an optional ``config.optim_<name>`` on top (e.g. DMD's fake score:
-    ``config.optim_fake = ConfigDict({'lr': 2e-5})``)."""
+    """``config.optim`` with the set fields of an optional ``config.optim_<name>`` block on top (e.g. DMD's fake score:
+    ``config.optim_fake = config_lib.optim_override(lr=2e-5)``; a ``None`` field inherits ``config.optim``)."""
     merged = ml_collections.ConfigDict(config.optim.to_dict())
     override = config.get(f"optim_{name}")
     if override:
@@ -71,10 +71,13 @@ def optim_config_for(config, name: str) -> ml_collections.ConfigDict:
             if key not in merged:
                 raise ConfigError(f"config.optim_{name}.{key}: not an optimizer field; "
                                   f"choose from {', '.join(sorted(merged.keys()))}")
-            merged[key] = value
+            if value is not None:
+                merged[key] = value
     return merged
 
 
-def make_optimizer_for(config, name: str) -> optax.GradientTransformation:
-    """The optimizer of parameter set ``name``: ``config.optim`` overridden by ``config.optim_<name>`` if present."""
-    return make_optimizer(optim_config_for(config, name), config.training.num_steps)
+def make_optimizer_for(config, name: str, num_updates: int | None = None) -> optax.GradientTransformation:
+    """The optimizer of parameter set ``name`` (``config.optim`` overridden by ``config.optim_<name>``), its
+    schedule counted over ``num_updates`` updates of that set (default ``training.num_steps``)."""
+    total = config.training.num_steps if num_updates is None else num_updates
+    return make_optimizer(optim_config_for(config, name), total)

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from consistency import evaluate
+from consistency import evaluate, sampling
 
 _REFERENCE_CACHE: dict = {}
 
@@ -57,12 +57,17 @@ def score_samples(config, dataset, samples: np.ndarray, seed: int = 0) -> dict[s
     return metrics
 
 
+def evaluation_nfes(config, method) -> list[int]:
+    """``config.eval.nfes``, or the method's own default list when that is empty (EDM (35,), CMs (1, 2), …)."""
+    nfes = tuple(config.eval.nfes) or tuple(method.default_nfes)
+    return [int(n) for n in nfes]
+
+
 def evaluate_state(config, method, state, dataset, step: int, workdir: str, writer=None, force: bool = False,
                    extra: dict | None = None) -> dict[str, Any]:
     """Evaluate at every NFE of ``config.eval.nfes``; write JSON (with ``extra`` entries merged in), TensorBoard
     scalars and pictures (see module doc)."""
-    from consistency import train
-    nfes = [int(n) for n in config.eval.nfes]
+    nfes = evaluation_nfes(config, method)
     num = int(config.eval.num_samples)
     path = os.path.join(workdir, "eval", f"metrics_{step}.json")
     if not force and os.path.exists(path):
@@ -73,18 +78,19 @@ def evaluate_state(config, method, state, dataset, step: int, workdir: str, writ
     report: dict[str, Any] = {**(extra or {}), "step": int(step), "method": config.method, "nfes": nfes,
                               "num_samples": num}
     rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), 10_000_019)
-    reference = train.reference_points(dataset, num_points=2000)
+    reference = sampling.reference_points(dataset, num_points=2000)
     for nfe in nfes:
-        kwargs = {k: v for k, v in method.nfe_kwargs(nfe).items() if train.accepts_keyword(method.sample, k)}
-        sampler = train.make_sampler(method, num, **kwargs)
-        samples, _ = train.draw_samples(config, method, state, rng, num, sampler=sampler)
+        kwargs = {k: v for k, v in method.nfe_kwargs(nfe).items() if sampling.accepts_keyword(method.sample, k)}
+        sampler = sampling.make_sampler(method, num, **kwargs)
+        samples, _ = sampling.draw_samples(config, method, state, rng, num, sampler=sampler)
         metrics = {"finite_fraction": float(np.mean(np.isfinite(samples)))}
+        report[f"sampler_nfe_{nfe}"] = dict(kwargs)  # e.g. the σ list a consistency sampler used
         if metrics["finite_fraction"] == 1.0:
             metrics.update(score_samples(config, dataset, samples, seed=config.seed))
         report[f"nfe_{nfe}"] = metrics
         if writer is not None:
             writer.write_scalars(step, {f"eval/nfe{nfe}/{k}": v for k, v in metrics.items() if np.isscalar(v)})
-        train.write_sample_grid(None, workdir, f"eval_{step}_nfe{nfe}", step, samples[:100], dataset, reference)
+        sampling.write_sample_grid(None, workdir, f"eval_{step}_nfe{nfe}", step, samples[:100], dataset, reference)
     if jax.process_index() == 0:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         tmp = path + ".tmp"

@@ -1,7 +1,10 @@
 """The one training loop: it builds, shards, steps, checkpoints, logs, samples and evaluates any method.
 
-The loop never names a method (DESIGN.md): it calls ``method.init``, ``method.train_step`` and ``method.sample``
-(:mod:`consistency.methods.base`) and treats the :class:`~consistency.methods.base.TrainState` as an opaque pytree.
+The loop never names a method (DESIGN.md): it reads the method's declarative spec (:mod:`consistency.methods.base`:
+trained sets with their optimizers and update periods, moving and frozen sets) and treats the
+:class:`~consistency.methods.base.TrainState` as an opaque pytree. At loop step k it runs the compiled step of the
+sets due at k (:class:`PhasedStep`: one compilation per distinct due tuple) and averages each metric over the steps
+that produced it.
 
 * **Sharding.** One :class:`jax.sharding.Mesh` over every device of every host with axis ``'data'``; the batch is
   split over it (``P('data')``), the state is replicated, and the step is ``jax.jit``-ed with those shardings and
@@ -17,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import inspect
 import json
 import math
 import os
@@ -31,7 +33,10 @@ from absl import logging
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from consistency import checkpoint, images, methods
+from consistency import checkpoint, methods
+from consistency.methods import base
+from consistency.sampling import (accepts_keyword, draw_samples, make_sampler, reference_points,  # noqa: F401
+                                  render_samples, sample_labels, to_host, write_sample_grid)
 from consistency import config as config_lib
 from consistency.config import ConfigError
 
@@ -47,18 +52,16 @@ class NonFiniteMetricError(FloatingPointError):
 # ----------------------------------------------------------------------------------------------------------
 
 def validate_run_config(config: ml_collections.ConfigDict, num_devices: int | None = None,
-                        num_processes: int | None = None) -> None:
-    """:func:`consistency.config.validate` plus what the loop itself needs; one ConfigError line on failure.
+                        num_processes: int | None = None, check_data: bool = True):
+    """:func:`consistency.config.validate` plus what the loop itself needs, before anything compiles; one
+    ConfigError line on failure. Returns the training Dataset when ``check_data`` (else None).
 
-    A method added with :func:`consistency.methods.register` passes the method-name check.
+    Beyond the config alone: the batch splits over the devices and hosts, the teacher workdir holds a checkpoint,
+    and (``check_data``) the dataset can be read here (:func:`build_dataset`: a missing TFDS dataset is a one-line
+    DataUnavailableError in seconds) and the network fits its shape (``consistency.nets.validate_model_config``
+    with the data shape, for the package's own methods).
     """
-    if methods.is_registered(config.method) and config.method not in config_lib.METHODS:
-        stand_in = config.copy_and_resolve_references()
-        with stand_in.unlocked():
-            stand_in.method = config_lib.METHODS[0]  # every other field is still checked
-        config_lib.validate(stand_in)
-    else:
-        config_lib.validate(config)
+    config_lib.validate(config)
     t = config.training
     num_devices = jax.device_count() if num_devices is None else num_devices
     num_processes = jax.process_count() if num_processes is None else num_processes
@@ -66,21 +69,20 @@ def validate_run_config(config: ml_collections.ConfigDict, num_devices: int | No
         raise ConfigError(f"config.training.batch_size: {t.batch_size} is not divisible by the {num_devices} devices "
                           f"the batch is split over; use a multiple of {num_devices}")
     if t.batch_size % num_processes:
-        raise ConfigError(f"config.training.batch_size: {t.batch_size} is not divisible by the {num_processes} hosts")
-    if t.log_every <= 0:
-        raise ConfigError(f"config.training.log_every: must be > 0, got {t.log_every}")
-    for field in ("ckpt_every", "sample_every", "eval_every"):
-        if t[field] < 0:
-            raise ConfigError(f"config.training.{field}: must be >= 0 (0 → only at the end), got {t[field]}")
-    if t.keep_checkpoints < 1:
-        raise ConfigError(f"config.training.keep_checkpoints: must be >= 1, got {t.keep_checkpoints}")
-    if config.sampling.num_samples <= 0:
-        raise ConfigError(f"config.sampling.num_samples: must be > 0, got {config.sampling.num_samples}")
+        raise ConfigError(f"config.training.batch_size: {t.batch_size} is not divisible by the {num_processes} "
+                          f"hosts; use a multiple of {num_processes}")
     teacher_dir = config.teacher.workdir
     if teacher_dir and checkpoint.latest_step(teacher_dir) is None:
         raise ConfigError(f"config.teacher.workdir: no finished checkpoint in {teacher_dir!r}; train an EDM teacher "
                           "there first (e.g. configs/digits_edm.py)")
-
+    if not check_data:
+        return None
+    dataset = build_dataset(config)  # cached loaders: the run's own build_dataset reads nothing twice
+    from consistency import nets
+    validate_model = getattr(nets, "validate_model_config", None)
+    if validate_model is not None and not methods.is_registered(config.method):
+        validate_model(config.model, data_shape=tuple(dataset.example_shape))
+    return dataset
 
 def save_config(config: ml_collections.ConfigDict, workdir: str) -> str:
     """Write the resolved config to ``WORKDIR/config.json`` (process 0 only)."""
@@ -92,21 +94,9 @@ def save_config(config: ml_collections.ConfigDict, workdir: str) -> str:
     return path
 
 
-def _lists_to_tuples(value):
-    if isinstance(value, dict):
-        return {k: _lists_to_tuples(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return tuple(_lists_to_tuples(v) for v in value)
-    return value
-
-
 def load_config(workdir: str) -> ml_collections.ConfigDict:
-    """The config a run saved in ``WORKDIR/config.json`` (JSON lists back to tuples, as in the config files)."""
-    path = os.path.join(workdir, "config.json")
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path} does not exist: {workdir!r} is not a training workdir")
-    with open(path) as f:
-        return ml_collections.ConfigDict(_lists_to_tuples(json.load(f)))
+    """The config a run saved in ``WORKDIR/config.json`` (:func:`consistency.config.load_run_config`)."""
+    return config_lib.load_run_config(workdir)
 
 
 def _flat_hparams(config: ml_collections.ConfigDict) -> dict:
@@ -160,18 +150,6 @@ def global_batch(local_batch: dict, sharding: NamedSharding) -> dict:
     return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in local_batch.items()}
 
 
-def to_host(tree):
-    """Replicated device values → numpy (on multi-host, from this host's first replica; PLATFORM.md §4b)."""
-    if jax.process_count() == 1:
-        return jax.device_get(tree)
-
-    def fetch(x):
-        if isinstance(x, jax.Array) and not x.is_fully_addressable:
-            return np.asarray(x.addressable_data(0))
-        return np.asarray(x)
-    return jax.tree.map(fetch, tree)
-
-
 # ----------------------------------------------------------------------------------------------------------
 # Building a run
 # ----------------------------------------------------------------------------------------------------------
@@ -199,7 +177,7 @@ def _batch_shapes(dataset) -> dict:
 
 def restore_target(method, dataset, init_key, sharding):
     """The abstract TrainState (shapes, dtypes, ``sharding``) a checkpoint is restored into."""
-    shapes = jax.eval_shape(method.init, init_key, _batch_shapes(dataset))
+    shapes = jax.eval_shape(functools.partial(base.init_state, method), init_key, _batch_shapes(dataset))
     return checkpoint.abstract_state(shapes, sharding)
 
 
@@ -218,6 +196,7 @@ def restore_run(config, workdir: str, step: int | None = None, placement: Placem
     steps = checkpoint.available_steps(workdir)
     if not steps:
         raise FileNotFoundError(f"no finished checkpoint in {checkpoint.checkpoint_dir(workdir)}")
+    newest_restorable = step is None or step < 0
     if step is None or step < 0:
         step = steps[-1]
     elif step not in steps:
@@ -229,8 +208,14 @@ def restore_run(config, workdir: str, step: int | None = None, placement: Placem
     _, init_key, _ = _stream_keys(config.seed)
     manager = checkpoint.make_manager(workdir, create=False)
     try:
-        state, meta = checkpoint.restore(manager, step, restore_target(method, dataset, init_key,
-                                                                       placement.replicated))
+        target = restore_target(method, dataset, init_key, placement.replicated)
+        if newest_restorable:  # skip broken steps (left in place: sample/eval never modify the checkpoints)
+            restored = checkpoint.restore_latest(manager, target, move_aside=False)
+            if restored is None:
+                raise FileNotFoundError(f"no checkpoint in {checkpoint.checkpoint_dir(workdir)} can be restored")
+            state, meta, step = restored
+        else:
+            state, meta = checkpoint.restore(manager, step, target)
     finally:
         manager.close()
     _check_meta(meta, config, workdir)
@@ -248,18 +233,35 @@ def _check_meta(meta: dict, config, workdir: str) -> None:
 # The step
 # ----------------------------------------------------------------------------------------------------------
 
-def make_train_step(method, placement: Placement) -> Callable:
-    """``step(state, batch, root_key) -> (state, metrics)``, jitted over the mesh with the state donated.
+def make_train_step(method, placement: Placement, due: tuple[str, ...] | None = None) -> Callable:
+    """``step(state, batch, root_key) -> (state, metrics)`` updating the trained sets ``due`` (default: all),
+    jitted over the mesh with the state donated; the loop advances ``state.step``.
 
     The step key is fold_in(root_key, state.step) (computed on device, so the host does no key arithmetic).
     """
+    due = method.trained_names if due is None else tuple(due)
+
     def step_fn(state, batch, root_key):
         rng = jax.random.fold_in(root_key, state.step)
-        new_state, metrics = method.train_step(state, batch, rng)
+        new_state, metrics = base.train_step(method, state, batch, rng, due)
         return new_state.replace(step=state.step + 1), metrics
 
     r, d = placement.replicated, placement.batch
     return jax.jit(step_fn, in_shardings=(r, d, r), out_shardings=(r, r), donate_argnums=0)
+
+
+class PhasedStep:
+    """The compiled step for loop step k: one compilation per distinct tuple of due sets (:func:`base.due_sets`),
+    so a 5:1 update ratio compiles two steps and runs no skipped update."""
+
+    def __init__(self, method, placement: Placement):
+        self._method, self._placement, self._compiled = method, placement, {}
+
+    def __call__(self, step: int) -> Callable:
+        due = base.due_sets(self._method, step)
+        if due not in self._compiled:
+            self._compiled[due] = make_train_step(self._method, self._placement, due)
+        return self._compiled[due]
 
 
 def check_finite(metrics: dict, step: int, method_name: str) -> None:
@@ -269,97 +271,26 @@ def check_finite(metrics: dict, step: int, method_name: str) -> None:
             raise NonFiniteMetricError(
                 f"training diverged: metric {name!r} = {np.asarray(value).tolist()} at step {step} "
                 f"(config.method={method_name!r}); this step was not saved — resume from the last checkpoint with "
-                "a lower optim.lr, optim.grad_clip > 0 or optim.warmup_steps > 0")
+                "a lower optim.lr or a longer optim.warmup_steps (turning optim.grad_clip on needs a fresh --workdir)")
 
 
 class MetricAverager:
-    """Mean of each scalar metric over the steps since the last :meth:`flush`."""
+    """Mean of each scalar metric over the steps that produced it since the last :meth:`flush` (a set updated
+    every 5th step averages over its own updates, never over zeros)."""
 
     def __init__(self):
         self._sums: dict[str, float] = {}
-        self._count = 0
+        self._counts: dict[str, int] = {}
 
     def add(self, metrics: dict) -> None:
         for k, v in metrics.items():
             self._sums[k] = self._sums.get(k, 0.0) + float(np.mean(v))
-        self._count += 1
+            self._counts[k] = self._counts.get(k, 0) + 1
 
     def flush(self) -> dict[str, float]:
-        means = {k: s / self._count for k, s in self._sums.items()} if self._count else {}
-        self._sums, self._count = {}, 0
+        means = {k: s / self._counts[k] for k, s in self._sums.items()}
+        self._sums, self._counts = {}, {}
         return means
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Sampling
-# ----------------------------------------------------------------------------------------------------------
-
-def accepts_keyword(fn: Callable, name: str) -> bool:
-    params = inspect.signature(fn).parameters
-    return name in params or any(p.kind == p.VAR_KEYWORD for p in params.values())
-
-
-def sample_labels(config, num_samples: int, method=None) -> np.ndarray | None:
-    """Balanced class labels 0, 1, …, C−1, 0, … for class-conditional models (None when unconditional or when
-    the method's ``sample`` takes no ``labels``)."""
-    num_classes = int(config.model.num_classes)
-    if num_classes <= 0 or (method is not None and not accepts_keyword(method.sample, "labels")):
-        return None
-    return (np.arange(num_samples) % num_classes).astype(np.int32)
-
-
-@functools.lru_cache(maxsize=16)
-def make_sampler(method, num_samples: int, **static_kwargs) -> Callable:
-    """``sampler(state, rng, array_kwargs) -> samples``: ``method.sample`` jitted, with ``num_samples`` and
-    ``static_kwargs`` (solver names, step counts, CFG scale) fixed and ``array_kwargs`` (e.g. labels) traced.
-    Cached, so the periodic grids and the evaluation of one method compile once per sample count."""
-    @jax.jit
-    def sampler(state, rng, array_kwargs):
-        return method.sample(state, rng, num_samples, **array_kwargs, **static_kwargs)
-    return sampler
-
-
-def draw_samples(config, method, state, rng, num_samples: int, sampler: Callable | None = None
-                 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """(samples [N, ...] float32 numpy in data space, labels [N] or None)."""
-    labels = sample_labels(config, num_samples, method)
-    sampler = sampler or make_sampler(method, num_samples)
-    array_kwargs = {} if labels is None else {"labels": jnp.asarray(labels)}
-    samples = to_host(sampler(state, rng, array_kwargs))
-    return np.asarray(samples, np.float32), labels
-
-
-def reference_points(dataset, num_points: int = 2000) -> np.ndarray:
-    """``num_points`` real examples: the start of the (shuffled) training stream, ``dataset.batch(0), batch(1), …``
-    (this host's share). Cheap for any dataset size, unlike decoding the whole split."""
-    parts, count, step = [], 0, 0
-    while count < num_points:
-        x = np.asarray(dataset.batch(step)["x"], np.float32)
-        parts.append(x)
-        count, step = count + len(x), step + 1
-    return np.concatenate(parts)[:num_points]
-
-
-def render_samples(samples: np.ndarray, dataset, reference: np.ndarray | None = None, title: str = "") -> np.ndarray:
-    """A uint8 picture of samples: an image grid (upscaled to ≥ 256 px) or a toy scatter / histogram."""
-    if dataset.kind == "image":
-        grid = images.image_grid(samples)
-        return images.upscale(grid, max(1, 256 // grid.shape[1]))
-    flat = samples.reshape(len(samples), -1)[:, :2]
-    ref = None if reference is None else reference.reshape(len(reference), -1)[:, :2]
-    return images.scatter_image(flat, ref, title=title)
-
-
-def write_sample_grid(writer, workdir: str, name: str, step: int, samples: np.ndarray, dataset,
-                      reference: np.ndarray | None = None) -> str:
-    """``WORKDIR/samples/<name>.png`` (process 0) and, with a writer, a TensorBoard image 'samples'."""
-    picture = render_samples(samples, dataset, reference, title=f"step {step}")
-    path = os.path.join(workdir, "samples", f"{name}.png")
-    if jax.process_index() == 0:
-        images.save_png(path, picture)
-    if writer is not None:
-        writer.write_images(step, {"samples": picture[None]})
-    return path
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -385,7 +316,8 @@ def sample_statistics(samples: np.ndarray, data: np.ndarray | None, seed: int = 
     return stats
 
 
-def run_eval(config, workdir: str, state, method, dataset, step: int, train_metrics: dict | None = None) -> dict:
+def run_eval(config, workdir: str, state, method, dataset, step: int, train_metrics: dict | None = None,
+             force: bool = False) -> dict:
     """Evaluate ``state`` at ``step``: cheap :func:`sample_statistics`, the last training metrics (``train/<name>``)
     and, for every NFE of ``config.eval.nfes``, the metrics of :func:`consistency.reports.evaluate_state` with their
     noise floors. Writes ``WORKDIR/eval/metrics_<step>.json`` (atomic, idempotent) and returns a flat dict
@@ -397,7 +329,7 @@ def run_eval(config, workdir: str, state, method, dataset, step: int, train_metr
     results.update({f"train/{k}": float(np.mean(v)) for k, v in (train_metrics or {}).items()})
     results.update(sample_statistics(samples, reference_points(dataset, num_points=len(samples)),
                                      seed=config.seed))
-    report = reports.evaluate_state(config, method, state, dataset, step, workdir, extra=results)
+    report = reports.evaluate_state(config, method, state, dataset, step, workdir, extra=results, force=force)
     for nfe in report["nfes"]:
         results.update({f"nfe{nfe}/{k}": float(v) for k, v in report[f"nfe_{nfe}"].items() if np.isscalar(v)})
     return results
@@ -428,7 +360,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
     validate_run_config(config)
     from clu import metric_writers, periodic_actions  # imports TensorFlow (≈5 s): only once a run will start
     workdir = os.path.abspath(workdir)
-    save_config(config, workdir)
+    from consistency import workdir as run_directory  # (the argument is named workdir)
+    run_directory.prepare(config, workdir)  # check against WORKDIR/config.json before anything is written
     t = config.training
     num_steps = int(t.num_steps)
 
@@ -439,14 +372,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
     root_key = jax.device_put(root_key, placement.replicated)
 
     manager = checkpoint.make_manager(workdir, keep=int(t.keep_checkpoints))
-    latest = manager.latest_step()
+    checkpoint.guard_saves(manager, float(t.get("max_param_abs", checkpoint.DEFAULT_MAX_PARAM_ABS)))
+    restored = (checkpoint.restore_latest(manager, restore_target(method, dataset, init_key, placement.replicated))
+                if manager.latest_step() is not None else None)  # skips (and moves aside) broken steps
+    latest = None if restored is None else restored[2]
     if latest is None:
         example = global_batch(dataset.batch(0), placement.batch)
-        state = jax.jit(method.init, out_shardings=placement.replicated)(init_key, example)
+        state = jax.jit(functools.partial(base.init_state, method), out_shardings=placement.replicated)(init_key,
+                                                                                                     example)
         logging.info("%s: initialised a fresh state", config.method)
     else:
-        state, meta = checkpoint.restore(manager, latest, restore_target(method, dataset, init_key,
-                                                                         placement.replicated))
+        state, meta, _ = restored
         _check_meta(meta, config, workdir)
         logging.info("%s: resumed from step %d of %s", config.method, latest, checkpoint.checkpoint_dir(workdir))
     start = int(to_host(state.step))
@@ -455,10 +391,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
     if start == 0:
         writer.write_hparams(_flat_hparams(config))
     report = periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer, every_steps=int(t.log_every))
-    train_step = make_train_step(method, placement)
+    phased_step = PhasedStep(method, placement)
     sampler = make_sampler(method, int(config.sampling.num_samples))
     reference = reference_points(dataset) if dataset.kind != "image" else None
-    meta = {"method": config.method}
+    meta = {"method": config.method, "sample_params": method.sample_params}
 
     def write_samples(step):
         samples, _ = draw_samples(config, method, state, sample_key, int(config.sampling.num_samples), sampler)
@@ -468,13 +404,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
     try:
         batch = global_batch(dataset.batch(start), placement.batch) if start < num_steps else None
         for step in range(start, num_steps):
-            state, device_metrics = train_step(state, batch, root_key)
+            state, device_metrics = phased_step(step)(state, batch, root_key)
             if step + 1 < num_steps:  # prepare the next batch while the device works on this step
                 batch = global_batch(dataset.batch(step + 1), placement.batch)
-            last_metrics = to_host(device_metrics)  # blocks on the step (PLATFORM.md §4a)
+            step_metrics = to_host(device_metrics)  # blocks on the step (PLATFORM.md §4a)
             done = step + 1
-            check_finite(last_metrics, done, config.method)
-            averager.add(last_metrics)
+            check_finite(step_metrics, done, config.method)
+            averager.add(step_metrics)
+            last_metrics.update(step_metrics)  # the latest value of every metric (sets may update on other steps)
             report(done)
             if _is_due(done, t.log_every) or done == num_steps:
                 writer.write_scalars(done, averager.flush())
@@ -530,13 +467,14 @@ def sample(config: ml_collections.ConfigDict, workdir: str, step: int | None = N
     return path
 
 
-def evaluate(config: ml_collections.ConfigDict, workdir: str, step: int | None = None) -> dict:
-    """``--mode=eval``: :func:`run_eval` on checkpoint ``step`` (None → latest)."""
+def evaluate(config: ml_collections.ConfigDict, workdir: str, step: int | None = None, force: bool = True) -> dict:
+    """``--mode=eval``: :func:`run_eval` on checkpoint ``step`` (None → latest); recomputes an existing report unless
+    ``force=False``."""
     maybe_initialize_distributed(config)
     prefer_fast_cpu_random()
     validate_run_config(config)
     run = restore_run(config, workdir, step)
-    return run_eval(config, workdir, run.state, run.method, run.dataset, run.step)
+    return run_eval(config, workdir, run.state, run.method, run.dataset, run.step, force=force)
 
 
 def run(mode: str, config: ml_collections.ConfigDict, workdir: str, step: int | None = None):

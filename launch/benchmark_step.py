@@ -36,13 +36,13 @@ def main(_):
     if jax.default_backend() == "cpu":
         jax.config.update("jax_threefry_partitionable", False)
     from consistency.data import make_dataset
-    from consistency.methods import common, get_method
+    from consistency.methods import base, common, get_method
     config = _CONFIG.value
     ds = make_dataset(config.data, config.training.batch_size, config.seed)
     method = get_method(config, ds)
     batch = jax.tree.map(jnp.asarray, ds.batch(0))
-    state = method.init(jax.random.PRNGKey(0), batch)
-    step = jax.jit(method.train_step)
+    state = base.init_state(method, jax.random.PRNGKey(0), batch)
+    step = jax.jit(base.full_step(method))
     rng = jax.random.PRNGKey(1)
     holder = {"state": state}
 

@@ -55,14 +55,14 @@ def mean_abs_errors(config, params):
 def main(_):
     from consistency import train
     from consistency.data import make_dataset
-    from consistency.methods import get_method
+    from consistency.methods import base, get_method
     train.prefer_fast_cpu_random()
     for name in _METHODS.value:
         config = make_config(name, _STEPS.value)
         ds = make_dataset(config.data, config.training.batch_size, config.seed)
         method = get_method(config, ds)
-        state = method.init(jax.random.PRNGKey(0), ds.batch(0))
-        step = jax.jit(method.train_step)
+        state = base.init_state(method, jax.random.PRNGKey(0), ds.batch(0))
+        step = jax.jit(base.full_step(method))
         for k in range(_STEPS.value):
             state, _ = step(state, ds.batch(k), jax.random.fold_in(jax.random.PRNGKey(0), k))
         errors = mean_abs_errors(config, state.ema["online"])

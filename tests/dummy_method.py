@@ -16,6 +16,7 @@ Importing this module registers the methods and routes ``fake:*`` data names to 
 """
 from __future__ import annotations
 
+import collections
 import functools
 
 import jax
@@ -26,11 +27,13 @@ import optax
 
 from consistency import methods, train
 from consistency.config import base_config
-from consistency.methods.base import Method, TrainState, apply_gradients, example_keys, per_example_normal
+from consistency.methods.base import Method, Trained, example_keys, per_example_normal
 
 NAN_FROM_STEP = 3
 HIDDEN = 8
 BANK_SIZE = 256
+# How often each dummy_pair loss was traced (one compiled step per distinct tuple of due sets).
+TRACES: collections.Counter = collections.Counter()
 
 
 class FakeDataset:
@@ -69,7 +72,6 @@ def make(config, dataset, sgd_lr: float | None = None, nan_from_step: int | None
     else:
         from consistency.optim import make_optimizer
         optimizer = make_optimizer(config.optim, config.training.num_steps)
-    ema_decay = config.training.ema_decay
 
     def denoise(p, x):
         return x + jnp.tanh(x @ p["w1"] + p["b1"]) @ p["w2"] + p["b2"]
@@ -78,28 +80,61 @@ def make(config, dataset, sgd_lr: float | None = None, nan_from_step: int | None
         k1, k2 = jax.random.split(rng)
         params = {"w1": jax.random.normal(k1, (dim, HIDDEN)) / np.sqrt(dim), "b1": jnp.zeros(HIDDEN),
                   "w2": jax.random.normal(k2, (HIDDEN, dim)) / np.sqrt(HIDDEN), "b2": jnp.zeros(dim)}
-        return TrainState(step=jnp.zeros((), jnp.int32), params={"online": params},
-                          opt_state={"online": optimizer.init(params)},
-                          ema={"online": jax.tree.map(jnp.copy, params)}, frozen={})
+        return {"online": params}, {}
 
-    def train_step(state, batch, rng):
+    def loss(p, state, batch, rng):
         x = batch["x"].reshape(batch["x"].shape[0], dim)
         noise = per_example_normal(example_keys(rng, batch["index"]), (dim,))
-
-        def loss_fn(p):
-            return jnp.mean(jnp.sum((denoise(p, x + 0.5 * noise) - x) ** 2, axis=-1))
-
-        loss, grads = jax.value_and_grad(loss_fn)(state.params["online"])
+        value = jnp.mean(jnp.sum((denoise(p, x + 0.5 * noise) - x) ** 2, axis=-1))
         if nan_from_step is not None:
-            loss = jnp.where(state.step >= nan_from_step, jnp.nan, loss)
-        state = apply_gradients(state, "online", grads, optimizer, ema_decay)
-        return state, {"loss": loss, "grad_norm": optax.tree.norm(grads)}
+            value = jnp.where(state.step >= nan_from_step, jnp.nan, value)
+        return value, {}
 
     def sample(state, rng, num_samples, labels=None):
         z = jax.random.normal(rng, (num_samples, dim))
         return denoise(state.ema["online"], z).reshape((num_samples,) + shape)
 
-    return Method(name=name, init=init, train_step=train_step, sample=sample, sample_params="online")
+    trained = Trained("online", loss, optimizer, ema_decay=float(config.training.ema_decay))
+    return Method(name=name, init=init, trained=(trained,), sample=sample, sample_params="online")
+
+
+def make_pair(config, dataset, generator_every: int = 5):
+    """``dummy_pair``: a two-network method shaped like DMD2 (fake score + generator, TTUR ``generator_every``:1).
+
+    fake f ∈ R^d follows the generator plus the batch mean m:   L_fake(f) = ‖f − sg(g + m)‖²;
+    generator g is pulled towards half the *just-updated* fake:  L_gen(g)  = ‖g − ½ sg(f)‖² + ‖g‖²/10.
+    Both are deterministic given the batch, so a hand-written reference loop can replay them exactly. Each set's
+    optimizer comes from ``config.optim`` / ``config.optim_<set>``, counted in its own updates; the generator keeps the
+    sampling EMA, updated once per generator update.
+    """
+    from consistency.methods import common
+    dim = int(np.prod(dataset.example_shape))
+
+    def batch_mean(batch):
+        return jnp.mean(batch["x"].reshape(batch["x"].shape[0], dim), axis=0)
+
+    def init(rng, batch):
+        k1, k2 = jax.random.split(rng)
+        return {"fake": jax.random.normal(k1, (dim,)), "generator": jax.random.normal(k2, (dim,))}, {}
+
+    def fake_loss(f, state, batch, rng):
+        TRACES["fake"] += 1
+        target = jax.lax.stop_gradient(state.params["generator"] + batch_mean(batch))
+        return jnp.sum((f - target) ** 2), {"target_norm": jnp.linalg.norm(target)}
+
+    def generator_loss(g, state, batch, rng):
+        TRACES["generator"] += 1
+        return jnp.sum((g - 0.5 * jax.lax.stop_gradient(state.params["fake"])) ** 2) + jnp.sum(g ** 2) / 10, {}
+
+    def sample(state, rng, num_samples, labels=None):
+        z = jax.random.normal(rng, (num_samples, dim))
+        return (z + state.ema["generator"]).reshape((num_samples,) + tuple(dataset.example_shape))
+
+    trained = (common.trained_set(config, "fake", fake_loss),
+               common.trained_set(config, "generator", generator_loss, every=generator_every,
+                                  phase=generator_every - 1, sampled=True))
+    return Method(name="dummy_pair", init=init, trained=trained, sample=sample, sample_params="generator",
+                  default_nfes=(1,))
 
 
 def tiny_config(method: str = "dummy", data: str = "fake:toy", **training) -> ml_collections.ConfigDict:
@@ -120,6 +155,7 @@ def register_all() -> None:
     methods.register("dummy", make)
     methods.register("dummy_sgd", functools.partial(make, sgd_lr=0.1, name="dummy_sgd"))
     methods.register("dummy_nan", functools.partial(make, nan_from_step=NAN_FROM_STEP, name="dummy_nan"))
+    methods.register("dummy_pair", make_pair)
     _route_fake_data()
 
 

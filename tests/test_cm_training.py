@@ -9,7 +9,7 @@ from consistency import oracles
 from consistency.config import ConfigError, base_config
 from consistency.data import make_dataset
 from consistency.diffusion import schedules
-from consistency.methods import cd, common, ct, ecm, ict
+from consistency.methods import base, cd, common, ct, ecm, ict
 
 
 def toy_config(method, **cm):
@@ -31,12 +31,12 @@ def toy_config(method, **cm):
 def run(config, steps, seed=0):
     ds = make_dataset(config.data, config.training.batch_size, seed)
     method = {"cd": cd, "ct": ct, "ict": ict, "ecm": ecm}[config.method].make(config, ds)
-    state = method.init(jax.random.PRNGKey(seed), ds.batch(0))
+    state = base.init_state(method, jax.random.PRNGKey(seed), ds.batch(0))
     traces = []
 
     def counted(state, batch, rng):
         traces.append(1)
-        return method.train_step(state, batch, rng)
+        return base.full_step(method)(state, batch, rng)
     step = jax.jit(counted)
     history = []
     for k in range(steps):
@@ -50,6 +50,7 @@ def test_cd_mlp_from_exact_gaussian_oracle_converges_to_closed_form_consistency_
     c.teacher.oracle = "mixture"  # exact N(0.7, 0.3²) denoiser
     c.training.num_steps = 2000
     c.optim.lr = 2e-3
+    c.optim.schedule = "cosine"  # decay the Adam noise away: the tolerance below is about the fit, not the noise
     method, state, hist, _, _ = run(c, 2000)
     net = common.build_net(c, (1,))
     f = common.consistency_function(net, c.diffusion.sigma_min, c.diffusion.sigma_data)
@@ -67,7 +68,7 @@ def test_cd_mlp_from_exact_gaussian_oracle_converges_to_closed_form_consistency_
     # the untrained network is off by more than 0.2 at σ ≥ 1.
     errs = mean_abs_errors(state.ema["online"])
     assert max(errs) < 0.06, errs
-    untrained = mean_abs_errors(method.init(jax.random.PRNGKey(0), {"x": jnp.zeros((1, 1))}).params["online"])
+    untrained = mean_abs_errors(base.init_state(method, jax.random.PRNGKey(0), {"x": jnp.zeros((1, 1))}).params["online"])
     assert max(untrained) > 0.2, untrained
     one_step = method.sample(state, jax.random.PRNGKey(5), 4000, num_steps=1)
     assert float(jnp.mean(one_step)) == pytest.approx(0.7, abs=0.06)
@@ -123,7 +124,7 @@ def test_cd_variants_run_and_report_terms():
     c = toy_config("cd", max_gap=4, teacher_steps=2, ct_weight=0.5, split_gap=2, target_ema=0.9)
     c.teacher.oracle = "mixture"
     _, state, hist, _, _ = run(c, 3)
-    assert "target" in state.frozen and "loss_ct" in hist[-1]
+    assert "target" in state.moving and "loss_ct" in hist[-1]
     assert hist[-1]["loss"] == pytest.approx(hist[-1]["loss_cm"] + 0.5 * hist[-1]["loss_ct"], rel=1e-5)
 
 

@@ -6,7 +6,7 @@ import numpy as np
 
 from consistency import evaluate, oracles, presets
 from consistency.data import make_dataset
-from consistency.methods import common, edm
+from consistency.methods import base, common, edm
 
 
 def test_edm_teacher_learns_the_mixture_and_its_denoiser():
@@ -16,9 +16,9 @@ def test_edm_teacher_learns_the_mixture_and_its_denoiser():
     c.optim.lr = 2e-3
     ds = make_dataset(c.data, c.training.batch_size, c.seed)
     method = edm.make(c, ds)
-    state = method.init(jax.random.PRNGKey(0), ds.batch(0))
+    state = base.init_state(method, jax.random.PRNGKey(0), ds.batch(0))
     untrained = state
-    step = jax.jit(method.train_step)
+    step = jax.jit(base.full_step(method))
     for k in range(c.training.num_steps):
         state, metrics = step(state, ds.batch(k), jax.random.fold_in(jax.random.PRNGKey(1), k))
     assert np.isfinite(float(metrics["loss"]))
@@ -52,7 +52,7 @@ def test_every_configurable_solver_samples():
     c.model.hidden, c.model.depth = 32, 1
     ds = make_dataset(c.data, 16, 0)
     method = edm.make(c, ds)
-    state = method.init(jax.random.PRNGKey(0), ds.batch(0))
+    state = base.init_state(method, jax.random.PRNGKey(0), ds.batch(0))
     for solver in ("euler", "heun", "dpm_solver_2", "dpmpp_2m", "stochastic"):
         c.sampling.solver = solver
         validate(c)

@@ -20,6 +20,7 @@ from PIL import Image
 sys.path.insert(0, os.path.dirname(__file__))
 import dummy_method  # noqa: E402  (registers dummy, dummy_sgd, dummy_nan and the fake:* datasets)
 
+from consistency.methods import base  # noqa: E402
 from consistency import api, checkpoint, images, methods, optim, train  # noqa: E402
 from consistency.config import ConfigError, base_config  # noqa: E402
 
@@ -218,7 +219,7 @@ def test_loop_workdir_logging_sampling_and_inference(tmp_path):
     run2 = train.restore_run(c, wd, step=2)
     ds, method = run2.dataset, run2.method
     state, losses = run2.state, []
-    step_fn = jax.jit(method.train_step)
+    step_fn = jax.jit(base.full_step(method))
     for k in (2, 3):
         state, m = step_fn(state, ds.batch(k), jax.random.fold_in(jax.random.PRNGKey(c.seed), k))
         losses.append(float(m["loss"]))

@@ -18,7 +18,7 @@ MakeFn = Callable[..., Method]
 # Methods registered at run time (name → make(config, dataset)); they take precedence over package modules.
 _REGISTERED: dict[str, MakeFn] = {}
 # Modules of this package that are not methods (shared pieces).
-_NOT_METHODS = ("base", "common", "spec", "cm")
+_NOT_METHODS = ("base", "common", "spec", "cm", "distillation")
 
 
 def register(name: str, make_fn: MakeFn) -> None:

@@ -1,14 +1,26 @@
-"""The contract between the training loop and a method.
+"""The contract between the training loop and a method: a declarative :class:`Method` spec.
 
-A method is three pure functions bundled in :class:`Method`:
+A method says *what* it trains and the loop does the rest. It declares
 
-* ``init(rng, example_batch) -> TrainState``
-* ``train_step(state, batch, rng) -> (state, metrics)``: jittable, no Python side effects;
-  every schedule (N(k), mu(k), curricula) is computed from the traced ``state.step``.
-* ``sample(state, rng, num_samples, **kwargs) -> x``: draws samples with the sampling (EMA) params.
+* its **trained** parameter sets (:class:`Trained`): each with its own loss, optax optimizer (own lr schedule,
+  counted in that set's own updates), update period/phase (``every``/``phase``: DMD2's TTUR of 5 fake-score
+  updates per generator update is ``every=5`` on the generator) and sampling EMA (a decay per update);
+* its **moving** sets (:class:`Moving`): parameters no optimizer touches that follow a trained set after each of
+  its updates, such as the CM target θ⁻ ← μ(k)·θ⁻ + (1 − μ(k))·θ (seed eq. 12) — not frozen, not trained;
+* its **frozen** sets: returned by ``init`` (a teacher, a data bank for a closed-form denoiser, feature-net
+  params); they are arguments of the compiled step, never constants baked into it (DESIGN.md);
+* ``init(rng, example_batch) -> (trained_params: dict, frozen: dict)`` and
+  ``sample(state, rng, num_samples, **kwargs) -> x`` (with the sampling EMA of ``sample_params``).
 
-The loop (``consistency/train.py``) never names a method: it calls these three functions,
-shards the batch, checkpoints ``TrainState`` and logs ``metrics``.
+A trained set's loss is ``loss(params, state, batch, rng) -> (scalar, metrics)``: ``params`` are the set's own
+(differentiated) parameters, ``state`` the whole :class:`TrainState` as it stands at that point of the step
+(so a generator's loss sees the fake score just updated before it), ``rng`` a key for this set at this step.
+Every schedule (N(k), μ(k), curricula) is computed from the traced ``state.step``.
+
+The loop (``consistency/train.py``) owns ``state.step`` and calls :func:`train_step` with the sets due at that
+step (:func:`due_sets`, decided on the host): one compiled step per distinct due tuple (two for a 5:1 ratio).
+Metrics of a set exist only at the steps that updated it, so averages never mix in zeros for skipped steps; with
+more than one trained set they are named ``<set>/<metric>``.
 
 A batch is a dict of numpy / jax arrays with a leading batch axis:
 ``{'x': float32 [B, ...] in [-1, 1] (images NHWC) or R^d (toys), 'label': int32 [B], 'index': int32 [B]}``
@@ -26,38 +38,173 @@ import jax.numpy as jnp
 import optax
 
 PyTree = Any
+LossFn = Callable[[PyTree, "TrainState", dict, jax.Array], tuple[jax.Array, dict]]
 
 
 @flax.struct.dataclass
 class TrainState:
     """Everything a run needs to resume, as one pytree.
 
-    step:      int32 scalar, number of optimizer steps taken.
+    step:      int32 scalar, loop steps taken (owned by the loop).
     params:    trained parameter sets by name, e.g. {'online': ...} or {'generator': ..., 'fake': ...}.
     opt_state: one optax state per trained set (same keys as ``params``).
-    ema:       sampling EMA copies by name (usually a subset of ``params``' keys).
-    frozen:    parameter sets no optimizer touches: {'teacher': ...}, the CM target θ⁻ {'target': ...}.
+    updates:   int32 scalar per trained set: how many times that set was updated.
+    ema:       sampling EMA copies by name (trained sets with an ``ema_decay``).
+    moving:    sets that follow a trained set without an optimizer: {'target': θ⁻}.
+    frozen:    sets nothing updates: {'teacher': ...}, {'bank': ...}.
     """
 
     step: jax.Array
     params: dict
     opt_state: dict
+    updates: dict
     ema: dict
+    moving: dict
     frozen: dict
+
+
+@dataclasses.dataclass(frozen=True)
+class Trained:
+    """A parameter set an optimizer updates at loop steps k with ``k % every == phase``."""
+
+    name: str
+    loss: LossFn
+    optimizer: optax.GradientTransformation
+    learning_rate: optax.Schedule | None = None  # lr(update count), logged as '<set>/lr'
+    every: int = 1
+    phase: int = 0
+    ema_decay: float | None = None  # sampling EMA decay per update of this set; None → no sampling EMA
+
+    def __post_init__(self):
+        if self.every < 1 or not 0 <= self.phase < self.every:
+            raise ValueError(f"trained set {self.name!r}: need every >= 1 and 0 <= phase < every, "
+                             f"got every={self.every}, phase={self.phase}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Moving:
+    """A set that follows trained set ``source`` after each of its updates: ψ ← μ(step)·ψ + (1 − μ(step))·θ."""
+
+    name: str
+    source: str
+    decay: Callable[[jax.Array], jax.Array]  # μ as a function of the traced loop step
 
 
 @dataclasses.dataclass(frozen=True)
 class Method:
     name: str
-    init: Callable[[jax.Array, dict], TrainState]
-    train_step: Callable[[TrainState, dict, jax.Array], tuple[TrainState, dict]]
+    init: Callable[[jax.Array, dict], tuple[dict, dict]]
+    trained: tuple[Trained, ...]
     sample: Callable[..., jax.Array]
-    # Name of the parameter set whose EMA is used for sampling/eval (e.g. 'online', 'generator').
+    moving: tuple[Moving, ...] = ()
+    # Name of the set whose EMA is used for sampling/eval (e.g. 'online', 'generator').
     sample_params: str = "online"
     # NFE → keyword arguments of ``sample`` that spend exactly that many network evaluations (evaluation at a list
     # of NFEs). Default: one evaluation per step (consistency models, one-step generators).
     nfe_kwargs: Callable[[int], dict] = lambda nfe: {"num_steps": int(nfe)}
+    # NFEs evaluated when ``config.eval.nfes`` is empty.
+    default_nfes: tuple[int, ...] = (1, 2)
 
+    def __post_init__(self):
+        names = [t.name for t in self.trained]
+        if not names or len(set(names)) != len(names):
+            raise ValueError(f"method {self.name!r}: trained sets must be a non-empty list of distinct names, "
+                             f"got {names}")
+        for m in self.moving:
+            if m.source not in names:
+                raise ValueError(f"method {self.name!r}: moving set {m.name!r} follows unknown set {m.source!r}")
+
+    @property
+    def trained_names(self) -> tuple[str, ...]:
+        return tuple(t.name for t in self.trained)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# What the loop calls
+# ----------------------------------------------------------------------------------------------------------
+
+def init_state(method: Method, rng: jax.Array, batch: dict) -> TrainState:
+    """The state at step 0: ``method.init`` params, fresh optimizer states, EMA and moving copies of their sets."""
+    params, frozen = method.init(rng, batch)
+    missing = set(method.trained_names) - set(params)
+    if missing:
+        raise ValueError(f"method {method.name!r}: init returned no params for trained sets {sorted(missing)}")
+    params = {name: params[name] for name in method.trained_names}
+    opt_state = {t.name: t.optimizer.init(params[t.name]) for t in method.trained}
+    ema = {t.name: jax.tree.map(jnp.copy, params[t.name]) for t in method.trained if t.ema_decay is not None}
+    moving = {m.name: jax.tree.map(jnp.copy, params[m.source]) for m in method.moving}
+    updates = {name: jnp.zeros((), jnp.int32) for name in method.trained_names}
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=opt_state, updates=updates, ema=ema,
+                      moving=moving, frozen=dict(frozen))
+
+
+def due_sets(method: Method, step: int) -> tuple[str, ...]:
+    """Names of the trained sets updated at loop step ``step`` (0-based: the step being taken), in spec order."""
+    return tuple(t.name for t in method.trained if int(step) % t.every == t.phase)
+
+
+def updates_in(total_steps: int, every: int = 1, phase: int = 0) -> int:
+    """How many updates a set with period ``every`` and ``phase`` gets in loop steps 0 … total_steps − 1."""
+    total_steps = int(total_steps)
+    return 0 if total_steps <= phase else (total_steps - 1 - phase) // every + 1
+
+
+def train_step(method: Method, state: TrainState, batch: dict, rng: jax.Array,
+               due: tuple[str, ...]) -> tuple[TrainState, dict]:
+    """Update the ``due`` sets in spec order, each from its own loss; then the moving sets that follow them.
+
+    The first set takes ``rng`` itself, set i > 0 takes ``fold_in(rng, i)``. ``state.step`` is left alone (the loop
+    advances it).
+    """
+    metrics: dict[str, jax.Array] = {}
+    prefix_names = len(method.trained) > 1
+    for index, spec in enumerate(method.trained):
+        if spec.name not in due:
+            continue
+        key = rng if index == 0 else jax.random.fold_in(rng, index)
+        (loss, aux), grads = jax.value_and_grad(spec.loss, has_aux=True)(state.params[spec.name], state, batch, key)
+        count = state.updates[spec.name]
+        state = _apply_update(state, spec, grads)
+        for m in method.moving:
+            if m.source == spec.name:
+                state = state.replace(moving={**state.moving, m.name: ema_update(
+                    state.moving[m.name], state.params[spec.name], m.decay(state.step))})
+        produced = {"loss": loss, "grad_norm": optax.tree.norm(grads), **aux}
+        if spec.learning_rate is not None:
+            produced["lr"] = jnp.asarray(spec.learning_rate(count), jnp.float32)
+        metrics.update({(f"{spec.name}/{k}" if prefix_names else k): v for k, v in produced.items()})
+    return state, metrics
+
+
+def full_step(method: Method) -> Callable[[TrainState, dict, jax.Array], tuple[TrainState, dict]]:
+    """``(state, batch, rng) -> (state, metrics)`` updating every trained set and advancing ``state.step``: the
+    loop's step without update periods, for driving a method outside the loop (tests, benchmarks, notebooks)."""
+    def step(state, batch, rng):
+        new_state, metrics = train_step(method, state, batch, rng, method.trained_names)
+        return new_state.replace(step=state.step + 1), metrics
+    return step
+
+
+def _apply_update(state: TrainState, spec: Trained, grads: PyTree) -> TrainState:
+    name = spec.name
+    updates, opt = spec.optimizer.update(grads, state.opt_state[name], state.params[name])
+    new = optax.apply_updates(state.params[name], updates)
+    ema = state.ema
+    if spec.ema_decay is not None:
+        ema = {**ema, name: ema_update(ema[name], new, spec.ema_decay)}
+    return state.replace(params={**state.params, name: new}, opt_state={**state.opt_state, name: opt},
+                         updates={**state.updates, name: state.updates[name] + 1}, ema=ema)
+
+
+def sampling_params(method: Method, state: TrainState):
+    """The parameters ``sample`` uses: the EMA of ``method.sample_params`` (its raw params if it keeps no EMA)."""
+    name = method.sample_params
+    return state.ema[name] if name in state.ema else state.params[name]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Pieces methods share
+# ----------------------------------------------------------------------------------------------------------
 
 def example_keys(rng: jax.Array, index: jax.Array) -> jax.Array:
     """One PRNG key per example, folded from the step key and the global example index."""
@@ -74,19 +221,6 @@ def ema_update(ema: PyTree, params: PyTree, decay: jax.Array | float) -> PyTree:
     return jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, ema, params)
 
 
-def ema_decay_from_half_life(half_life_images: float, batch_size: int) -> float:
-    """EDM half-life → per-step decay r = 0.5^(B/H) (METHODS.md §1.5: H=0.5M, B=512 → 0.99929)."""
-    return 0.5 ** (batch_size / half_life_images)
-
-
-def apply_gradients(state: TrainState, name: str, grads: PyTree, optimizer: optax.GradientTransformation,
-                    ema_decay: jax.Array | float | None = None) -> TrainState:
-    """One optax step on parameter set ``name``; refresh its sampling EMA when it has one."""
-    updates, opt = optimizer.update(grads, state.opt_state[name], state.params[name])
-    new = optax.apply_updates(state.params[name], updates)
-    params = {**state.params, name: new}
-    opt_state = {**state.opt_state, name: opt}
-    ema = state.ema
-    if name in ema and ema_decay is not None:
-        ema = {**ema, name: ema_update(ema[name], new, ema_decay)}
-    return state.replace(params=params, opt_state=opt_state, ema=ema)
+def ema_decay_from_half_life(half_life_images: float, images_per_update: int) -> float:
+    """EDM half-life → per-update decay r = 0.5^(B/H) (METHODS.md §1.5: H=0.5M, B=512 → 0.99929)."""
+    return 0.5 ** (images_per_update / half_life_images)

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 
 from consistency.config import ConfigError
 from consistency.diffusion import cm_sampling, distances, schedules
+from consistency import teachers
 from consistency.methods import base, common
 from consistency.objectives import consistency as cm_obj
 
@@ -82,20 +83,16 @@ def make_distance(config, example_shape):
 
 def make(config, dataset, kind: str) -> base.Method:
     """Build CD (kind='cd') or CT/iCT (kind='ct') from ``config.cm``."""
-    from consistency.optim import make_optimizer
-
     validate_cm(config, kind)
     cm, f, total = config.cm, config.diffusion, int(config.training.num_steps)
     net = common.build_net(config, dataset.example_shape)
     f_apply = common.consistency_function(net, f.sigma_min, f.sigma_data)
-    optimizer = make_optimizer(config.optim, total)
-    ema_decay = common.sampling_ema_decay(config)
     conditional = common.is_conditional(config)
     example_shape = tuple(dataset.example_shape)
     size = grid_size(cm)
     distance, feature_params = make_distance(config, example_shape)
     uses_teacher = kind == "cd"
-    teacher_params, teacher_apply = common.load_teacher(config, dataset) if uses_teacher else (None, None)
+    teacher_params, teacher_apply = teachers.load_teacher(config, dataset) if uses_teacher else (None, None)
     bank = jnp.asarray(dataset.arrays()[0], jnp.float32) if (kind == "ct" and cm.posterior == "dataset") else None
     data_range = getattr(dataset, "data_range", None) if config.sampling.clip else None
 
@@ -106,15 +103,11 @@ def make(config, dataset, kind: str) -> base.Method:
         frozen = {}
         if uses_teacher:
             frozen["teacher"] = teacher_params
-        if keeps_target_copy(cm):
-            frozen["target"] = jax.tree.map(jnp.copy, params)
         if bank is not None:
             frozen["bank"] = bank
         if feature_params is not None:
             frozen["features"] = feature_params
-        return base.TrainState(step=jnp.zeros((), jnp.int32), params={"online": params},
-                               opt_state={"online": optimizer.init(params)},
-                               ema={"online": jax.tree.map(jnp.copy, params)}, frozen=frozen)
+        return {"online": params}, frozen
 
     def draw_pairs(keys, n):
         """Per-example (σ_lo, σ_hi, gap) on the Karras grid with n points (traced)."""
@@ -131,7 +124,7 @@ def make(config, dataset, kind: str) -> base.Method:
         hi = jnp.minimum(lo + gap, n - 1)
         return grid[lo], grid[hi], hi - lo
 
-    def train_step(state, batch, rng):
+    def loss(online, state, batch, rng):
         x = batch["x"]
         keys = base.example_keys(rng, batch["index"])
         labels = common.batch_labels(config, batch)
@@ -141,8 +134,7 @@ def make(config, dataset, kind: str) -> base.Method:
         noise = base.per_example_normal(jax.vmap(lambda k: jax.random.fold_in(k, 13))(keys), x.shape[1:], x.dtype)
         x_hi = x + cm_obj.bcast(sigma_hi, x) * noise
         dropout_rng = jax.random.fold_in(rng, 14)
-        online = state.params["online"]
-        target_params = state.frozen["target"] if keeps_target_copy(cm) else jax.lax.stop_gradient(online)
+        target_params = state.moving["target"] if keeps_target_copy(cm) else jax.lax.stop_gradient(online)
 
         def teacher(y, s):
             return teacher_apply(state.frozen["teacher"], y, s, labels)
@@ -184,29 +176,20 @@ def make(config, dataset, kind: str) -> base.Method:
                 return w * distance(state.frozen["features"], f_online, f_target)
             return w * distance(f_online, f_target)
 
-        def loss_fn(p):
-            per_example = consistency_term(p, x_hi, sigma_hi, x_lo, sigma_lo, weight)
-            loss = jnp.mean(per_example)
-            aux = {"loss_cm": loss}
-            if extra is not None:
-                ct_loss = jnp.mean(consistency_term(p, *extra))
-                aux["loss_ct"] = ct_loss
-                loss = loss + cm.ct_weight * ct_loss
-            return loss, aux
-
-        (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(online)
-        state = base.apply_gradients(state, "online", grads, optimizer, ema_decay)
-        if keeps_target_copy(cm):  # θ⁻ ← μ θ⁻ + (1 − μ) θ  (seed eq. 12)
-            state = state.replace(frozen={**state.frozen, "target": base.ema_update(
-                state.frozen["target"], state.params["online"], mu)})
-        metrics = {"loss": loss, "num_scales": n.astype(jnp.float32), "target_decay": mu,
-                   "sigma_hi_mean": jnp.mean(sigma_hi), **aux}
-        return state.replace(step=state.step + 1), metrics
+        per_example = consistency_term(online, x_hi, sigma_hi, x_lo, sigma_lo, weight)
+        total_loss = jnp.mean(per_example)
+        metrics = {"loss_cm": total_loss, "num_scales": n.astype(jnp.float32), "target_decay": mu,
+                   "sigma_hi_mean": jnp.mean(sigma_hi)}
+        if extra is not None:
+            ct_loss = jnp.mean(consistency_term(online, *extra))
+            metrics["loss_ct"] = ct_loss
+            total_loss = total_loss + cm.ct_weight * ct_loss
+        return total_loss, jax.lax.stop_gradient(metrics)
 
     def sample(state, rng, num_samples, labels=None, sigmas=None, num_steps=None, params=None):
         """One- or multi-step CM sampling (CM Alg. 1). ``sigmas``: explicit descending σ list (NFE = len);
         else ``num_steps`` → :func:`cm_sampling.default_cm_sigmas`; else ``config.sampling.sigmas``/1 step."""
-        sigmas = sampling_sigmas(config, sigmas, num_steps)
+        sigmas = common.cm_sampling_sigmas(config, sigmas, num_steps)
         params = state.ema["online"] if params is None else params
         cond = None if labels is None else jnp.asarray(labels, jnp.int32)
 
@@ -215,17 +198,12 @@ def make(config, dataset, kind: str) -> base.Method:
         return cm_sampling.consistency_sample(fn, rng, (num_samples,) + example_shape, sigmas, f.sigma_min,
                                               data_range, cond)
 
-    return base.Method(name=config.method, init=init, train_step=train_step, sample=sample)
-
-
-def sampling_sigmas(config, sigmas=None, num_steps=None):
-    if sigmas is not None:
-        return list(sigmas)
-    if num_steps is not None:
-        return cm_sampling.default_cm_sigmas(int(num_steps), config.diffusion.sigma_max)
-    if len(config.sampling.sigmas):
-        return list(config.sampling.sigmas)
-    return [float(config.diffusion.sigma_max)]
+    moving = ()
+    if keeps_target_copy(cm):  # θ⁻ ← μ(k) θ⁻ + (1 − μ(k)) θ after each update (seed eq. 12)
+        moving = (base.Moving("target", source="online", decay=lambda step: target_decay_at(cm, step, total)),)
+    return base.Method(name=config.method, init=init,
+                       trained=(common.trained_set(config, "online", loss, sampled=True),), moving=moving,
+                       sample=sample, nfe_kwargs=common.cm_nfe_kwargs(config), default_nfes=(1, 2))
 
 
 def _init_from(params, teacher_params):

@@ -16,22 +16,15 @@ from consistency.objectives import edm as edm_objective
 
 
 def make(config, dataset) -> base.Method:
-    from consistency.optim import make_optimizer
-
     net = common.build_net(config, dataset.example_shape)
     f = config.diffusion
     denoiser = common.edm_denoiser(net, f.sigma_data)
-    optimizer = make_optimizer(config.optim, config.training.num_steps)
-    ema_decay = common.sampling_ema_decay(config)
     conditional = common.is_conditional(config)
     null_label = int(config.model.num_classes)
     example_shape = tuple(dataset.example_shape)
 
     def init(rng, batch):
-        params = common.init_params(net, rng, batch["x"], conditional)
-        return base.TrainState(step=jnp.zeros((), jnp.int32), params={"online": params},
-                               opt_state={"online": optimizer.init(params)},
-                               ema={"online": jax.tree.map(jnp.copy, params)}, frozen={})
+        return {"online": common.init_params(net, rng, batch["x"], conditional)}, {}
 
     def draw_sigmas(keys):
         if f.process == "ve":
@@ -39,7 +32,7 @@ def make(config, dataset) -> base.Method:
         t = jax.vmap(lambda k: jax.random.uniform(jax.random.fold_in(k, 1), minval=1e-3, maxval=1.0 - 1e-3))(keys)
         return jnp.clip(processes.vp_to_ve_sigma(t, f.vp_schedule), f.sigma_min, f.sigma_max)
 
-    def train_step(state, batch, rng):
+    def loss(params, state, batch, rng):
         x = batch["x"]
         keys = base.example_keys(rng, batch["index"])
         sigma = draw_sigmas(keys)
@@ -49,21 +42,16 @@ def make(config, dataset) -> base.Method:
             labels = common.drop_labels(keys, labels, config.training.label_dropout, null_label)
         dropout_rng = jax.random.fold_in(rng, 3)
 
-        def loss_fn(params):
-            def denoise(x_noisy, s):
-                return denoiser(params, x_noisy, s, labels, train=True, dropout_rng=dropout_rng)
-            if f.process == "ve":
-                per_example = edm_objective.edm_loss(denoise, x, sigma, noise, f.sigma_data)
-            else:
-                per_example = edm_objective.vp_weighted_loss(denoise, x, sigma, noise, "snr+1")
-            return jnp.mean(per_example), per_example
-
-        (loss, per_example), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params["online"])
-        state = base.apply_gradients(state, "online", grads, optimizer, ema_decay)
-        metrics = {"loss": loss, "grad_norm": _global_norm(grads)}
+        def denoise(x_noisy, s):
+            return denoiser(params, x_noisy, s, labels, train=True, dropout_rng=dropout_rng)
         if f.process == "ve":
-            metrics.update(edm_objective.sigma_quartile_means(per_example, sigma, f.p_mean, f.p_std))
-        return state.replace(step=state.step + 1), metrics
+            per_example = edm_objective.edm_loss(denoise, x, sigma, noise, f.sigma_data)
+        else:
+            per_example = edm_objective.vp_weighted_loss(denoise, x, sigma, noise, "snr+1")
+        metrics = {}
+        if f.process == "ve":
+            metrics = edm_objective.sigma_quartile_means(jax.lax.stop_gradient(per_example), sigma, f.p_mean, f.p_std)
+        return jnp.mean(per_example), metrics
 
     def sample(state, rng, num_samples, labels=None, solver=None, num_steps=None, cfg_scale=None, params=None,
                s_churn=0.0):
@@ -99,9 +87,5 @@ def make(config, dataset) -> base.Method:
             return {"solver": "heun", "num_steps": (nfe + 1) // 2}
         return {"solver": "euler", "num_steps": nfe}
 
-    return base.Method(name="edm", init=init, train_step=train_step, sample=sample, sample_params="online",
-                       nfe_kwargs=nfe_kwargs)
-
-
-def _global_norm(tree):
-    return jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree.leaves(tree)))
+    return base.Method(name="edm", init=init, trained=(common.trained_set(config, "online", loss, sampled=True),),
+                       sample=sample, sample_params="online", nfe_kwargs=nfe_kwargs, default_nfes=(35,))

@@ -20,6 +20,11 @@ class MLP(nn.Module):
     frequencies of scale ``fourier_scale``). With ``num_classes > 0`` the label ``num_classes`` (or
     ``labels=None``) is the null label for classifier-free guidance; with ``num_classes == 0`` labels
     are ignored. Dropout draws from the 'dropout' rng collection and is active only when ``train``.
+
+    Named inner features ([B, hidden] each; for heads in consistency/nets/heads.py): ``'input_proj'`` = Dense(x),
+    ``'hidden_i'`` = h after residual layer i (params ``dense_i``), i = 0..depth−1, and ``'bottleneck'`` = the last
+    of these, the state the output layer reads. ``return_features=True`` returns ``(F, features)``;
+    ``encoder_only=True`` returns only ``features`` (no output layer). Neither changes the params or F.
     """
 
     hidden: int = 256
@@ -31,8 +36,8 @@ class MLP(nn.Module):
     dropout: float = 0.0
 
     @nn.compact
-    def __call__(self, x: jax.Array, c_noise: jax.Array, labels: jax.Array | None = None,
-                 train: bool = False) -> jax.Array:
+    def __call__(self, x: jax.Array, c_noise: jax.Array, labels: jax.Array | None = None, train: bool = False,
+                 return_features: bool = False, encoder_only: bool = False):
         if x.ndim != 2:
             raise ValueError(f"MLP expects x of shape [B, d], got {x.shape}")
         batch_size, data_dim = x.shape
@@ -40,7 +45,18 @@ class MLP(nn.Module):
                                fourier_scale=self.fourier_scale, num_classes=self.num_classes,
                                name="embed")(batch_noise(c_noise, batch_size), labels)
         h = nn.Dense(self.hidden, kernel_init=default_kernel_init, name="dense_in")(x)
+        features = {"input_proj": h}
         for i in range(self.depth):
             r = nn.Dense(self.hidden, kernel_init=default_kernel_init, name=f"dense_{i}")(nn.silu(h + e))
             h = h + nn.Dropout(self.dropout, deterministic=not train)(r)
-        return nn.Dense(data_dim, kernel_init=default_kernel_init, name="dense_out")(nn.silu(h))
+            features[f"hidden_{i}"] = h
+        features["bottleneck"] = h
+        if encoder_only:
+            return features
+        out = nn.Dense(data_dim, kernel_init=default_kernel_init, name="dense_out")(nn.silu(h))
+        return (out, features) if return_features else out
+
+    def feature_shapes(self, data_shape: tuple) -> dict[str, tuple[int, ...]]:
+        """Per-example shapes (hidden,) of the named features; ``data_shape`` is (d,)."""
+        names = ["input_proj"] + [f"hidden_{i}" for i in range(self.depth)] + ["bottleneck"]
+        return {name: (self.hidden,) for name in names}

@@ -177,6 +177,11 @@ def level_resolutions(resolution: int, num_levels: int) -> tuple[int, ...]:
     return tuple(sizes)
 
 
+def encoder_feature_name(resolution: int) -> str:
+    """Name of the U-Net's last encoder activation at ``resolution``: 'enc_8' for 8×8."""
+    return f"enc_{int(resolution)}"
+
+
 class UNet(nn.Module):
     """F_θ(x, c_noise, label) for NHWC images; the output has x's shape.
 
@@ -186,6 +191,20 @@ class UNet(nn.Module):
     ``num_groups`` caps the GroupNorm groups (min(C/4, num_groups), NCSN++ uses 32).
     ``mid_attention`` keeps the middle self-attention of NCSN++/DDPM.
     Labels: see :class:`consistency.nets.mlp.MLP` (null label = ``num_classes``; None = all null).
+
+    Named inner features (for discriminator heads, consistency/nets/heads.py), NHWC, keyed by resolution R:
+
+    * ``'enc_R'`` for every level resolution R (``'enc_32'``, ``'enc_16'``, ``'enc_8'`` on CIFAR-10): the last
+      encoder activation at that resolution — the output of the level's last ResBlock (+ Attention), just before
+      its downsampling block; C·channel_mult[l] channels. ``'enc_<coarsest>'`` is the encoder output, the tensor
+      DMD2's EDM code calls the bottleneck (``DhariwalUNet(return_bottleneck=True)``, tianweiy/DMD2).
+    * ``'bottleneck'``: the middle block's output (ResBlock → Attention → ResBlock), the decoder's input;
+      coarsest resolution, C·channel_mult[-1] channels.
+
+    ``return_features=True`` returns ``(F, features)``; ``encoder_only=True`` returns only ``features`` and skips
+    the decoder and output layers, the larger part of the network (apply only: init with the full pass so the
+    decoder's params exist). Dropout keys fold in by module name, so train-mode features of the two passes agree.
+    Neither flag changes the parameter tree or F. Shapes: :meth:`feature_shapes`.
     """
 
     channels: int = 32
@@ -201,8 +220,8 @@ class UNet(nn.Module):
     mid_attention: bool = True
 
     @nn.compact
-    def __call__(self, x: jax.Array, c_noise: jax.Array, labels: jax.Array | None = None,
-                 train: bool = False) -> jax.Array:
+    def __call__(self, x: jax.Array, c_noise: jax.Array, labels: jax.Array | None = None, train: bool = False,
+                 return_features: bool = False, encoder_only: bool = False):
         if x.ndim != 4 or x.shape[1] != x.shape[2]:
             raise ValueError(f"UNet expects square NHWC images, got shape {x.shape}")
         mults = tuple(self.channel_mult)
@@ -219,6 +238,7 @@ class UNet(nn.Module):
         def attention(h):
             return AttentionBlock(max_groups=self.num_groups)(h)
 
+        features = {}
         h = conv3x3(self.channels, name="conv_in")(x)
         skips = [h]
         for level, mult in enumerate(mults):  # encoder
@@ -227,6 +247,7 @@ class UNet(nn.Module):
                 if h.shape[1] in self.attn_resolutions:
                     h = attention(h)
                 skips.append(h)
+            features[encoder_feature_name(h.shape[1])] = h
             if level != len(mults) - 1:
                 h = res_block(h, self.channels * mult, "down")
                 skips.append(h)
@@ -235,6 +256,9 @@ class UNet(nn.Module):
         if self.mid_attention:
             h = attention(h)
         h = res_block(h, h.shape[-1])
+        features["bottleneck"] = h
+        if encoder_only:  # the modules below are never called, so their (auto-numbered) names are unaffected
+            return features
 
         for level, mult in reversed(list(enumerate(mults))):  # decoder
             for _ in range(self.num_res_blocks + 1):
@@ -246,4 +270,13 @@ class UNet(nn.Module):
         assert not skips, "every encoder activation is consumed once by the decoder"
 
         h = nn.silu(nn.GroupNorm(group_count(h.shape[-1], self.num_groups), epsilon=1e-6, name="norm_out")(h))
-        return conv3x3(x.shape[-1], name="conv_out", zero_init=True)(h)
+        out = conv3x3(x.shape[-1], name="conv_out", zero_init=True)(h)
+        return (out, features) if return_features else out
+
+    def feature_shapes(self, data_shape: tuple) -> dict[str, tuple[int, ...]]:
+        """Per-example shapes (H, W, C) of the named features for images of ``data_shape`` (H, W, C)."""
+        mults = tuple(self.channel_mult)
+        sizes = level_resolutions(int(data_shape[0]), len(mults))
+        shapes = {encoder_feature_name(r): (r, r, self.channels * m) for r, m in zip(sizes, mults)}
+        shapes["bottleneck"] = (sizes[-1], sizes[-1], self.channels * mults[-1])
+        return shapes

@@ -1,0 +1,90 @@
+"""Teachers: any denoiser whose parameters are an argument of the compiled step (DESIGN.md "A denoiser is a function").
+
+* a trained EDM workdir: its saved ``config.json`` builds the network and only the sampling EMA params are read from
+  the checkpoint (an Orbax partial restore: no Method, no dataset, no optimizer state is built or loaded);
+* a closed-form oracle (``config.teacher.oracle``) whose "params" are the data that define it: 'mixture' (exact, toy
+  mixtures), 'empirical' (seed eq. 6 over the training split), 'gaussian' (moment-matched Gaussian).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from consistency import networks
+from consistency.config import ConfigError, load_run_config
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainedRun:
+    """The sampling params of a finished run: its config, the step they were saved at, the params themselves."""
+    config: Any
+    step: int
+    params: Any
+
+
+def load_sampling_params(workdir: str, step: int | None = None) -> TrainedRun:
+    """The sampling EMA params (of the set named in the checkpoint's meta, 'online' for EDM) of ``workdir``'s
+    checkpoint ``step`` (None → the latest), as numpy arrays. FileNotFoundError when there is none."""
+    import orbax.checkpoint as ocp
+    from consistency import checkpoint
+    config = load_run_config(workdir)
+    steps = checkpoint.available_steps(workdir)
+    if not steps:
+        raise FileNotFoundError(f"no finished checkpoint in {checkpoint.checkpoint_dir(workdir)}")
+    step = steps[-1] if step is None else int(step)
+    step_dir = os.path.join(checkpoint.checkpoint_dir(workdir), str(step))
+    meta = checkpoint.read_meta(step_dir)
+    name = meta.get("sample_params", "online")
+    checkpointer = ocp.PyTreeCheckpointer()
+    tree = checkpointer.metadata(os.path.join(step_dir, "state")).item_metadata.tree
+    group = "ema" if name in tree.get("ema", {}) else "params"
+    item = {group: {name: tree[group][name]}}
+    restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), item)
+    restored = checkpointer.restore(os.path.join(step_dir, "state"),
+                                    args=ocp.args.PyTreeRestore(item=item, restore_args=restore_args,
+                                                                partial_restore=True))
+    return TrainedRun(config=config, step=step, params=restored[group][name])
+
+
+def load_teacher(config, dataset) -> tuple[Any, networks.NetworkApply]:
+    """(teacher_params, teacher_apply) from ``config.teacher`` (module doc)."""
+    from consistency import oracles
+    t = config.teacher
+    if t.workdir and t.oracle:
+        raise ConfigError("config.teacher: set either teacher.workdir or teacher.oracle, not both")
+    if t.workdir:
+        try:
+            run = load_sampling_params(t.workdir)
+        except FileNotFoundError as e:
+            raise ConfigError(f"config.teacher.workdir: no trained checkpoint in {t.workdir!r} ({e}); train one with "
+                              "configs/digits_edm.py or point teacher.workdir at an EDM workdir") from None
+        if run.config.method != "edm":
+            raise ConfigError(f"config.teacher.workdir: {t.workdir!r} holds a {run.config.method!r} run; "
+                              "a teacher must be an 'edm' run")
+        net = networks.build_net(run.config, dataset.example_shape)
+        params = jax.tree.map(jnp.asarray, run.params)
+        return params, networks.edm_denoiser(net, run.config.diffusion.sigma_data)
+    if t.oracle == "mixture":
+        if getattr(dataset, "mixture", None) is None:
+            raise ConfigError(f"config.teacher.oracle: 'mixture' needs a toy mixture dataset, got {config.data.name!r}; "
+                              "use teacher.oracle='empirical'")
+        w, m, s = dataset.mixture
+        params = {"weights": jnp.asarray(w, jnp.float32), "means": jnp.asarray(m, jnp.float32),
+                  "stds": jnp.asarray(s, jnp.float32)}
+        return params, lambda p, x, sigma, labels=None, **_: oracles.mixture_denoiser(
+            p["weights"], p["means"], p["stds"])(x, sigma)
+    if t.oracle == "empirical":
+        x, _ = dataset.arrays()
+        params = {"bank": jnp.asarray(x, jnp.float32)}
+        return params, lambda p, x, sigma, labels=None, **_: oracles.empirical_denoiser(p["bank"])(x, sigma)
+    if t.oracle == "gaussian":
+        x, _ = dataset.arrays()
+        params = {"mean": jnp.asarray(x.mean(0), jnp.float32), "std": jnp.asarray(x.std(0), jnp.float32)}
+        return params, lambda p, x, sigma, labels=None, **_: oracles.gaussian_denoiser(p["mean"], p["std"])(x, sigma)
+    raise ConfigError("config.teacher: this method needs a teacher; set teacher.workdir to a trained EDM run "
+                      "(configs/digits_edm.py) or teacher.oracle to 'mixture' | 'empirical' | 'gaussian'")
