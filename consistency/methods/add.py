@@ -1,0 +1,166 @@
+"""ADD — Adversarial Diffusion Distillation (Sauer et al. 2023, arXiv 2311.17042, no training code; METHODS.md §11).
+
+Trained sets, in step order (ADD alternates G:D; ``config.add.ttur`` discriminator updates per student update):
+
+* 'discriminator' — trainable heads D_k on *frozen* features F_k (ADD: DINOv2 ViT-S, which cannot be had offline):
+  hinge relu(1 − D(F(x₀))) + relu(1 + D(F(sg x̂_θ))) + γ·R1 on the real inputs, γ = 1e-5. Features
+  (``config.add.features``): 'classifier' — the in-project digits classifier's conv maps (``consistency/features.py``,
+  trained on the training split, frozen; the DINOv2 stand-in), 'teacher' — the frozen teacher U-Net's encoder maps
+  at σ = ``add.feature_sigma``, 'input' — the raw point itself (2-D toys, where there is no feature net). The head
+  is ``config.discriminator`` (digits: Projected-GAN patch heads on every map; toys: an MLP). Each GAN loss is the
+  mean over the head's logits (``consistency/nets/heads.py``).
+* 'generator' (the student x̂_θ, initialised from the teacher) — on forward-diffused *real* data x_s = x₀ + σ_s ε,
+  σ_s from the student set {999, 749, 499, 249} on the 1000-point grid (σ ≈ 80, 17.5, 2.50, 0.168): the hinge
+  generator loss −D(F(x̂_θ)) (discriminator params frozen, gradient through its inputs) plus
+  2.5·c(t)·‖x̂_θ − sg x̂_ψ(sg(x̂_θ) + σ_t ε′, σ_t)‖² with c(t) = α_t (ADD §3.2; seed eq. 67 with the σ_t (not σ_t²)
+  erratum, METHODS.md §17 item 16). The teacher input is under sg, so the teacher Jacobian never enters
+  (METHODS.md §11); alone this term collapses the student to the data mean — the GAN term is essential.
+
+Frozen: {'teacher', 'features' (classifier params)}. Sampling: the student's K levels as a consistency-style chain
+from its EMA; NFE 1 = x̂_θ(σ_max z, σ_max).
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from consistency.methods import base, common, distillation
+from consistency.objectives import add as add_objective
+from consistency.objectives import dmd as dmd_objective
+
+NAME = "add"
+FEATURES = ("classifier", "teacher", "input")
+
+
+def validate_config(config) -> None:
+    """``config.add`` and ``config.discriminator`` (one ConfigError line naming the field)."""
+    a = config.add
+    distillation.validate_common(config, NAME)
+    levels = distillation.validate_timesteps(config, NAME, "student_timesteps")
+    distillation.require(len(tuple(a.student_timesteps)) >= 1, "add.student_timesteps", "() is empty",
+                         "use ADD's (999, 749, 499, 249), or (999,) for a one-step student")
+    distillation.number(a.distillation_weight, "add.distillation_weight", 0, fix="use ADD's 2.5")
+    distillation.choice(a.weighting, "add.weighting", ("exponential", "uniform"))
+    distillation.number(a.r1_weight, "add.r1_weight", 0, fix="use ADD's 1e-5, or 0 (no R1)")
+    distillation.choice(a.features, "add.features", FEATURES)
+    distillation.number(a.feature_sigma, "add.feature_sigma", 0, config.diffusion.sigma_max, lo_open=True)
+    te = config.teacher
+    if a.features == "teacher":
+        distillation.require(bool(te.workdir), "add.features", "'teacher' reads the teacher U-Net's encoder, but "
+                             f"the teacher is the closed-form oracle {te.oracle!r}",
+                             "use 'input' for toys, or set teacher.workdir to a trained EDM run")
+    if a.features == "classifier":
+        distillation.require(config.data.name in ("digits", "mnist5k"), "add.features",
+                             f"'classifier' needs the in-project classifier, which exists for digits and mnist5k, not "
+                             f"{config.data.name!r}", "use 'input' for toys or 'teacher' with a teacher workdir")
+        distillation.require(config.data.resolution == 0, "add.features", "'classifier' runs at the native "
+                             f"resolution, but data.resolution = {config.data.resolution}", "set data.resolution=0")
+    distillation.check_head_block(config)
+    distillation.validate_eval_nfes(config, NAME, levels)
+
+
+def frozen_features(config, nets):
+    """(features(frozen, x) -> {name: array}, feature params or None) for ``config.add.features`` (module doc)."""
+    a = config.add
+    if a.features == "input":
+        return (lambda frozen, x: {"input": x.reshape(x.shape[0], -1)}), None
+    if a.features == "teacher":
+        encoder = distillation.encoder_features(nets)
+        sigma = float(a.feature_sigma)
+        return (lambda frozen, x: encoder(frozen["teacher"], x, jnp.full(x.shape[:1], sigma), None)), None
+    from consistency.features import load_or_train_dataset_features
+    from consistency.objectives.feature_distance import layer_activations
+    classifier = load_or_train_dataset_features(config.data)
+
+    def features(frozen, x):
+        maps = layer_activations(classifier.model, frozen["features"], x)
+        return {f"conv_{i}": h for i, h in enumerate(maps)}
+    return features, jax.tree.map(jnp.asarray, classifier.params)
+
+
+def resolved_head_config(config, feature_shapes: dict):
+    """``config.discriminator`` with ``features=()`` resolved to every feature the head can read: vector features
+    for an 'mlp' head, image maps otherwise."""
+    head = config.discriminator.copy_and_resolve_references()
+    if not tuple(head.features):
+        rank = 1 if head.name == "mlp" else 3
+        head.features = tuple(name for name, shape in feature_shapes.items() if len(shape) == rank)
+    return head
+
+
+def make(config, dataset) -> base.Method:
+    validate_config(config)
+    a, f = config.add, config.diffusion
+    nets = distillation.build_networks(config, dataset)
+    shape = nets.example_shape
+    levels = distillation.timestep_sigmas(config, a, a.student_timesteps)   # ADD §3.1 student set, descending
+    features, feature_params = frozen_features(config, nets)
+    from consistency.nets.heads import make_head
+    example_frozen = {"teacher": nets.teacher_params, "features": feature_params}
+    shapes = jax.eval_shape(lambda: features(example_frozen, jnp.zeros((1,) + shape)))
+    feature_shapes = {k: tuple(v.shape[1:]) for k, v in shapes.items()}
+    head = make_head(resolved_head_config(config, feature_shapes), feature_shapes, prefix="discriminator")
+
+    def init(rng, batch):
+        k_nets, k_head = jax.random.split(rng)
+        student, _ = distillation.init_generator_and_fake(config, NAME, nets, k_nets, batch, with_fake=False)
+        frozen = {"teacher": nets.teacher_params}
+        if feature_params is not None:
+            frozen["features"] = feature_params
+        feats = features(frozen, jnp.asarray(batch["x"][:1]))
+        return {"discriminator": head.init(k_head, feats, None)["params"], "generator": student}, frozen
+
+    def discriminator(head_params, frozen, labels):
+        def logits(x):
+            return head.apply({"params": head_params}, features(frozen, x), labels)
+        return logits
+
+    def student_output(params, batch, keys, labels):
+        """x̂_θ(x₀ + σ_s ε, σ_s) with σ_s uniform over the student set (ADD §3.1)."""
+        index = distillation.per_example_uniform_index(keys, 1, 0, len(levels) - 1)
+        sigma_s = jnp.asarray(levels, jnp.float32)[index]
+        x_s = add_objective.student_input(batch["x"], distillation.normal_like(keys, 2, shape), sigma_s)
+        return nets.denoiser(params, x_s, sigma_s, labels)
+
+    def discriminator_loss(params, state, batch, rng):
+        keys = base.example_keys(rng, batch["index"])
+        labels = common.batch_labels(config, batch)
+        x_fake = jax.lax.stop_gradient(student_output(state.params["generator"], batch, keys, labels))
+        x_real = jax.lax.stop_gradient(batch["x"])
+        d = discriminator(params, state.frozen, labels)
+        real_logits, fake_logits = d(x_real), d(x_fake)
+        per_logit = real_logits.reshape(real_logits.shape[0], -1).shape[1]
+        hinge = add_objective.hinge_discriminator_loss(real_logits, fake_logits) / per_logit  # ADD §3.2 hinge
+        loss = jnp.mean(hinge)
+        metrics = {"loss_hinge": loss, "real_logit": jnp.mean(real_logits), "fake_logit": jnp.mean(fake_logits)}
+        if float(a.r1_weight) > 0:  # γ·R1 = γ‖∇ₓ D(F(x₀))‖² (ADD §3.2; METHODS.md §15 O11)
+            r1 = jnp.mean(add_objective.r1_penalty(d, x_real))
+            loss = loss + float(a.r1_weight) * r1
+            metrics["r1"] = r1
+        return loss, jax.lax.stop_gradient(metrics)
+
+    def generator_loss(params, state, batch, rng):
+        params = distillation.nan_to_num_gradient(params)
+        keys = base.example_keys(rng, batch["index"])
+        labels = common.batch_labels(config, batch)
+        x_hat = student_output(params, batch, keys, labels)
+        frozen_d = dmd_objective.with_frozen_parameters(
+            lambda p, x: discriminator(p, state.frozen, labels)(x), state.params["discriminator"])
+        logits = frozen_d(x_hat)
+        per_logit = logits.reshape(logits.shape[0], -1).shape[1]
+        adversarial = jnp.mean(add_objective.hinge_generator_loss(logits)) / per_logit   # L_adv^G = −E D(F(x̂_θ))
+        sigma_t = distillation.distribution_matching_sigmas(config, a, keys, 3)
+        weight = add_objective.exponential_weight(sigma_t) if a.weighting == "exponential" else jnp.ones_like(sigma_t)
+        distill = jnp.mean(add_objective.distillation_loss(
+            x_hat, distillation.teacher_fn(nets, state, labels), distillation.normal_like(keys, 4, shape), sigma_t,
+            weight))                                                            # ADD §3.2; METHODS.md §11
+        loss = adversarial + float(a.distillation_weight) * distill
+        return loss, jax.lax.stop_gradient({"loss_adversarial": adversarial, "loss_distill": distill})
+
+    every = int(a.ttur)
+    trained = (common.trained_set(config, "discriminator", discriminator_loss),
+               common.trained_set(config, "generator", generator_loss, every=every,
+                                  phase=distillation.ttur_phase(every), sampled=True))
+    return base.Method(name=NAME, init=init, trained=trained, sample=distillation.make_sample(nets, levels),
+                       sample_params="generator", nfe_kwargs=distillation.nfe_kwargs,
+                       default_nfes=distillation.default_nfes(len(levels)))

@@ -1,0 +1,47 @@
+"""DMD2 — Improved Distribution Matching Distillation (Yin et al. 2024, arXiv 2405.14867, `tianweiy/DMD2`;
+METHODS.md §10.2). Built by the distribution-matching family builder of ``consistency/methods/dmd.py``.
+
+Changes from DMD (METHODS.md §10.2):
+1. no regression loss (no ODE pairs);
+2. TTUR: the fake score and the GAN head update every step, the generator every ``config.dmd2.ttur`` = 5th step
+   (``every=5``, due at steps ≡ 4 mod 5, so the fake side has taken its 5 updates on the current generator first);
+3. a diffusion GAN on real data. **The head lives inside the 'fake' trained set**, as in DMD2 (its ``guidance_model``
+   holds the fake U-Net and ``cls_pred_branch`` under one optimizer): params ``{'denoiser', 'head'}``; the head is
+   ``config.discriminator`` (default: DMD2's classifier on the fake U-Net's encoder output ``'enc_<coarsest>'``;
+   toys: an MLP head on the MLP's bottleneck). Real and generated inputs are noised first (index U[0, 1000)),
+   the fake set minimises L_fake + 1e-2·[softplus(D(fake)) + softplus(−D(real))] and the generator adds
+   3e-3·softplus(−D(G(z))) with the head's and the fake U-Net's parameters frozen (gradient through the inputs);
+4. optional K-step generator by backward simulation (``config.dmd2.generator_timesteps``, e.g. (999, 749, 499, 249)).
+
+Optimiser recipe (ImageNet-64, METHODS.md §10.2): AdamW (0.9, 0.999), weight decay 0.01, lr 2e-6 for both sets,
+500 warm-up steps, grad clip 10, no EMA — see configs/cifar_dmd2.py.
+"""
+from __future__ import annotations
+
+from consistency.methods import base, distillation
+from consistency.methods import dmd
+
+NAME = "dmd2"
+
+
+def validate_config(config) -> None:
+    """``config.dmd2`` and, with the GAN on, ``config.discriminator`` (one ConfigError line naming the field)."""
+    b = config.dmd2
+    dmd.validate_family(config, NAME)
+    distillation.number(b.gan_generator_weight, "dmd2.gan_generator_weight", 0,
+                        fix="use DMD2's 3e-3, or 0 (no GAN term)")
+    distillation.number(b.gan_discriminator_weight, "dmd2.gan_discriminator_weight", 0,
+                        fix="use DMD2's 1e-2, or 0 (no GAN term)")
+    distillation.number(b.gan_max_timestep, "dmd2.gan_max_timestep", 1, b.num_train_timesteps, integer=True,
+                        fix=f"use a value in [1, num_train_timesteps = {b.num_train_timesteps}] (DMD2: 1000)")
+    distillation.require((b.gan_generator_weight > 0) == (b.gan_discriminator_weight > 0),
+                         "dmd2.gan_generator_weight", f"{b.gan_generator_weight} with gan_discriminator_weight = "
+                         f"{b.gan_discriminator_weight}: one side of the GAN would train without the other",
+                         "set both > 0 (DMD2: 3e-3 and 1e-2) or both to 0")
+    if b.gan_generator_weight > 0:
+        distillation.check_head_block(config)
+
+
+def make(config, dataset) -> base.Method:
+    validate_config(config)
+    return dmd.build(config, dataset, NAME)

@@ -1,0 +1,90 @@
+"""Teacher ODE pairs (z, y) for DMD's regression loss (DMD §3.3; METHODS.md §10.1; ``config.dmd.pairs``).
+
+z ~ N(0, I) and y = the teacher's deterministic sampler from σ_max·z (EDM Alg. 1: Heun on ``--num_steps`` Karras
+points, Euler to σ = 0; 18 points = 35 NFE), stored as an .npz with the arrays 'z', 'y' and the scalars 'sigma_max',
+'num_steps', the strings 'solver', 'teacher'. The generator is evaluated at the same σ_max, so G(z) regresses onto y.
+
+    python launch/make_ode_pairs.py --teacher=workdirs/digits_teacher --num=2000 --out=workdirs/digits_teacher/ode_pairs.npz
+    python launch/make_ode_pairs.py --oracle=mixture --data=toy:8gaussians --num=4096 --num_steps=40 \
+        --out=workdirs/ode_pairs_8gaussians.npz
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from absl import app, flags
+
+_TEACHER = flags.DEFINE_string("teacher", "", "A trained EDM workdir (its sampling EMA params are the teacher).")
+_ORACLE = flags.DEFINE_string("oracle", "", "Closed-form teacher instead: 'mixture' | 'empirical' | 'gaussian'.")
+_DATA = flags.DEFINE_string("data", "", "Dataset of an --oracle teacher, e.g. toy:8gaussians.")
+_NUM = flags.DEFINE_integer("num", 4096, "Number of pairs.")
+_NUM_STEPS = flags.DEFINE_integer("num_steps", 18, "Karras points of the sampler (Heun NFE = 2N − 1).")
+_SOLVER = flags.DEFINE_string("solver", "heun", "'heun' | 'euler' | 'dpm_solver_2' | 'dpmpp_2m'.")
+_SEED = flags.DEFINE_integer("seed", 0, "Seed of z.")
+_CHUNK = flags.DEFINE_integer("chunk", 512, "Pairs per compiled sampler call.")
+_OUT = flags.DEFINE_string("out", "", "Output .npz path.")
+
+
+def teacher_config(teacher: str, oracle: str, data: str):
+    """The config whose ``teacher`` block names the teacher, and its dataset."""
+    from consistency.config import ConfigError, base_config, load_run_config
+    if bool(teacher) == bool(oracle):
+        raise ConfigError("make_ode_pairs: give exactly one of --teacher=WORKDIR or --oracle=NAME (with --data)")
+    if teacher:
+        c = load_run_config(teacher)
+        c.teacher.workdir, c.teacher.oracle = teacher, ""
+    else:
+        if not data:
+            raise ConfigError("make_ode_pairs: --oracle needs --data, e.g. --data=toy:8gaussians")
+        c = base_config()
+        c.data.name = data
+        c.teacher.oracle = oracle
+    return c
+
+
+def make_pairs(config, num: int, num_steps: int = 18, solver: str = "heun", seed: int = 0, chunk: int = 512):
+    """(z, y) float32 arrays [num, *example_shape] from ``config.teacher`` (module doc)."""
+    import jax
+    import jax.numpy as jnp
+
+    from consistency import teachers, train
+    from consistency.diffusion import solvers
+    train.prefer_fast_cpu_random()
+    dataset = train.build_dataset(config)
+    params, apply = teachers.load_teacher(config, dataset)
+    f = config.diffusion
+    sigmas = solvers.edm_sampling_sigmas(num_steps, f.sigma_min, f.sigma_max, f.rho)
+    shape = tuple(dataset.example_shape)
+
+    @jax.jit
+    def solve(p, z):
+        return solvers.solve(lambda x, s, cond=None: apply(p, x, s, None), sigmas[0] * z, sigmas, solver)
+
+    z = np.asarray(jax.random.normal(jax.random.PRNGKey(seed), (num,) + shape), np.float32)
+    ys = []
+    for start in range(0, num, chunk):
+        part = z[start:start + chunk]
+        padded = np.pad(part, ((0, chunk - len(part)),) + ((0, 0),) * len(shape))  # one shape: one compilation
+        ys.append(np.asarray(solve(params, jnp.asarray(padded)))[: len(part)])
+    return z, np.concatenate(ys).astype(np.float32), float(sigmas[0])
+
+
+def main(_):
+    if not _OUT.value:
+        raise app.UsageError("--out=PATH.npz is required")
+    config = teacher_config(_TEACHER.value, _ORACLE.value, _DATA.value)
+    if int(config.model.num_classes) > 0 and _TEACHER.value:
+        raise app.UsageError("make_ode_pairs: class-conditional teachers are not supported (pairs carry no labels)")
+    z, y, sigma_max = make_pairs(config, _NUM.value, _NUM_STEPS.value, _SOLVER.value, _SEED.value, _CHUNK.value)
+    os.makedirs(os.path.dirname(os.path.abspath(_OUT.value)), exist_ok=True)
+    tmp = _OUT.value + ".tmp.npz"
+    np.savez(tmp, z=z, y=y, sigma_max=np.float64(sigma_max), num_steps=np.int64(_NUM_STEPS.value),
+             solver=np.str_(_SOLVER.value), teacher=np.str_(_TEACHER.value or f"{_ORACLE.value}:{_DATA.value}"))
+    os.replace(tmp, _OUT.value)
+    print(f"wrote {len(z)} pairs {z.shape[1:]} (σ_max = {sigma_max}, {_SOLVER.value} on {_NUM_STEPS.value} points, "
+          f"y mean {y.mean():.4f} std {y.std():.4f}) to {_OUT.value}")
+
+
+if __name__ == "__main__":
+    app.run(main)
