@@ -288,7 +288,8 @@ CM_CHOICES = {"curriculum": ("fixed", "ct", "ict"), "target_schedule": ("fixed",
               "index_sampling": ("uniform", "lognormal"), "solver": ("euler", "heun"),
               "posterior": ("none", "batch", "dataset")}
 # How a method uses config.teacher; methods not listed (e.g. added with methods.register) are not checked.
-TEACHER_USE = {"cd": "required", "ecm": "optional", "edm": "unused", "ct": "unused", "ict": "unused"}
+TEACHER_USE = {"cd": "required", "ecm": "optional", "edm": "unused", "ct": "unused", "ict": "unused",
+               "dmd": "required", "dmd2": "required", "add": "required", "sid": "required"}
 IN_MEMORY_CLASSES = {"digits": 10, "mnist5k": 10}   # class counts known without loading the data
 
 
@@ -606,9 +607,28 @@ def _validate_ecm(c) -> None:
     _number(e.sigma_min_eval, "ecm.sigma_min_eval", 0, c.diffusion.sigma_max, lo_open=True, hi_open=True)
 
 
+def _validate_method_block(c) -> None:
+    """The method's own block (``config.dmd``, ``config.mcm``, …): a method module that defines
+    ``validate_config(config)`` checks its fields here, before anything is built."""
+    import importlib
+    from consistency import methods
+    if methods.is_registered(c.method) or c.method in ("", None):
+        return
+    name = f"consistency.methods.{c.method}"
+    try:
+        module = importlib.import_module(name)
+    except ModuleNotFoundError as e:
+        if e.name != name:
+            raise
+        return  # _validate_top has already refused unknown methods
+    check = getattr(module, "validate_config", None)
+    if check is not None:
+        check(c)
+
+
 SECTION_VALIDATORS = (_validate_top, _validate_model, _validate_data, _validate_diffusion, _validate_optim,
                       _validate_training, _validate_teacher, _validate_sampling, _validate_eval, _validate_cm,
-                      _validate_ecm)
+                      _validate_ecm, _validate_method_block)
 
 
 def validate(c: ml_collections.ConfigDict) -> None:
