@@ -4,7 +4,7 @@ output (enc_4: 4×4×64 for the digits U-Net) and trains inside the fake set.
 
 DMD2's recipe where it transfers: TTUR 5, GAN weights 3e-3 / 1e-2, DM index U[20, 980], fake index U[0, 1000),
 AdamW (0.9, 0.999) with weight decay 0.01, grad clip 10; scaled for digits on a CPU: lr 1e-4 (paper 2e-6), batch 128,
-5000 steps (1000 generator updates), generator EMA 0.99 (DMD2 keeps none).
+4000 steps (800 generator updates), generator EMA 0.99 (DMD2 keeps none).
 
 python -m consistency.main --config=configs/digits_dmd2.py --workdir=workdirs/digits_dmd2
 """
@@ -21,8 +21,8 @@ def get_config(variant: str = ""):
     c.optim.name = "adamw"
     c.optim.weight_decay = 0.01
     c.optim.grad_clip = 10.0
-    c.training.num_steps = 5000
-    c.training.ckpt_every = c.training.sample_every = 2500
+    c.training.num_steps = 4000
+    c.training.ckpt_every = c.training.sample_every = 2000
     if variant == "quick":
         presets.quick(c, 100)
     elif variant:

@@ -220,6 +220,22 @@ def base_config() -> ml_collections.ConfigDict:
     h.cmap_dim = 64              # projection dimension of a conditional head (StyleGAN-XL / CTM: 64)
     h.reduce = "concat"          # multiscale: 'concat' patch logits (Projected GAN) | 'mean'
 
+    # Consistency trajectory models, CTM (Kim et al. 2023; METHODS.md §13.1; consistency/methods/ctm.py). Defaults:
+    # the CIFAR-10 CTM+DSM recipe of `sony/ctm` (N = 18, θ⁻ EMA 0.999, adaptive DSM weight).
+    c.ctm = ctm = ml_collections.ConfigDict()
+    ctm.init = "teacher"         # 'teacher' copies the EDM teacher (CTM initialises from it) | 'scratch'
+    ctm.init_fit_steps = 0       # oracle teacher + init='teacher': Adam steps fitting the net to the oracle first
+    ctm.num_scales = 18          # N of the Karras grid t, u, s live on (CTM: 18 CIFAR-10, 40 ImageNet-64)
+    ctm.heun_steps = 17          # k ~ U{1 … heun_steps} teacher Heun steps from t to u (CTM: up to N − 1)
+    ctm.target_ema = 0.999       # μ of θ⁻ (CTM); 0 → θ⁻ = sg θ
+    ctm.distance = "l2"          # soft-consistency d: 'l2' | 'pseudo_huber' (CTM: LPIPS, not available offline)
+    ctm.huber_c = -1.0           # pseudo-Huber c; < 0 → 0.00054·√d (iCT)
+    ctm.dsm_weight = 1.0         # DSM auxiliary weight (× the adaptive ratio when adaptive_dsm); 0 → no DSM
+    ctm.adaptive_dsm = True      # λ_DSM = ‖∇_last L_CTM‖ / ‖∇_last L_DSM‖ (CTM)
+    ctm.p_mean = -1.2            # DSM ln σ ~ N(p_mean, p_std²) (EDM)
+    ctm.p_std = 1.2
+    ctm.gamma = 0.0              # γ-sampling: 0 deterministic long jumps … 1 CM-style re-noising
+
     # Multistep consistency models, MCM (Heek et al. 2024; seed eq. 44–54; METHODS.md §8; consistency/methods/mcm.py,
     # checked by consistency.methods.mcm.validate_config). Defaults: the VP MCD recipe of METHODS.md §8.1.
     c.mcm = mcm = ml_collections.ConfigDict()
@@ -289,7 +305,8 @@ CM_CHOICES = {"curriculum": ("fixed", "ct", "ict"), "target_schedule": ("fixed",
               "posterior": ("none", "batch", "dataset")}
 # How a method uses config.teacher; methods not listed (e.g. added with methods.register) are not checked.
 TEACHER_USE = {"cd": "required", "ecm": "optional", "edm": "unused", "ct": "unused", "ict": "unused",
-               "dmd": "required", "dmd2": "required", "add": "required", "sid": "required"}
+               "dmd": "required", "dmd2": "required", "add": "required", "sid": "required",
+               "ctm": "required"}
 IN_MEMORY_CLASSES = {"digits": 10, "mnist5k": 10}   # class counts known without loading the data
 
 

@@ -29,7 +29,8 @@ _STEPS = flags.DEFINE_float("steps_scale", 1.0, "Multiply every run's num_steps 
 
 # Context only: CIFAR-10 FID from the papers (METHODS.md §16); our digits numbers are not comparable to these.
 PAPER_CIFAR10 = {"edm": "1.97 @ 35 NFE", "cd": "3.55 / 2.93 (LPIPS)", "ct": "8.70 / 5.83", "ict": "2.83 / 2.46",
-                 "ecm": "3.60 / 2.11"}
+                 "ecm": "3.60 / 2.11", "dmd": "3.77 (1 step)", "dmd2": "c 2.13 (1 step)", "sid": "1.92 (1 step)",
+                 "add": "—", "ctm": "1.98 / 1.87", "mcm_vp": "— (ImageNet-64 1.4 @ 8)", "mcm_ve": "—"}
 
 
 def load_config_file(path: str, variant: str = ""):
@@ -56,6 +57,15 @@ def _scaled(config, scale: float):
     if config.method == "ecm":
         config.ecm.steps_per_stage = max(1, int(round(config.ecm.steps_per_stage * scale)))
     return config
+
+
+def ensure_ode_pairs(config) -> None:
+    """DMD's regression pairs (``config.dmd.pairs``), made from ``config.teacher`` when the file is missing."""
+    if config.method != "dmd" or float(config.dmd.regression_weight) <= 0 or os.path.exists(config.dmd.pairs):
+        return
+    from consistency import teachers
+    logging.info("experiments: making DMD ODE pairs %s", config.dmd.pairs)
+    teachers.write_ode_pairs(config, config.dmd.pairs, num=4096 if config.teacher.oracle else 2000)
 
 
 def suite_runs(suite: str, scale: float):
@@ -127,8 +137,14 @@ def main(argv):
                 teacher_dir = teacher or os.path.join(_WORKROOT.value, "digits_edm")
                 if name == "edm":
                     workdir = teacher_dir
+                    if teacher:  # a given teacher is evaluated as it was trained, not re-configured
+                        from consistency.config import load_run_config
+                        config = load_run_config(teacher_dir)
                 elif config.teacher.workdir:
                     config.teacher.workdir = teacher_dir
+            if suite == "digits" and name == "dmd":
+                config.dmd.pairs = os.path.join(teacher_dir, "ode_pairs.npz")
+            ensure_ode_pairs(config)
             logging.info("experiments: %s / %s → %s", suite, name, workdir)
             results[name] = run_one(config, workdir)
             for nfe in results[name]["report"]["nfes"]:

@@ -88,3 +88,42 @@ def load_teacher(config, dataset) -> tuple[Any, networks.NetworkApply]:
         return params, lambda p, x, sigma, labels=None, **_: oracles.gaussian_denoiser(p["mean"], p["std"])(x, sigma)
     raise ConfigError("config.teacher: this method needs a teacher; set teacher.workdir to a trained EDM run "
                       "(configs/digits_edm.py) or teacher.oracle to 'mixture' | 'empirical' | 'gaussian'")
+
+
+def make_ode_pairs(config, num: int, num_steps: int = 18, solver: str = "heun", seed: int = 0, chunk: int = 512):
+    """Teacher ODE pairs for DMD's regression loss (DMD §3.3; METHODS.md §10.1): z ~ N(0, I) and y = the teacher's
+    deterministic sampler from σ_max·z (EDM Alg. 1 on ``num_steps`` Karras points; 18 = 35 NFE). Returns
+    (z, y, σ_max) with float32 arrays [num, *example_shape]."""
+    from consistency import train
+    from consistency.diffusion import solvers
+    train.prefer_fast_cpu_random()
+    dataset = train.build_dataset(config)
+    params, apply = load_teacher(config, dataset)
+    f = config.diffusion
+    sigmas = solvers.edm_sampling_sigmas(num_steps, f.sigma_min, f.sigma_max, f.rho)
+    shape = tuple(dataset.example_shape)
+
+    @jax.jit
+    def solve(p, z):
+        return solvers.solve(lambda x, s, cond=None: apply(p, x, s, None), sigmas[0] * z, sigmas, solver)
+
+    z = np.asarray(jax.random.normal(jax.random.PRNGKey(seed), (num,) + shape), np.float32)
+    ys = []
+    for start in range(0, num, chunk):
+        part = z[start:start + chunk]
+        padded = np.pad(part, ((0, chunk - len(part)),) + ((0, 0),) * len(shape))  # one shape: one compilation
+        ys.append(np.asarray(solve(params, jnp.asarray(padded)))[: len(part)])
+    return z, np.concatenate(ys).astype(np.float32), float(sigmas[0])
+
+
+def write_ode_pairs(config, path: str, num: int, num_steps: int = 18, solver: str = "heun", seed: int = 0,
+                    chunk: int = 512):
+    """:func:`make_ode_pairs` written atomically to ``path`` (.npz: z, y, sigma_max, num_steps, solver, teacher)."""
+    z, y, sigma_max = make_ode_pairs(config, num, num_steps, solver, seed, chunk)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp.npz"
+    te = config.teacher
+    np.savez(tmp, z=z, y=y, sigma_max=np.float64(sigma_max), num_steps=np.int64(num_steps), solver=np.str_(solver),
+             teacher=np.str_(te.workdir or f"{te.oracle}:{config.data.name}"))
+    os.replace(tmp, path)
+    return z, y, sigma_max

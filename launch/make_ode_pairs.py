@@ -10,9 +10,6 @@ points, Euler to σ = 0; 18 points = 35 NFE), stored as an .npz with the arrays 
 """
 from __future__ import annotations
 
-import os
-
-import numpy as np
 from absl import app, flags
 
 _TEACHER = flags.DEFINE_string("teacher", "", "A trained EDM workdir (its sampling EMA params are the teacher).")
@@ -44,30 +41,9 @@ def teacher_config(teacher: str, oracle: str, data: str):
 
 
 def make_pairs(config, num: int, num_steps: int = 18, solver: str = "heun", seed: int = 0, chunk: int = 512):
-    """(z, y) float32 arrays [num, *example_shape] from ``config.teacher`` (module doc)."""
-    import jax
-    import jax.numpy as jnp
-
-    from consistency import teachers, train
-    from consistency.diffusion import solvers
-    train.prefer_fast_cpu_random()
-    dataset = train.build_dataset(config)
-    params, apply = teachers.load_teacher(config, dataset)
-    f = config.diffusion
-    sigmas = solvers.edm_sampling_sigmas(num_steps, f.sigma_min, f.sigma_max, f.rho)
-    shape = tuple(dataset.example_shape)
-
-    @jax.jit
-    def solve(p, z):
-        return solvers.solve(lambda x, s, cond=None: apply(p, x, s, None), sigmas[0] * z, sigmas, solver)
-
-    z = np.asarray(jax.random.normal(jax.random.PRNGKey(seed), (num,) + shape), np.float32)
-    ys = []
-    for start in range(0, num, chunk):
-        part = z[start:start + chunk]
-        padded = np.pad(part, ((0, chunk - len(part)),) + ((0, 0),) * len(shape))  # one shape: one compilation
-        ys.append(np.asarray(solve(params, jnp.asarray(padded)))[: len(part)])
-    return z, np.concatenate(ys).astype(np.float32), float(sigmas[0])
+    """(z, y, σ_max): :func:`consistency.teachers.make_ode_pairs`."""
+    from consistency import teachers
+    return teachers.make_ode_pairs(config, num, num_steps, solver, seed, chunk)
 
 
 def main(_):
@@ -76,12 +52,9 @@ def main(_):
     config = teacher_config(_TEACHER.value, _ORACLE.value, _DATA.value)
     if int(config.model.num_classes) > 0 and _TEACHER.value:
         raise app.UsageError("make_ode_pairs: class-conditional teachers are not supported (pairs carry no labels)")
-    z, y, sigma_max = make_pairs(config, _NUM.value, _NUM_STEPS.value, _SOLVER.value, _SEED.value, _CHUNK.value)
-    os.makedirs(os.path.dirname(os.path.abspath(_OUT.value)), exist_ok=True)
-    tmp = _OUT.value + ".tmp.npz"
-    np.savez(tmp, z=z, y=y, sigma_max=np.float64(sigma_max), num_steps=np.int64(_NUM_STEPS.value),
-             solver=np.str_(_SOLVER.value), teacher=np.str_(_TEACHER.value or f"{_ORACLE.value}:{_DATA.value}"))
-    os.replace(tmp, _OUT.value)
+    from consistency import teachers
+    z, y, sigma_max = teachers.write_ode_pairs(config, _OUT.value, _NUM.value, _NUM_STEPS.value, _SOLVER.value,
+                                               _SEED.value, _CHUNK.value)
     print(f"wrote {len(z)} pairs {z.shape[1:]} (σ_max = {sigma_max}, {_SOLVER.value} on {_NUM_STEPS.value} points, "
           f"y mean {y.mean():.4f} std {y.std():.4f}) to {_OUT.value}")
 

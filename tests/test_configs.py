@@ -21,7 +21,7 @@ def load(name, variant=""):
 @pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(ROOT, "configs", "*.py"))))
 def test_every_config_and_variant_validates(path):
     name = os.path.basename(path)
-    for variant in ("", "cpu" if name.startswith("cifar") else "quick"):
+    for variant in ("", "cpu" if name.startswith(("cifar", "imagenet")) else "quick"):
         validate(load(name, variant))
     with pytest.raises(ValueError, match="unknown variant"):
         load(name, "nope")
@@ -48,6 +48,26 @@ def test_cifar_recipes_carry_the_papers_numbers():
     assert (ecm.training.batch_size, ecm.optim.lr, ecm.model.dropout, ecm.training.num_steps) == (128, 1e-4, 0.2,
                                                                                                    200_000)
     assert (ecm.ecm.q, ecm.ecm.k, ecm.ecm.b, ecm.ecm.steps_per_stage) == (2.0, 8.0, 1.0, 25_000)
+
+
+def test_distillation_recipes_carry_the_papers_numbers():
+    """METHODS.md §10.2 (DMD2 EDM scripts), §12 (SiD), §13.1 (CTM), §8.1 (MCM)."""
+    sid = load("cifar_sid.py")
+    assert (sid.sid.alpha, sid.sid.sigma_init, sid.sid.t_max_fraction, sid.sid.ttur) == (1.2, 2.5, 0.8, 1)
+    assert (sid.optim.lr, sid.optim.b1, sid.optim.b2, sid.optim_fake.b1) == (1e-5, 0.0, 0.999, 0.0)
+    assert (sid.training.batch_size, sid.training.ema_half_life_images) == (256, 500_000)
+    dmd2 = load("cifar_dmd2.py")
+    assert (dmd2.dmd2.ttur, dmd2.dmd2.gan_generator_weight, dmd2.dmd2.gan_discriminator_weight) == (5, 3e-3, 1e-2)
+    assert (dmd2.optim.name, dmd2.optim.lr, dmd2.optim.weight_decay, dmd2.optim.grad_clip) == ("adamw", 2e-6, 0.01, 10.0)
+    assert (dmd2.training.batch_size, dmd2.optim.warmup_steps, dmd2.discriminator.name) == (280, 500, "dmd2")
+    dmd = load("cifar_dmd.py")
+    assert (dmd.dmd.regression_weight, dmd.dmd.ttur) == (0.25, 1)
+    ctm = load("cifar_ctm.py")
+    assert (ctm.ctm.num_scales, ctm.ctm.heun_steps, ctm.ctm.target_ema, ctm.optim.lr) == (18, 17, 0.999, 4e-4)
+    assert ctm.training.batch_size == 256 and ctm.ctm.adaptive_dsm
+    mcm = load("imagenet64_mcm.py")
+    assert (mcm.mcm.segments, mcm.mcm.addim_eta, mcm.mcm.weighting, mcm.mcm.huber_c) == (8, 0.75, "snr+1", 1e-4)
+    assert (mcm.mcm.num_steps_start, mcm.mcm.num_steps_end, mcm.mcm.num_steps_ramp) == (64.0, 1280.0, 100_000)
 
 
 def test_cifar_ct_cpu_variant_trains_on_mock_cifar10(tmp_path):

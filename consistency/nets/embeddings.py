@@ -94,6 +94,8 @@ class ConditionEmbedding(nn.Module):
     out_dim: int = 512
     fourier_scale: float = 16.0
     num_classes: int = 0
+    zero_output: bool = False    # zero-initialised last layer: the embedding starts as 0 (an added condition that
+                                 # leaves a network copied from a teacher unchanged at initialisation)
 
     @nn.compact
     def __call__(self, c_noise: jax.Array, labels: jax.Array | None = None) -> jax.Array:
@@ -104,4 +106,16 @@ class ConditionEmbedding(nn.Module):
             labels = labels_or_null(labels, c_noise.shape[0], self.num_classes)
             features = features + nn.Embed(self.num_classes + 1, self.feature_dim, name="label_embed")(labels)
         h = nn.Dense(self.out_dim, kernel_init=default_kernel_init, name="dense_0")(features)
-        return nn.Dense(self.out_dim, kernel_init=default_kernel_init, name="dense_1")(nn.silu(h))
+        last_init = nn.initializers.zeros if self.zero_output else default_kernel_init
+        return nn.Dense(self.out_dim, kernel_init=last_init, name="dense_1")(nn.silu(h))
+
+
+def target_level_embedding(module: nn.Module, c_noise_target, batch_size: int, feature_dim: int, out_dim: int):
+    """The embedding of a second noise level (CTM's s of G(x_t, t, s): METHODS.md §13.1), added to the level
+    embedding: ``0`` when ``c_noise_target`` is None. Its own sinusoidal features and MLP ('target_embed'), last
+    layer zero-initialised, so a network whose other weights come from a one-level teacher starts as that teacher."""
+    if c_noise_target is None:
+        return 0.0
+    return ConditionEmbedding(embedding=module.embedding, feature_dim=feature_dim, out_dim=out_dim,
+                              fourier_scale=module.fourier_scale, zero_output=True,
+                              name="target_embed")(batch_noise(c_noise_target, batch_size))

@@ -4,7 +4,8 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 
-from consistency.nets.embeddings import ConditionEmbedding, batch_noise, default_kernel_init
+from consistency.nets.embeddings import (ConditionEmbedding, batch_noise, default_kernel_init,
+                                         target_level_embedding)
 
 
 class MLP(nn.Module):
@@ -12,6 +13,7 @@ class MLP(nn.Module):
 
     Layout (a pre-activation residual MLP; the embedding is injected in every layer):
         e = ConditionEmbedding(c_noise, label)                     [B, hidden]
+          (+ target_embed(c_noise_target): CTM's second level s, zero at init)
         h = Dense(hidden)(x)
         depth ×:  h ← h + Dropout(Dense(hidden)(SiLU(h + e)))
         F = Dense(d)(SiLU(h))
@@ -37,13 +39,14 @@ class MLP(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, c_noise: jax.Array, labels: jax.Array | None = None, train: bool = False,
-                 return_features: bool = False, encoder_only: bool = False):
+                 return_features: bool = False, encoder_only: bool = False, c_noise_target: jax.Array | None = None):
         if x.ndim != 2:
             raise ValueError(f"MLP expects x of shape [B, d], got {x.shape}")
         batch_size, data_dim = x.shape
         e = ConditionEmbedding(embedding=self.embedding, feature_dim=self.embed_dim, out_dim=self.hidden,
                                fourier_scale=self.fourier_scale, num_classes=self.num_classes,
                                name="embed")(batch_noise(c_noise, batch_size), labels)
+        e = e + target_level_embedding(self, c_noise_target, batch_size, self.embed_dim, self.hidden)
         h = nn.Dense(self.hidden, kernel_init=default_kernel_init, name="dense_in")(x)
         features = {"input_proj": h}
         for i in range(self.depth):

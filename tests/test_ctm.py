@@ -1,0 +1,164 @@
+"""CTM (METHODS.md §13.1) against exact answers: the jump map's identities through a real network, the exact Gaussian
+trajectory map zeroing the soft-consistency loss, the masked per-example teacher Heun steps, the adaptive DSM weight,
+γ-sampling with the exact map, and a short run through the loop (teacher untouched, every NFE finite)."""
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from consistency import oracles, presets, teachers, train
+from consistency.diffusion import schedules, solvers
+from consistency.methods import base, ctm
+from consistency import methods
+from consistency.objectives import ctm as obj
+
+MEAN, STD = 0.3, 0.5
+SIGMA_MIN, SIGMA_MAX = 0.002, 80.0
+
+
+def exact_g(x, t, s):
+    """g* such that G(x, t, s) is the exact PF-ODE map of N(MEAN, STD²): (G* − (s/t)x)/(1 − s/t), and g*(x, t, t) =
+    D*(x, t), the limit s → t (the Euler direction)."""
+    t_ = t[:, None]
+    s_ = s[:, None]
+    flow = oracles.gaussian_flow(x, t, s, MEAN, STD)
+    ratio = s_ / t_
+    same = jnp.abs(1 - ratio) < 1e-6
+    return jnp.where(same, oracles.gaussian_denoiser(MEAN, STD)(x, t), (flow - ratio * x) / jnp.where(same, 1, 1 - ratio))
+
+
+def tiny_config(steps=10):
+    c = presets.toy_distillation(presets.new("ctm"), "ctm", fit_steps=30)
+    c.model.update(dict(hidden=32, depth=2, embed_dim=16))
+    c.ctm.num_scales, c.ctm.heun_steps = 8, 3
+    c.training.update(dict(num_steps=steps, batch_size=32, log_every=5, ckpt_every=steps, sample_every=0))
+    c.eval.update(dict(num_samples=64, nfes=(1, 2)))
+    return c
+
+
+def test_jump_identities_through_a_real_network():
+    """G(x, t, t) = x (METHODS.md §15 O9); at init g(x, t, s) = the teacher-copied D(x, t) for every s (the target
+    embedding starts at zero), so G(x, t, s) is the teacher's DDIM jump."""
+    c = tiny_config()
+    dataset = train.build_dataset(c)
+    method = methods.get_method(c, dataset)
+    state = base.init_state(method, jax.random.PRNGKey(0), dataset.batch(0))
+    params = state.params["online"]
+    nets = ctm.distillation.build_networks(c, dataset)
+    x = jax.random.normal(jax.random.PRNGKey(1), (16, 2)) * 3
+    t = jnp.full((16,), 3.0)
+    s = jnp.linspace(0.002, 3.0, 16)
+    G = method_G(c, nets, params)
+    np.testing.assert_allclose(np.asarray(G(x, t, t)), np.asarray(x), atol=1e-6)
+    plain = {k: v for k, v in params.items() if k != "target_embed"}
+    d = nets.denoiser(plain, x, t, None)
+    np.testing.assert_allclose(np.asarray(G(x, t, s)), np.asarray(solvers.ve_ddim(x, d, t, s)), atol=1e-5)
+
+
+def method_G(c, nets, params):
+    """G_θ through the same apply the method uses (net with c_noise_target)."""
+    from consistency.diffusion import preconditioning
+    from consistency.diffusion.processes import broadcast_to_data
+
+    def g(x, t, s):
+        c_skip, c_out, c_in, c_noise = preconditioning.edm_scalings(t, c.diffusion.sigma_data)
+        c_noise_s = preconditioning.edm_scalings(s, c.diffusion.sigma_data)[3]
+        out = nets.net.apply({"params": params}, broadcast_to_data(c_in, x) * x, c_noise, None, c_noise_target=c_noise_s)
+        return broadcast_to_data(c_skip, x) * x + broadcast_to_data(c_out, x) * out
+    return obj.trajectory_map(g)
+
+
+def test_exact_gaussian_trajectory_map_zeroes_the_soft_consistency_loss():
+    """With G = the exact flow map of N(μ, s²) and x_u from the exact teacher's Heun steps on a fine grid, x_est and
+    x_tgt agree to the Heun error; a g off by 5% does not."""
+    grid = jnp.flip(schedules.karras_sigmas(200, SIGMA_MIN, SIGMA_MAX, 7.0))
+    n = 512
+    key = jax.random.PRNGKey(0)
+    i = jax.random.randint(key, (n,), 0, 150)
+    k = jax.random.randint(jax.random.fold_in(key, 1), (n,), 1, 20)
+    u_index = jnp.minimum(i + k, 199)
+    j = jax.vmap(lambda kk, lo: jax.random.randint(kk, (), lo, 200))(jax.random.split(key, n), u_index)
+    t, u, s = grid[i], grid[u_index], grid[j]
+    x0 = MEAN + STD * jax.random.normal(jax.random.fold_in(key, 2), (n, 1))
+    x_t = x0 + t[:, None] * jax.random.normal(jax.random.fold_in(key, 3), (n, 1))
+    teacher = oracles.gaussian_denoiser(MEAN, STD)
+    x_u = obj.teacher_heun_steps(lambda y, sg: teacher(y, sg), x_t, grid, i, u_index, 20)
+    np.testing.assert_allclose(np.asarray(x_u), np.asarray(oracles.gaussian_flow(x_t, t, u, MEAN, STD)), rtol=1e-3,
+                               atol=1e-4)
+    G = obj.trajectory_map(exact_g)
+    x_est, x_tgt = obj.soft_consistency_points(G, G, G, x_t, t, x_u, u, s, SIGMA_MIN)
+    exact_end = oracles.gaussian_flow(x_t, t, jnp.full_like(t, SIGMA_MIN), MEAN, STD)
+    np.testing.assert_allclose(np.asarray(x_est), np.asarray(exact_end), atol=1e-4)
+    assert float(jnp.max(jnp.abs(x_est - x_tgt))) < 1e-3
+
+    G_off = obj.trajectory_map(lambda x, tt, ss: 1.05 * exact_g(x, tt, ss))
+    est_off, tgt_off = obj.soft_consistency_points(G_off, G_off, G_off, x_t, t, x_u, u, s, SIGMA_MIN)
+    assert float(jnp.mean((est_off - tgt_off) ** 2)) > 100 * float(jnp.mean((x_est - x_tgt) ** 2))
+
+
+def test_masked_heun_steps_equal_per_example_loops():
+    grid = jnp.flip(schedules.karras_sigmas(10, SIGMA_MIN, SIGMA_MAX, 7.0))
+    teacher = oracles.gaussian_denoiser(MEAN, STD)
+    x = jax.random.normal(jax.random.PRNGKey(0), (4, 1)) * 20
+    start, stop = jnp.array([0, 2, 5, 8]), jnp.array([3, 2, 9, 9])
+    out = obj.teacher_heun_steps(lambda y, sg: teacher(y, sg), x, grid, start, stop, 4)
+    for b in range(4):
+        y = x[b:b + 1]
+        for n in range(int(start[b]), int(stop[b])):
+            y = solvers.heun_step(lambda z, sg, c=None: teacher(z, sg), y, grid[n], grid[n + 1])
+        np.testing.assert_allclose(np.asarray(out[b]), np.asarray(y[0]), rtol=1e-6, atol=1e-6)
+
+
+def test_adaptive_weight_is_the_ratio_of_gradient_norms():
+    a = {"kernel": jnp.array([[3.0, 0.0]]), "bias": jnp.array([4.0])}
+    b = {"kernel": jnp.array([[1.0, 0.0]]), "bias": jnp.array([0.0])}
+    assert float(obj.adaptive_weight(a, b)) == pytest.approx(5.0, rel=1e-6)
+    assert float(obj.adaptive_weight(a, jax.tree.map(jnp.zeros_like, b))) == pytest.approx(1e4)
+
+
+@pytest.mark.parametrize("gamma", [0.0, 0.5, 1.0])
+def test_gamma_sampling_with_the_exact_map_reaches_the_data_distribution(gamma):
+    """Any γ keeps the exact marginal at every level when G is exact: the samples are N(μ, s² + σ_min²)."""
+    G = obj.trajectory_map(exact_g)
+    sigmas = [80.0, 5.0, 0.5, SIGMA_MIN]
+    n = 20000
+    key = jax.random.PRNGKey(3)
+    x = obj.gamma_sample(G, 80.0 * jax.random.normal(key, (n, 1)), sigmas, gamma,
+                         lambda i: jax.random.normal(jax.random.fold_in(key, i + 1), (n, 1)))
+    expected_std = np.sqrt(STD ** 2 + SIGMA_MIN ** 2)
+    assert float(jnp.mean(x)) == pytest.approx(MEAN, abs=4 * expected_std / np.sqrt(n) + 1e-3)
+    assert float(jnp.std(x)) == pytest.approx(expected_std, rel=0.03)
+
+
+def test_short_run_through_the_loop(tmp_path):
+    c = tiny_config(steps=10)
+    dataset = train.build_dataset(c)
+    teacher_before, _ = teachers.load_teacher(c, dataset)
+    state = train.train_and_evaluate(c, str(tmp_path / "ctm"))
+    assert int(state.step) == 10 and set(state.moving) == {"target"}
+    for a, b in zip(jax.tree.leaves(state.frozen["teacher"]), jax.tree.leaves(teacher_before)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    report = json.load(open(os.path.join(tmp_path, "ctm", "eval", "metrics_10.json")))
+    assert report["nfes"] == [1, 2]
+    assert all(report[f"nfe_{n}"]["finite_fraction"] == 1.0 for n in (1, 2))
+    assert "train/loss_ctm" in report and "train/dsm_weight" in report
+
+
+@pytest.mark.parametrize("field,value,match", [
+    ("heun_steps", 8, r"^config\.ctm\.heun_steps: 8 is not an integer >= 1 and <= 7"),
+    ("target_ema", 1.0, r"^config\.ctm\.target_ema: 1\.0 is not"),
+    ("distance", "lpips", r"^config\.ctm\.distance: 'lpips' is not one of"),
+    ("gamma", 1.5, r"^config\.ctm\.gamma: 1\.5 is not"),
+])
+def test_bad_ctm_fields_are_one_line_errors(field, value, match):
+    from consistency.config import ConfigError, validate
+    c = tiny_config()
+    c.ctm[field] = value
+    with pytest.raises(ConfigError, match=match) as error:
+        validate(c)
+    assert "\n" not in str(error.value)
