@@ -8,16 +8,11 @@ batch 128, 2000 steps, generator EMA 0.99.
 python -m consistency.main --config=configs/digits_sid.py --workdir=workdirs/digits_sid
 """
 from consistency import presets
-from consistency.config import optim_override
 
 
 def get_config(variant: str = ""):
     c = presets.digits_distillation(presets.new("sid"), "sid")
-    c.sid.alpha = 1.2
-    c.sid.sigma_init = 2.5
-    c.optim.lr = 1e-4
-    c.optim.b1 = 0.0                        # SiD: Adam β₁ = 0 for the generator …
-    c.optim_fake = optim_override(b1=0.0)   # … and for the fake score (METHODS.md §12)
+    presets.sid_recipe(c)
     if variant == "quick":
         presets.quick(c, 100)
     elif variant:

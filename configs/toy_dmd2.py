@@ -14,9 +14,7 @@ from consistency import presets
 
 def get_config(variant: str = ""):
     c = presets.toy_distillation(presets.new("dmd2"), "dmd2")
-    c.dmd2.ttur = 5
-    c.dmd2.gan_generator_weight = 3e-3
-    c.dmd2.gan_discriminator_weight = 1e-2
+    presets.dmd2_recipe(c)
     c.discriminator.name = "mlp"
     c.discriminator.features = ("bottleneck",)
     c.discriminator.channels = 128

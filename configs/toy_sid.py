@@ -7,16 +7,11 @@ on a freshly generated batch; scaled for a 2-D MLP on a CPU: lr 1e-4 (paper 1e-5
 python -m consistency.main --config=configs/toy_sid.py --workdir=workdirs/toy_sid
 """
 from consistency import presets
-from consistency.config import optim_override
 
 
 def get_config(variant: str = ""):
     c = presets.toy_distillation(presets.new("sid"), "sid")
-    c.sid.alpha = 1.2
-    c.sid.sigma_init = 2.5
-    c.optim.lr = 1e-4
-    c.optim.b1 = 0.0                        # SiD: Adam β₁ = 0 for the generator …
-    c.optim_fake = optim_override(b1=0.0)   # … and for the fake score (METHODS.md §12)
+    presets.sid_recipe(c)
     if variant == "quick":
         presets.quick(c, 200)
     elif variant:

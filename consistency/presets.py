@@ -182,3 +182,24 @@ def digits_distillation(c, method: str, teacher_workdir: str = "workdirs/digits_
     c.optim.lr = 1e-4
     c.eval.nfes = (1,)
     return c
+
+
+def sid_recipe(c):
+    """SiD's recipe where it transfers to the CPU toys and digits (METHODS.md §12): α = 1.2, σ_init = 2.5, Adam β₁ = 0
+    for both networks; lr 1e-4 (paper 1e-5 at batch 256 on a 56M-parameter U-Net)."""
+    from consistency.config import optim_override
+    c.sid.alpha = 1.2
+    c.sid.sigma_init = 2.5
+    c.optim.lr = 1e-4
+    c.optim.b1 = 0.0                        # SiD: Adam β₁ = 0 for the generator …
+    c.optim_fake = optim_override(b1=0.0)   # … and for the fake score
+    return c
+
+
+def dmd2_recipe(c):
+    """DMD2's TTUR and GAN weights (METHODS.md §10.2): fake score + GAN head every step, generator every 5th,
+    softplus GAN weights 3e-3 (generator) / 1e-2 (guidance)."""
+    c.dmd2.ttur = 5
+    c.dmd2.gan_generator_weight = 3e-3
+    c.dmd2.gan_discriminator_weight = 1e-2
+    return c
