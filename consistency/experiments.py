@@ -124,7 +124,7 @@ def main(argv):
     if jax.default_backend() == "cpu":
         jax.config.update("jax_threefry_partitionable", False)
     out_dir = os.path.dirname(os.path.abspath(_OUT.value))
-    pictures = os.path.join(out_dir, "results")
+    pictures = os.path.join(out_dir, picture_folder())
     os.makedirs(pictures, exist_ok=True)
     total_start = time.time()
     sections = []
@@ -155,6 +155,11 @@ def main(argv):
     write_report(sections, time.time() - total_start)
 
 
+def picture_folder() -> str:
+    """Pictures of ``--out=docs/<name>.md`` go to ``docs/<name>/`` (so that two reports never overwrite each other's)."""
+    return os.path.splitext(os.path.basename(_OUT.value))[0]
+
+
 def write_report(sections, total_seconds: float):
     lines = ["# Results", "",
              "Produced by `python -m consistency.experiments` "
@@ -169,7 +174,8 @@ def write_report(sections, total_seconds: float):
     for suite, results in sections:
         if suite == "toy":
             lines += ["## 2-D mixture of 8 Gaussians (exact metrics)", "",
-                      "CD distils the *exact* mixture denoiser (no teacher error); CT/iCT/ECT train from data. The "
+                      "Methods with a teacher (CD, MCM, CTM, DMD, DMD2, ADD, SiD) distil the *exact* mixture denoiser "
+                      "(no teacher error); CT/iCT/ECT train from data. The "
                       "EDM row is a trained diffusion model sampled with Heun at 35 NFE.", ""]
         else:
             lines += ["## sklearn digits (8×8), held-out split of 297 images", "",
@@ -178,7 +184,8 @@ def write_report(sections, total_seconds: float):
                       "not FID. The paper column gives CIFAR-10 FIDs (1 / 2 steps) for context only.", ""]
         lines += markdown_table(suite, results) + [""]
         for name, res in results.items():
-            pics = [f"![{suite} {name} {nfe}](results/{suite}_{name}_nfe{nfe}.png)" for nfe in res["report"]["nfes"]]
+            pics = [f"![{suite} {name} {nfe}]({picture_folder()}/{suite}_{name}_nfe{nfe}.png)"
+                    for nfe in res["report"]["nfes"]]
             lines.append(f"**{name}** ({', '.join(f'NFE {n}' for n in res['report']['nfes'])}): " + " ".join(pics))
             lines.append("")
     lines += ["## Raw reports", "", "```json",
