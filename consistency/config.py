@@ -235,6 +235,9 @@ def base_config() -> ml_collections.ConfigDict:
     ctm.p_mean = -1.2            # DSM ln σ ~ N(p_mean, p_std²) (EDM)
     ctm.p_std = 1.2
     ctm.gamma = 0.0              # γ-sampling: 0 deterministic long jumps … 1 CM-style re-noising
+    ctm.gan_weight = 0.0         # > 0: hinge GAN on x_est, × clip(‖∇_last L_CTM‖/‖∇_last L_GAN‖, 0.01, 10) (CTM's GAN
+                                 # stage); the head is config.discriminator, its optimizer config.optim_discriminator
+    ctm.gan_features = "input"   # frozen discriminator features, as add.features: 'input' | 'classifier' | 'teacher'
 
     # Multistep consistency models, MCM (Heek et al. 2024; seed eq. 44–54; METHODS.md §8; consistency/methods/mcm.py,
     # checked by consistency.methods.mcm.validate_config). Defaults: the VP MCD recipe of METHODS.md §8.1.

@@ -162,3 +162,23 @@ def test_bad_ctm_fields_are_one_line_errors(field, value, match):
     with pytest.raises(ConfigError, match=match) as error:
         validate(c)
     assert "\n" not in str(error.value)
+
+
+def test_gan_stage_trains_a_discriminator_and_weights_the_generator_term_adaptively(tmp_path):
+    """ctm.gan_weight > 0: a 'discriminator' set (hinge on real vs sg x_est) updated every step before the generator,
+    the generator's GAN weight clip(‖∇_last L_CTM‖/‖∇_last L_GAN‖, 0.01, 10), the teacher untouched."""
+    c = tiny_config(steps=6)
+    c.ctm.gan_weight = 1.0
+    c.ctm.gan_features = "input"
+    c.discriminator.update(dict(name="mlp", channels=16, depth=1))
+    c.training.log_every = 3
+    dataset = train.build_dataset(c)
+    teacher_before, _ = teachers.load_teacher(c, dataset)
+    state = train.train_and_evaluate(c, str(tmp_path / "ctm_gan"))
+    assert {k: int(v) for k, v in state.updates.items()} == {"discriminator": 6, "online": 6}
+    for a, b in zip(jax.tree.leaves(state.frozen["teacher"]), jax.tree.leaves(teacher_before)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    report = json.load(open(os.path.join(tmp_path, "ctm_gan", "eval", "metrics_6.json")))
+    assert 0.01 <= report["train/online/gan_weight"] <= 10.0
+    assert np.isfinite(report["train/discriminator/loss_hinge"]) and np.isfinite(report["train/online/loss_gan"])
+    assert report["nfe_1"]["finite_fraction"] == 1.0

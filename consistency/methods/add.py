@@ -59,14 +59,15 @@ def validate_config(config) -> None:
     distillation.validate_eval_nfes(config, NAME, levels)
 
 
-def frozen_features(config, nets):
-    """(features(frozen, x) -> {name: array}, feature params or None) for ``config.add.features`` (module doc)."""
-    a = config.add
-    if a.features == "input":
+def frozen_features(config, nets, kind: str | None = None, sigma: float | None = None):
+    """(features(frozen, x) -> {name: array}, feature params or None) for ``kind`` (default ``config.add.features``;
+    module doc). CTM's GAN term uses the same features (``config.ctm.gan_features``)."""
+    kind = config.add.features if kind is None else kind
+    if kind == "input":
         return (lambda frozen, x: {"input": x.reshape(x.shape[0], -1)}), None
-    if a.features == "teacher":
+    if kind == "teacher":
         encoder = distillation.encoder_features(nets)
-        sigma = float(a.feature_sigma)
+        sigma = float(config.add.feature_sigma if sigma is None else sigma)
         return (lambda frozen, x: encoder(frozen["teacher"], x, jnp.full(x.shape[:1], sigma), None)), None
     from consistency.features import load_or_train_dataset_features
     from consistency.objectives.feature_distance import layer_activations

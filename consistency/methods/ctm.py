@@ -16,10 +16,13 @@ Trained set 'online' (sampled; θ⁻ = the Moving set 'target', μ = ``ctm.targe
 * DSM auxiliary (METHODS.md §13.1): λ_EDM(σ)‖g_θ(x + σn, σ, σ) − x‖², ln σ ~ N(P_mean, P_std²), weighted by
   ``ctm.dsm_weight`` × (the adaptive ratio ‖∇_last L_CTM‖/‖∇_last L_DSM‖ when ``ctm.adaptive_dsm``), the gradients
   taken with respect to the network's last layer ('dense_out' / 'conv_out');
-* the GAN term of CTM is not built: CTM adds it in a separate fine-tuning phase (CIFAR-10 batch 528 after CTM+DSM);
-  the discriminator heads of ``consistency/nets/heads.py`` are the place to add it.
+* GAN (``ctm.gan_weight`` > 0; CTM's GAN stage, METHODS.md §13.1): a trained set 'discriminator' (updated first in
+  each step) — ``config.discriminator`` heads on frozen features (``ctm.gan_features``, the ADD choices: raw input,
+  the in-project classifier, the teacher's encoder) — with the hinge loss on real x vs sg x_est; the generator adds
+  gan_weight·λ_GAN·(−D(x_est)), λ_GAN = clip(‖∇_last L_CTM‖/‖∇_last L_GAN‖, 0.01, 10). CTM's discriminator lr
+  2e-3 goes in ``config.optim_discriminator``.
 
-Frozen: {'teacher'}. Sampling: γ-sampling (:func:`consistency.objectives.ctm.gamma_sample`) on n + 1 Karras points
+Frozen: {'teacher'} (+ 'features' for the classifier). Sampling: γ-sampling (:func:`consistency.objectives.ctm.gamma_sample`) on n + 1 Karras points
 σ_max → σ_min (NFE = n), γ = ``ctm.gamma``.
 """
 from __future__ import annotations
@@ -54,6 +57,17 @@ def validate_config(config) -> None:
     distillation.number(b.p_mean, "ctm.p_mean")
     distillation.number(b.gamma, "ctm.gamma", 0, 1, fix="use 0 (long jumps, CTM's default) … 1 (CM-style)")
     distillation.require(f.process == "ve", "diffusion.process", f"{f.process!r}: CTM is in VE coordinates", "use 've'")
+    distillation.number(b.gan_weight, "ctm.gan_weight", 0, fix="use 0 (no GAN) or 1 (CTM's GAN stage)")
+    if b.gan_weight > 0:
+        from consistency.methods import add
+        distillation.choice(b.gan_features, "ctm.gan_features", add.FEATURES)
+        distillation.require(b.gan_features != "teacher" or bool(config.teacher.workdir), "ctm.gan_features",
+                             "'teacher' reads the teacher U-Net's encoder, but the teacher is an oracle",
+                             "use 'input' for toys, or set teacher.workdir to a trained EDM run")
+        distillation.require(b.gan_features != "classifier" or config.data.name in ("digits", "mnist5k"),
+                             "ctm.gan_features", f"'classifier' exists for digits and mnist5k, not {config.data.name!r}",
+                             "use 'input' for toys or 'teacher' with a teacher workdir")
+        distillation.check_head_block(config)
 
 
 def sampling_sigmas(config, num_steps: int) -> list[float]:
@@ -77,6 +91,21 @@ def make(config, dataset) -> base.Method:
     else:
         distance = distances.l2
 
+    use_gan = float(b.gan_weight) > 0
+    if use_gan:
+        from consistency.methods import add
+        from consistency.nets.heads import make_head
+        from consistency.objectives import add as add_objective
+        from consistency.objectives import dmd as dmd_objective
+        features, feature_params = add.frozen_features(config, nets, b.gan_features, f.sigma_min)
+        example = {"teacher": nets.teacher_params, "features": feature_params}
+        shapes = jax.eval_shape(lambda: features(example, jnp.zeros((1,) + shape)))
+        feature_shapes = {k: tuple(v.shape[1:]) for k, v in shapes.items()}
+        head = make_head(add.resolved_head_config(config, feature_shapes), feature_shapes, prefix="discriminator")
+
+        def discriminator(head_params, frozen, labels):
+            return lambda x: head.apply({"params": head_params}, features(frozen, x), labels)
+
     def g_apply(params, x, t, s, labels):
         """g_θ(x, t, s): EDM preconditioning at t (EDM Table 1), the net conditioned on c_noise(t) and c_noise(s)."""
         t = jnp.broadcast_to(jnp.asarray(t, x.dtype), x.shape[:1])
@@ -99,14 +128,19 @@ def make(config, dataset) -> base.Method:
         if b.init == "teacher":  # every weight but the (zero-output) target embedding comes from the teacher
             plain, _ = distillation.init_generator_and_fake(config, NAME, nets, k_fit, batch, with_fake=False)
             params = dict(params, **{k: v for k, v in plain.items()})
-        return {"online": params}, {"teacher": nets.teacher_params}
+        frozen = {"teacher": nets.teacher_params}
+        if not use_gan:
+            return {"online": params}, frozen
+        if feature_params is not None:
+            frozen["features"] = feature_params
+        head_params = head.init(jax.random.fold_in(k_net, 1), features(frozen, x), None)["params"]
+        return {"discriminator": head_params, "online": params}, frozen
 
-    def loss(online, state, batch, rng):
+    def draw(state, batch, rng):
+        """Per-example (t, u, s) on the grid, x_t, and the teacher's k Heun steps x_u (module doc)."""
         x = batch["x"]
         keys = base.example_keys(rng, batch["index"])
         labels = common.batch_labels(config, batch)
-        target_params = state.moving["target"] if float(b.target_ema) > 0 else online
-        target_params = jax.lax.stop_gradient(target_params)
         teacher = distillation.teacher_fn(nets, state, labels)
         last = num_scales - 1
         i = distillation.per_example_uniform_index(keys, 1, 0, last - 1)
@@ -114,9 +148,33 @@ def make(config, dataset) -> base.Method:
         u_index = jnp.minimum(i + k, last)
         j = jax.vmap(lambda key, lo: jax.random.randint(jax.random.fold_in(key, 3), (), lo, last + 1))(keys, u_index)
         t, u, s = grid[i], grid[u_index], grid[j]
-        noise = distillation.normal_like(keys, 4, shape)
-        x_t = x + broadcast_to_data(t, x) * noise
+        x_t = x + broadcast_to_data(t, x) * distillation.normal_like(keys, 4, shape)
         x_u = jax.lax.stop_gradient(ctm_obj.teacher_heun_steps(teacher, x_t, grid, i, u_index, int(b.heun_steps)))
+        return keys, labels, (t, u, s, x_t, x_u), (u_index - i).astype(jnp.float32)
+
+    def target_of(state, online):
+        return jax.lax.stop_gradient(state.moving["target"] if float(b.target_ema) > 0 else online)
+
+    def estimate(p, target_params, labels, t, s, x_t):
+        """x_est = G_{sg θ⁻}(G_θ(x_t, t, s), s, σ_min) (METHODS.md §13.1)."""
+        return G(target_params, labels)(G(p, labels)(x_t, t, s), s, jnp.full_like(s, f.sigma_min))
+
+    def discriminator_loss(params, state, batch, rng):
+        """Hinge on real x vs sg x_est of the current generator (CTM's GAN stage; ADD §3.2 hinge)."""
+        _, labels, (t, _, s, x_t, _), _ = draw(state, batch, rng)
+        online = state.params["online"]
+        fake = jax.lax.stop_gradient(estimate(online, target_of(state, online), labels, t, s, x_t))
+        d = discriminator(params, state.frozen, labels)
+        real_logits, fake_logits = d(batch["x"]), d(fake)
+        per_logit = real_logits.reshape(real_logits.shape[0], -1).shape[1]
+        loss = jnp.mean(add_objective.hinge_discriminator_loss(real_logits, fake_logits)) / per_logit
+        return loss, jax.lax.stop_gradient({"loss_hinge": loss, "real_logit": jnp.mean(real_logits),
+                                            "fake_logit": jnp.mean(fake_logits)})
+
+    def loss(online, state, batch, rng):
+        x = batch["x"]
+        keys, labels, (t, u, s, x_t, x_u), steps_taken = draw(state, batch, rng)
+        target_params = target_of(state, online)
 
         sigma_dsm = jnp.exp(float(b.p_mean) + float(b.p_std) * distillation.normal_like(keys, 5, ()))  # EDM §5
         dsm_noise = distillation.normal_like(keys, 6, shape)
@@ -134,21 +192,33 @@ def make(config, dataset) -> base.Method:
             return jnp.mean(dsm_lambda * err)
 
         l_ctm, l_dsm = ctm_loss(online), dsm_loss(online)
-        metrics = {"loss_ctm": l_ctm, "loss_dsm": l_dsm, "t_mean": jnp.mean(t), "heun_steps_mean": jnp.mean(
-            (u_index - i).astype(jnp.float32))}
-        if float(b.dsm_weight) == 0:
-            return l_ctm, jax.lax.stop_gradient(metrics)
-        weight = jnp.asarray(float(b.dsm_weight))
-        if b.adaptive_dsm:
-            name = next(n for n in LAST_LAYERS if n in online)
+        metrics = {"loss_ctm": l_ctm, "loss_dsm": l_dsm, "t_mean": jnp.mean(t), "heun_steps_mean": jnp.mean(steps_taken)}
+        name = next(n for n in LAST_LAYERS if n in online)
 
-            def with_last(fn):
-                return lambda leaf: fn(dict(online, **{name: leaf}))
-            g_ctm = jax.grad(with_last(ctm_loss))(online[name])
-            g_dsm = jax.grad(with_last(dsm_loss))(online[name])
-            weight = weight * ctm_obj.adaptive_weight(g_ctm, g_dsm)
-        metrics["dsm_weight"] = weight
-        return l_ctm + weight * l_dsm, jax.lax.stop_gradient(metrics)
+        def last_layer_grad(fn):
+            return jax.grad(lambda leaf: fn(dict(online, **{name: leaf})))(online[name])
+        total = l_ctm
+        g_ctm = last_layer_grad(ctm_loss) if (b.adaptive_dsm or use_gan) else None
+        if float(b.dsm_weight) > 0:
+            weight = jnp.asarray(float(b.dsm_weight))
+            if b.adaptive_dsm:
+                weight = weight * ctm_obj.adaptive_weight(g_ctm, last_layer_grad(dsm_loss))
+            metrics["dsm_weight"] = weight
+            total = total + weight * l_dsm
+        if use_gan:
+            frozen_d = dmd_objective.with_frozen_parameters(
+                lambda p, xx: discriminator(p, state.frozen, labels)(xx), state.params["discriminator"])
+
+            def gan_loss(p):
+                logits = frozen_d(estimate(p, target_params, labels, t, s, x_t))
+                per_logit = logits.reshape(logits.shape[0], -1).shape[1]
+                return jnp.mean(add_objective.hinge_generator_loss(logits)) / per_logit
+            l_gan = gan_loss(online)
+            gan_weight = float(b.gan_weight) * ctm_obj.adaptive_weight(g_ctm, last_layer_grad(gan_loss),
+                                                                       max_weight=10.0, min_weight=0.01)
+            metrics.update(loss_gan=l_gan, gan_weight=gan_weight)
+            total = total + gan_weight * l_gan
+        return total, jax.lax.stop_gradient(metrics)
 
     def sample(state, rng, num_samples, labels=None, num_steps=1, params=None, gamma=None):
         params = state.ema["online"] if params is None else params
@@ -164,6 +234,9 @@ def make(config, dataset) -> base.Method:
     moving = ()
     if float(b.target_ema) > 0:
         moving = (base.Moving("target", source="online", decay=lambda step: jnp.asarray(float(b.target_ema))),)
-    return base.Method(name=NAME, init=init, trained=(common.trained_set(config, "online", loss, sampled=True),),
+    trained = (common.trained_set(config, "online", loss, sampled=True),)
+    if use_gan:
+        trained = (common.trained_set(config, "discriminator", discriminator_loss),) + trained
+    return base.Method(name=NAME, init=init, trained=trained,
                        moving=moving, sample=sample, nfe_kwargs=lambda n: {"num_steps": int(n)},
                        default_nfes=(1, 2, 4))

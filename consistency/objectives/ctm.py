@@ -62,13 +62,14 @@ def soft_consistency_points(G_online: Callable, G_target: Callable, G_sg_online:
     return x_est, jax.lax.stop_gradient(x_tgt)
 
 
-def adaptive_weight(grad_main, grad_aux, eps: float = 1e-8, max_weight: float = 1e4) -> jax.Array:
-    """λ = ‖∇_last L_main‖ / ‖∇_last L_aux‖ under sg (METHODS.md §13.1: CTM's DSM weight, VQGAN-style), clipped to
-    [0, max_weight] so an aux gradient that vanishes cannot blow the weight up."""
+def adaptive_weight(grad_main, grad_aux, eps: float = 1e-8, max_weight: float = 1e4,
+                    min_weight: float = 0.0) -> jax.Array:
+    """λ = ‖∇_last L_main‖ / ‖∇_last L_aux‖ under sg (METHODS.md §13.1: CTM's DSM and GAN weights, VQGAN-style),
+    clipped to [min_weight, max_weight] (GAN: [0.01, 10]) so an aux gradient that vanishes cannot blow it up."""
     def norm(tree):
         return jnp.sqrt(sum(jnp.sum(jnp.square(leaf)) for leaf in jax.tree.leaves(tree)))
     ratio = norm(grad_main) / (norm(grad_aux) + eps)
-    return jax.lax.stop_gradient(jnp.clip(ratio, 0.0, max_weight))
+    return jax.lax.stop_gradient(jnp.clip(ratio, min_weight, max_weight))
 
 
 def gamma_sample(G: Callable, x_top: jax.Array, sigmas, gamma: float, noise_fn: Callable) -> jax.Array:
