@@ -1,13 +1,17 @@
 """CTM on CIFAR-10 (unconditional) from the EDM teacher (configs/cifar_edm.py), the CTM+DSM stage of `sony/ctm`
 (METHODS.md §13.1): N = 18 Karras grid, k ≤ 17 teacher Heun steps, s ≤ u on the grid, θ⁻ EMA 0.999, DSM with the
 adaptive weight ‖∇_last L_CTM‖/‖∇_last L_DSM‖, lr 4e-4, batch 256. CTM measures d with LPIPS, whose VGG weights
-cannot be fetched offline: l2 here (pseudo_huber with --config.ctm.distance). CTM's GAN fine-tuning stage (batch
-528, discriminator lr 2e-3) is not built (see consistency/methods/ctm.py). The iteration count is [unverified].
+cannot be fetched offline: l2 here (pseudo_huber with --config.ctm.distance). This is CTM's CTM+DSM stage. The GAN term is
+`--config.ctm.gan_weight=1 --config.ctm.gan_features=teacher` (discriminator lr 2e-3 is set below; the teacher
+U-Net's encoder stands in for CTM's StyleGAN-XL feature nets, which cannot be fetched offline); it is on from step 0
+here, whereas CTM fine-tunes a finished CTM+DSM model with it at batch 528 — starting a run from another CTM run's
+weights is not built yet. The iteration count is [unverified].
 CIFAR-10 1.98 / 1.87 (1 / 2 steps, with GAN) [official code].
 
 python -m consistency.main --config=configs/cifar_ctm.py --workdir=DIR --config.teacher.workdir=EDM_DIR
 """
 from consistency import presets
+from consistency.config import optim_override
 
 
 def get_config(variant: str = ""):
@@ -21,6 +25,7 @@ def get_config(variant: str = ""):
     c.ctm.distance = "l2"
     c.ctm.adaptive_dsm = True
     c.optim.update(dict(name="radam", lr=4e-4, warmup_steps=0))  # RAdam: the CM code CTM builds on
+    c.optim_discriminator = optim_override(lr=2e-3)  # CTM's discriminator lr (used by the GAN stage only)
     c.training.batch_size = 256
     c.training.num_steps = 100_000         # [unverified]
     c.training.ema_decay = 0.999
