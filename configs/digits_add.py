@@ -6,6 +6,7 @@ stand-in for ADD's DINOv2 ViT-S), hinge loss with R1.
 python -m consistency.main --config=configs/digits_add.py --workdir=workdirs/digits_add
 """
 from consistency import presets
+from consistency.config import optim_override
 
 
 def get_config(variant: str = ""):
@@ -16,6 +17,7 @@ def get_config(variant: str = ""):
     c.discriminator.channels = 64
     c.discriminator.reduce = "concat"
     c.eval.nfes = (1, 4)
+    c.optim_discriminator = optim_override()   # None = inherit config.optim; --config.optim_discriminator.lr=… works
     if variant == "quick":
         presets.quick(c, 100)
     elif variant:
