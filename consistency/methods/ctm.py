@@ -124,10 +124,10 @@ def make(config, dataset) -> base.Method:
         x = jnp.asarray(batch["x"][:1])
         labels = jnp.zeros((1,), jnp.int32) if nets.conditional else None
         sigma = jnp.ones((1,), x.dtype)
-        params = nets.net.init({"params": k_net, "dropout": k_net}, x, sigma, labels, c_noise_target=sigma)["params"]
+        params = nets.net.init(k_net, x, sigma, labels, c_noise_target=sigma)["params"]
         if b.init == "teacher":  # every weight but the (zero-output) target embedding comes from the teacher
             plain, _ = distillation.init_generator_and_fake(config, NAME, nets, k_fit, batch, with_fake=False)
-            params = dict(params, **{k: v for k, v in plain.items()})
+            params = dict(params, **plain)
         frozen = {"teacher": nets.teacher_params}
         if not use_gan:
             return {"online": params}, frozen
