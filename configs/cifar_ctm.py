@@ -1,14 +1,17 @@
 """CTM on CIFAR-10 (unconditional) from the EDM teacher (configs/cifar_edm.py), the CTM+DSM stage of `sony/ctm`
 (METHODS.md §13.1): N = 18 Karras grid, k ≤ 17 teacher Heun steps, s ≤ u on the grid, θ⁻ EMA 0.999, DSM with the
 adaptive weight ‖∇_last L_CTM‖/‖∇_last L_DSM‖, lr 4e-4, batch 256. CTM measures d with LPIPS, whose VGG weights
-cannot be fetched offline: l2 here (pseudo_huber with --config.ctm.distance). This is CTM's CTM+DSM stage. The GAN term is
-`--config.ctm.gan_weight=1 --config.ctm.gan_features=teacher` (discriminator lr 2e-3 is set below; the teacher
-U-Net's encoder stands in for CTM's StyleGAN-XL feature nets, which cannot be fetched offline); it is on from step 0
-here, whereas CTM fine-tunes a finished CTM+DSM model with it at batch 528 — starting a run from another CTM run's
-weights is not built yet. The iteration count is [unverified].
+cannot be fetched offline: l2 here (pseudo_huber with --config.ctm.distance). The iteration count is [unverified].
+
+The ``:gan`` variant is CTM's second stage: GAN fine-tuning of the finished CTM+DSM run (training.init_from copies its
+jump map, EMA and θ⁻) at batch 528 with the hinge GAN, discriminator lr 2e-3 and the adaptive GAN weight clipped to
+[0.01, 10] [official code]; the teacher U-Net's encoder stands in for CTM's StyleGAN-XL feature nets (EfficientNet /
+DeiT weights cannot be fetched offline), and the discriminator inputs are DiffAugmented ('color,translation,cutout',
+Projected GAN's policy, whose discriminator CTM uses [unverified for CTM's CIFAR run]).
 CIFAR-10 1.98 / 1.87 (1 / 2 steps, with GAN) [official code].
 
-python -m consistency.main --config=configs/cifar_ctm.py --workdir=DIR --config.teacher.workdir=EDM_DIR
+python -m consistency.main --config=configs/cifar_ctm.py --workdir=workdirs/cifar_ctm --config.teacher.workdir=EDM_DIR
+python -m consistency.main --config=configs/cifar_ctm.py:gan --workdir=workdirs/cifar_ctm_gan --config.teacher.workdir=EDM_DIR
 """
 from consistency import presets
 from consistency.config import optim_override
@@ -30,10 +33,17 @@ def get_config(variant: str = ""):
     c.training.num_steps = 100_000         # [unverified]
     c.training.ema_decay = 0.999
     c.eval.nfes = (1, 2)
-    if variant == "cpu":
+    if variant == "gan":
+        c.training.init_from = "workdirs/cifar_ctm"
+        c.training.batch_size = 528            # CTM's GAN fine-tuning batch [official code]
+        c.ctm.gan_weight = 1.0
+        c.ctm.gan_features = "teacher"
+        c.ctm.gan_augment = "color,translation,cutout"
+        c.discriminator.update(dict(name="multiscale", features=(), channels=64, end_size=8, reduce="concat"))
+    elif variant == "cpu":
         presets.cifar_cpu_smoke(c)
         c.teacher.workdir = "workdirs/cifar_edm_cpu"
         c.ctm.heun_steps = 3
     elif variant:
-        raise ValueError(f"configs/cifar_ctm.py: unknown variant {variant!r}; use '' or 'cpu'")
+        raise ValueError(f"configs/cifar_ctm.py: unknown variant {variant!r}; use '', 'gan' or 'cpu'")
     return c

@@ -7,8 +7,15 @@ CTM's recipe where it transfers: N = 18, k ≤ 17 teacher Heun steps, θ⁻ EMA 
 heun_steps cap 8 (every teacher step is two U-Net evaluations), sampling EMA 0.99.
 
 python -m consistency.main --config=configs/digits_ctm.py --workdir=workdirs/digits_ctm
+
+The second stage (CTM's GAN fine-tuning, METHODS.md §13.1) starts from that run (training.init_from): the hinge GAN
+on the in-project classifier's conv maps (the stand-in for CTM's StyleGAN-XL feature nets), nonlinear patch heads,
+DiffAugment on the discriminator inputs, discriminator lr 2e-3 (CTM), the generator's GAN weight adaptive:
+
+python -m consistency.main --config=configs/digits_ctm.py:gan --workdir=workdirs/digits_ctm_gan
 """
 from consistency import presets
+from consistency.config import optim_override
 
 
 def get_config(variant: str = ""):
@@ -18,8 +25,22 @@ def get_config(variant: str = ""):
     c.ctm.target_ema = 0.999
     c.optim.lr = 4e-4
     c.eval.nfes = (1, 2, 4)
-    if variant == "quick":
+    if variant == "gan":
+        gan_stage(c, init_from="workdirs/digits_ctm")
+    elif variant == "quick":
         presets.quick(c, 100)
     elif variant:
-        raise ValueError(f"configs/digits_ctm.py: unknown variant {variant!r}; use '' or 'quick'")
+        raise ValueError(f"configs/digits_ctm.py: unknown variant {variant!r}; use '', 'gan' or 'quick'")
+    return c
+
+
+def gan_stage(c, init_from: str):
+    """CTM's GAN fine-tuning stage on digits, warm-started from a finished CTM+DSM run."""
+    c.training.init_from = init_from
+    c.training.num_steps = 1000
+    c.ctm.gan_weight = 1.0
+    c.ctm.gan_features = "classifier"
+    c.ctm.gan_augment = "color,translation,cutout"
+    c.discriminator.update(dict(name="multiscale", features=(), channels=64, end_size=2, reduce="concat"))
+    c.optim_discriminator = optim_override(lr=2e-3)   # CTM's discriminator lr (METHODS.md §13.1)
     return c

@@ -378,3 +378,28 @@ def read_meta(step_dir: str) -> dict:
         return {}
     with open(path) as f:
         return dict(json.load(f) or {})
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Warm start: parameter sets of another run (training.init_from)
+# ----------------------------------------------------------------------------------------------------------
+
+WARM_START_GROUPS = ("params", "ema", "moving")
+
+
+def read_parameter_sets(workdir: str, step: int | None = None) -> tuple[int, dict]:
+    """(step, {group: {set name: numpy tree}}) of ``workdir``'s checkpoint ``step`` (None → the latest) for the groups
+    a warm start copies (params, ema, moving; never optimizer states or counters). An Orbax partial restore as numpy,
+    so no Method or dataset of the source run is built. FileNotFoundError when there is no finished checkpoint."""
+    steps = available_steps(workdir)
+    if not steps:
+        raise FileNotFoundError(f"no finished checkpoint in {checkpoint_dir(workdir)}")
+    step = steps[-1] if step is None else int(step)
+    state_dir = os.path.join(checkpoint_dir(workdir), str(step), "state")
+    checkpointer = ocp.PyTreeCheckpointer()
+    tree = checkpointer.metadata(state_dir).item_metadata.tree
+    item = {group: tree[group] for group in WARM_START_GROUPS if tree.get(group)}
+    restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), item)
+    restored = checkpointer.restore(state_dir, args=ocp.args.PyTreeRestore(item=item, restore_args=restore_args,
+                                                                            partial_restore=True))
+    return step, {group: dict(restored.get(group, {})) for group in WARM_START_GROUPS}

@@ -91,6 +91,8 @@ def base_config() -> ml_collections.ConfigDict:
     t.label_dropout = 0.0        # p(label → null) for CFG training
     t.max_param_abs = 1e4        # refuse to checkpoint a state with max|θ| of params/EMA above this (diverged);
                                  # 0 → off. Healthy weights are O(1) (consistency/checkpoint.py)
+    t.init_from = ""             # warm start: a finished workdir whose parameter sets (params, EMA, moving) of the
+                                 # same names and shapes are copied in at step 0 (CTM's GAN fine-tuning stage)
 
     c.teacher = te = ml_collections.ConfigDict()
     te.workdir = ""              # a trained EDM workdir (its EMA params are the teacher)
@@ -192,6 +194,8 @@ def base_config() -> ml_collections.ConfigDict:
                                  # stand-in) | 'teacher' (teacher U-Net encoder at feature_sigma) | 'input' (raw x: toys)
     add.feature_sigma = 0.002    # 'teacher' features: the σ the frozen teacher encoder reads clean images at
     add.ttur = 1                 # discriminator updates per student update (ADD: alternate G:D)
+    add.augment = ""             # DiffAugment policy on the discriminator's real and fake inputs, e.g.
+                                 # 'color,translation,cutout' (Projected GAN / StyleGAN-T); images only
 
     # SiD, Zhou et al. 2024 (METHODS.md §12; mingyuanzhou/SiD).
     c.sid = sid = ml_collections.ConfigDict()
@@ -238,6 +242,7 @@ def base_config() -> ml_collections.ConfigDict:
     ctm.gan_weight = 0.0         # > 0: hinge GAN on x_est, × clip(‖∇_last L_CTM‖/‖∇_last L_GAN‖, 0.01, 10) (CTM's GAN
                                  # stage); the head is config.discriminator, its optimizer config.optim_discriminator
     ctm.gan_features = "input"   # frozen discriminator features, as add.features: 'input' | 'classifier' | 'teacher'
+    ctm.gan_augment = ""         # DiffAugment policy of the GAN's discriminator inputs, as add.augment
 
     # Multistep consistency models, MCM (Heek et al. 2024; seed eq. 44–54; METHODS.md §8; consistency/methods/mcm.py,
     # checked by consistency.methods.mcm.validate_config). Defaults: the VP MCD recipe of METHODS.md §8.1.
@@ -490,6 +495,8 @@ def _validate_training(c) -> None:
     _number(t.get("max_param_abs", 0.0), "training.max_param_abs", 0,
             fix="use 0 (only the finiteness check) or a bound on |θ| such as 1e4")
     _number(t.label_dropout, "training.label_dropout", 0, 1, hi_open=True)
+    _require(isinstance(t.get("init_from", ""), str), "training.init_from", f"{t.get('init_from')!r} is not a path",
+             "use '' (fresh start) or a finished workdir")
     _require(t.label_dropout == 0 or c.model.num_classes > 0, "training.label_dropout",
              f"{t.label_dropout} drops class labels but the model is unconditional (model.num_classes = 0)",
              "set model.num_classes > 0 and data.conditional=True, or label_dropout=0")

@@ -222,6 +222,45 @@ def restore_run(config, workdir: str, step: int | None = None, placement: Placem
     return Restored(config, dataset, method, state, step, placement)
 
 
+def warm_start(state: base.TrainState, source: dict, origin: str) -> tuple[base.TrainState, list[str]]:
+    """``state`` with every parameter set of ``source`` ({group: {name: tree}}, :func:`checkpoint.read_parameter_sets`)
+    that this run also has — trained params, their sampling EMA, moving sets such as θ⁻ — copied in (cast to this
+    run's dtypes and shardings); optimizer states, update counters and the step stay fresh, and sets the source lacks
+    (e.g. a discriminator added for GAN fine-tuning, CTM §13.1) keep their fresh initialisation. A set with the same
+    name but another structure or shape is a ConfigError naming ``training.init_from``. Returns (state, copied names
+    as 'group/name')."""
+    copied, groups = [], {}
+    for group in checkpoint.WARM_START_GROUPS:
+        mine = dict(getattr(state, group))
+        for name, tree in source.get(group, {}).items():
+            if name not in mine:
+                continue
+            ours, theirs = jax.tree.structure(mine[name]), jax.tree.structure(tree)
+            shapes = [(np.shape(a), np.shape(b)) for a, b in zip(jax.tree.leaves(mine[name]), jax.tree.leaves(tree))]
+            if ours != theirs or any(a != b for a, b in shapes):
+                raise ConfigError(f"config.training.init_from: set {group}/{name} of {origin!r} does not match this "
+                                  "run's network (other layers or shapes); warm-start from a run of the same model")
+            mine[name] = jax.tree.map(lambda new, old: jax.device_put(jnp.asarray(new, old.dtype), old.sharding),
+                                      tree, mine[name])
+            copied.append(f"{group}/{name}")
+        groups[group] = mine
+    if not copied:
+        raise ConfigError(f"config.training.init_from: {origin!r} has none of this run's parameter sets "
+                          f"({sorted(state.params)}); warm-start from a run of the same method family")
+    return state.replace(**groups), copied
+
+
+def warm_start_from(state: base.TrainState, source_workdir: str) -> base.TrainState:
+    """:func:`warm_start` from the latest checkpoint of ``source_workdir`` (``config.training.init_from``)."""
+    try:
+        step, source = checkpoint.read_parameter_sets(source_workdir)
+    except FileNotFoundError as e:
+        raise ConfigError(f"config.training.init_from: {e}; finish that run first or fix the path") from None
+    state, copied = warm_start(state, source, source_workdir)
+    logging.info("warm start from step %d of %s: copied %s", step, source_workdir, ", ".join(copied))
+    return state
+
+
 def _check_meta(meta: dict, config, workdir: str) -> None:
     saved = meta.get("method")
     if saved is not None and saved != config.method:
@@ -381,6 +420,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
         state = jax.jit(functools.partial(base.init_state, method), out_shardings=placement.replicated)(init_key,
                                                                                                      example)
         logging.info("%s: initialised a fresh state", config.method)
+        if t.get("init_from", ""):
+            state = warm_start_from(state, t.init_from)
     else:
         state, meta, _ = restored
         _check_meta(meta, config, workdir)

@@ -21,7 +21,8 @@ def load(name, variant=""):
 @pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(ROOT, "configs", "*.py"))))
 def test_every_config_and_variant_validates(path):
     name = os.path.basename(path)
-    for variant in ("", "cpu" if name.startswith(("cifar", "imagenet")) else "quick"):
+    extra = ("gan",) if name.endswith("_ctm.py") and name != "toy_ctm.py" else ()   # CTM's GAN fine-tuning stage
+    for variant in ("", "cpu" if name.startswith(("cifar", "imagenet")) else "quick") + extra:
         validate(load(name, variant))
     with pytest.raises(ValueError, match="unknown variant"):
         load(name, "nope")
@@ -65,6 +66,9 @@ def test_distillation_recipes_carry_the_papers_numbers():
     ctm = load("cifar_ctm.py")
     assert (ctm.ctm.num_scales, ctm.ctm.heun_steps, ctm.ctm.target_ema, ctm.optim.lr) == (18, 17, 0.999, 4e-4)
     assert ctm.training.batch_size == 256 and ctm.ctm.adaptive_dsm
+    gan = load("cifar_ctm.py", "gan")   # CTM's second stage: GAN fine-tuning from the CTM+DSM run
+    assert (gan.training.init_from, gan.training.batch_size, gan.ctm.gan_weight) == ("workdirs/cifar_ctm", 528, 1.0)
+    assert gan.optim_discriminator.lr == 2e-3
     mcm = load("imagenet64_mcm.py")
     assert (mcm.mcm.segments, mcm.mcm.addim_eta, mcm.mcm.weighting, mcm.mcm.huber_c) == (8, 0.75, "snr+1", 1e-4)
     assert (mcm.mcm.num_steps_start, mcm.mcm.num_steps_end, mcm.mcm.num_steps_ramp) == (64.0, 1280.0, 100_000)

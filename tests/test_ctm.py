@@ -182,3 +182,39 @@ def test_gan_stage_trains_a_discriminator_and_weights_the_generator_term_adaptiv
     assert 0.01 <= report["train/online/gan_weight"] <= 10.0
     assert np.isfinite(report["train/discriminator/loss_hinge"]) and np.isfinite(report["train/online/loss_gan"])
     assert report["nfe_1"]["finite_fraction"] == 1.0
+
+
+def test_gan_stage_warm_starts_from_a_finished_ctm_run(tmp_path):
+    """CTM's two-stage recipe (METHODS.md §13.1: CTM+DSM, then GAN fine-tuning of that model): training.init_from
+    copies the finished run's jump map, its sampling EMA and θ⁻; the new discriminator and every optimizer state
+    start fresh; a run of another width is refused in one line."""
+    from consistency.config import ConfigError
+    stage1 = tiny_config(steps=4)
+    first = train.train_and_evaluate(stage1, str(tmp_path / "stage1"))
+    stage2 = tiny_config(steps=3)
+    stage2.ctm.gan_weight = 1.0
+    stage2.ctm.gan_features = "input"
+    stage2.discriminator.update(dict(name="mlp", channels=16, depth=1))
+    dataset = train.build_dataset(stage2)
+    fresh = base.init_state(methods.get_method(stage2, dataset), jax.random.PRNGKey(0), dataset.batch(0))
+    warm = train.warm_start_from(fresh, str(tmp_path / "stage1"))
+    for group, name in (("params", "online"), ("ema", "online"), ("moving", "target")):
+        assert leaves_equal(getattr(warm, group)[name], getattr(first, group)[name]), (group, name)
+        assert not leaves_equal(getattr(fresh, group)[name], getattr(first, group)[name])
+    assert leaves_equal(warm.params["discriminator"], fresh.params["discriminator"])
+    assert leaves_equal(warm.opt_state, fresh.opt_state) and int(warm.step) == 0
+    stage2.training.init_from = str(tmp_path / "stage1")
+    state = train.train_and_evaluate(stage2, str(tmp_path / "stage2"))
+    assert {k: int(v) for k, v in state.updates.items()} == {"discriminator": 3, "online": 3}
+    wider = tiny_config(steps=1)
+    wider.model.hidden = 48
+    wide_state = base.init_state(methods.get_method(wider, dataset), jax.random.PRNGKey(0), dataset.batch(0))
+    with pytest.raises(ConfigError, match=r"^config\.training\.init_from: set params/online of .* does not match"):
+        train.warm_start_from(wide_state, str(tmp_path / "stage1"))
+    with pytest.raises(ConfigError, match=r"^config\.training\.init_from: no finished checkpoint"):
+        train.warm_start_from(fresh, str(tmp_path / "missing"))
+
+
+def leaves_equal(a, b) -> bool:
+    la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
+    return len(la) == len(lb) and all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(la, lb))
