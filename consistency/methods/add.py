@@ -21,15 +21,20 @@ from its EMA; NFE 1 = x̂_θ(σ_max z, σ_max).
 """
 from __future__ import annotations
 
+from typing import Any, Callable, NamedTuple
+
 import jax
 import jax.numpy as jnp
 
+from consistency.config import ConfigError
 from consistency.methods import base, common, distillation
 from consistency.objectives import add as add_objective
+from consistency.objectives import augment
 from consistency.objectives import dmd as dmd_objective
 
 NAME = "add"
 FEATURES = ("classifier", "teacher", "input")
+AUGMENT_STREAM = 101  # fold_in constant of the DiffAugment draws (apart from the per-example noise keys)
 
 
 def validate_config(config) -> None:
@@ -55,6 +60,7 @@ def validate_config(config) -> None:
                              f"{config.data.name!r}", "use 'input' for toys or 'teacher' with a teacher workdir")
         distillation.require(config.data.resolution == 0, "add.features", "'classifier' runs at the native "
                              f"resolution, but data.resolution = {config.data.resolution}", "set data.resolution=0")
+    validate_augment(config, "add.augment")
     distillation.check_head_block(config)
     distillation.validate_eval_nfes(config, NAME, levels)
 
@@ -89,18 +95,60 @@ def resolved_head_config(config, feature_shapes: dict):
     return head
 
 
+class ProjectedDiscriminator(NamedTuple):
+    """Trainable heads on frozen features, shared by ADD and CTM's GAN term.
+
+    ``init(rng, frozen, x)`` → head params; ``logits(head_params, frozen, labels, rng)`` → a function x → [B, P] that
+    augments x with DiffAugment (``policy``, fresh draws from ``rng``), reads the frozen features and applies the
+    heads. ``feature_params`` go into the method's frozen sets as 'features' (None for 'input' / 'teacher')."""
+    init: Callable
+    logits: Callable
+    feature_params: Any
+
+
+def projected_discriminator(config, nets, kind: str, sigma: float | None, policy: str) -> ProjectedDiscriminator:
+    """``config.discriminator`` heads on ``kind`` features (:func:`frozen_features`), inputs augmented by ``policy``
+    (``consistency/objectives/augment.py``; Projected GAN / StyleGAN-T augment real and fake alike)."""
+    from consistency.nets.heads import make_head
+    features, feature_params = frozen_features(config, nets, kind, sigma)
+    example = {"teacher": nets.teacher_params, "features": feature_params}
+    shapes = jax.eval_shape(lambda: features(example, jnp.zeros((1,) + nets.example_shape)))
+    feature_shapes = {k: tuple(v.shape[1:]) for k, v in shapes.items()}
+    head = make_head(resolved_head_config(config, feature_shapes), feature_shapes, prefix="discriminator")
+    transforms = augment.parse_policy(policy)
+
+    def init(rng, frozen, x):
+        return head.init(rng, features(frozen, x), None)["params"]
+
+    def logits(head_params, frozen, labels, rng=None):
+        def apply(x):
+            if transforms:
+                x = augment.diff_augment(rng, x, transforms)
+            return head.apply({"params": head_params}, features(frozen, x), labels)
+        return apply
+    return ProjectedDiscriminator(init, logits, feature_params)
+
+
+def validate_augment(config, field: str) -> None:
+    """``<field>``: a DiffAugment policy, for image data only (one ConfigError line)."""
+    block, name = field.split(".")
+    try:
+        transforms = augment.parse_policy(config[block][name])
+    except (ValueError, AttributeError) as e:
+        raise ConfigError(f"config.{field}: {e}; e.g. 'translation,cutout', or '' for none") from None
+    distillation.require(not transforms or not str(config.data.name).startswith("toy:"), field,
+                         f"{config[block][name]!r} augments images, but {config.data.name!r} is 2-D points",
+                         "use '' for toys")
+
+
 def make(config, dataset) -> base.Method:
     validate_config(config)
     a, f = config.add, config.diffusion
     nets = distillation.build_networks(config, dataset)
     shape = nets.example_shape
     levels = distillation.timestep_sigmas(config, a, a.student_timesteps)   # ADD §3.1 student set, descending
-    features, feature_params = frozen_features(config, nets)
-    from consistency.nets.heads import make_head
-    example_frozen = {"teacher": nets.teacher_params, "features": feature_params}
-    shapes = jax.eval_shape(lambda: features(example_frozen, jnp.zeros((1,) + shape)))
-    feature_shapes = {k: tuple(v.shape[1:]) for k, v in shapes.items()}
-    head = make_head(resolved_head_config(config, feature_shapes), feature_shapes, prefix="discriminator")
+    disc = projected_discriminator(config, nets, a.features, None, a.augment)
+    feature_params = disc.feature_params
 
     def init(rng, batch):
         k_nets, k_head = jax.random.split(rng)
@@ -108,13 +156,7 @@ def make(config, dataset) -> base.Method:
         frozen = {"teacher": nets.teacher_params}
         if feature_params is not None:
             frozen["features"] = feature_params
-        feats = features(frozen, jnp.asarray(batch["x"][:1]))
-        return {"discriminator": head.init(k_head, feats, None)["params"], "generator": student}, frozen
-
-    def discriminator(head_params, frozen, labels):
-        def logits(x):
-            return head.apply({"params": head_params}, features(frozen, x), labels)
-        return logits
+        return {"discriminator": disc.init(k_head, frozen, jnp.asarray(batch["x"][:1])), "generator": student}, frozen
 
     def student_output(params, batch, keys, labels):
         """x̂_θ(x₀ + σ_s ε, σ_s) with σ_s uniform over the student set (ADD §3.1)."""
@@ -128,14 +170,15 @@ def make(config, dataset) -> base.Method:
         labels = common.batch_labels(config, batch)
         x_fake = jax.lax.stop_gradient(student_output(state.params["generator"], batch, keys, labels))
         x_real = jax.lax.stop_gradient(batch["x"])
-        d = discriminator(params, state.frozen, labels)
-        real_logits, fake_logits = d(x_real), d(x_fake)
+        k_real, k_fake = jax.random.split(jax.random.fold_in(rng, AUGMENT_STREAM))   # own draws for real and fake
+        d_real = disc.logits(params, state.frozen, labels, k_real)
+        real_logits, fake_logits = d_real(x_real), disc.logits(params, state.frozen, labels, k_fake)(x_fake)
         per_logit = real_logits.reshape(real_logits.shape[0], -1).shape[1]
         hinge = add_objective.hinge_discriminator_loss(real_logits, fake_logits) / per_logit  # ADD §3.2 hinge
         loss = jnp.mean(hinge)
         metrics = {"loss_hinge": loss, "real_logit": jnp.mean(real_logits), "fake_logit": jnp.mean(fake_logits)}
         if float(a.r1_weight) > 0:  # γ·R1 = γ‖∇ₓ D(F(x₀))‖² (ADD §3.2; METHODS.md §15 O11)
-            r1 = jnp.mean(add_objective.r1_penalty(d, x_real))
+            r1 = jnp.mean(add_objective.r1_penalty(d_real, x_real))
             loss = loss + float(a.r1_weight) * r1
             metrics["r1"] = r1
         return loss, jax.lax.stop_gradient(metrics)
@@ -145,8 +188,9 @@ def make(config, dataset) -> base.Method:
         keys = base.example_keys(rng, batch["index"])
         labels = common.batch_labels(config, batch)
         x_hat = student_output(params, batch, keys, labels)
+        k_augment = jax.random.fold_in(rng, AUGMENT_STREAM)
         frozen_d = dmd_objective.with_frozen_parameters(
-            lambda p, x: discriminator(p, state.frozen, labels)(x), state.params["discriminator"])
+            lambda p, x: disc.logits(p, state.frozen, labels, k_augment)(x), state.params["discriminator"])
         logits = frozen_d(x_hat)
         per_logit = logits.reshape(logits.shape[0], -1).shape[1]
         adversarial = jnp.mean(add_objective.hinge_generator_loss(logits)) / per_logit   # L_adv^G = −E D(F(x̂_θ))

@@ -20,7 +20,10 @@ Trained set 'online' (sampled; θ⁻ = the Moving set 'target', μ = ``ctm.targe
   each step) — ``config.discriminator`` heads on frozen features (``ctm.gan_features``, the ADD choices: raw input,
   the in-project classifier, the teacher's encoder) — with the hinge loss on real x vs sg x_est; the generator adds
   gan_weight·λ_GAN·(−D(x_est)), λ_GAN = clip(‖∇_last L_CTM‖/‖∇_last L_GAN‖, 0.01, 10). CTM's discriminator lr
-  2e-3 goes in ``config.optim_discriminator``.
+  2e-3 goes in ``config.optim_discriminator``; the discriminator's real and fake inputs are DiffAugmented with
+  ``ctm.gan_augment``. CTM's two stages — CTM+DSM, then GAN fine-tuning of that model — are two runs, the second
+  started from the first with ``training.init_from`` (the jump map, its EMA and θ⁻ are copied; the discriminator and
+  the optimizer states start fresh): the ``:gan`` variants of configs/{digits,cifar}_ctm.py.
 
 Frozen: {'teacher'} (+ 'features' for the classifier). Sampling: γ-sampling (:func:`consistency.objectives.ctm.gamma_sample`) on n + 1 Karras points
 σ_max → σ_min (NFE = n), γ = ``ctm.gamma``.
@@ -67,6 +70,7 @@ def validate_config(config) -> None:
         distillation.require(b.gan_features != "classifier" or config.data.name in ("digits", "mnist5k"),
                              "ctm.gan_features", f"'classifier' exists for digits and mnist5k, not {config.data.name!r}",
                              "use 'input' for toys or 'teacher' with a teacher workdir")
+        add.validate_augment(config, "ctm.gan_augment")
         distillation.check_head_block(config)
 
 
@@ -94,17 +98,9 @@ def make(config, dataset) -> base.Method:
     use_gan = float(b.gan_weight) > 0
     if use_gan:
         from consistency.methods import add
-        from consistency.nets.heads import make_head
         from consistency.objectives import add as add_objective
         from consistency.objectives import dmd as dmd_objective
-        features, feature_params = add.frozen_features(config, nets, b.gan_features, f.sigma_min)
-        example = {"teacher": nets.teacher_params, "features": feature_params}
-        shapes = jax.eval_shape(lambda: features(example, jnp.zeros((1,) + shape)))
-        feature_shapes = {k: tuple(v.shape[1:]) for k, v in shapes.items()}
-        head = make_head(add.resolved_head_config(config, feature_shapes), feature_shapes, prefix="discriminator")
-
-        def discriminator(head_params, frozen, labels):
-            return lambda x: head.apply({"params": head_params}, features(frozen, x), labels)
+        disc = add.projected_discriminator(config, nets, b.gan_features, f.sigma_min, b.gan_augment)
 
     def g_apply(params, x, t, s, labels):
         """g_θ(x, t, s): EDM preconditioning at t (EDM Table 1), the net conditioned on c_noise(t) and c_noise(s)."""
@@ -131,9 +127,9 @@ def make(config, dataset) -> base.Method:
         frozen = {"teacher": nets.teacher_params}
         if not use_gan:
             return {"online": params}, frozen
-        if feature_params is not None:
-            frozen["features"] = feature_params
-        head_params = head.init(jax.random.fold_in(k_net, 1), features(frozen, x), None)["params"]
+        if disc.feature_params is not None:
+            frozen["features"] = disc.feature_params
+        head_params = disc.init(jax.random.fold_in(k_net, 1), frozen, x)
         return {"discriminator": head_params, "online": params}, frozen
 
     def draw(state, batch, rng):
@@ -164,8 +160,9 @@ def make(config, dataset) -> base.Method:
         _, labels, (t, _, s, x_t, _), _ = draw(state, batch, rng)
         online = state.params["online"]
         fake = jax.lax.stop_gradient(estimate(online, target_of(state, online), labels, t, s, x_t))
-        d = discriminator(params, state.frozen, labels)
-        real_logits, fake_logits = d(batch["x"]), d(fake)
+        k_real, k_fake = jax.random.split(jax.random.fold_in(rng, add.AUGMENT_STREAM))
+        real_logits = disc.logits(params, state.frozen, labels, k_real)(batch["x"])
+        fake_logits = disc.logits(params, state.frozen, labels, k_fake)(fake)
         per_logit = real_logits.reshape(real_logits.shape[0], -1).shape[1]
         loss = jnp.mean(add_objective.hinge_discriminator_loss(real_logits, fake_logits)) / per_logit
         return loss, jax.lax.stop_gradient({"loss_hinge": loss, "real_logit": jnp.mean(real_logits),
@@ -206,8 +203,9 @@ def make(config, dataset) -> base.Method:
             metrics["dsm_weight"] = weight
             total = total + weight * l_dsm
         if use_gan:
+            k_augment = jax.random.fold_in(rng, add.AUGMENT_STREAM)
             frozen_d = dmd_objective.with_frozen_parameters(
-                lambda p, xx: discriminator(p, state.frozen, labels)(xx), state.params["discriminator"])
+                lambda p, xx: disc.logits(p, state.frozen, labels, k_augment)(xx), state.params["discriminator"])
 
             def gan_loss(p):
                 logits = frozen_d(estimate(p, target_params, labels, t, s, x_t))
