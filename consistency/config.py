@@ -265,6 +265,21 @@ def base_config() -> ml_collections.ConfigDict:
     mcm.cfg_scale = 1.0          # w of the guided teacher D_w = D_∅ + w(D_c − D_∅) (METHODS.md §2; nb (44))
     mcm.init_from_teacher = True  # workdir teacher: the student starts from the teacher's EMA weights
 
+    # Continuous-time consistency models in TrigFlow, sCM (Lu & Song 2024; METHODS.md §13.2; consistency/methods/scm.py).
+    # Defaults: FastGen's CIFAR-10 sCD recipe where METHODS.md gives one.
+    c.scm = scm = ml_collections.ConfigDict()
+    scm.mode = "distill"         # 'distill' sCD (teacher velocity) | 'train' sCT (conditional velocity cos t z − sin t x₀)
+    scm.init = "teacher"         # 'teacher' copies the EDM teacher (sCD; sCT from an EDM checkpoint) | 'scratch'
+    scm.init_fit_steps = 0       # oracle teacher + init='teacher': Adam steps fitting the net to the oracle first
+    scm.time_input = "edm"       # c_noise: 'edm' ¼ ln(σ_d tan t) (an EDM net is an sCM F as is) | 'trigflow' t (sCM)
+    scm.p_mean = -1.0            # ln σ ~ N(p_mean, p_std²), t = arctan(σ/σ_d) (CIFAR-10: −1.0, 1.4 [unofficial code])
+    scm.p_std = 1.4
+    scm.tangent_warmup_steps = 10_000  # r = min(1, k / this) (sCM §4.2)
+    scm.tangent_norm_const = 0.1  # c of g / (‖g‖ + c) (sCM §4.2)
+    scm.jvp = "jvp"              # 'jvp' (jax.jvp, exact) | 'finite_difference' (central, ε = 1e-3·t)
+    scm.mid_t = 1.1              # 2-step sampler's intermediate t (sCM 1.1; FastGen arctan(0.821/σ_d) = 1.0236)
+    scm.cfg_scale = 1.0          # sCD teacher guidance w: dx = dx_c + (w − 1)(dx_c − dx_∅)
+
     c.eval = e = ml_collections.ConfigDict()
     e.num_samples = 1000
     e.nfes = ()                  # NFEs to evaluate (method-specific meaning, see README); () → the method's default_nfes

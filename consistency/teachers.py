@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -127,3 +127,16 @@ def write_ode_pairs(config, path: str, num: int, num_steps: int = 18, solver: st
              teacher=np.str_(te.workdir or f"{te.oracle}:{config.data.name}"))
     os.replace(tmp, path)
     return z, y, sigma_max
+
+
+def guided_teacher(teacher_apply, params, labels, cfg_scale: float, null_label: int) -> Callable:
+    """D_φ(x, σ) or, for w ≠ 1 and labels, D_w = D_∅ + w(D_c − D_∅) (METHODS.md §2 CFG; nb (44))."""
+    def plain(x, sigma, cond=None):
+        return teacher_apply(params, x, sigma, cond)
+    if labels is None:
+        return lambda x, sigma: plain(x, sigma)
+    if cfg_scale == 1.0:
+        return lambda x, sigma: plain(x, sigma, labels)
+    from consistency.diffusion import denoisers
+    guided = denoisers.classifier_free_guidance(plain, cfg_scale, null_label)
+    return lambda x, sigma: guided(x, sigma, labels)

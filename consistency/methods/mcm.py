@@ -37,7 +37,7 @@ import jax.numpy as jnp
 
 from consistency import teachers
 from consistency.config import ConfigError
-from consistency.diffusion import cm_sampling, denoisers, distances, processes, schedules
+from consistency.diffusion import cm_sampling, distances, processes, schedules
 from consistency.methods import base, common
 from consistency.objectives import mcm as mcm_obj
 from consistency.objectives.mcm import Level
@@ -239,18 +239,6 @@ def make_distance(m) -> Callable:
     return distances.get_distance("pseudo_huber", None if m.huber_c < 0 else float(m.huber_c))
 
 
-def guided_teacher(teacher_apply, params, labels, cfg_scale: float, null_label: int) -> Callable:
-    """D_φ(x, σ) or, for w ≠ 1 and labels, D_w = D_∅ + w(D_c − D_∅) (METHODS.md §2 CFG; nb (44))."""
-    def plain(x, sigma, cond=None):
-        return teacher_apply(params, x, sigma, cond)
-    if labels is None:
-        return lambda x, sigma: plain(x, sigma)
-    if cfg_scale == 1.0:
-        return lambda x, sigma: plain(x, sigma, labels)
-    guided = denoisers.classifier_free_guidance(plain, cfg_scale, null_label)
-    return lambda x, sigma: guided(x, sigma, labels)
-
-
 # ----------------------------------------------------------------------------------------------------------
 # The method
 # ----------------------------------------------------------------------------------------------------------
@@ -292,8 +280,8 @@ def make(config, dataset) -> base.Method:
                                         x.dtype)
         z_t = mcm_obj.perturb(x, noise, t)
         if distilling:
-            teacher_ve = guided_teacher(teacher_apply, state.frozen["teacher"], labels, float(m.cfg_scale),
-                                        null_label)
+            teacher_ve = teachers.guided_teacher(teacher_apply, state.frozen["teacher"], labels,
+                                                 float(m.cfg_scale), null_label)
             teacher = vp_from_ve_denoiser(teacher_ve, process.coefficients)
             z_s = mcm_obj.teacher_step(m.teacher_solver, teacher, z_t, t, s, x, float(m.addim_eta))
         else:

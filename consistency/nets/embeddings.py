@@ -119,3 +119,20 @@ def target_level_embedding(module: nn.Module, c_noise_target, batch_size: int, f
     return ConditionEmbedding(embedding=module.embedding, feature_dim=feature_dim, out_dim=out_dim,
                               fourier_scale=module.fourier_scale, zero_output=True,
                               name="target_embed")(batch_noise(c_noise_target, batch_size))
+
+
+class AdaptiveWeight(nn.Module):
+    """w_φ(t) [B]: sCM's adaptive loss weighting (Lu & Song 2024 §4.2; EDM2's uncertainty weighting, Karras et al.
+    2024): fixed Fourier features of t → Dense(width) → SiLU → Dense(1). The last layer starts at zero, so w = 0
+    (weight e⁰ = 1) until the loss moves it."""
+
+    width: int = 128
+    num_frequencies: int = 64
+    fourier_scale: float = 1.0
+
+    @nn.compact
+    def __call__(self, t: jax.Array) -> jax.Array:
+        h = fourier_features(jnp.asarray(t, jnp.float32), fourier_frequencies(self.num_frequencies,
+                                                                               self.fourier_scale, seed=1))
+        h = nn.silu(nn.Dense(self.width, kernel_init=default_kernel_init, name="dense_0")(h))
+        return nn.Dense(1, kernel_init=nn.initializers.zeros, name="dense_out")(h)[:, 0]
