@@ -1,0 +1,22 @@
+"""sCD (Lu & Song 2024; METHODS.md §13.2) on sklearn digits from the digits EDM teacher (workdirs/digits_teacher): the
+student is a copy of the teacher U-Net (an EDM-preconditioned network is an sCM consistency function as is, so it
+starts as the teacher's one-step DDIM jump), the teacher read as the TrigFlow velocity, one jax.jvp per step, tangent
+warm-up and normalisation c = 0.1, adaptive weighting, P_mean −1.0 / P_std 1.4 (FastGen CIFAR-10). Scaled for a CPU:
+batch 128, lr 1e-4, 2000 steps, tangent warm-up 500 steps (sCM: 10k of 400k), sampling EMA 0.99.
+
+python -m consistency.main --config=configs/digits_scd.py --workdir=workdirs/digits_scd
+"""
+from consistency import presets
+
+
+def get_config(variant: str = ""):
+    c = presets.digits_distillation(presets.new("scm"), "scm")
+    c.scm.mode = "distill"
+    c.scm.tangent_warmup_steps = 500
+    c.eval.nfes = (1, 2)
+    if variant == "quick":
+        presets.quick(c, 100)
+        c.scm.tangent_warmup_steps = 20
+    elif variant:
+        raise ValueError(f"configs/digits_scd.py: unknown variant {variant!r}; use '' or 'quick'")
+    return c

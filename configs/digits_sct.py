@@ -1,0 +1,22 @@
+"""sCT (Lu & Song 2024; METHODS.md §13.2) on sklearn digits, started from the digits EDM checkpoint
+(workdirs/digits_teacher; its weights only — sCT trains on the data's conditional velocity cos t·z − sin t·x₀, as
+FastGen's CIFAR-10 sCT starts from an EDM checkpoint with P_std 1.8). Tangent warm-up and normalisation, adaptive
+weighting. Scaled for a CPU: batch 128, lr 1e-4, 2000 steps, tangent warm-up 500 steps, sampling EMA 0.99.
+
+python -m consistency.main --config=configs/digits_sct.py --workdir=workdirs/digits_sct
+"""
+from consistency import presets
+
+
+def get_config(variant: str = ""):
+    c = presets.digits_distillation(presets.new("scm"), "scm")
+    c.scm.mode = "train"
+    c.scm.p_mean, c.scm.p_std = -1.0, 1.8
+    c.scm.tangent_warmup_steps = 500
+    c.eval.nfes = (1, 2)
+    if variant == "quick":
+        presets.quick(c, 100)
+        c.scm.tangent_warmup_steps = 20
+    elif variant:
+        raise ValueError(f"configs/digits_sct.py: unknown variant {variant!r}; use '' or 'quick'")
+    return c
