@@ -16,6 +16,10 @@ of 'net'. Per example (``config.scm``):
   dropout key with the online pass; the tangent g with warm-up r = min(1, k/``tangent_warmup_steps``), normalised
   by ‖g‖ + ``tangent_norm_const``; L = e^{−w_φ(t)}·mean_d‖F_θ − sg F_θ − g‖² + w_φ(t).
 
+Network: the project's U-Net / MLP as they are. sCM's adaptive double normalisation (a stability change of its
+ImageNet networks) is not built: nothing here shows it to matter yet, and an unchanged EDM network keeps the exact
+teacher initialisation above.
+
 Sampling: f(x, t) = cos t·x − sin t·σ_d F_θ at t_max = t(σ_max), then (2 steps) at ``mid_t`` (sCM 1.1, FastGen
 arctan(0.821/σ_d) — METHODS.md §17 item 20), re-noising x = cos t·x₀ + sin t·σ_d z between steps.
 """
