@@ -6,30 +6,10 @@ is an sCM consistency function as is, consistency/objectives/scm.py), P_mean −
 
 python -m consistency.main --config=configs/cifar_scd.py --workdir=workdirs/cifar_scd --config.teacher.workdir=EDM_DIR
 """
-import math
 
 from consistency import presets
 
 
 def get_config(variant: str = ""):
-    c = presets.cifar_network(presets.new("scm"), dropout=0.0)
-    c.model.resample = "fir"               # the teacher's U-Net (configs/cifar_edm.py)
-    c.teacher.workdir = "workdirs/cifar_edm"
-    c.scm.mode = "distill"
-    c.scm.init = "teacher"
-    c.scm.time_input = "edm"
-    c.scm.p_mean, c.scm.p_std = -1.0, 1.4
-    c.scm.tangent_warmup_steps = 10_000
-    c.scm.mid_t = math.atan2(0.821, c.diffusion.sigma_data)
-    c.optim.update(dict(name="radam", lr=1e-4, warmup_steps=0))
-    c.training.batch_size = 512
-    c.training.num_steps = 500_000
-    c.training.ema_decay = 0.9999          # [unverified]
-    c.eval.nfes = (1, 2)
-    if variant == "cpu":
-        presets.cifar_cpu_smoke(c)
-        c.teacher.workdir = "workdirs/cifar_edm_cpu"
-        c.scm.tangent_warmup_steps = 10
-    elif variant:
-        raise ValueError(f"configs/cifar_scd.py: unknown variant {variant!r}; use '' or 'cpu'")
-    return c
+    c = presets.cifar_scm("distill", dropout=0.0, p_std=1.4, num_steps=500_000)
+    return presets.scm_variant(c, variant, "cifar_scd.py", cpu=True)

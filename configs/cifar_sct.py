@@ -7,30 +7,10 @@ cos t·z − sin t·x₀, no teacher), P_mean −1.0, P_std 1.8 (sCT from an EDM
 python -m consistency.main --config=configs/cifar_sct.py --workdir=workdirs/cifar_sct --config.teacher.workdir=EDM_DIR
 From scratch: --config.scm.init=scratch --config.scm.time_input=trigflow --config.teacher.workdir=''
 """
-import math
 
 from consistency import presets
 
 
 def get_config(variant: str = ""):
-    c = presets.cifar_network(presets.new("scm"), dropout=0.2)
-    c.model.resample = "fir"
-    c.teacher.workdir = "workdirs/cifar_edm"   # the checkpoint sCT starts from (not a teacher)
-    c.scm.mode = "train"
-    c.scm.init = "teacher"
-    c.scm.time_input = "edm"
-    c.scm.p_mean, c.scm.p_std = -1.0, 1.8
-    c.scm.tangent_warmup_steps = 10_000
-    c.scm.mid_t = math.atan2(0.821, c.diffusion.sigma_data)
-    c.optim.update(dict(name="radam", lr=1e-4, warmup_steps=0))
-    c.training.batch_size = 512
-    c.training.num_steps = 350_000
-    c.training.ema_decay = 0.9999          # [unverified]
-    c.eval.nfes = (1, 2)
-    if variant == "cpu":
-        presets.cifar_cpu_smoke(c)
-        c.teacher.workdir = "workdirs/cifar_edm_cpu"
-        c.scm.tangent_warmup_steps = 10
-    elif variant:
-        raise ValueError(f"configs/cifar_sct.py: unknown variant {variant!r}; use '' or 'cpu'")
-    return c
+    c = presets.cifar_scm("train", dropout=0.2, p_std=1.8, num_steps=350_000)
+    return presets.scm_variant(c, variant, "cifar_sct.py", cpu=True)

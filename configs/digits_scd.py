@@ -11,12 +11,6 @@ from consistency import presets
 
 def get_config(variant: str = ""):
     c = presets.digits_distillation(presets.new("scm"), "scm")
-    c.scm.mode = "distill"
-    c.scm.tangent_warmup_steps = 500
+    c.scm.update(dict(mode="distill", tangent_warmup_steps=500))
     c.eval.nfes = (1, 2)
-    if variant == "quick":
-        presets.quick(c, 100)
-        c.scm.tangent_warmup_steps = 20
-    elif variant:
-        raise ValueError(f"configs/digits_scd.py: unknown variant {variant!r}; use '' or 'quick'")
-    return c
+    return presets.scm_variant(c, variant, "digits_scd.py", cpu=False)

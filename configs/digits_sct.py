@@ -10,13 +10,6 @@ from consistency import presets
 
 def get_config(variant: str = ""):
     c = presets.digits_distillation(presets.new("scm"), "scm")
-    c.scm.mode = "train"
-    c.scm.p_mean, c.scm.p_std = -1.0, 1.8
-    c.scm.tangent_warmup_steps = 500
+    c.scm.update(dict(mode="train", p_mean=-1.0, p_std=1.8, tangent_warmup_steps=500))
     c.eval.nfes = (1, 2)
-    if variant == "quick":
-        presets.quick(c, 100)
-        c.scm.tangent_warmup_steps = 20
-    elif variant:
-        raise ValueError(f"configs/digits_sct.py: unknown variant {variant!r}; use '' or 'quick'")
-    return c
+    return presets.scm_variant(c, variant, "digits_sct.py", cpu=False)

@@ -12,14 +12,7 @@ from consistency import presets
 
 def get_config(variant: str = ""):
     c = presets.toy_distillation(presets.new("scm"), "scm")
-    c.scm.mode = "distill"
-    c.scm.tangent_warmup_steps = 1000
-    c.training.num_steps = 4000
-    c.training.ckpt_every = c.training.sample_every = 2000
+    c.scm.update(dict(mode="distill", tangent_warmup_steps=1000))
+    c.training.update(dict(num_steps=4000, ckpt_every=2000, sample_every=2000))
     c.eval.nfes = (1, 2)
-    if variant == "quick":
-        presets.quick(c, 200)
-        c.scm.tangent_warmup_steps = 50
-    elif variant:
-        raise ValueError(f"configs/toy_scd.py: unknown variant {variant!r}; use '' or 'quick'")
-    return c
+    return presets.scm_variant(c, variant, "toy_scd.py", cpu=False)

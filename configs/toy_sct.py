@@ -10,16 +10,7 @@ from consistency import presets
 
 def get_config(variant: str = ""):
     c = presets.toy(presets.new("scm"), "scm")
-    c.scm.mode = "train"
-    c.scm.init = "scratch"
-    c.scm.time_input = "trigflow"
-    c.scm.tangent_warmup_steps = 2000
-    c.training.num_steps = 8000
-    c.training.ckpt_every = c.training.sample_every = 4000
+    c.scm.update(dict(mode="train", init="scratch", time_input="trigflow", tangent_warmup_steps=2000))
+    c.training.update(dict(num_steps=8000, ckpt_every=4000, sample_every=4000))
     c.eval.nfes = (1, 2)
-    if variant == "quick":
-        presets.quick(c, 200)
-        c.scm.tangent_warmup_steps = 50
-    elif variant:
-        raise ValueError(f"configs/toy_sct.py: unknown variant {variant!r}; use '' or 'quick'")
-    return c
+    return presets.scm_variant(c, variant, "toy_sct.py", cpu=False)

@@ -277,7 +277,7 @@ def base_config() -> ml_collections.ConfigDict:
     scm.tangent_warmup_steps = 10_000  # r = min(1, k / this) (sCM §4.2)
     scm.tangent_norm_const = 0.1  # c of g / (‖g‖ + c) (sCM §4.2)
     scm.jvp = "jvp"              # 'jvp' (jax.jvp, exact) | 'finite_difference' (central, ε = 1e-3·t)
-    scm.mid_t = 1.1              # 2-step sampler's intermediate t (sCM 1.1; FastGen arctan(0.821/σ_d) = 1.0236)
+    scm.mid_t = 1.1              # 2-step sampler's intermediate t (sCM 1.1; FastGen arctan(0.821/σ_d) = 1.0238)
     scm.cfg_scale = 1.0          # sCD teacher guidance w: dx = dx_c + (w − 1)(dx_c − dx_∅)
 
     c.eval = e = ml_collections.ConfigDict()

@@ -203,3 +203,35 @@ def dmd2_recipe(c):
     c.dmd2.gan_generator_weight = 3e-3
     c.dmd2.gan_discriminator_weight = 1e-2
     return c
+
+
+def cifar_scm(mode: str, dropout: float, p_std: float, num_steps: int):
+    """sCD (``mode='distill'``) / sCT (``'train'``) on CIFAR-10 from the EDM teacher's network, FastGen's CIFAR-10
+    recipe where METHODS.md §13.2 gives it: P_mean −1.0, RAdam, batch 512, tangent warm-up 10k, 2-step sampling at
+    σ = 0.821; lr 1e-4 and the sampling EMA 0.9999 are [unverified]."""
+    import math
+    c = cifar_network(new("scm"), dropout=dropout)
+    c.model.resample = "fir"                   # the teacher's U-Net (configs/cifar_edm.py)
+    c.teacher.workdir = "workdirs/cifar_edm"   # sCD's teacher; sCT's starting checkpoint
+    c.scm.update(dict(mode=mode, init="teacher", time_input="edm", p_mean=-1.0, p_std=p_std,
+                      tangent_warmup_steps=10_000, mid_t=math.atan2(0.821, c.diffusion.sigma_data)))
+    c.optim.update(dict(name="radam", lr=1e-4, warmup_steps=0))
+    c.training.batch_size = 512
+    c.training.num_steps = num_steps
+    c.training.ema_decay = 0.9999
+    c.eval.nfes = (1, 2)
+    return c
+
+
+def scm_variant(c, variant: str, name: str, cpu: bool):
+    """The `:cpu` (CIFAR) or `:quick` (toy/digits) variant of an sCM config."""
+    if variant == ("cpu" if cpu else "quick"):
+        if cpu:
+            cifar_cpu_smoke(c)
+            c.teacher.workdir = "workdirs/cifar_edm_cpu" if c.teacher.workdir else ""
+        else:
+            quick(c, 100 if c.data.name == "digits" else 200)
+        c.scm.tangent_warmup_steps = 10
+    elif variant:
+        raise ValueError(f"configs/{name}: unknown variant {variant!r}; use '' or '{'cpu' if cpu else 'quick'}'")
+    return c

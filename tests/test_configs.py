@@ -1,6 +1,7 @@
 """The config files: every variant validates, the CIFAR-10 defaults are the papers' recipes (METHODS.md §2, §4–§7),
 and a CIFAR recipe really starts (on tfds mock data, since CIFAR-10 cannot be downloaded here)."""
 import glob
+import math
 import importlib.util
 import os
 
@@ -69,6 +70,12 @@ def test_distillation_recipes_carry_the_papers_numbers():
     gan = load("cifar_ctm.py", "gan")   # CTM's second stage: GAN fine-tuning from the CTM+DSM run
     assert (gan.training.init_from, gan.training.batch_size, gan.ctm.gan_weight) == ("workdirs/cifar_ctm", 528, 1.0)
     assert gan.optim_discriminator.lr == 2e-3
+    scd, sct = load("cifar_scd.py"), load("cifar_sct.py")   # FastGen's CIFAR-10 sCM recipe (METHODS.md §13.2)
+    assert (scd.scm.mode, scd.scm.p_mean, scd.scm.p_std, scd.model.dropout, scd.training.batch_size) == (
+        "distill", -1.0, 1.4, 0.0, 512)
+    assert (sct.scm.mode, sct.scm.p_std, sct.model.dropout, sct.training.num_steps) == ("train", 1.8, 0.2, 350_000)
+    assert scd.training.num_steps == 500_000 and scd.scm.tangent_warmup_steps == 10_000 and scd.optim.name == "radam"
+    assert abs(0.5 * math.tan(scd.scm.mid_t) - 0.821) < 1e-9   # σ = σ_d tan t = 0.821 (FastGen)
     mcm = load("imagenet64_mcm.py")
     assert (mcm.mcm.segments, mcm.mcm.addim_eta, mcm.mcm.weighting, mcm.mcm.huber_c) == (8, 0.75, "snr+1", 1e-4)
     assert (mcm.mcm.num_steps_start, mcm.mcm.num_steps_end, mcm.mcm.num_steps_ramp) == (64.0, 1280.0, 100_000)
