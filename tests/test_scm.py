@@ -2,7 +2,7 @@
 consistency function, the EDM → TrigFlow conversion for the Gaussian and mixture oracles, a zero tangent at the exact
 consistency function and a loss gradient that points back to it, jax.jvp against a float64 central difference
 through a real network, f(x, 0) = x, an EDM-preconditioned network being an sCM consistency function as is, the
-samplers' times, one-line config errors and short runs through the loop."""
+samplers' times, one-line config errors, short runs through the loop, and 1-step sCD covering the mixture's modes."""
 from __future__ import annotations
 
 import json
