@@ -56,8 +56,8 @@ def _scaled(config, scale: float):
         config.training[field] = config.training.num_steps
     if config.method == "ecm":
         config.ecm.steps_per_stage = max(1, int(round(config.ecm.steps_per_stage * scale)))
-    if config.method == "mcm":   # N(i) ramps over the run's own length (configs/*_mcm_*.py)
-        config.mcm.num_steps_ramp = max(1, int(round(config.mcm.num_steps_ramp * scale)))
+    if config.method == "mcm" and config.mcm.num_steps_start != config.mcm.num_steps_end:   # N(i) ramps over the
+        config.mcm.num_steps_ramp = max(1, int(round(config.mcm.num_steps_ramp * scale)))      # run's own length
     return config
 
 
