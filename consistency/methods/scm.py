@@ -105,10 +105,10 @@ def make(config, dataset) -> base.Method:
     distilling = s.mode == "distill"
     shape = tuple(dataset.example_shape)
     conditional = common.is_conditional(config)
-    net = common.build_net(config, shape)
     weight_net = AdaptiveWeight()
     uses_teacher = distilling or s.init == "teacher"
     nets = distillation.build_networks(config, dataset) if uses_teacher else None
+    net = nets.net if nets is not None else common.build_net(config, shape)
     t_min, t_max = float(scm_obj.t_from_sigma(f.sigma_min, sd)), scm_obj.t_max_for(f.sigma_max, sd)
     null_label = int(config.model.num_classes)
     data_range = getattr(dataset, "data_range", None) if config.sampling.clip else None
@@ -161,7 +161,7 @@ def make(config, dataset) -> base.Method:
         F_minus_value, J = tangent_fn(F_minus, x_t, t, dxdt)
         r = scm_obj.tangent_warmup(state.step, int(s.tangent_warmup_steps))
         g = scm_obj.tangent(F_minus_value, J, x_t, t, dxdt, sd, r)
-        g_norm = jnp.sqrt(jnp.sum(g.reshape(g.shape[0], -1) ** 2, axis=1))
+        g_norm = scm_obj.tangent_norm(g)
         g = scm_obj.normalize_tangent(g, float(s.tangent_norm_const))
         F_theta = F(online["net"], x_t, t, labels, train=True, dropout_rng=dropout_rng)
         log_weight = weight_net.apply({"params": online["weighting"]}, t)

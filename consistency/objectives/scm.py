@@ -128,10 +128,14 @@ def tangent(F_minus_value, J, x_t, t, dxdt, sigma_data: float, warmup):
     return first + broadcast_to_data(jnp.asarray(warmup, x_t.dtype), x_t) * second
 
 
+def tangent_norm(g):
+    """‖g‖₂ per example over all data dimensions [B]."""
+    return jnp.sqrt(jnp.sum(g.reshape(g.shape[0], -1) ** 2, axis=1))
+
+
 def normalize_tangent(g, c: float = TANGENT_NORM_CONST):
-    """g / (‖g‖₂ + c), the norm per example over all data dimensions (sCM §4.2; FastGen)."""
-    norm = jnp.sqrt(jnp.sum(g.reshape(g.shape[0], -1) ** 2, axis=1))
-    return g / broadcast_to_data(norm + c, g)
+    """g / (‖g‖₂ + c), the norm per example (sCM §4.2; FastGen)."""
+    return g / broadcast_to_data(tangent_norm(g) + c, g)
 
 
 def tangent_warmup(step, warmup_steps: int):
