@@ -42,11 +42,12 @@ def _squared_distances(queries: jax.Array, bank: jax.Array, chunk_size: int | No
 
 
 def empirical_posterior_weights(x: jax.Array, sigma, data: jax.Array, data_scale=1.0,
-                                chunk_size: int | None = None) -> jax.Array:
+                                chunk_size: int | None = None, log_prior: jax.Array | None = None) -> jax.Array:
     """Posterior weights w_bj = softmax_j(−‖x_b − a·x^j‖²/(2σ²)) over a data bank (seed eq. 6; METHODS.md §15 O4).
 
-    ``a`` = ``data_scale`` (1 for VE, α_t for VP).  Computed in float32 at least, with the max logit subtracted
-    (``jax.nn.softmax``), so σ = 0.002 (logits ≈ 1e7) is safe.  Returns [B, M].
+    ``a`` = ``data_scale`` (1 for VE, α_t for VP).  ``log_prior`` [B, M] is added to the logits (−inf removes a bank
+    entry for that query).  Computed in float32 at least, with the max logit subtracted (``jax.nn.softmax``), so
+    σ = 0.002 (logits ≈ 1e7) is safe.  Returns [B, M].
     """
     dtype = jnp.promote_types(x.dtype, jnp.float32)
     queries = _flatten(x).astype(dtype)
@@ -55,6 +56,8 @@ def empirical_posterior_weights(x: jax.Array, sigma, data: jax.Array, data_scale
     # ‖x − a x^j‖² = a²‖x/a − x^j‖²: compare in data units, then rescale the variance.
     dist = _squared_distances(queries / scale_b[:, None], _flatten(data).astype(dtype), chunk_size)
     logits = -dist * (scale_b**2 / (2.0 * sigma_b**2))[:, None]
+    if log_prior is not None:
+        logits = logits + log_prior.astype(dtype)
     return jax.nn.softmax(logits, axis=-1)
 
 
@@ -66,6 +69,27 @@ def empirical_denoiser(data: jax.Array, chunk_size: int | None = None) -> Callab
 
     def denoiser(x, sigma, cond=None):
         weights = empirical_posterior_weights(x, sigma, data, 1.0, chunk_size)
+        out = weights @ _flatten(data).astype(weights.dtype)
+        return out.reshape(x.shape).astype(x.dtype)
+
+    return denoiser
+
+
+def class_conditional_empirical_denoiser(data: jax.Array, data_labels: jax.Array, null_label: int,
+                                         chunk_size: int | None = None) -> Callable:
+    """Ideal denoiser of the class-conditional empirical distribution: D(x, σ, c) = Σ_{j: y_j = c} w_j x^j with the
+    softmax restricted to class c's bank entries, and for c = ``null_label`` (CFG's ∅ class) the unconditional
+    :func:`empirical_denoiser` over all M entries — so D_∅ = Σ_c p(c) D_c exactly, the CFG identity behind METHODS.md
+    §2 / seed (44).  ``cond`` None is also unconditional.  Every class in [0, null_label) must occur in the bank."""
+    data, data_labels = jnp.asarray(data), jnp.asarray(data_labels, jnp.int32)
+
+    def denoiser(x, sigma, cond=None):
+        log_prior = None
+        if cond is not None:
+            cond = jnp.broadcast_to(jnp.asarray(cond, jnp.int32), x.shape[:1])
+            keep = (data_labels[None, :] == cond[:, None]) | (cond[:, None] == null_label)
+            log_prior = jnp.where(keep, 0.0, -jnp.inf)
+        weights = empirical_posterior_weights(x, sigma, data, 1.0, chunk_size, log_prior)
         out = weights @ _flatten(data).astype(weights.dtype)
         return out.reshape(x.shape).astype(x.dtype)
 

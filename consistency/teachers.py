@@ -79,8 +79,13 @@ def load_teacher(config, dataset) -> tuple[Any, networks.NetworkApply]:
         return params, lambda p, x, sigma, labels=None, **_: oracles.mixture_denoiser(
             p["weights"], p["means"], p["stds"])(x, sigma)
     if t.oracle == "empirical":
-        x, _ = dataset.arrays()
+        x, y = dataset.arrays()
         params = {"bank": jnp.asarray(x, jnp.float32)}
+        if int(config.model.num_classes) > 0:        # a class-conditional model gets the class-conditional oracle
+            null = int(config.model.num_classes)
+            params["labels"] = jnp.asarray(y, jnp.int32)
+            return params, lambda p, x, sigma, labels=None, **_: oracles.class_conditional_empirical_denoiser(
+                p["bank"], p["labels"], null)(x, sigma, labels)
         return params, lambda p, x, sigma, labels=None, **_: oracles.empirical_denoiser(p["bank"])(x, sigma)
     if t.oracle == "gaussian":
         x, _ = dataset.arrays()

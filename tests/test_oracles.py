@@ -199,3 +199,29 @@ def test_o5_posterior_test_vector():
     alpha, sigma = processes.vp_alpha_sigma(0.4, "cosine")
     np.testing.assert_allclose(denoise(jnp.ones((2, 1)), 0.4),
                                oracles.vp_gaussian_posterior_mean(jnp.ones((2, 1)), alpha, sigma, 0.0, 0.5), rtol=1e-6)
+
+
+def test_class_conditional_empirical_denoiser_restricts_to_the_class_and_mixes_back_to_the_unconditional():
+    """D(x, σ, c) is the empirical denoiser of class c's points; D(x, σ, ∅) = Σ_c p(c | x) D(x, σ, c) with
+    p(c | x) ∝ Σ_{j: y_j = c} N(x; x^j, σ²I), the identity classifier-free guidance rests on."""
+    rng = np.random.default_rng(3)
+    bank = rng.normal(size=(40, 3)).astype(np.float32)
+    labels = rng.integers(0, 4, size=40)
+    labels[:4] = np.arange(4)
+    D = oracles.class_conditional_empirical_denoiser(bank, labels, 4)
+    x = jnp.asarray(rng.normal(size=(5, 3)), jnp.float32)
+    sigma = jnp.asarray([0.3, 0.7, 1.0, 2.0, 5.0], jnp.float32)
+    per_class = []
+    for c in range(4):
+        got = D(x, sigma, jnp.full((5,), c))
+        np.testing.assert_allclose(np.asarray(got), np.asarray(oracles.empirical_denoiser(bank[labels == c])(x, sigma)),
+                                   rtol=1e-5, atol=1e-6)
+        per_class.append(np.asarray(got))
+    log_mass = np.stack([np.asarray(jax.nn.logsumexp(
+        -np.sum((np.asarray(x)[:, None] - bank[labels == c][None]) ** 2, -1) / (2 * np.asarray(sigma)[:, None] ** 2),
+        axis=1)) for c in range(4)], 1)
+    p = np.exp(log_mass - log_mass.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    mixed = np.einsum("bc,cbd->bd", p, np.stack(per_class))
+    np.testing.assert_allclose(np.asarray(D(x, sigma, jnp.full((5,), 4))), mixed, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(D(x, sigma)), mixed, rtol=1e-5, atol=1e-6)

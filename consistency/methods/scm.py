@@ -30,6 +30,7 @@ import math
 import jax
 import jax.numpy as jnp
 
+from consistency import teachers
 from consistency.methods import base, common, distillation
 from consistency.nets.embeddings import AdaptiveWeight
 from consistency.objectives import scm as scm_obj
@@ -98,6 +99,15 @@ def trigflow_network(config, net):
     return F
 
 
+def teacher_velocity(config, teacher_apply, teacher_params, labels):
+    """(x_t, t) → σ_d F_teacher = (cos t·x_t − D(x_t/cos t, σ_d tan t))/sin t with D guided by ``scm.cfg_scale`` w
+    (seed (44): D_w = D_c + (w − 1)(D_c − D_∅)).  The velocity is affine in D with class-independent coefficients, so
+    this is FastGen's guided velocity dx_c + (w − 1)(dx_c − dx_∅) exactly."""
+    D = teachers.guided_teacher(teacher_apply, teacher_params, labels, float(config.scm.cfg_scale),
+                                int(config.model.num_classes))
+    return scm_obj.trigflow_velocity(D, float(config.diffusion.sigma_data))
+
+
 def make(config, dataset) -> base.Method:
     validate_config(config)
     s, f = config.scm, config.diffusion
@@ -110,7 +120,6 @@ def make(config, dataset) -> base.Method:
     nets = distillation.build_networks(config, dataset) if uses_teacher else None
     net = nets.net if nets is not None else common.build_net(config, shape)
     t_min, t_max = float(scm_obj.t_from_sigma(f.sigma_min, sd)), scm_obj.t_max_for(f.sigma_max, sd)
-    null_label = int(config.model.num_classes)
     data_range = getattr(dataset, "data_range", None) if config.sampling.clip else None
     if data_range is not None and not all(math.isfinite(v) for v in data_range):
         data_range = None
@@ -130,17 +139,6 @@ def make(config, dataset) -> base.Method:
         frozen = {"teacher": nets.teacher_params} if distilling else {}
         return {"online": {"net": params, "weighting": weighting}}, frozen
 
-    def teacher_velocity(state, labels):
-        """(x_t, t) → σ_d F_teacher, guided by ``cfg_scale`` (module doc)."""
-        def ve(cond):
-            return lambda x, sigma: nets.teacher_apply(state.frozen["teacher"], x, sigma, cond)
-        velocity = scm_obj.trigflow_velocity(ve(labels), sd)
-        if labels is None or float(s.cfg_scale) == 1.0:
-            return velocity
-        unconditional = scm_obj.trigflow_velocity(ve(jnp.full_like(labels, null_label)), sd)
-        return lambda x_t, t: velocity(x_t, t) + (float(s.cfg_scale) - 1.0) * (velocity(x_t, t)
-                                                                                 - unconditional(x_t, t))
-
     def loss(online, state, batch, rng):
         x = batch["x"]
         keys = base.example_keys(rng, batch["index"])
@@ -149,7 +147,8 @@ def make(config, dataset) -> base.Method:
         z = sd * distillation.normal_like(keys, 2, shape)
         x_t = scm_obj.forward(x, z, t)
         if distilling:
-            dxdt = jax.lax.stop_gradient(teacher_velocity(state, labels)(x_t, t))
+            velocity = teacher_velocity(config, nets.teacher_apply, state.frozen["teacher"], labels)
+            dxdt = jax.lax.stop_gradient(velocity(x_t, t))
         else:
             dxdt = scm_obj.conditional_velocity(x, z, t)
         dropout_rng = jax.random.fold_in(rng, 3)   # one key for the online pass and the tangent (§18 item 1)
