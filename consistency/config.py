@@ -38,6 +38,7 @@ def base_config() -> ml_collections.ConfigDict:
     d.random_flip = False        # horizontal flips (CIFAR recipes)
     d.conditional = False        # feed class labels to the model
     d.toy_size = 100_000         # number of points drawn for toy datasets
+    d.latents = ""               # an inversion directory (launch/invert.py): batches carry 'latent' = E(x) (PaGoDA)
 
     c.model = m = ml_collections.ConfigDict()
     m.name = "unet"              # 'unet' | 'mlp'
@@ -93,6 +94,7 @@ def base_config() -> ml_collections.ConfigDict:
                                  # 0 → off. Healthy weights are O(1) (consistency/checkpoint.py)
     t.init_from = ""             # warm start: a finished workdir whose parameter sets (params, EMA, moving) of the
                                  # same names and shapes are copied in at step 0 (CTM's GAN fine-tuning stage)
+    t.init_sets = ()             # warm start only these set names, e.g. ('generator',) (PaGoDA growing); () → all
 
     c.teacher = te = ml_collections.ConfigDict()
     te.workdir = ""              # a trained EDM workdir (its EMA params are the teacher)
@@ -280,6 +282,25 @@ def base_config() -> ml_collections.ConfigDict:
     scm.mid_t = 1.1              # 2-step sampler's intermediate t (sCM 1.1; FastGen arctan(0.821/σ_d) = 1.0238)
     scm.cfg_scale = 1.0          # sCD teacher guidance w: dx = dx_c + (w − 1)(dx_c − dx_∅)
 
+    # PaGoDA, Kim et al. 2024 (METHODS.md §9; consistency/methods/pagoda.py). Defaults: the official 64→64 stage.
+    c.pagoda = pg = ml_collections.ConfigDict()
+    pg.init = "teacher"          # the base generator starts as a copy of the teacher (PaGoDA) | 'scratch'
+    pg.init_fit_steps = 0        # oracle teacher + init='teacher': Adam steps fitting the net to the oracle first
+    pg.stage = 1                 # 1: teacher resolution R; s: output 2^(s−1)·R through s − 1 growth blocks
+    pg.grow_channels = 64        # width of each growth block (consistency/nets/growing.py)
+    pg.grow_res_blocks = 1       # residual blocks per growth block
+    pg.distance = "feature"      # L_rec d: 'feature' (in-project classifier; PaGoDA LPIPS / cnn_vit) | 'l2' |
+                                 # 'pseudo_huber'
+    pg.huber_c = -1.0            # pseudo-Huber c; < 0 → 0.00054·√d (iCT)
+    pg.reconstruction_weight = 1.0
+    pg.discriminator_weight = 0.2  # GAN weight (PaGoDA 64→64: 0.2 adaptive; growing stages: 1)
+    pg.adaptive = True           # λ_adv = clip(‖∇_last L_rec‖/‖∇_last L_GAN‖, 0.01, 10)·discriminator_weight
+    pg.alternate = True          # D and G alternate 1:1, one set per loop step (official step % 2); False → both
+    pg.r1_weight = 0.0           # γ·R1 on real inputs (not in PaGoDA)
+    pg.features = "classifier"   # frozen discriminator features, as add.features: 'classifier' | 'teacher' | 'input'
+    pg.feature_sigma = 0.002     # 'teacher' features: the σ the teacher encoder reads images at
+    pg.augment = ""              # DiffAugment policy of the discriminator inputs, as add.augment
+
     c.eval = e = ml_collections.ConfigDict()
     e.num_samples = 1000
     e.nfes = ()                  # NFEs to evaluate (method-specific meaning, see README); () → the method's default_nfes
@@ -329,7 +350,7 @@ CM_CHOICES = {"curriculum": ("fixed", "ct", "ict"), "target_schedule": ("fixed",
 # How a method uses config.teacher; methods not listed (e.g. added with methods.register) are not checked.
 TEACHER_USE = {"cd": "required", "ecm": "optional", "edm": "unused", "ct": "unused", "ict": "unused",
                "dmd": "required", "dmd2": "required", "add": "required", "sid": "required",
-               "ctm": "required"}
+               "ctm": "required", "pagoda": "required"}
 IN_MEMORY_CLASSES = {"digits": 10, "mnist5k": 10}   # class counts known without loading the data
 
 
@@ -417,6 +438,8 @@ def _validate_data(c) -> None:
     _flag(d.random_flip, "data.random_flip")
     _flag(d.conditional, "data.conditional")
     _number(d.toy_size, "data.toy_size", 1, integer=True)
+    _require(isinstance(d.get("latents", ""), str), "data.latents", f"{d.get('latents')!r} is not a path",
+             "use '' or an inversion directory made by launch/invert.py")
     short = _toy_short_name(d.name)
     if short is not None:
         from consistency.data import toys
@@ -512,6 +535,8 @@ def _validate_training(c) -> None:
     _number(t.label_dropout, "training.label_dropout", 0, 1, hi_open=True)
     _require(isinstance(t.get("init_from", ""), str), "training.init_from", f"{t.get('init_from')!r} is not a path",
              "use '' (fresh start) or a finished workdir")
+    _require(isinstance(tuple(t.get("init_sets", ())), tuple) and all(isinstance(n, str) for n in t.get("init_sets", ())),
+             "training.init_sets", f"{t.get('init_sets')!r} is not a tuple of set names", "use () or e.g. ('generator',)")
     _require(t.label_dropout == 0 or c.model.num_classes > 0, "training.label_dropout",
              f"{t.label_dropout} drops class labels but the model is unconditional (model.num_classes = 0)",
              "set model.num_classes > 0 and data.conditional=True, or label_dropout=0")

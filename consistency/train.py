@@ -157,7 +157,11 @@ def global_batch(local_batch: dict, sharding: NamedSharding) -> dict:
 def build_dataset(config, split: str = "train"):
     """``consistency.data.make_dataset`` for the run's data config, global batch size and seed."""
     from consistency.data import make_dataset
-    return make_dataset(config.data, config.training.batch_size, config.seed, split=split)
+    dataset = make_dataset(config.data, config.training.batch_size, config.seed, split=split)
+    if split == "train" and config.data.get("latents", ""):       # PaGoDA's (image, inverted latent) pairs
+        from consistency import inversion
+        dataset = inversion.attach_latents(dataset, config.data.latents)
+    return dataset
 
 
 def _stream_keys(seed: int) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -222,41 +226,55 @@ def restore_run(config, workdir: str, step: int | None = None, placement: Placem
     return Restored(config, dataset, method, state, step, placement)
 
 
-def warm_start(state: base.TrainState, source: dict, origin: str) -> tuple[base.TrainState, list[str]]:
+def warm_start(state: base.TrainState, source: dict, origin: str,
+               only: tuple[str, ...] = ()) -> tuple[base.TrainState, list[str]]:
     """``state`` with every parameter set of ``source`` ({group: {name: tree}}, :func:`checkpoint.read_parameter_sets`)
     that this run also has — trained params, their sampling EMA, moving sets such as θ⁻ — copied in (cast to this
     run's dtypes and shardings); optimizer states, update counters and the step stay fresh, and sets the source lacks
-    (e.g. a discriminator added for GAN fine-tuning, CTM §13.1) keep their fresh initialisation. A set with the same
-    name but another structure or shape is a ConfigError naming ``training.init_from``. Returns (state, copied names
-    as 'group/name')."""
+    (e.g. a discriminator added for GAN fine-tuning, CTM §13.1) keep their fresh initialisation. ``only``
+    (``training.init_sets``) limits the copy to those set names. A set of this run that *extends* the source's — a
+    dict with every top-level sub-network of the source plus new ones, as a PaGoDA generator grown by a block — takes
+    the shared sub-networks and keeps the new ones fresh. Any other difference of structure or shape is a ConfigError
+    naming ``training.init_from``. Returns (state, copied names as 'group/name')."""
+    def matches(a, b) -> bool:
+        return (jax.tree.structure(a) == jax.tree.structure(b)
+                and all(np.shape(x) == np.shape(y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))))
+
+    def cast(new, old):
+        return jax.tree.map(lambda n, o: jax.device_put(jnp.asarray(n, o.dtype), o.sharding), new, old)
+
     copied, groups = [], {}
     for group in checkpoint.WARM_START_GROUPS:
         mine = dict(getattr(state, group))
         for name, tree in source.get(group, {}).items():
-            if name not in mine:
+            if name not in mine or (only and name not in only):
                 continue
-            ours, theirs = jax.tree.structure(mine[name]), jax.tree.structure(tree)
-            shapes = [(np.shape(a), np.shape(b)) for a, b in zip(jax.tree.leaves(mine[name]), jax.tree.leaves(tree))]
-            if ours != theirs or any(a != b for a, b in shapes):
+            if matches(mine[name], tree):
+                mine[name] = cast(tree, mine[name])
+                copied.append(f"{group}/{name}")
+                continue
+            extends = (isinstance(mine[name], dict) and isinstance(tree, dict) and set(tree) < set(mine[name])
+                       and all(matches(mine[name][k], tree[k]) for k in tree))
+            if not extends:
                 raise ConfigError(f"config.training.init_from: set {group}/{name} of {origin!r} does not match this "
                                   "run's network (other layers or shapes); warm-start from a run of the same model")
-            mine[name] = jax.tree.map(lambda new, old: jax.device_put(jnp.asarray(new, old.dtype), old.sharding),
-                                      tree, mine[name])
-            copied.append(f"{group}/{name}")
+            mine[name] = {**mine[name], **{k: cast(v, mine[name][k]) for k, v in tree.items()}}
+            copied.append(f"{group}/{name} ({', '.join(sorted(tree))} of {len(mine[name])} sub-networks)")
         groups[group] = mine
     if not copied:
         raise ConfigError(f"config.training.init_from: {origin!r} has none of this run's parameter sets "
-                          f"({sorted(state.params)}); warm-start from a run of the same method family")
+                          f"({sorted(state.params)}{', training.init_sets ' + str(tuple(only)) if only else ''}); "
+                          "warm-start from a run of the same method family")
     return state.replace(**groups), copied
 
 
-def warm_start_from(state: base.TrainState, source_workdir: str) -> base.TrainState:
+def warm_start_from(state: base.TrainState, source_workdir: str, only: tuple[str, ...] = ()) -> base.TrainState:
     """:func:`warm_start` from the latest checkpoint of ``source_workdir`` (``config.training.init_from``)."""
     try:
         step, source = checkpoint.read_parameter_sets(source_workdir)
     except FileNotFoundError as e:
         raise ConfigError(f"config.training.init_from: {e}; finish that run first or fix the path") from None
-    state, copied = warm_start(state, source, source_workdir)
+    state, copied = warm_start(state, source, source_workdir, tuple(only))
     logging.info("warm start from step %d of %s: copied %s", step, source_workdir, ", ".join(copied))
     return state
 
@@ -421,7 +439,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
                                                                                                      example)
         logging.info("%s: initialised a fresh state", config.method)
         if t.get("init_from", ""):
-            state = warm_start_from(state, t.init_from)
+            state = warm_start_from(state, t.init_from, tuple(t.get("init_sets", ())))
     else:
         state, meta, _ = restored
         _check_meta(meta, config, workdir)

@@ -14,7 +14,7 @@ Safe overrides — a resumed run may change these; every other field must match:
 ``training.log_every``, ``ckpt_every``,                how often to log, checkpoint, sample, evaluate; how many
 ``sample_every``, ``eval_every``, ``keep_checkpoints``  checkpoints to keep
 ``training.max_param_abs``                             the save guard's bound (:mod:`consistency.checkpoint`)
-``training.init_from``                                 read only when the run starts at step 0 (a warm start)
+``training.init_from``, ``init_sets``                    read only when the run starts at step 0 (a warm start)
 ``optim.lr``, ``optim.warmup_steps``, ``optim.schedule``  the learning-rate schedule: the fix after a divergence
 ``optim.grad_clip``                                    its value, while clipping stays on (> 0) or stays off (0):
                                                        switching it on or off changes the optimizer state
@@ -46,6 +46,7 @@ CONFIG_FILE = "config.json"
 SAFE_OVERRIDES = (
     "training.num_steps", "training.log_every", "training.ckpt_every", "training.sample_every",
     "training.eval_every", "training.keep_checkpoints", "training.max_param_abs", "training.init_from",
+    "training.init_sets",
     "optim.lr", "optim.warmup_steps", "optim.schedule", "optim.grad_clip",
     "optim_*.lr", "optim_*.warmup_steps", "optim_*.schedule", "optim_*.grad_clip",
     "eval.*", "sampling.*", "teacher.workdir", "data.data_dir", "distributed",

@@ -114,6 +114,10 @@ class Dataset:
     examples: np.ndarray = dataclasses.field(repr=False)
     labels: np.ndarray = dataclasses.field(repr=False)
     decode: Callable[[np.ndarray], np.ndarray] = dataclasses.field(repr=False)
+    # Per-example arrays served beside 'x' (e.g. PaGoDA's inverted latents, consistency/inversion.py): name →
+    # (rows aligned with ``examples`` [N, ...], the rows of the mirrored examples or None).  A flipped row of a batch
+    # takes the mirrored entry, so an extra stays the function of exactly the image the batch shows.
+    extras: dict = dataclasses.field(default_factory=dict, repr=False)
 
     @property
     def local_batch_size(self) -> int:
@@ -139,11 +143,29 @@ class Dataset:
             width = stored.shape[2]
             stored[flip] = np.take(stored[flip], np.arange(width - 1, -1, -1), axis=2)
         x = self.decode(stored)
-        return {
+        out = {
             "x": np.ascontiguousarray(x, dtype=np.float32),
             "label": self.labels[ids].astype(np.int32),
             "index": (index % (1 << 31)).astype(np.int32),
         }
+        for name, (rows, mirrored) in self.extras.items():
+            value = np.asarray(rows[ids], np.float32)
+            if self.random_flip and self.kind == "image":
+                value[flip] = mirrored[ids[flip]]
+            out[name] = value
+        return out
+
+    def with_extras(self, **extras) -> "Dataset":
+        """This dataset serving ``extras`` (name → (rows [N, ...], mirrored rows or None)) in every batch."""
+        for name, (rows, mirrored) in extras.items():
+            if name in ("x", "label", "index"):
+                raise ValueError(f"extra {name!r} would replace a batch field")
+            if len(rows) != self.size or (mirrored is not None and len(mirrored) != self.size):
+                raise ValueError(f"extra {name!r} has {len(rows)} rows for a split of {self.size}")
+            if self.random_flip and self.kind == "image" and mirrored is None:
+                raise ConfigError(f"config.data.random_flip: extra {name!r} has no entries for mirrored images; "
+                                  "set random_flip=False or make them (launch/invert.py --flip)")
+        return dataclasses.replace(self, extras={**self.extras, **extras})
 
     def arrays(self, chunk: int = 4096):
         """(x float32 [N, *example_shape], labels int32 [N]): the whole split in model space, unflipped."""

@@ -76,11 +76,11 @@ def frozen_features(config, nets, kind: str | None = None, sigma: float | None =
         sigma = float(config.add.feature_sigma if sigma is None else sigma)
         return (lambda frozen, x: encoder(frozen["teacher"], x, jnp.full(x.shape[:1], sigma), None)), None
     from consistency.features import load_or_train_dataset_features
-    from consistency.objectives.feature_distance import layer_activations
+    from consistency.objectives.feature_distance import layer_activations, resize_to
     classifier = load_or_train_dataset_features(config.data)
 
-    def features(frozen, x):
-        maps = layer_activations(classifier.model, frozen["features"], x)
+    def features(frozen, x):      # images at another resolution are resized to the classifier's (PaGoDA stages)
+        maps = layer_activations(classifier.model, frozen["features"], resize_to(x, classifier.resolution))
         return {f"conv_{i}": h for i, h in enumerate(maps)}
     return features, jax.tree.map(jnp.asarray, classifier.params)
 

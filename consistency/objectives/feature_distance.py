@@ -33,17 +33,26 @@ def feature_distance(model, params, a, b):
     return total
 
 
-def make_feature_distance(config, example_shape):
-    """(distance(params, a, b) -> [B], params) for ``config.data``; the classifier trains once and is cached."""
+def resize_to(x, resolution: int):
+    """NHWC ``x`` bilinearly resized to resolution × resolution (antialiased when shrinking; differentiable), as
+    PaGoDA resizes images to its feature nets' input size (METHODS.md §9)."""
+    if x.shape[1] == resolution and x.shape[2] == resolution:
+        return x
+    return jax.image.resize(x, (x.shape[0], resolution, resolution, x.shape[3]), method="bilinear")
+
+
+def make_feature_distance(config, example_shape, field: str = "cm.distance", resize: bool = False):
+    """(distance(params, a, b) -> [B], params) for ``config.data``; the classifier trains once and is cached. Images
+    at another resolution than the classifier's are refused, or with ``resize`` resized to it first."""
     from consistency.config import ConfigError
     from consistency.features import load_or_train_dataset_features
     if len(example_shape) != 3:
-        raise ConfigError("config.cm.distance: 'feature' needs image data; use l2, l1 or pseudo_huber for toys")
+        raise ConfigError(f"config.{field}: 'feature' needs image data; use l2, l1 or pseudo_huber for toys")
     feats = load_or_train_dataset_features(config.data)
-    if example_shape[0] != feats.resolution:
-        raise ConfigError(f"config.cm.distance: the feature classifier runs at {feats.resolution}×{feats.resolution}; "
+    if example_shape[0] != feats.resolution and not resize:
+        raise ConfigError(f"config.{field}: the feature classifier runs at {feats.resolution}×{feats.resolution}; "
                           f"train at data.resolution=0 (native) or use another distance")
 
     def distance(params, a, b):
-        return feature_distance(feats.model, params, a, b)
+        return feature_distance(feats.model, params, resize_to(a, feats.resolution), resize_to(b, feats.resolution))
     return distance, jax.tree.map(jnp.asarray, feats.params)

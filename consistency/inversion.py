@@ -1,0 +1,209 @@
+"""Teacher inversion: the PF-ODE run from data to noise, E(x) = x_T (PaGoDA §3; METHODS.md §9 "Inversion").
+
+The encoder of PaGoDA is the teacher's deterministic sampler run backwards: x at σ_min integrated up the ascending
+Karras grid to σ_max with Heun (the official code: EDM teacher, Heun, 40 steps, σ_max = 80, once on the images and
+once on their mirror images). A split is inverted once, offline, into an *inversion directory*:
+
+    meta.json                 what was inverted (data name, split, size, resolution, label checksum, teacher, solver,
+                              steps, σ range, shard size, flips) and ``complete`` once every shard exists
+    plain_00000.npy, …        latents of rows [k·shard, (k+1)·shard) of the split, float32 [n, *example_shape]
+    mirrored_00000.npy, …     the same rows mirrored (``--flip``), for runs with ``data.random_flip``
+    roundtrip.json            the round-trip table (:func:`roundtrip_errors`)
+
+Shards are written atomically (temporary file, then ``os.replace``); a second run skips the shards that exist, so an
+interrupted inversion continues where it stopped and a finished one is not redone. A run reads the latents through
+``config.data.latents`` (:func:`attach_latents`): they enter every batch as ``batch['latent']``, aligned with the
+image the batch shows (mirrored rows take the mirrored latent), and a directory made from another split, dataset,
+resolution or label order is refused in one line.
+
+The rows are the split as ``consistency.data`` stores it, decoded at the *teacher's* resolution (its own training
+data config): for progressive growing (PaGoDA stage 2+) the encoder input is the teacher-resolution image, while the
+generator's target is the same row decoded at the run's higher ``data.resolution``.
+
+Exact answers (METHODS.md §15 O8): for x ~ N(μ, s²) the inversion is linear, x_T = μ + √((s² + σ_max²)/s²)(x − μ)
+(:func:`gaussian_encoder`), so inverted latents have variance s² + σ_max² while sampling draws σ_max·ε — PaGoDA's
+small train/test mismatch.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from consistency.config import ConfigError
+from consistency.diffusion import schedules, solvers
+
+META = "meta.json"
+ROUNDTRIP = "roundtrip.json"
+PAGODA_STEPS = 40                 # PaGoDA's inversion: Heun, 40 steps (METHODS.md §9 [official code])
+KINDS = ("plain", "mirrored")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The ODE both ways
+# ----------------------------------------------------------------------------------------------------------------
+
+def inversion_sigmas(num_steps: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> jax.Array:
+    """The ascending Karras grid σ_min = σ_0 < … < σ_{num_steps} = σ_max (EDM eq. 5): ``num_steps`` solver steps
+    (Heun: 2·num_steps NFE)."""
+    return schedules.karras_sigmas(int(num_steps) + 1, sigma_min, sigma_max, rho)
+
+
+def invert(denoiser: Callable, x, sigmas, solver: str = "heun", cond=None):
+    """E(x): the PF-ODE dx/dσ = (x − D(x, σ))/σ from x at σ = sigmas[0] (≈ the clean image at σ_min) up the
+    ascending grid ``sigmas`` to x_T at σ_max (PaGoDA §3 inversion)."""
+    return solvers.solve(denoiser, x, sigmas, solver, cond)
+
+
+def reconstruct(denoiser: Callable, x_T, sigmas, solver: str = "heun", cond=None):
+    """The forward sampler on the mirrored grid, σ_max down to σ_min: the inverse of :func:`invert` up to solver
+    error."""
+    return solvers.solve(denoiser, x_T, jnp.asarray(sigmas)[::-1], solver, cond)
+
+
+def gaussian_encoder(x, mean, std, sigma_max):
+    """The exact inversion of N(μ, s²) data (METHODS.md §15 O8): x_T = μ + √((s² + σ_max²)/s²)·(x − μ)."""
+    return mean + jnp.sqrt((std ** 2 + sigma_max ** 2) / std ** 2) * (x - mean)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Inverting a split into a directory
+# ----------------------------------------------------------------------------------------------------------------
+
+def label_checksum(labels) -> str:
+    """A short hash of a split's label column: rows in another order (another split or permutation) differ."""
+    return hashlib.sha256(np.ascontiguousarray(np.asarray(labels, np.int64)).tobytes()).hexdigest()[:16]
+
+
+def _mirror(x: np.ndarray) -> np.ndarray:
+    return x[:, :, ::-1] if x.ndim == 4 else x
+
+
+def _atomic_save(path: str, array: np.ndarray) -> None:
+    tmp = path + ".tmp.npy"
+    np.save(tmp, array)
+    os.replace(tmp, path)
+
+
+def _write_json(path: str, value: dict) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(value, f, indent=1, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def shard_path(directory: str, kind: str, shard: int) -> str:
+    return os.path.join(directory, f"{kind}_{shard:05d}.npy")
+
+
+def invert_split(denoiser: Callable, images: np.ndarray, labels, out: str, meta: dict, *, num_steps: int,
+                 sigma_min: float, sigma_max: float, rho: float = 7.0, solver: str = "heun", flip: bool = False,
+                 shard_size: int = 512, conditional: bool = False, progress: Callable | None = None) -> dict:
+    """Invert ``images`` [N, ...] (model space, the teacher's resolution) into ``out`` (module doc), resuming: shards
+    already on disk are kept. ``denoiser(x, σ, cond)``; ``labels`` enter as cond when ``conditional``. ``meta``
+    describes the data (name, split, resolution); it must equal the meta of an existing directory, else ConfigError.
+    Returns the final meta."""
+    os.makedirs(out, exist_ok=True)
+    sigmas = inversion_sigmas(num_steps, sigma_min, sigma_max, rho)
+    meta = dict(meta, size=int(len(images)), example_shape=list(images.shape[1:]),
+                label_checksum=label_checksum(labels), num_steps=int(num_steps), solver=solver,
+                sigma_min=float(sigma_min), sigma_max=float(sigma_max), rho=float(rho), shard_size=int(shard_size),
+                kinds=list(KINDS if flip else KINDS[:1]), conditional=bool(conditional))
+    path = os.path.join(out, META)
+    if os.path.exists(path):
+        old = {k: v for k, v in json.load(open(path)).items() if k != "complete"}
+        if old != meta:
+            changed = sorted(k for k in set(old) | set(meta) if old.get(k) != meta.get(k))
+            raise ConfigError(f"invert: {out!r} holds an inversion with other settings ({', '.join(changed)}); "
+                              "use another --out or delete it")
+    _write_json(path, dict(meta, complete=False))
+
+    @jax.jit
+    def run(x, cond):
+        return invert(denoiser, x, sigmas, solver, cond if conditional else None)
+
+    num_shards = math.ceil(len(images) / shard_size)
+    for kind in meta["kinds"]:
+        for shard in range(num_shards):
+            target = shard_path(out, kind, shard)
+            if os.path.exists(target):
+                continue
+            rows = slice(shard * shard_size, min((shard + 1) * shard_size, len(images)))
+            x = images[rows] if kind == "plain" else _mirror(images[rows])
+            n = len(x)
+            pad = ((0, shard_size - n),) + ((0, 0),) * (x.ndim - 1)   # one shape: one compilation
+            cond = np.pad(np.asarray(labels[rows], np.int32), (0, shard_size - n))
+            latent = np.asarray(run(jnp.asarray(np.pad(x, pad)), jnp.asarray(cond)))[:n]
+            _atomic_save(target, latent.astype(np.float32))
+            if progress is not None:
+                progress(kind, shard, num_shards)
+    meta["complete"] = True
+    _write_json(path, meta)
+    return meta
+
+
+def read_meta(directory: str) -> dict:
+    path = os.path.join(directory, META)
+    if not os.path.exists(path):
+        raise ConfigError(f"config.data.latents: no inversion in {directory!r} (no {META}); make it with "
+                          "python launch/invert.py --teacher=WORKDIR --out=DIR")
+    return json.load(open(path))
+
+
+def load_latents(directory: str) -> tuple[dict, np.ndarray, np.ndarray | None]:
+    """(meta, latents [N, ...], mirrored latents or None) of a complete inversion directory."""
+    meta = read_meta(directory)
+    if not meta.get("complete"):
+        raise ConfigError(f"config.data.latents: the inversion in {directory!r} is unfinished; rerun the same "
+                          "launch/invert.py command, it continues where it stopped")
+    num_shards = math.ceil(meta["size"] / meta["shard_size"])
+    arrays = [np.concatenate([np.load(shard_path(directory, kind, k)) for k in range(num_shards)])
+              for kind in meta["kinds"]]
+    return meta, arrays[0], (arrays[1] if len(arrays) > 1 else None)
+
+
+def attach_latents(dataset, directory: str):
+    """``dataset`` serving ``batch['latent']`` from the inversion in ``directory`` (``config.data.latents``), after
+    checking that it inverted this dataset's split: same name, split, size and label order (one ConfigError line)."""
+    meta, latents, mirrored = load_latents(directory)
+    for key, mine in (("data", dataset.name), ("split", dataset.split), ("size", dataset.size),
+                      ("label_checksum", label_checksum(dataset.labels))):
+        if meta.get(key) != mine:
+            raise ConfigError(f"config.data.latents: {directory!r} inverted {key} {meta.get(key)!r}, but this run's "
+                              f"is {mine!r}; invert this run's data (launch/invert.py) or fix data.latents")
+    return dataset.with_extras(latent=(latents, mirrored))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Round trip
+# ----------------------------------------------------------------------------------------------------------------
+
+def roundtrip_errors(denoiser: Callable, x, step_counts, sigma_min: float, sigma_max: float, rho: float = 7.0,
+                     solver: str = "heun", cond=None) -> list[dict]:
+    """Invert ``x`` and sample back from the latent on the same grid, per grid size: the mean and max |x − x̂| and
+    the RMS error, and the latent's std (≈ √(s² + σ_max²) for data of std s)."""
+    rows = []
+    for n in step_counts:
+        sigmas = inversion_sigmas(n, sigma_min, sigma_max, rho)
+        x_T = jax.jit(lambda v: invert(denoiser, v, sigmas, solver, cond))(x)
+        back = jax.jit(lambda v: reconstruct(denoiser, v, sigmas, solver, cond))(x_T)
+        err = np.abs(np.asarray(back) - np.asarray(x))
+        rows.append({"num_steps": int(n), "nfe_each_way": int(2 * n if solver == "heun" else n),
+                     "mean_abs_error": float(err.mean()), "max_abs_error": float(err.max()),
+                     "rms_error": float(np.sqrt(np.mean(err ** 2))), "latent_std": float(np.std(np.asarray(x_T)))})
+    return rows
+
+
+def roundtrip_table(rows: list[dict]) -> str:
+    """The round-trip rows as a markdown table."""
+    lines = ["| Heun steps | NFE each way | mean abs error | max abs error | RMS error | latent std |",
+             "|---|---|---|---|---|---|"]
+    lines += [f"| {r['num_steps']} | {r['nfe_each_way']} | {r['mean_abs_error']:.3g} | {r['max_abs_error']:.3g} | "
+              f"{r['rms_error']:.3g} | {r['latent_std']:.4g} |" for r in rows]
+    return "\n".join(lines)

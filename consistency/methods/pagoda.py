@@ -1,0 +1,224 @@
+"""PaGoDA — one-step generator from teacher inversion, reconstruction + adversarial loss, progressive growing
+(Kim et al. 2024, arXiv 2405.14822, ``sony/pagoda``; seed eq. 55–58; METHODS.md §9; objectives in
+``consistency/objectives/pagoda.py``).
+
+Pipeline (README "PaGoDA"): train an EDM teacher at a low resolution R; invert its training split once,
+``python launch/invert.py --teacher=W`` (``consistency/inversion.py``: Heun 40 steps, data → noise, sharded and
+resumable); train stage 1 here at R with ``data.latents`` pointing at the inversion; then each growing stage s = 2, 3
+doubles the output with ``pagoda.stage = s``, ``data.resolution = 2^{s−1} R`` and ``training.init_from`` = the
+previous stage's workdir (``training.init_sets = ('generator',)``: the discriminator of a new resolution starts
+fresh). The encoder stays the teacher-resolution inversion of the same (downsampled) real image throughout.
+
+Trained sets, alternating 1:1 as in the official code (``pagoda.alternate``: D at even loop steps, G at odd ones):
+
+* 'discriminator' — ``config.discriminator`` heads on frozen features (``pagoda.features``: the in-project
+  classifier, the LPIPS / EfficientNet stand-in; 'teacher' encoder maps; 'input' for 2-D toys), inputs resized to the
+  feature net's resolution (PaGoDA resizes to 224) and DiffAugmented (``pagoda.augment``); hinge on real x vs
+  sg G(σ_max ε), optional R1. One implementation with ADD and CTM (:func:`consistency.methods.add.projected_discriminator`).
+* 'generator' (sampled; EMA ``training.ema_decay``) — params {'base': the teacher's network at R, 'grow_k': the
+  ×2 blocks of ``consistency/nets/growing.py``}. G(x_T) = GrowBlocks(D_base(x_T, σ_max)), i.e. the teacher's EDM
+  preconditioning applies c_in(σ_max) to the latent (G_θ(c_in(σ_max)·E(x)) of METHODS.md §9). Loss
+  ``reconstruction_weight``·d(G(E(x)), x) + λ_adv·(−D(G(σ_max ε))), λ_adv adaptive (``pagoda.adaptive``, last
+  layer = the newest block's output conv) or fixed ``discriminator_weight``.
+
+Frozen: {'teacher' (for 'teacher' features), 'features' (classifier params)}. Sampling: one step,
+x = G(σ_max z), z ~ N(0, I) at the teacher's resolution. CFG conditioning on w (nb (56)–(58)) is not built.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from consistency.diffusion import distances
+from consistency.methods import add, base, common, distillation
+from consistency.nets.growing import GrowBlock, block_name
+from consistency.objectives import add as add_objective
+from consistency.objectives import dmd as dmd_objective
+from consistency.objectives import pagoda as obj
+
+NAME = "pagoda"
+DISTANCES = ("l2", "pseudo_huber", "feature")
+LAST_LAYERS = ("conv_out", "dense_out")
+
+
+def validate_config(config) -> None:
+    """``config.pagoda`` (one ConfigError line naming the field)."""
+    p = config.pagoda
+    distillation.validate_common(config, NAME)
+    distillation.number(p.stage, "pagoda.stage", 1, integer=True, fix="use 1 (teacher resolution), 2 (2×) or 3 (4×)")
+    distillation.choice(p.distance, "pagoda.distance", DISTANCES)
+    distillation.number(p.huber_c, "pagoda.huber_c", fix="use a pseudo-Huber c > 0, or < 0 for 0.00054·√d")
+    distillation.number(p.reconstruction_weight, "pagoda.reconstruction_weight", 0, lo_open=True)
+    distillation.number(p.discriminator_weight, "pagoda.discriminator_weight", 0,
+                        fix="use PaGoDA's 0.2 (stage 1, adaptive) or 1 (growing stages); 0 trains L_rec alone")
+    distillation.flag(p.adaptive, "pagoda.adaptive")
+    distillation.flag(p.alternate, "pagoda.alternate")
+    distillation.number(p.r1_weight, "pagoda.r1_weight", 0, fix="use 0 (PaGoDA) or e.g. 1e-5")
+    distillation.choice(p.features, "pagoda.features", add.FEATURES)
+    distillation.number(p.feature_sigma, "pagoda.feature_sigma", 0, config.diffusion.sigma_max, lo_open=True)
+    distillation.number(p.grow_channels, "pagoda.grow_channels", 4, integer=True)
+    distillation.number(p.grow_res_blocks, "pagoda.grow_res_blocks", 0, integer=True)
+    add.validate_augment(config, "pagoda.augment")
+    distillation.check_head_block(config)
+    toy = str(config.data.name).startswith("toy:")
+    distillation.require(bool(config.data.latents), "data.latents", "'' but PaGoDA trains on (image, inverted "
+                         "latent) pairs", "make them with python launch/invert.py --teacher=WORKDIR --out=DIR and set "
+                         "data.latents=DIR")
+    distillation.require(not toy or p.stage == 1, "pagoda.stage", f"{p.stage}, but 2-D points have no resolution to "
+                         "grow", "use 1 for toys")
+    distillation.require(not toy or (p.features == "input" and p.distance != "feature"), "pagoda.features",
+                         "toys have no feature network", "use features='input' and distance 'l2' or 'pseudo_huber'")
+    distillation.require(p.features != "teacher" or p.stage == 1, "pagoda.features", "'teacher' encoder maps exist "
+                         "at the teacher's resolution only", "use 'classifier' for growing stages")
+    distillation.require(p.features != "teacher" or bool(config.teacher.workdir), "pagoda.features", "'teacher' "
+                         "needs a trained teacher network", "use 'input' for toys or set teacher.workdir")
+    distillation.require(p.stage == 1 or bool(config.teacher.workdir), "pagoda.stage", f"{p.stage} grows a "
+                         "teacher network, but the teacher is an oracle", "use stage 1 with oracle teachers")
+    distillation.validate_eval_nfes(config, NAME, 1)
+
+
+def _distance(config, shape):
+    """(distance(frozen, a, b) -> [B], feature params or None) for ``pagoda.distance``."""
+    p = config.pagoda
+    if p.distance == "feature":
+        from consistency.objectives.feature_distance import make_feature_distance
+        fn, params = make_feature_distance(config, shape, field="pagoda.distance", resize=True)
+        return (lambda frozen, a, b: fn(frozen["features"], a, b)), params
+    if p.distance == "pseudo_huber":
+        c = None if p.huber_c < 0 else float(p.huber_c)
+        return (lambda frozen, a, b: distances.pseudo_huber(a, b, c)), None
+    return (lambda frozen, a, b: distances.l2(a, b)), None
+
+
+def latent_shape(config, dataset) -> tuple:
+    """Per-example shape of the inverted latents (the teacher's resolution), checked against ``pagoda.stage``."""
+    from consistency.config import ConfigError
+    if "latent" not in dataset.extras:
+        raise ConfigError("config.data.latents: the dataset serves no latents; set data.latents to an inversion "
+                          "directory (launch/invert.py)")
+    shape = tuple(dataset.extras["latent"][0].shape[1:])
+    factor = 2 ** (int(config.pagoda.stage) - 1)
+    data_shape = tuple(dataset.example_shape)
+    expected = shape if len(shape) != 3 else (shape[0] * factor, shape[1] * factor, shape[2])
+    if expected != data_shape:
+        raise ConfigError(f"config.pagoda.stage: {config.pagoda.stage} turns {shape} latents into {expected} images, "
+                          f"but the data is {data_shape}; set data.resolution={expected[0] if len(shape) == 3 else 0}"
+                          " or the stage that matches")
+    return shape
+
+
+def make(config, dataset) -> base.Method:
+    validate_config(config)
+    p, f = config.pagoda, config.diffusion
+    data_shape = tuple(dataset.example_shape)
+    teacher_shape = latent_shape(config, dataset)
+    low = dataclasses.replace(dataset, example_shape=teacher_shape)     # the teacher's view of the data
+    nets = distillation.build_networks(config, low)
+    blocks = [GrowBlock(channels=int(p.grow_channels), num_res_blocks=int(p.grow_res_blocks),
+                        max_groups=int(config.model.num_groups)) for _ in range(int(p.stage) - 1)]
+    sigma_max = float(f.sigma_max)
+    disc = add.projected_discriminator(config, dataclasses.replace(nets, example_shape=data_shape), p.features,
+                                       float(p.feature_sigma), p.augment)
+    distance, distance_params = _distance(config, data_shape)
+    feature_params = disc.feature_params if disc.feature_params is not None else distance_params
+    data_range = getattr(dataset, "data_range", None) if config.sampling.clip else None
+    if data_range is not None and not all(abs(v) < float("inf") for v in data_range):
+        data_range = None
+
+    def generator(params, x_T, labels=None):
+        """G(x_T) = GrowBlocks(D_base(x_T, σ_max)) (module doc)."""
+        y = nets.denoiser(params["base"], x_T, jnp.full(x_T.shape[:1], sigma_max, x_T.dtype), labels)
+        h = None
+        for k, block in enumerate(blocks, start=1):
+            y, h = block.apply({"params": params[block_name(k)]}, y, h)
+        return y
+
+    def last_layer_path(params) -> tuple:
+        if blocks:
+            return (block_name(len(blocks)), "conv_out")
+        return ("base", next(n for n in LAST_LAYERS if n in params["base"]))
+
+    def init(rng, batch):
+        k_base, k_head, *k_blocks = jax.random.split(rng, 2 + len(blocks))
+        base_batch = batch if not blocks else {"x": jnp.zeros((1,) + teacher_shape, jnp.float32)}
+        params = {"base": distillation.init_generator_and_fake(config, NAME, nets, k_base, base_batch,
+                                                               with_fake=False)[0]}
+        y, h = jnp.zeros((1,) + teacher_shape, jnp.float32), None
+        for k, (block, key) in enumerate(zip(blocks, k_blocks), start=1):
+            params[block_name(k)] = block.init(key, y, h)["params"]
+            y, h = block.apply({"params": params[block_name(k)]}, y, h)
+        frozen = {"teacher": nets.teacher_params}
+        if feature_params is not None:
+            frozen["features"] = feature_params
+        head = disc.init(k_head, frozen, jnp.zeros((1,) + data_shape, jnp.float32))
+        return {"discriminator": head, "generator": params}, frozen
+
+    def fake_images(params, keys, labels):
+        """G(σ_max ε), ε ~ N(0, I) at the teacher's resolution: what sampling draws."""
+        return generator(params, sigma_max * distillation.normal_like(keys, 1, teacher_shape), labels)
+
+    def discriminator_loss(params, state, batch, rng):
+        keys = base.example_keys(rng, batch["index"])
+        labels = common.batch_labels(config, batch)
+        fake = jax.lax.stop_gradient(fake_images(state.params["generator"], keys, labels))
+        real = jax.lax.stop_gradient(batch["x"])
+        k_real, k_fake = jax.random.split(jax.random.fold_in(rng, add.AUGMENT_STREAM))
+        d_real = disc.logits(params, state.frozen, labels, k_real)
+        real_logits, fake_logits = d_real(real), disc.logits(params, state.frozen, labels, k_fake)(fake)
+        per_logit = real_logits.reshape(real_logits.shape[0], -1).shape[1]
+        loss = jnp.mean(add_objective.hinge_discriminator_loss(real_logits, fake_logits)) / per_logit
+        metrics = {"loss_hinge": loss, "real_logit": jnp.mean(real_logits), "fake_logit": jnp.mean(fake_logits)}
+        if float(p.r1_weight) > 0:
+            r1 = jnp.mean(add_objective.r1_penalty(d_real, real))
+            loss = loss + float(p.r1_weight) * r1
+            metrics["r1"] = r1
+        return loss, jax.lax.stop_gradient(metrics)
+
+    def generator_loss(params, state, batch, rng):
+        params = distillation.nan_to_num_gradient(params)
+        keys = base.example_keys(rng, batch["index"])
+        labels = common.batch_labels(config, batch)
+        k_augment = jax.random.fold_in(rng, add.AUGMENT_STREAM)
+        frozen_d = dmd_objective.with_frozen_parameters(
+            lambda d, x: disc.logits(d, state.frozen, labels, k_augment)(x), state.params["discriminator"])
+
+        def rec_loss(g):                                               # nb (55), METHODS.md §9
+            x_rec = generator(g, batch["latent"], labels)
+            return jnp.mean(obj.reconstruction_loss(x_rec, batch["x"], lambda a, b: distance(state.frozen, a, b)))
+
+        def gan_loss(g):                                               # hinge generator term −D(G(σ_max ε))
+            logits = frozen_d(fake_images(g, keys, labels))
+            per_logit = logits.reshape(logits.shape[0], -1).shape[1]
+            return jnp.mean(add_objective.hinge_generator_loss(logits)) / per_logit
+
+        l_rec = rec_loss(params)
+        total = float(p.reconstruction_weight) * l_rec
+        metrics = {"loss_rec": l_rec}
+        if float(p.discriminator_weight) > 0:
+            l_gan = gan_loss(params)
+            if p.adaptive:
+                path = last_layer_path(params)
+                weight = obj.adaptive_adversarial_weight(
+                    obj.last_layer_grad(params, path, lambda g: float(p.reconstruction_weight) * rec_loss(g)),
+                    obj.last_layer_grad(params, path, gan_loss), float(p.discriminator_weight))
+            else:
+                weight = jnp.asarray(float(p.discriminator_weight))
+            total = total + weight * l_gan
+            metrics.update(loss_gan=l_gan, adversarial_weight=weight)
+        return total, jax.lax.stop_gradient(metrics)
+
+    def sample(state, rng, num_samples, labels=None, num_steps=1, params=None):
+        if int(num_steps) != 1:
+            raise ValueError(f"PaGoDA's generator is one-step; asked for {num_steps} steps")
+        params = state.ema["generator"] if params is None else params
+        cond = None if labels is None else jnp.asarray(labels, jnp.int32)
+        x = generator(params, sigma_max * jax.random.normal(rng, (num_samples,) + teacher_shape), cond)
+        return x if data_range is None else jnp.clip(x, *data_range)
+
+    every, (d_phase, g_phase) = (2, (0, 1)) if p.alternate else (1, (0, 0))
+    trained = (common.trained_set(config, "discriminator", discriminator_loss, every=every, phase=d_phase),
+               common.trained_set(config, "generator", generator_loss, every=every, phase=g_phase, sampled=True))
+    return base.Method(name=NAME, init=init, trained=trained, sample=sample, sample_params="generator",
+                       nfe_kwargs=lambda n: {"num_steps": int(n)}, default_nfes=(1,))

@@ -1,0 +1,232 @@
+"""PaGoDA (METHODS.md §9, §15 O8) against exact answers: the teacher inversion of a 1-D Gaussian is the closed-form
+linear encoder and its optimal linear decoder is the inverse, inversion then sampling returns the data to solver
+precision (Gaussian and empirical-data oracles), the adaptive GAN weight equals the hand-computed last-layer ratio, a
+grown generator reproduces the bilinear upsampling of its previous stage before training, the sharded inversion
+resumes, and invert → train → grow runs from the CLI pieces end to end."""
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from consistency import inversion, methods, oracles, presets, train
+from consistency.config import ConfigError, validate
+from consistency.methods import base
+from consistency.nets.growing import GrowBlock, upsample_bilinear
+from consistency.objectives import pagoda as obj
+
+MU, S, SIGMA_MIN, SIGMA_MAX = 0.4, 0.3, 0.002, 80.0
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def gaussian_data(n=4000, seed=0):
+    return MU + S * jax.random.normal(jax.random.PRNGKey(seed), (n, 1))
+
+
+def test_inverting_a_gaussian_gives_the_exact_linear_encoder_and_the_variance_mismatch():
+    """E(x) = μ + √((s² + σ_max²)/s²)(x − μ) (O8) from the Heun inversion of the exact N(μ, s²) denoiser; the encoded
+    variance is s² + σ_max² against σ_max² for sampling."""
+    x = gaussian_data()
+    sigmas = inversion.inversion_sigmas(80, SIGMA_MIN, SIGMA_MAX)
+    x_T = inversion.invert(oracles.gaussian_denoiser(MU, S), x, sigmas)
+    # x sits at σ_min, not 0: the exact encoder of x_{σ_min} ~ N(μ, s² + σ_min²) differs from the σ = 0 one by O(σ_min²).
+    exact = inversion.gaussian_encoder(x, MU, np.sqrt(S ** 2 + SIGMA_MIN ** 2), SIGMA_MAX)
+    np.testing.assert_allclose(np.asarray(x_T), np.asarray(exact), rtol=2e-3, atol=2e-3 * SIGMA_MAX)
+    encoded, sampling = obj.latent_variance_mismatch(S, SIGMA_MAX)
+    measured = float(jnp.var(x_T))
+    print(f"latent variance: encoded {measured:.2f} (exact s² + σ_max² = {float(encoded):.2f}) vs sampling "
+          f"σ_max² = {float(sampling):.2f}")
+    assert measured == pytest.approx(float(encoded), rel=0.05)
+    assert float(encoded) - float(sampling) == pytest.approx(S ** 2)
+
+
+def test_the_optimal_linear_decoder_is_the_inverse_encoder_and_training_reaches_it():
+    """A linear G(x_T) = a·x_T + b trained on L_rec (l2) from the inverted latents reaches a = s/√(s² + σ_max²),
+    b = μ(1 − a) — the inverse of the encoder (tolerance 1% on a, 0.01 on b)."""
+    x = gaussian_data()
+    x_T = inversion.invert(oracles.gaussian_denoiser(MU, S), x, inversion.inversion_sigmas(80, SIGMA_MIN, SIGMA_MAX))
+    from consistency.diffusion import distances
+
+    def loss(p):
+        return jnp.mean(obj.reconstruction_loss(p["a"] * x_T / SIGMA_MAX + p["b"], x, distances.l2))
+    params, opt = {"a": jnp.zeros(()), "b": jnp.zeros(())}, optax.adam(0.05)
+    state = opt.init(params)
+    step = jax.jit(lambda p, s: (lambda g: (optax.apply_updates(p, opt.update(g, s)[0]), opt.update(g, s)[1]))(
+        jax.grad(loss)(p)))
+    for _ in range(1500):
+        params, state = step(params, state)
+    a = float(params["a"]) / SIGMA_MAX
+    a_exact = S / np.sqrt(S ** 2 + SIGMA_MAX ** 2)
+    assert a == pytest.approx(a_exact, rel=0.01)
+    assert float(params["b"]) == pytest.approx(MU * (1 - a_exact), abs=0.01)
+
+
+@pytest.mark.parametrize("oracle", ["gaussian", "empirical"])
+def test_inversion_then_sampling_returns_the_data_to_solver_precision(oracle):
+    """Round trip on the Gaussian and on the empirical-data oracle (points of the bank itself): the error falls with
+    the grid like a second-order solver's and is below 2e-3 at 80 Heun steps."""
+    if oracle == "gaussian":
+        x, D = gaussian_data(256), oracles.gaussian_denoiser(MU, S)
+    else:
+        bank = jax.random.normal(jax.random.PRNGKey(1), (64, 4))
+        x, D = bank[:32], oracles.empirical_denoiser(bank)
+    rows = inversion.roundtrip_errors(D, x, [20, 40, 80], SIGMA_MIN, SIGMA_MAX)
+    errors = [r["mean_abs_error"] for r in rows]
+    assert errors[2] < 2e-3 and errors[0] > errors[1] > errors[2], rows
+    assert "| 80 | 160 |" in inversion.roundtrip_table(rows)
+
+
+def test_adaptive_weight_is_the_last_layer_gradient_ratio_computed_by_hand():
+    """For a tiny net y = W₂ tanh(W₁x) + b₂: ∂L/∂W₂ = Σ_n (∂L/∂y_n) h_nᵀ, ∂L/∂b₂ = Σ_n ∂L/∂y_n; with L_rec = mean (y − t)²
+    and L_gan = −mean c·y, λ = clip(‖∇_last L_rec‖/‖∇_last L_gan‖, 0.01, 10)·w."""
+    rng = np.random.default_rng(0)
+    params = {"hidden": {"kernel": rng.normal(size=(3, 5))}, "dense_out": {"kernel": rng.normal(size=(5, 2)),
+                                                                          "bias": rng.normal(size=(2,))}}
+    x, t, c = rng.normal(size=(7, 3)), rng.normal(size=(7, 2)), rng.normal(size=(2,))
+
+    def net(p):
+        return jnp.tanh(x @ p["hidden"]["kernel"]) @ p["dense_out"]["kernel"] + p["dense_out"]["bias"]
+    rec, gan = (lambda p: jnp.mean((net(p) - t) ** 2)), (lambda p: -jnp.mean(net(p) @ c))
+    h = np.tanh(x @ params["hidden"]["kernel"])
+    y = h @ params["dense_out"]["kernel"] + params["dense_out"]["bias"]
+    d_rec, d_gan = 2 * (y - t) / y.size, -np.broadcast_to(c, y.shape) / len(y)
+    by_hand = [np.sqrt(np.sum((h.T @ d) ** 2) + np.sum(d.sum(0) ** 2)) for d in (d_rec, d_gan)]
+    for w in (0.2, 1.0):
+        got = obj.adaptive_adversarial_weight(obj.last_layer_grad(params, ("dense_out",), rec),
+                                              obj.last_layer_grad(params, ("dense_out",), gan), w)
+        assert float(got) == pytest.approx(np.clip(by_hand[0] / by_hand[1], 0.01, 10) * w, rel=1e-5)
+    tiny = obj.adaptive_adversarial_weight({"k": jnp.ones(3) * 1e-9}, {"k": jnp.ones(3)}, 1.0)
+    assert float(tiny) == pytest.approx(0.01)
+
+
+def test_a_new_growth_block_starts_as_bilinear_upsampling():
+    y = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, 1))
+    block = GrowBlock(channels=8)
+    params = block.init(jax.random.PRNGKey(1), y)["params"]
+    out, h = block.apply({"params": params}, y)
+    np.testing.assert_array_equal(np.asarray(out), np.asarray(upsample_bilinear(y)))
+    assert out.shape == (2, 16, 16, 1) and h.shape == (2, 16, 16, 8)
+
+
+def test_sharded_inversion_resumes_and_refuses_other_settings(tmp_path):
+    """Shards on disk are kept (an interrupted run continues; a finished one redoes nothing); other settings in the
+    same directory are refused in one line; the loader refuses an unfinished inversion."""
+    x = np.asarray(gaussian_data(10)).astype(np.float32)
+    labels = np.zeros(10, np.int32)
+    calls = []
+    D = oracles.gaussian_denoiser(MU, S)
+    kwargs = dict(num_steps=8, sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX, shard_size=4)
+    meta = {"data": "toy", "split": "train", "resolution": 0, "teacher": "gaussian"}
+    out = str(tmp_path / "inv")
+    inversion.invert_split(lambda v, s, c=None: D(v, s), x, labels, out, meta, **kwargs,
+                           progress=lambda kind, k, n: calls.append(k))
+    assert calls == [0, 1, 2]
+    reference = np.load(inversion.shard_path(out, "plain", 1))
+    os.remove(inversion.shard_path(out, "plain", 1))                      # as if interrupted before shard 1
+    meta_path = os.path.join(out, inversion.META)
+    json.dump(dict(json.load(open(meta_path)), complete=False), open(meta_path, "w"))
+    with pytest.raises(ConfigError, match=r"^config\.data\.latents: the inversion in .* is unfinished"):
+        inversion.load_latents(out)
+    calls.clear()
+    inversion.invert_split(lambda v, s, c=None: D(v, s), x, labels, out, meta, **kwargs,
+                           progress=lambda kind, k, n: calls.append(k))
+    assert calls == [1]
+    np.testing.assert_array_equal(np.load(inversion.shard_path(out, "plain", 1)), reference)
+    loaded_meta, latents, mirrored = inversion.load_latents(out)
+    assert latents.shape == (10, 1) and mirrored is None and loaded_meta["complete"]
+    with pytest.raises(ConfigError, match=r"^invert: .* other settings \(num_steps\)"):
+        inversion.invert_split(lambda v, s, c=None: D(v, s), x, labels, out, meta, **dict(kwargs, num_steps=9))
+
+
+def digits_teacher(workdir):
+    c = presets.digits(presets.new("edm"), "edm")
+    c.model.update(dict(channels=8, channel_mult=(1,), num_res_blocks=1))
+    c.training.update(dict(num_steps=2, batch_size=16, ckpt_every=2, sample_every=0, log_every=1))
+    c.eval.update(dict(num_samples=16, nfes=(3,)))
+    train.train_and_evaluate(c, workdir)
+    return c
+
+
+def pagoda_config(teacher, latents, stage, steps=2):
+    c = presets.digits_distillation(presets.new("pagoda"), "pagoda", teacher_workdir=teacher)
+    c.model.update(dict(channels=8, channel_mult=(1,), num_res_blocks=1))
+    c.data.latents = latents
+    c.data.resolution = 8 * 2 ** (stage - 1) if stage > 1 else 0
+    c.pagoda.update(dict(stage=stage, features="input", distance="l2", grow_channels=8))
+    c.discriminator.update(dict(name="mlp", channels=16, depth=1))
+    c.training.update(dict(num_steps=steps, batch_size=16, ckpt_every=steps, sample_every=0, log_every=1))
+    c.eval.update(dict(num_samples=16, nfes=(1,)))
+    return c
+
+
+def test_invert_train_and_grow_end_to_end(tmp_path):
+    """The digits pipeline at toy sizes: a teacher, its inversion (launch/invert.py), stage 1 at 8×8 trained on the
+    (image, latent) pairs, then stage 2 at 16×16 warm-started from it: before any stage-2 step the grown generator's
+    output is exactly the bilinear upsampling of the stage-1 generator's; a wrong stage is refused in one line."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("invert", os.path.join(ROOT, "launch", "invert.py"))
+    invert_cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(invert_cli)
+    teacher = str(tmp_path / "teacher")
+    digits_teacher(teacher)
+    latents = str(tmp_path / "inversion")
+    invert_cli.run(invert_cli.teacher_setup(teacher, "", ""), latents, num_steps=2, shard_size=512,
+                   roundtrip=(2,), roundtrip_num=8, log=lambda *_: None)
+    assert json.load(open(os.path.join(latents, inversion.ROUNDTRIP)))["rows"][0]["num_steps"] == 2
+
+    stage1 = pagoda_config(teacher, latents, 1)
+    first = train.train_and_evaluate(stage1, str(tmp_path / "stage1"))
+    assert {k: int(v) for k, v in first.updates.items()} == {"discriminator": 1, "generator": 1}
+    report = json.load(open(os.path.join(tmp_path, "stage1", "eval", "metrics_2.json")))
+    assert report["nfe_1"]["finite_fraction"] == 1.0 and np.isfinite(report["train/generator/loss_rec"])
+
+    stage2 = pagoda_config(teacher, latents, 2)
+    stage2.training.init_from = str(tmp_path / "stage1")
+    stage2.training.init_sets = ("generator",)
+    dataset = train.build_dataset(stage2)
+    assert dataset.batch(0)["x"].shape[1:] == (16, 16, 1) and dataset.batch(0)["latent"].shape[1:] == (8, 8, 1)
+    method = methods.get_method(stage2, dataset)
+    fresh = base.init_state(method, jax.random.PRNGKey(0), dataset.batch(0))
+    grown = train.warm_start_from(fresh, str(tmp_path / "stage1"), ("generator",))
+    method1 = methods.get_method(stage1, train.build_dataset(stage1))
+    rng = jax.random.PRNGKey(7)
+    old = method1.sample(first, rng, 4)
+    new = method.sample(grown, rng, 4)
+    np.testing.assert_allclose(np.asarray(new), np.asarray(jnp.clip(upsample_bilinear(old), -1, 1)), atol=1e-6)
+    state = train.train_and_evaluate(stage2, str(tmp_path / "stage2"))
+    assert int(state.step) == 2 and set(state.params["generator"]) == {"base", "grow_1"}
+
+    wrong = pagoda_config(teacher, latents, 3)
+    wrong.data.resolution = 16
+    with pytest.raises(ConfigError, match=r"^config\.pagoda\.stage: 3 turns \(8, 8, 1\) latents into \(32, 32, 1\)"):
+        methods.get_method(wrong, train.build_dataset(wrong))
+
+
+@pytest.mark.parametrize("field,value,match", [
+    ("distance", "lpips", r"^config\.pagoda\.distance: 'lpips' is not one of"),
+    ("stage", 0, r"^config\.pagoda\.stage: 0 is not"),
+    ("features", "classifier", r"^config\.pagoda\.features: toys have no feature network"),
+])
+def test_bad_pagoda_fields_are_one_line_errors(field, value, match):
+    c = presets.toy_distillation(presets.new("pagoda"), "pagoda", fit_steps=10)
+    c.data.latents = "somewhere"
+    c.pagoda.update(dict(features="input", distance="l2"))
+    c.pagoda[field] = value
+    with pytest.raises(ConfigError, match=match) as error:
+        validate(c)
+    assert "\n" not in str(error.value)
+
+
+def test_missing_latents_are_refused_with_the_command_that_makes_them(tmp_path):
+    c = presets.toy_distillation(presets.new("pagoda"), "pagoda", fit_steps=10)
+    c.pagoda.update(dict(features="input", distance="l2"))
+    with pytest.raises(ConfigError, match=r"^config\.data\.latents: '' but PaGoDA trains on .*launch/invert\.py"):
+        validate(c)
+    c.data.latents = str(tmp_path / "none")
+    with pytest.raises(ConfigError, match=r"^config\.data\.latents: no inversion in .*launch/invert\.py"):
+        train.build_dataset(c)
