@@ -96,3 +96,20 @@ def test_cifar_ct_cpu_variant_trains_on_mock_cifar10(tmp_path):
         state = train.train_and_evaluate(config, str(tmp_path / "run"))
     assert int(state.step) == 2
     assert os.path.exists(tmp_path / "run" / "eval" / "metrics_2.json")
+
+
+def test_pagoda_configs_carry_the_official_stage_table():
+    """METHODS.md §9: batch 96/256/360/512 and discriminator weight 0.2 adaptive / 1 / 1 / 1 at 64/128/256/512;
+    RAdam, generator lr 8e-6, discriminator lr 2e-3, EMA 0.999; growing stages warm-start the generator only."""
+    table = {"": (64, 96, 0.2, True), "stage2": (128, 256, 1.0, False), "stage3": (256, 360, 1.0, False),
+             "stage4": (512, 512, 1.0, False)}
+    for stage, (variant, (resolution, batch, weight, adaptive)) in enumerate(table.items(), start=1):
+        c = load("imagenet64_pagoda.py", variant)
+        assert (c.pagoda.stage, c.data.resolution, c.training.batch_size) == (stage, resolution, batch)
+        assert (c.pagoda.discriminator_weight, c.pagoda.adaptive, c.pagoda.alternate) == (weight, adaptive, True)
+        assert (c.optim.name, c.optim.lr, c.optim_discriminator.lr, c.training.ema_decay) == ("radam", 8e-6, 2e-3,
+                                                                                                 0.999)
+        assert tuple(c.training.init_sets) == (() if stage == 1 else ("generator",))
+    digits = [load("digits_pagoda.py", v) for v in ("", "stage2", "stage3")]
+    assert [(d.pagoda.stage, d.data.resolution) for d in digits] == [(1, 0), (2, 16), (3, 32)]
+    assert [d.training.init_from for d in digits] == ["", "workdirs/digits_pagoda", "workdirs/digits_pagoda_16"]
