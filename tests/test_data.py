@@ -409,3 +409,23 @@ def test_tfds_prepared_local_dataset_real_path(tmp_path, no_network):
         make_dataset(data_config(name="local_digits", data_dir=str(tmp_path)), 8, seed=0, split="validation")
     assert "validation" in one_line(e.value)
     images_lib.load_tfds_split.cache_clear()
+
+
+def test_extras_follow_the_rows_and_the_flips_of_each_batch():
+    """Per-example extras (PaGoDA's inverted latents) are the rows of exactly the images a batch shows: row ids of the
+    epoch permutation, and the mirrored entry for mirrored images; a flipping run without mirrored entries is refused."""
+    from consistency.data.pipeline import flip_mask
+    ds = make_dataset(data_config(name="digits", random_flip=True), 64, seed=3)
+    ids = np.arange(ds.size, dtype=np.float32)[:, None]
+    with_extras = ds.with_extras(tag=(ids, -ids - 1))
+    for step in (0, 7, 40):
+        batch = with_extras.batch(step)
+        rows = ds.example_ids(step)
+        flipped = flip_mask(3, step, 64)
+        expected = np.where(flipped[:, None], -rows[:, None] - 1.0, rows[:, None])
+        np.testing.assert_array_equal(batch["tag"], expected)
+        np.testing.assert_array_equal(batch["x"], ds.batch(step)["x"])
+    with pytest.raises(ConfigError, match=r"^config\.data\.random_flip: extra 'tag' has no entries for mirrored"):
+        ds.with_extras(tag=(ids, None))
+    with pytest.raises(ValueError, match="would replace a batch field"):
+        ds.with_extras(x=(ids, ids))
