@@ -295,6 +295,8 @@ def base_config() -> ml_collections.ConfigDict:
     pg.reconstruction_weight = 1.0
     pg.discriminator_weight = 0.2  # GAN weight (PaGoDA 64→64: 0.2 adaptive; growing stages: 1)
     pg.adaptive = True           # λ_adv = clip(‖∇_last L_rec‖/‖∇_last L_GAN‖, 0.01, 10)·discriminator_weight
+    pg.prior = "sigma_max"       # generator input at sampling (and for the GAN's fakes): 'sigma_max' σ_max·ε (PaGoDA) |
+                                 # 'latent' the per-coordinate Gaussian of the inverted latents (consistency/inversion.py)
     pg.alternate = True          # D and G alternate 1:1, one set per loop step (official step % 2); False → both
     pg.r1_weight = 0.0           # γ·R1 on real inputs (not in PaGoDA)
     pg.features = "classifier"   # frozen discriminator features, as add.features: 'classifier' | 'teacher' | 'input'

@@ -20,13 +20,13 @@ The rows are the split as ``consistency.data`` stores it, decoded at the *teache
 data config): for progressive growing (PaGoDA stage 2+) the encoder input is the teacher-resolution image, while the
 generator's target is the same row decoded at the run's higher ``data.resolution``.
 
-Start noise. PaGoDA inverts the *clean* image from σ_min. The PF-ODE carries p_{σ_min} = p_data ∗ N(0, σ_min²) to
-the σ_max marginal, but clean data is not a sample of p_{σ_min}: a pixel that is constant over the data (the −1
-border of every digit) has no spread to amplify, and the exact ODE keeps its latent at the constant — far from the
-σ_max·ε that sampling feeds the generator. Measured on digits (300-step teacher, 40 Heun steps): per-pixel latent
-std 19.0 … 78.5 (overall 62.4) against σ_max = 80. ``start_noise`` (``launch/invert.py --start_noise``) inverts
-x + σ_min·n instead, which gives the border pixels their σ_max spread, at the price of a round trip that returns x up
-to σ_min·n.
+The latent prior. Sampling feeds G with σ_max·ε, but a *learned* teacher's inversion of the data is not N(0, σ_max²)
+per coordinate: an exact teacher transports p_{σ_min} to the σ_max marginal, a learned one only approximately.
+Measured on digits (300-step teacher, 40 Heun steps): per-pixel latent std 19.0 … 78.5 (overall 62.4) against
+σ_max = 80 — the border pixels, −1 in every digit, invert to a narrow range (inverting x + σ_min·n instead of the clean
+image gave the same 19.3 … 78.5, so the narrowing is the teacher's transport, not the clean start); the exact
+8-Gaussian oracle gives 80.4. ``pagoda.prior='latent'`` samples z from the per-coordinate Gaussian of the inverted
+latents instead (:func:`latent_prior`).
 
 Exact answers (METHODS.md §15 O8): for x ~ N(μ, s²) the inversion is linear, x_T = μ + √((s² + σ_max²)/s²)(x − μ)
 (:func:`gaussian_encoder`), so inverted latents have variance s² + σ_max² while sampling draws σ_max·ε — PaGoDA's
@@ -112,12 +112,9 @@ def shard_path(directory: str, kind: str, shard: int) -> str:
 
 def invert_split(denoiser: Callable, images: np.ndarray, labels, out: str, meta: dict, *, num_steps: int,
                  sigma_min: float, sigma_max: float, rho: float = 7.0, solver: str = "heun", flip: bool = False,
-                 shard_size: int = 512, conditional: bool = False, start_noise: bool = False, seed: int = 0,
-                 progress: Callable | None = None) -> dict:
+                 shard_size: int = 512, conditional: bool = False, progress: Callable | None = None) -> dict:
     """Invert ``images`` [N, ...] (model space, the teacher's resolution) into ``out`` (module doc), resuming: shards
-    already on disk are kept. ``denoiser(x, σ, cond)``; ``labels`` enter as cond when ``conditional``.
-    ``start_noise`` starts from x + σ_min·n (n fixed per row by ``seed``) instead of the clean image — a sample of
-    p_{σ_min}, which the PF-ODE carries to the σ_max marginal (module doc, "Start noise"). ``meta``
+    already on disk are kept. ``denoiser(x, σ, cond)``; ``labels`` enter as cond when ``conditional``. ``meta``
     describes the data (name, split, resolution); it must equal the meta of an existing directory, else ConfigError.
     Returns the final meta."""
     os.makedirs(out, exist_ok=True)
@@ -125,8 +122,7 @@ def invert_split(denoiser: Callable, images: np.ndarray, labels, out: str, meta:
     meta = dict(meta, size=int(len(images)), example_shape=list(images.shape[1:]),
                 label_checksum=label_checksum(labels), num_steps=int(num_steps), solver=solver,
                 sigma_min=float(sigma_min), sigma_max=float(sigma_max), rho=float(rho), shard_size=int(shard_size),
-                kinds=list(KINDS if flip else KINDS[:1]), conditional=bool(conditional),
-                start_noise=bool(start_noise), seed=int(seed))
+                kinds=list(KINDS if flip else KINDS[:1]), conditional=bool(conditional))
     path = os.path.join(out, META)
     if os.path.exists(path):
         old = {k: v for k, v in json.load(open(path)).items() if k != "complete"}
@@ -149,9 +145,6 @@ def invert_split(denoiser: Callable, images: np.ndarray, labels, out: str, meta:
             rows = slice(shard * shard_size, min((shard + 1) * shard_size, len(images)))
             x = images[rows] if kind == "plain" else _mirror(images[rows])
             n = len(x)
-            if start_noise:
-                noise = np.random.default_rng([int(seed), KINDS.index(kind), shard]).standard_normal(x.shape)
-                x = (x + sigma_min * noise).astype(np.float32)
             pad = ((0, shard_size - n),) + ((0, 0),) * (x.ndim - 1)   # one shape: one compilation
             cond = np.pad(np.asarray(labels[rows], np.int32), (0, shard_size - n))
             latent = np.asarray(run(jnp.asarray(np.pad(x, pad)), jnp.asarray(cond)))[:n]
@@ -198,6 +191,13 @@ def attach_latents(dataset, directory: str):
 # ----------------------------------------------------------------------------------------------------------------
 # Round trip
 # ----------------------------------------------------------------------------------------------------------------
+
+def latent_prior(latents) -> dict:
+    """{'mean', 'std'} per coordinate of the inverted latents [N, ...] (float32): the Gaussian ``pagoda.prior='latent'``
+    samples the generator's input from (module doc, "The latent prior")."""
+    latents = np.asarray(latents, np.float64)
+    return {"mean": latents.mean(0).astype(np.float32), "std": latents.std(0).astype(np.float32)}
+
 
 def roundtrip_errors(denoiser: Callable, x, step_counts, sigma_min: float, sigma_max: float, rho: float = 7.0,
                      solver: str = "heun", cond=None) -> list[dict]:

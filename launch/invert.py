@@ -30,8 +30,6 @@ _OUT = flags.DEFINE_string("out", "", "Inversion directory (default: TEACHER/inv
 _NUM_STEPS = flags.DEFINE_integer("num_steps", 40, "Heun steps from σ_min to σ_max (PaGoDA: 40).")
 _SOLVER = flags.DEFINE_string("solver", "heun", "'heun' | 'euler' | 'dpm_solver_2'.")
 _FLIP = flags.DEFINE_bool("flip", False, "Also invert the mirrored images (for data.random_flip runs).")
-_START_NOISE = flags.DEFINE_bool("start_noise", False, "Invert x + σ_min·n instead of the clean x (consistency/"
-                                 "inversion.py, 'Start noise'); PaGoDA inverts clean images.")
 _SHARD = flags.DEFINE_integer("shard_size", 512, "Rows per shard (and per compiled call).")
 _ROUNDTRIP = flags.DEFINE_list("roundtrip", ["10", "20", "40", "80"], "Grid sizes of the round-trip table.")
 _ROUNDTRIP_NUM = flags.DEFINE_integer("roundtrip_num", 256, "Rows the round trip is measured on.")
@@ -61,8 +59,7 @@ def teacher_setup(teacher: str, oracle: str, data: str, toy_size: int = 0):
 
 
 def run(config, out: str, split: str = "train", num_steps: int = 40, solver: str = "heun", flip: bool = False,
-        shard_size: int = 512, roundtrip=(10, 20, 40, 80), roundtrip_num: int = 256, log=print,
-        start_noise: bool = False) -> dict:
+        shard_size: int = 512, roundtrip=(10, 20, 40, 80), roundtrip_num: int = 256, log=print) -> dict:
     """Invert ``split`` of the teacher's data into ``out`` and write roundtrip.json; returns the meta."""
     import jax.numpy as jnp
     import numpy as np
@@ -83,7 +80,7 @@ def run(config, out: str, split: str = "train", num_steps: int = 40, solver: str
     start = time.time()
     meta = inversion.invert_split(
         denoiser, images, labels, out, meta, num_steps=num_steps, sigma_min=f.sigma_min, sigma_max=f.sigma_max,
-        rho=f.rho, solver=solver, flip=flip, shard_size=shard_size, conditional=conditional, start_noise=start_noise,
+        rho=f.rho, solver=solver, flip=flip, shard_size=shard_size, conditional=conditional,
         progress=lambda kind, k, n: log(f"{kind} shard {k + 1}/{n}"))
     log(f"inverted {meta['size']} rows of {dataset.name}/{split} ({', '.join(meta['kinds'])}) in "
         f"{time.time() - start:.1f} s: {out}")
@@ -113,7 +110,7 @@ def main(_):
     if not out:
         raise app.UsageError("--out=DIR is required with --oracle")
     run(config, out, _SPLIT.value, _NUM_STEPS.value, _SOLVER.value, _FLIP.value, _SHARD.value,
-        [int(n) for n in _ROUNDTRIP.value], _ROUNDTRIP_NUM.value, start_noise=_START_NOISE.value)
+        [int(n) for n in _ROUNDTRIP.value], _ROUNDTRIP_NUM.value)
     print(json.dumps({"out": out}))
 
 

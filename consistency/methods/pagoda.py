@@ -21,8 +21,10 @@ Trained sets, alternating 1:1 as in the official code (``pagoda.alternate``: D a
   ``reconstruction_weight``·d(G(E(x)), x) + λ_adv·(−D(G(σ_max ε))), λ_adv adaptive (``pagoda.adaptive``, last
   layer = the newest block's output conv) or fixed ``discriminator_weight``.
 
-Frozen: {'teacher' (for 'teacher' features), 'features' (classifier params)}. Sampling: one step,
-x = G(σ_max z), z ~ N(0, I) at the teacher's resolution. CFG conditioning on w (nb (56)–(58)) is not built.
+Frozen: {'teacher' (for 'teacher' features), 'features' (classifier params), 'prior' (``pagoda.prior='latent'``)}.
+Sampling: one step, x = G(σ_max z), z ~ N(0, I) at the teacher's resolution — or, with ``pagoda.prior='latent'``,
+G(m + s⊙z) with the per-coordinate mean and std of the inverted latents, which a learned teacher leaves far from
+σ_max (``consistency/inversion.py``, "The latent prior"); the GAN's fake images use the same prior. CFG conditioning on w (nb (56)–(58)) is not built.
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from consistency import inversion
 from consistency.diffusion import distances
 from consistency.methods import add, base, common, distillation
 from consistency.nets.growing import GrowBlock, block_name
@@ -40,6 +43,7 @@ from consistency.objectives import pagoda as obj
 
 NAME = "pagoda"
 DISTANCES = ("l2", "pseudo_huber", "feature")
+PRIORS = ("sigma_max", "latent")
 LAST_LAYERS = ("conv_out", "dense_out")
 
 
@@ -49,6 +53,7 @@ def validate_config(config) -> None:
     distillation.validate_common(config, NAME)
     distillation.number(p.stage, "pagoda.stage", 1, integer=True, fix="use 1 (teacher resolution), 2 (2×) or 3 (4×)")
     distillation.choice(p.distance, "pagoda.distance", DISTANCES)
+    distillation.choice(p.prior, "pagoda.prior", PRIORS)
     distillation.number(p.huber_c, "pagoda.huber_c", fix="use a pseudo-Huber c > 0, or < 0 for 0.00054·√d")
     distillation.number(p.reconstruction_weight, "pagoda.reconstruction_weight", 0, lo_open=True)
     distillation.number(p.discriminator_weight, "pagoda.discriminator_weight", 0,
@@ -122,6 +127,7 @@ def make(config, dataset) -> base.Method:
     disc = add.projected_discriminator(config, dataclasses.replace(nets, example_shape=data_shape), p.features,
                                        float(p.feature_sigma), p.augment)
     distance, distance_params = _distance(config, data_shape)
+    prior = inversion.latent_prior(dataset.extras["latent"][0]) if p.prior == "latent" else None
     feature_params = disc.feature_params if disc.feature_params is not None else distance_params
     data_range = getattr(dataset, "data_range", None) if config.sampling.clip else None
     if data_range is not None and not all(abs(v) < float("inf") for v in data_range):
@@ -152,17 +158,26 @@ def make(config, dataset) -> base.Method:
         frozen = {"teacher": nets.teacher_params}
         if feature_params is not None:
             frozen["features"] = feature_params
+        if prior is not None:
+            frozen["prior"] = jax.tree.map(jnp.asarray, prior)
         head = disc.init(k_head, frozen, jnp.zeros((1,) + data_shape, jnp.float32))
         return {"discriminator": head, "generator": params}, frozen
 
-    def fake_images(params, keys, labels):
-        """G(σ_max ε), ε ~ N(0, I) at the teacher's resolution: what sampling draws."""
-        return generator(params, sigma_max * distillation.normal_like(keys, 1, teacher_shape), labels)
+    def latent_sample(frozen, eps):
+        """The generator's input: σ_max·ε (PaGoDA) or, with ``pagoda.prior='latent'``, the per-coordinate Gaussian of
+        the inverted latents, mean + std·ε (``consistency/inversion.py``, "The latent prior")."""
+        if prior is None:
+            return sigma_max * eps
+        return frozen["prior"]["mean"] + frozen["prior"]["std"] * eps
+
+    def fake_images(params, frozen, keys, labels):
+        """G(z) with z from the prior at the teacher's resolution: what sampling draws."""
+        return generator(params, latent_sample(frozen, distillation.normal_like(keys, 1, teacher_shape)), labels)
 
     def discriminator_loss(params, state, batch, rng):
         keys = base.example_keys(rng, batch["index"])
         labels = common.batch_labels(config, batch)
-        fake = jax.lax.stop_gradient(fake_images(state.params["generator"], keys, labels))
+        fake = jax.lax.stop_gradient(fake_images(state.params["generator"], state.frozen, keys, labels))
         real = jax.lax.stop_gradient(batch["x"])
         k_real, k_fake = jax.random.split(jax.random.fold_in(rng, add.AUGMENT_STREAM))
         d_real = disc.logits(params, state.frozen, labels, k_real)
@@ -189,7 +204,7 @@ def make(config, dataset) -> base.Method:
             return jnp.mean(obj.reconstruction_loss(x_rec, batch["x"], lambda a, b: distance(state.frozen, a, b)))
 
         def gan_loss(g):                                               # hinge generator term −D(G(σ_max ε))
-            logits = frozen_d(fake_images(g, keys, labels))
+            logits = frozen_d(fake_images(g, state.frozen, keys, labels))
             per_logit = logits.reshape(logits.shape[0], -1).shape[1]
             return jnp.mean(add_objective.hinge_generator_loss(logits)) / per_logit
 
@@ -214,7 +229,8 @@ def make(config, dataset) -> base.Method:
             raise ValueError(f"PaGoDA's generator is one-step; asked for {num_steps} steps")
         params = state.ema["generator"] if params is None else params
         cond = None if labels is None else jnp.asarray(labels, jnp.int32)
-        x = generator(params, sigma_max * jax.random.normal(rng, (num_samples,) + teacher_shape), cond)
+        x = generator(params, latent_sample(state.frozen, jax.random.normal(rng, (num_samples,) + teacher_shape)),
+                      cond)
         return x if data_range is None else jnp.clip(x, *data_range)
 
     every, (d_phase, g_phase) = (2, (0, 1)) if p.alternate else (1, (0, 0))
