@@ -6,6 +6,7 @@ resumes, and invert → train → grow runs from the CLI pieces end to end."""
 from __future__ import annotations
 
 import functools
+import importlib.util
 import json
 import os
 
@@ -147,7 +148,7 @@ def test_sharded_inversion_resumes_and_refuses_other_settings(tmp_path):
 @functools.lru_cache(maxsize=None)
 def load_invert_cli():
     """launch/invert.py as a module, loaded once (its absl flags can be defined only once per process)."""
-    import importlib.util
+
     spec = importlib.util.spec_from_file_location("invert", os.path.join(ROOT, "launch", "invert.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
