@@ -38,6 +38,7 @@ import hashlib
 import json
 import math
 import os
+import time
 from typing import Callable
 
 import jax
@@ -222,3 +223,60 @@ def roundtrip_table(rows: list[dict]) -> str:
     lines += [f"| {r['num_steps']} | {r['nfe_each_way']} | {r['mean_abs_error']:.3g} | {r['max_abs_error']:.3g} | "
               f"{r['rms_error']:.3g} | {r['latent_std']:.4g} |" for r in rows]
     return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The command (launch/invert.py)
+# ----------------------------------------------------------------------------------------------------------------
+
+def teacher_setup(teacher: str, oracle: str, data: str, toy_size: int = 0):
+    """(config naming the teacher, with the teacher's data config), flips off: the rows are inverted as stored."""
+    from consistency import teachers
+    c = teachers.config_for_teacher(teacher, oracle, data, "invert")
+    if toy_size:
+        c.data.toy_size = toy_size
+    c.data.random_flip = False
+    return c
+
+
+def run(config, out: str, split: str = "train", num_steps: int = 40, solver: str = "heun", flip: bool = False,
+        shard_size: int = 512, roundtrip=(10, 20, 40, 80), roundtrip_num: int = 256, log=print) -> dict:
+    """Invert ``split`` of the teacher's data into ``out`` and write roundtrip.json; returns the meta."""
+    from consistency import teachers
+    from consistency.data import make_dataset
+    dataset = make_dataset(config.data, 1, config.seed, split=split)
+    params, apply = teachers.load_teacher(config, dataset)
+    conditional = int(config.model.num_classes) > 0 and bool(config.teacher.workdir)
+
+    def denoiser(x, sigma, cond=None):
+        return apply(params, x, sigma, cond)
+
+    images, labels = dataset.arrays()
+    f = config.diffusion
+    meta = {"data": dataset.name, "split": split, "resolution": int(config.data.resolution),
+            "teacher": config.teacher.workdir or f"{config.teacher.oracle}:{config.data.name}"}
+    start = time.time()
+    meta = invert_split(
+        denoiser, images, labels, out, meta, num_steps=num_steps, sigma_min=f.sigma_min, sigma_max=f.sigma_max,
+        rho=f.rho, solver=solver, flip=flip, shard_size=shard_size, conditional=conditional,
+        progress=lambda kind, k, n: log(f"{kind} shard {k + 1}/{n}"))
+    log(f"inverted {meta['size']} rows of {dataset.name}/{split} ({', '.join(meta['kinds'])}) in "
+        f"{time.time() - start:.1f} s: {out}")
+    count = min(roundtrip_num, len(images))
+    cond = jnp.asarray(labels[:count]) if conditional else None
+    rows = roundtrip_errors(denoiser, jnp.asarray(images[:count]), [int(n) for n in roundtrip],
+                                      f.sigma_min, f.sigma_max, f.rho, solver, cond)
+    data_std = float(np.std(images))
+    _, latents, _ = load_latents(out)
+    per_pixel = latents.reshape(len(latents), -1).std(0)
+    report = {"rows": rows, "num": count, "data_std": data_std, "latent_std": float(latents.std()),
+              "latent_std_per_coordinate_min": float(per_pixel.min()),
+              "latent_std_per_coordinate_max": float(per_pixel.max()),
+              "sampling_latent_std": float(f.sigma_max),
+              "encoded_latent_std_gaussian_prediction": float(np.sqrt(data_std ** 2 + f.sigma_max ** 2))}
+    _write_json(os.path.join(out, ROUNDTRIP), report)
+    log(roundtrip_table(rows))
+    log(f"latent std of the {meta['size']} inverted rows: {report['latent_std']:.4g} (per coordinate "
+        f"{per_pixel.min():.3g} … {per_pixel.max():.3g}) vs sampling σ_max = {f.sigma_max} "
+        f"(Gaussian prediction √(s² + σ_max²) = {report['encoded_latent_std_gaussian_prediction']:.4g}, s = {data_std:.3g})")
+    return meta

@@ -51,6 +51,27 @@ def load_sampling_params(workdir: str, step: int | None = None) -> TrainedRun:
     return TrainedRun(config=config, step=step, params=restored[group][name])
 
 
+def config_for_teacher(teacher: str, oracle: str, data: str, command: str):
+    """The config whose ``teacher`` block names the teacher of a launch script (``command``: its name in errors): a
+    trained EDM workdir (its saved config, data included) or an ``oracle`` on ``data``; one ConfigError line else."""
+    from consistency.config import base_config
+    if bool(teacher) == bool(oracle):
+        raise ConfigError(f"{command}: give exactly one of --teacher=WORKDIR or --oracle=NAME (with --data)")
+    if teacher:
+        try:
+            c = load_run_config(teacher)
+        except FileNotFoundError as e:
+            raise ConfigError(f"{command}: --teacher: {e}") from None
+        c.teacher.workdir, c.teacher.oracle = teacher, ""
+        return c
+    if not data:
+        raise ConfigError(f"{command}: --oracle needs --data, e.g. --data=toy:8gaussians")
+    c = base_config()
+    c.data.name = data
+    c.teacher.oracle = oracle
+    return c
+
+
 def load_teacher(config, dataset) -> tuple[Any, networks.NetworkApply]:
     """(teacher_params, teacher_apply) from ``config.teacher`` (module doc)."""
     from consistency import oracles

@@ -25,19 +25,8 @@ _OUT = flags.DEFINE_string("out", "", "Output .npz path.")
 
 def teacher_config(teacher: str, oracle: str, data: str):
     """The config whose ``teacher`` block names the teacher, and its dataset."""
-    from consistency.config import ConfigError, base_config, load_run_config
-    if bool(teacher) == bool(oracle):
-        raise ConfigError("make_ode_pairs: give exactly one of --teacher=WORKDIR or --oracle=NAME (with --data)")
-    if teacher:
-        c = load_run_config(teacher)
-        c.teacher.workdir, c.teacher.oracle = teacher, ""
-    else:
-        if not data:
-            raise ConfigError("make_ode_pairs: --oracle needs --data, e.g. --data=toy:8gaussians")
-        c = base_config()
-        c.data.name = data
-        c.teacher.oracle = oracle
-    return c
+    from consistency import teachers
+    return teachers.config_for_teacher(teacher, oracle, data, "make_ode_pairs")
 
 
 def make_pairs(config, num: int, num_steps: int = 18, solver: str = "heun", seed: int = 0, chunk: int = 512):

@@ -5,7 +5,6 @@ grown generator reproduces the bilinear upsampling of its previous stage before 
 resumes, and invert → train → grow runs from the CLI pieces end to end."""
 from __future__ import annotations
 
-import functools
 import importlib.util
 import json
 import os
@@ -145,16 +144,6 @@ def test_sharded_inversion_resumes_and_refuses_other_settings(tmp_path):
         inversion.invert_split(lambda v, s, c=None: D(v, s), x, labels, out, meta, **dict(kwargs, num_steps=9))
 
 
-@functools.lru_cache(maxsize=None)
-def load_invert_cli():
-    """launch/invert.py as a module, loaded once (its absl flags can be defined only once per process)."""
-
-    spec = importlib.util.spec_from_file_location("invert", os.path.join(ROOT, "launch", "invert.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def digits_teacher(workdir):
     c = presets.digits(presets.new("edm"), "edm")
     c.model.update(dict(channels=8, channel_mult=(1,), num_res_blocks=1))
@@ -180,11 +169,10 @@ def test_invert_train_and_grow_end_to_end(tmp_path):
     """The digits pipeline at toy sizes: a teacher, its inversion (launch/invert.py), stage 1 at 8×8 trained on the
     (image, latent) pairs, then stage 2 at 16×16 warm-started from it: before any stage-2 step the grown generator's
     output is exactly the bilinear upsampling of the stage-1 generator's; a wrong stage is refused in one line."""
-    invert_cli = load_invert_cli()
     teacher = str(tmp_path / "teacher")
     digits_teacher(teacher)
     latents = str(tmp_path / "inversion")
-    invert_cli.run(invert_cli.teacher_setup(teacher, "", ""), latents, num_steps=2, shard_size=512,
+    inversion.run(inversion.teacher_setup(teacher, "", ""), latents, num_steps=2, shard_size=512,
                    roundtrip=(2,), roundtrip_num=8, log=lambda *_: None)
     assert json.load(open(os.path.join(latents, inversion.ROUNDTRIP)))["rows"][0]["num_steps"] == 2
 
@@ -246,9 +234,8 @@ def test_missing_latents_are_refused_with_the_command_that_makes_them(tmp_path):
 def test_toy_pagoda_from_the_exact_teacher_covers_the_eight_modes(tmp_path):
     """Invert 4096 points of the 8-Gaussian mixture with its exact denoiser, then 1-step PaGoDA (configs/toy_pagoda.py
     at 1200 steps, 600 updates per network) covers every mode (measured: see the assertion message)."""
-    invert_cli = load_invert_cli()
     latents = str(tmp_path / "inversion")
-    invert_cli.run(invert_cli.teacher_setup("", "mixture", "toy:8gaussians", 4096), latents, shard_size=4096,
+    inversion.run(inversion.teacher_setup("", "mixture", "toy:8gaussians", 4096), latents, shard_size=4096,
                    roundtrip=(40,), roundtrip_num=256, log=lambda *_: None)
     spec = importlib.util.spec_from_file_location("cfg", os.path.join(ROOT, "configs", "toy_pagoda.py"))
     cfg = importlib.util.module_from_spec(spec)

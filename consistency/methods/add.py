@@ -129,6 +129,25 @@ def projected_discriminator(config, nets, kind: str, sigma: float | None, policy
     return ProjectedDiscriminator(init, logits, feature_params)
 
 
+def discriminator_hinge_loss(disc: ProjectedDiscriminator, params, frozen, labels, rng, x_real, x_fake,
+                             r1_weight: float = 0.0):
+    """(loss, metrics) of the discriminator heads ``params``: hinge on sg real vs sg fake inputs, each augmented with
+    its own draws, averaged over the heads' logits (ADD §3.2), plus γ·R1 = γ‖∇ₓ D(F(x₀))‖² on the real inputs when
+    ``r1_weight`` > 0 (ADD §3.2; METHODS.md §15 O11). Shared by ADD, CTM's GAN stage and PaGoDA."""
+    x_real, x_fake = jax.lax.stop_gradient(x_real), jax.lax.stop_gradient(x_fake)
+    k_real, k_fake = jax.random.split(jax.random.fold_in(rng, AUGMENT_STREAM))   # own draws for real and fake
+    d_real = disc.logits(params, frozen, labels, k_real)
+    real_logits, fake_logits = d_real(x_real), disc.logits(params, frozen, labels, k_fake)(x_fake)
+    per_logit = real_logits.reshape(real_logits.shape[0], -1).shape[1]
+    loss = jnp.mean(add_objective.hinge_discriminator_loss(real_logits, fake_logits)) / per_logit
+    metrics = {"loss_hinge": loss, "real_logit": jnp.mean(real_logits), "fake_logit": jnp.mean(fake_logits)}
+    if float(r1_weight) > 0:
+        r1 = jnp.mean(add_objective.r1_penalty(d_real, x_real))
+        loss = loss + float(r1_weight) * r1
+        metrics["r1"] = r1
+    return loss, jax.lax.stop_gradient(metrics)
+
+
 def validate_augment(config, field: str) -> None:
     """``<field>``: a DiffAugment policy, for image data only (one ConfigError line)."""
     block, name = field.split(".")
@@ -168,20 +187,8 @@ def make(config, dataset) -> base.Method:
     def discriminator_loss(params, state, batch, rng):
         keys = base.example_keys(rng, batch["index"])
         labels = common.batch_labels(config, batch)
-        x_fake = jax.lax.stop_gradient(student_output(state.params["generator"], batch, keys, labels))
-        x_real = jax.lax.stop_gradient(batch["x"])
-        k_real, k_fake = jax.random.split(jax.random.fold_in(rng, AUGMENT_STREAM))   # own draws for real and fake
-        d_real = disc.logits(params, state.frozen, labels, k_real)
-        real_logits, fake_logits = d_real(x_real), disc.logits(params, state.frozen, labels, k_fake)(x_fake)
-        per_logit = real_logits.reshape(real_logits.shape[0], -1).shape[1]
-        hinge = add_objective.hinge_discriminator_loss(real_logits, fake_logits) / per_logit  # ADD §3.2 hinge
-        loss = jnp.mean(hinge)
-        metrics = {"loss_hinge": loss, "real_logit": jnp.mean(real_logits), "fake_logit": jnp.mean(fake_logits)}
-        if float(a.r1_weight) > 0:  # γ·R1 = γ‖∇ₓ D(F(x₀))‖² (ADD §3.2; METHODS.md §15 O11)
-            r1 = jnp.mean(add_objective.r1_penalty(d_real, x_real))
-            loss = loss + float(a.r1_weight) * r1
-            metrics["r1"] = r1
-        return loss, jax.lax.stop_gradient(metrics)
+        x_fake = student_output(state.params["generator"], batch, keys, labels)
+        return discriminator_hinge_loss(disc, params, state.frozen, labels, rng, batch["x"], x_fake, a.r1_weight)
 
     def generator_loss(params, state, batch, rng):
         params = distillation.nan_to_num_gradient(params)

@@ -159,14 +159,8 @@ def make(config, dataset) -> base.Method:
         """Hinge on real x vs sg x_est of the current generator (CTM's GAN stage; ADD §3.2 hinge)."""
         _, labels, (t, _, s, x_t, _), _ = draw(state, batch, rng)
         online = state.params["online"]
-        fake = jax.lax.stop_gradient(estimate(online, target_of(state, online), labels, t, s, x_t))
-        k_real, k_fake = jax.random.split(jax.random.fold_in(rng, add.AUGMENT_STREAM))
-        real_logits = disc.logits(params, state.frozen, labels, k_real)(batch["x"])
-        fake_logits = disc.logits(params, state.frozen, labels, k_fake)(fake)
-        per_logit = real_logits.reshape(real_logits.shape[0], -1).shape[1]
-        loss = jnp.mean(add_objective.hinge_discriminator_loss(real_logits, fake_logits)) / per_logit
-        return loss, jax.lax.stop_gradient({"loss_hinge": loss, "real_logit": jnp.mean(real_logits),
-                                            "fake_logit": jnp.mean(fake_logits)})
+        fake = estimate(online, target_of(state, online), labels, t, s, x_t)
+        return add.discriminator_hinge_loss(disc, params, state.frozen, labels, rng, batch["x"], fake)
 
     def loss(online, state, batch, rng):
         x = batch["x"]

@@ -177,19 +177,8 @@ def make(config, dataset) -> base.Method:
     def discriminator_loss(params, state, batch, rng):
         keys = base.example_keys(rng, batch["index"])
         labels = common.batch_labels(config, batch)
-        fake = jax.lax.stop_gradient(fake_images(state.params["generator"], state.frozen, keys, labels))
-        real = jax.lax.stop_gradient(batch["x"])
-        k_real, k_fake = jax.random.split(jax.random.fold_in(rng, add.AUGMENT_STREAM))
-        d_real = disc.logits(params, state.frozen, labels, k_real)
-        real_logits, fake_logits = d_real(real), disc.logits(params, state.frozen, labels, k_fake)(fake)
-        per_logit = real_logits.reshape(real_logits.shape[0], -1).shape[1]
-        loss = jnp.mean(add_objective.hinge_discriminator_loss(real_logits, fake_logits)) / per_logit
-        metrics = {"loss_hinge": loss, "real_logit": jnp.mean(real_logits), "fake_logit": jnp.mean(fake_logits)}
-        if float(p.r1_weight) > 0:
-            r1 = jnp.mean(add_objective.r1_penalty(d_real, real))
-            loss = loss + float(p.r1_weight) * r1
-            metrics["r1"] = r1
-        return loss, jax.lax.stop_gradient(metrics)
+        fake = fake_images(state.params["generator"], state.frozen, keys, labels)
+        return add.discriminator_hinge_loss(disc, params, state.frozen, labels, rng, batch["x"], fake, p.r1_weight)
 
     def generator_loss(params, state, batch, rng):
         params = distillation.nan_to_num_gradient(params)
