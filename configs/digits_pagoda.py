@@ -22,11 +22,22 @@ frozen classifier's conv maps (inputs resized to its 8×8), DiffAugment 'color,t
 RAdam (PaGoDA) with β₁ 0.5, generator lr 1e-4 and discriminator lr 1e-3 (PaGoDA ImageNet: 8e-6 / 2e-3 at batch 96 on
 a 296M-parameter ADM), batch 128, 1000 loop steps per stage (500 updates of each network, alternating 1:1), sampling
 EMA 0.99.
+
+CFG (seed eq. 56–58), variant ``:cfg`` — stage 1 from a class-conditional teacher, G and D conditioned on (c, w):
+
+python -m consistency.main --config=configs/digits_edm.py:quick_conditional --workdir=workdirs/digits_teacher_cond
+python launch/invert.py --teacher=workdirs/digits_teacher_cond --out=workdirs/digits_teacher_cond/inversion_cfg \
+    --guidance_scales=1,2,3
+python -m consistency.main --config=configs/digits_pagoda.py:cfg --workdir=workdirs/digits_pagoda_cfg
+python launch/guidance_sweep.py --workdir=workdirs/digits_pagoda_cfg --scales=1,2,3
+
+The ``:cfg`` stage uses the fixed GAN weight 1 instead of the adaptive 0.2: on digits the adaptive weight fell to its
+0.01 floor (λ_adv 0.0045 at step 1000), which switched the GAN off (docs/distillation.md, "PaGoDA").
 """
 from consistency import presets
 from consistency.config import optim_override
 
-STAGES = {"": (1, 0, "", 0.2, True), "stage2": (2, 16, "workdirs/digits_pagoda", 1.0, False),
+STAGES = {"": (1, 0, "", 0.2, True), "cfg": (1, 0, "", 1.0, False), "stage2": (2, 16, "workdirs/digits_pagoda", 1.0, False),
           "stage3": (3, 32, "workdirs/digits_pagoda_16", 1.0, False)}
 
 
@@ -36,8 +47,8 @@ def get_config(variant: str = ""):
     quick = variant.endswith("quick")
     stage = variant.replace("quick", "").rstrip(":,")
     if stage not in STAGES:
-        raise ValueError(f"configs/digits_pagoda.py: unknown variant {variant!r}; use '', 'stage2', 'stage3' or "
-                         "'quick'")
+        raise ValueError(f"configs/digits_pagoda.py: unknown variant {variant!r}; use '', 'cfg', 'stage2', 'stage3' "
+                         "or 'quick'")
     number, resolution, previous, weight, adaptive = STAGES[stage]
     c.pagoda.update(dict(stage=number, features="classifier", distance="feature", augment="color,translation,cutout",
                          discriminator_weight=weight, adaptive=adaptive, grow_channels=32))
@@ -51,6 +62,12 @@ def get_config(variant: str = ""):
     c.training.num_steps = 1000
     c.training.ckpt_every = c.training.sample_every = 500
     c.eval.nfes = (1,)
+    if stage == "cfg":
+        c.teacher.workdir = "workdirs/digits_teacher_cond"
+        c.data.latents = "workdirs/digits_teacher_cond/inversion_cfg"
+        c.data.conditional = True
+        c.model.num_classes = c.discriminator.num_classes = 10
+        c.pagoda.guidance_scales = (1.0, 2.0, 3.0)
     if quick:
         presets.quick(c, 100)
     return c

@@ -302,6 +302,9 @@ def base_config() -> ml_collections.ConfigDict:
     pg.features = "classifier"   # frozen discriminator features, as add.features: 'classifier' | 'teacher' | 'input'
     pg.feature_sigma = 0.002     # 'teacher' features: the σ the teacher encoder reads images at
     pg.augment = ""              # DiffAugment policy of the discriminator inputs, as add.augment
+    pg.guidance_scales = ()      # CFG (seed eq. 56–58): the w grid the latents were inverted with (launch/invert.py
+                                 # --guidance_scales); G and D are conditioned on (c, w), w ~ uniform over the grid
+    pg.sample_guidance = 0.0     # w that sampling/eval uses; 0 → the first scale (or no guidance)
 
     c.eval = e = ml_collections.ConfigDict()
     e.num_samples = 1000

@@ -202,15 +202,23 @@ class ClassifierFeatures:
 
     def __post_init__(self):
         object.__setattr__(self, "_apply", jax.jit(lambda p, x: self.model.apply({"params": p}, x)[1]))
+        object.__setattr__(self, "_logits", jax.jit(lambda p, x: self.model.apply({"params": p}, x)[0]))
 
-    def __call__(self, images: Array) -> np.ndarray:
+    def _batched(self, fn, images: Array, width: int) -> np.ndarray:
         x = to_classifier_input(images, self.resolution, self.downsample)
         out = []
         for i in range(0, len(x), self.batch_size):  # pad every batch to one shape: one compilation
             chunk = x[i:i + self.batch_size]
             padded = np.pad(chunk, ((0, self.batch_size - len(chunk)), (0, 0), (0, 0), (0, 0)))
-            out.append(np.asarray(self._apply(self.params, padded))[: len(chunk)])
-        return np.concatenate(out, axis=0) if out else np.zeros((0, self.model.feature_dim), np.float32)
+            out.append(np.asarray(fn(self.params, padded))[: len(chunk)])
+        return np.concatenate(out, axis=0) if out else np.zeros((0, width), np.float32)
+
+    def __call__(self, images: Array) -> np.ndarray:
+        return self._batched(self._apply, images, self.model.feature_dim)
+
+    def logits(self, images: Array) -> np.ndarray:
+        """The classifier's class logits [N, num_classes] (e.g. the class accuracy of guided samples)."""
+        return self._batched(self._logits, images, self.model.num_classes)
 
 
 def load_or_train_classifier_features(dataset: str, x_train: Array, y_train: Array, x_test: Array,

@@ -113,17 +113,25 @@ def shard_path(directory: str, kind: str, shard: int) -> str:
 
 def invert_split(denoiser: Callable, images: np.ndarray, labels, out: str, meta: dict, *, num_steps: int,
                  sigma_min: float, sigma_max: float, rho: float = 7.0, solver: str = "heun", flip: bool = False,
-                 shard_size: int = 512, conditional: bool = False, progress: Callable | None = None) -> dict:
+                 shard_size: int = 512, conditional: bool = False, guidance_scales=(), null_label: int = 0,
+                 progress: Callable | None = None) -> dict:
     """Invert ``images`` [N, ...] (model space, the teacher's resolution) into ``out`` (module doc), resuming: shards
-    already on disk are kept. ``denoiser(x, σ, cond)``; ``labels`` enter as cond when ``conditional``. ``meta``
-    describes the data (name, split, resolution); it must equal the meta of an existing directory, else ConfigError.
-    Returns the final meta."""
+    already on disk are kept. ``denoiser(x, σ, cond)``; ``labels`` enter as cond when ``conditional``. With
+    ``guidance_scales`` (w_1 … w_K, a conditional teacher) each row is inverted once per w with the guided teacher
+    D_w = D_∅ + w(D_c − D_∅), ∅ = ``null_label``: E(x, c, w) of PaGoDA's CFG (seed eq. 56–58), latents
+    [n, K, *example_shape]. ``meta`` describes the data (name, split, resolution); it must equal the meta of an
+    existing directory, else ConfigError. Returns the final meta."""
+    scales = tuple(float(w) for w in guidance_scales)
+    if scales and not conditional:
+        raise ConfigError("invert: --guidance_scales guide a class-conditional teacher; this teacher is unconditional")
     os.makedirs(out, exist_ok=True)
     sigmas = inversion_sigmas(num_steps, sigma_min, sigma_max, rho)
     meta = dict(meta, size=int(len(images)), example_shape=list(images.shape[1:]),
                 label_checksum=label_checksum(labels), num_steps=int(num_steps), solver=solver,
                 sigma_min=float(sigma_min), sigma_max=float(sigma_max), rho=float(rho), shard_size=int(shard_size),
                 kinds=list(KINDS if flip else KINDS[:1]), conditional=bool(conditional))
+    if scales:
+        meta["guidance_scales"] = list(scales)
     path = os.path.join(out, META)
     if os.path.exists(path):
         old = {k: v for k, v in json.load(open(path)).items() if k != "complete"}
@@ -135,7 +143,12 @@ def invert_split(denoiser: Callable, images: np.ndarray, labels, out: str, meta:
 
     @jax.jit
     def run(x, cond):
-        return invert(denoiser, x, sigmas, solver, cond if conditional else None)
+        cond = cond if conditional else None
+        if not scales:
+            return invert(denoiser, x, sigmas, solver, cond)
+        from consistency.diffusion import denoisers
+        return jnp.stack([invert(denoisers.classifier_free_guidance(denoiser, w, null_label), x, sigmas, solver, cond)
+                          for w in scales], axis=1)
 
     num_shards = math.ceil(len(images) / shard_size)
     for kind in meta["kinds"]:
@@ -177,10 +190,16 @@ def load_latents(directory: str) -> tuple[dict, np.ndarray, np.ndarray | None]:
     return meta, arrays[0], (arrays[1] if len(arrays) > 1 else None)
 
 
-def attach_latents(dataset, directory: str):
+def attach_latents(dataset, directory: str, guidance_scales=()):
     """``dataset`` serving ``batch['latent']`` from the inversion in ``directory`` (``config.data.latents``), after
-    checking that it inverted this dataset's split: same name, split, size and label order (one ConfigError line)."""
+    checking that it inverted this dataset's split (same name, split, size and label order) with the run's
+    ``guidance_scales`` (``pagoda.guidance_scales``): one ConfigError line otherwise."""
     meta, latents, mirrored = load_latents(directory)
+    stored, wanted = tuple(meta.get("guidance_scales", ())), tuple(float(w) for w in guidance_scales)
+    if stored != wanted:
+        raise ConfigError(f"config.pagoda.guidance_scales: {wanted} but {directory!r} was inverted with guidance scales "
+                          f"{stored}; set pagoda.guidance_scales={stored} or invert with "
+                          f"--guidance_scales={','.join(str(w) for w in wanted)}")
     for key, mine in (("data", dataset.name), ("split", dataset.split), ("size", dataset.size),
                       ("label_checksum", label_checksum(dataset.labels))):
         if meta.get(key) != mine:
@@ -240,8 +259,10 @@ def teacher_setup(teacher: str, oracle: str, data: str, toy_size: int = 0):
 
 
 def run(config, out: str, split: str = "train", num_steps: int = 40, solver: str = "heun", flip: bool = False,
-        shard_size: int = 512, roundtrip=(10, 20, 40, 80), roundtrip_num: int = 256, log=print) -> dict:
-    """Invert ``split`` of the teacher's data into ``out`` and write roundtrip.json; returns the meta."""
+        shard_size: int = 512, roundtrip=(10, 20, 40, 80), roundtrip_num: int = 256, guidance_scales=(),
+        log=print) -> dict:
+    """Invert ``split`` of the teacher's data into ``out`` (once per guidance scale when ``guidance_scales``) and
+    write roundtrip.json; returns the meta."""
     from consistency import teachers
     from consistency.data import make_dataset
     dataset = make_dataset(config.data, 1, config.seed, split=split)
@@ -259,6 +280,7 @@ def run(config, out: str, split: str = "train", num_steps: int = 40, solver: str
     meta = invert_split(
         denoiser, images, labels, out, meta, num_steps=num_steps, sigma_min=f.sigma_min, sigma_max=f.sigma_max,
         rho=f.rho, solver=solver, flip=flip, shard_size=shard_size, conditional=conditional,
+        guidance_scales=guidance_scales, null_label=int(config.model.num_classes),
         progress=lambda kind, k, n: log(f"{kind} shard {k + 1}/{n}"))
     log(f"inverted {meta['size']} rows of {dataset.name}/{split} ({', '.join(meta['kinds'])}) in "
         f"{time.time() - start:.1f} s: {out}")
@@ -268,6 +290,8 @@ def run(config, out: str, split: str = "train", num_steps: int = 40, solver: str
                                       f.sigma_min, f.sigma_max, f.rho, solver, cond)
     data_std = float(np.std(images))
     _, latents, _ = load_latents(out)
+    if meta.get("guidance_scales"):
+        latents = latents[:, 0]                        # the statistics below: the first guidance scale's latents
     per_pixel = latents.reshape(len(latents), -1).std(0)
     report = {"rows": rows, "num": count, "data_std": data_std, "latent_std": float(latents.std()),
               "latent_std_per_coordinate_min": float(per_pixel.min()),

@@ -1,8 +1,8 @@
 """A configured network as a function of the maths: a denoiser D(x, σ) or a consistency function f(x, σ).
 
 Below ``methods/`` (methods and teacher loading both use it). A *network apply* has the signature
-``apply(params, x, sigma, labels=None, train=False, dropout_rng=None)`` and returns x0_hat; binding ``params`` gives
-the DESIGN.md contract ``D(x, sigma, cond)``.
+``apply(params, x, sigma, labels=None, train=False, dropout_rng=None, guidance=None)`` and returns x0_hat; binding
+``params`` gives the DESIGN.md contract ``D(x, sigma, cond)``.
 """
 from __future__ import annotations
 
@@ -28,12 +28,13 @@ def build_net(config, example_shape):
 
 
 def _preconditioned_apply(net, scalings_fn) -> NetworkApply:
-    def apply(params, x, sigma, labels=None, train=False, dropout_rng=None):
+    def apply(params, x, sigma, labels=None, train=False, dropout_rng=None, guidance=None):
         sigma = jnp.broadcast_to(jnp.asarray(sigma, x.dtype), (x.shape[0],))
         rngs = {"dropout": dropout_rng} if (train and dropout_rng is not None) else {}
+        extra = {} if guidance is None else {"guidance": guidance}   # PaGoDA's w-conditioned G (nets' guidance input)
 
         def net_apply(x_in, c_noise):
-            return net.apply({"params": params}, x_in, c_noise, labels, train=train, rngs=rngs)
+            return net.apply({"params": params}, x_in, c_noise, labels, train=train, rngs=rngs, **extra)
 
         return preconditioning.precondition(net_apply, x, sigma, scalings_fn(sigma))
     return apply

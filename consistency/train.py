@@ -160,7 +160,8 @@ def build_dataset(config, split: str = "train"):
     dataset = make_dataset(config.data, config.training.batch_size, config.seed, split=split)
     if split == "train" and config.data.get("latents", ""):       # PaGoDA's (image, inverted latent) pairs
         from consistency import inversion
-        dataset = inversion.attach_latents(dataset, config.data.latents)
+        guidance = tuple(config.pagoda.guidance_scales) if config.method == "pagoda" else ()
+        dataset = inversion.attach_latents(dataset, config.data.latents, guidance)
     return dataset
 
 

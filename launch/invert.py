@@ -7,6 +7,7 @@ back) is measured on ``--roundtrip_num`` rows for each ``--roundtrip`` grid size
 
     python launch/invert.py --teacher=workdirs/digits_teacher --out=workdirs/digits_teacher/inversion
     python launch/invert.py --oracle=mixture --data=toy:8gaussians --toy_size=20000 --out=workdirs/toy_inversion
+    python launch/invert.py --teacher=workdirs/digits_teacher_cond --guidance_scales=1,2,3  # PaGoDA CFG: E(x, c, w)
 
 A run then reads it with ``--config.data.latents=DIR`` (configs/*_pagoda.py set it).
 """
@@ -33,6 +34,8 @@ _FLIP = flags.DEFINE_bool("flip", False, "Also invert the mirrored images (for d
 _SHARD = flags.DEFINE_integer("shard_size", 512, "Rows per shard (and per compiled call).")
 _ROUNDTRIP = flags.DEFINE_list("roundtrip", ["10", "20", "40", "80"], "Grid sizes of the round-trip table.")
 _ROUNDTRIP_NUM = flags.DEFINE_integer("roundtrip_num", 256, "Rows the round trip is measured on.")
+_GUIDANCE = flags.DEFINE_list("guidance_scales", [], "CFG scales w to invert with (a conditional teacher; PaGoDA's "
+                              "E(x, c, w)): one latent per scale, e.g. 1,2,3.")
 
 
 def main(_):
@@ -42,7 +45,7 @@ def main(_):
     if not out:
         raise app.UsageError("--out=DIR is required with --oracle")
     inversion.run(config, out, _SPLIT.value, _NUM_STEPS.value, _SOLVER.value, _FLIP.value, _SHARD.value,
-        [int(n) for n in _ROUNDTRIP.value], _ROUNDTRIP_NUM.value)
+                  [int(n) for n in _ROUNDTRIP.value], _ROUNDTRIP_NUM.value, [float(w) for w in _GUIDANCE.value])
     print(json.dumps({"out": out}))
 
 

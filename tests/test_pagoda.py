@@ -248,3 +248,154 @@ def test_toy_pagoda_from_the_exact_teacher_covers_the_eight_modes(tmp_path):
     train.train_and_evaluate(c, str(tmp_path / "run"))
     report = json.load(open(os.path.join(tmp_path, "run", "eval", "metrics_1200.json")))["nfe_1"]
     assert report["mode_coverage"] == 1.0 and report["swd"] < 0.1, report
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# CFG (seed eq. 56–58): E(x, c, w), G(z, c, w), D(x, c, w)
+# ----------------------------------------------------------------------------------------------------------------
+
+def two_class_bank():
+    """16 2-D points in two classes, far enough apart that guidance visibly moves the trajectories."""
+    x = jax.random.normal(jax.random.PRNGKey(3), (16, 2)) * 0.3
+    labels = jnp.arange(16) % 2
+    return x + jnp.where(labels[:, None] == 0, -1.0, 1.0), labels
+
+
+def test_guided_inversion_stores_one_latent_per_scale_each_the_inverse_of_the_guided_sampler(tmp_path):
+    """With ``guidance_scales`` each row is inverted once per w with D_w = D_∅ + w(D_c − D_∅) of the exact
+    class-conditional empirical denoiser (computed here by hand from its two banks): latents [n, K, d]; w = 1 is the
+    plain conditional inversion; sampling back with the same guided teacher returns the data to solver precision,
+    so G(·, c, w) is trained towards the w-guided sampler. The loader refuses a run whose scales differ."""
+    bank, labels = two_class_bank()
+    D = oracles.class_conditional_empirical_denoiser(bank, labels, null_label=2)
+    x, y = np.asarray(bank[:8], np.float32), np.asarray(labels[:8], np.int32)
+    meta = {"data": "toy", "split": "train", "resolution": 0, "teacher": "empirical"}
+    kwargs = dict(num_steps=40, sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX, shard_size=8, conditional=True)
+    out = str(tmp_path / "guided")
+    stored = inversion.invert_split(D, x, y, out, meta, guidance_scales=(1.0, 3.0), null_label=2, **kwargs)
+    assert stored["guidance_scales"] == [1.0, 3.0]
+    _, latents, _ = inversion.load_latents(out)
+    assert latents.shape == (8, 2, 2)
+    sigmas = inversion.inversion_sigmas(40, SIGMA_MIN, SIGMA_MAX)
+    cond = jnp.asarray(y)
+
+    def guided(v, s, c):                       # D_∅ + w(D_c − D_∅) by hand, w = 3
+        null = D(v, s, jnp.full_like(c, 2))
+        return null + 3.0 * (D(v, s, c) - null)
+    np.testing.assert_allclose(latents[:, 0], np.asarray(inversion.invert(D, jnp.asarray(x), sigmas, cond=cond)),
+                               rtol=1e-4, atol=1e-3)
+    by_hand = np.asarray(inversion.invert(guided, jnp.asarray(x), sigmas, cond=cond))
+    np.testing.assert_allclose(latents[:, 1], by_hand, rtol=1e-4, atol=1e-3)
+    assert np.abs(latents[:, 1] - latents[:, 0]).max() > 1.0          # guidance moved the latents
+    back = np.asarray(inversion.reconstruct(guided, jnp.asarray(latents[:, 1]), sigmas, cond=cond))
+    assert np.abs(back - x).mean() < 2e-3
+    with pytest.raises(ConfigError, match=r"^config\.pagoda\.guidance_scales: \(1\.0, 2\.0\) but .* was inverted "
+                                          r"with guidance scales \(1\.0, 3\.0\)"):
+        inversion.attach_latents(None, out, (1.0, 2.0))     # the scales are checked before the data
+    with pytest.raises(ConfigError, match=r"unconditional"):
+        inversion.invert_split(lambda v, s, c=None: v, x, y, str(tmp_path / "x"), meta,
+                               **dict(kwargs, conditional=False), guidance_scales=(2.0,))
+
+
+def toy_cfg_config(latents, scales):
+    c = presets.toy_distillation(presets.new("pagoda"), "pagoda", fit_steps=10)
+    c.data.update(dict(latents=latents, conditional=True, toy_size=8))
+    c.model.num_classes = 2
+    c.pagoda.update(dict(features="input", distance="l2", guidance_scales=scales))
+    return c
+
+
+@pytest.mark.parametrize("name", ["unet", "mlp"])
+def test_the_guidance_embedding_starts_at_zero_so_a_copied_teacher_is_unchanged_at_every_w(name):
+    """G(·, c, w) with the zero-initialised w embedding equals the network without it, for every w; once the embedding
+    is non-zero the output depends on w. The same for the discriminator's (c, w) projection."""
+    from consistency.nets import heads
+    from consistency.nets.mlp import MLP
+    from consistency.nets.unet import UNet
+    if name == "unet":
+        net, x = UNet(channels=8, channel_mult=(1,), num_res_blocks=1, num_classes=3, attn_resolutions=()), \
+            jnp.ones((2, 8, 8, 1))
+    else:
+        net, x = MLP(hidden=16, depth=2, num_classes=3), jnp.ones((2, 2))
+    c_noise, labels = jnp.array([0.1, -0.5]), jnp.array([0, 2])
+    params = net.init(jax.random.PRNGKey(0), x, c_noise, labels, guidance=jnp.ones((2,)))["params"]
+    plain = net.apply({"params": {k: v for k, v in params.items() if k != "guidance_embed"}}, x, c_noise, labels)
+    for w in (1.0, 2.5):
+        np.testing.assert_array_equal(net.apply({"params": params}, x, c_noise, labels, guidance=jnp.full((2,), w)),
+                                      plain)
+    moved = jax.tree.map(lambda p: p + 0.1, params)
+    outs = [net.apply({"params": moved}, x, c_noise, labels, guidance=jnp.full((2,), w)) for w in (1.0, 2.5)]
+    assert float(jnp.abs(outs[0] - outs[1]).max()) > 1e-3
+
+    projection = heads.ClassProjection(num_classes=3)
+    phi = jax.random.normal(jax.random.PRNGKey(1), (2, 5, 8))
+    head_params = projection.init(jax.random.PRNGKey(2), phi, labels, jnp.ones((2,)))["params"]
+    np.testing.assert_allclose(projection.apply({"params": head_params}, phi, labels, jnp.full((2,), 3.0)),
+                               projection.apply({"params": {"class_embed": head_params["class_embed"]}}, phi, labels),
+                               rtol=1e-6)
+    with pytest.raises(ValueError, match="num_classes > 0"):
+        heads.ClassProjection(num_classes=0).init(jax.random.PRNGKey(2), phi, labels, jnp.ones((2,)))
+
+
+def test_cfg_pagoda_inverts_per_scale_trains_on_c_and_w_and_samples_at_any_w(tmp_path):
+    """Digits at toy sizes: a class-conditional teacher with label dropout, its inversion at w ∈ {1, 2}, stage 1 with
+    ``pagoda.guidance_scales=(1, 2)``. Before training, G(z, c, w) is the teacher's one-step D(σ_max z, c) at every w;
+    G and D carry their w embeddings; after training one generator samples at w = 1, 2 and 1.5 (between the grid
+    points) with different outputs; mismatched scales are refused in one line."""
+    teacher = str(tmp_path / "teacher")
+    c = presets.digits(presets.new("edm"), "edm")
+    c.model.update(dict(channels=8, channel_mult=(1,), num_res_blocks=1, num_classes=10))
+    c.data.conditional = True
+    c.training.update(dict(num_steps=2, batch_size=16, ckpt_every=2, sample_every=0, log_every=1, label_dropout=0.2))
+    c.eval.update(dict(num_samples=16, nfes=(3,)))
+    train.train_and_evaluate(c, teacher)
+    latents = str(tmp_path / "inversion")
+    inversion.run(inversion.teacher_setup(teacher, "", ""), latents, num_steps=2, shard_size=512, roundtrip=(2,),
+                  roundtrip_num=8, guidance_scales=(1.0, 2.0), log=lambda *_: None)
+
+    run = pagoda_config(teacher, latents, 1)
+    run.model.num_classes = 10
+    run.data.conditional = True
+    run.discriminator.num_classes = 10
+    run.pagoda.guidance_scales = (1.0, 2.0)
+    dataset = train.build_dataset(run)
+    assert dataset.batch(0)["latent"].shape[1:] == (2, 8, 8, 1)
+    method = methods.get_method(run, dataset)
+    fresh = base.init_state(method, jax.random.PRNGKey(0), dataset.batch(0))
+    assert "guidance_embed" in fresh.params["generator"]["base"]
+    assert any("guidance_embed" in jax.tree_util.keystr(path)
+               for path, _ in jax.tree_util.tree_leaves_with_path(fresh.params["discriminator"]))
+    labels, rng = jnp.arange(4) % 10, jax.random.PRNGKey(5)
+    at = {w: np.asarray(method.sample(fresh, rng, 4, labels=labels, guidance=w)) for w in (1.0, 2.0)}
+    np.testing.assert_array_equal(at[1.0], at[2.0])
+    from consistency import teachers
+    teacher_params, teacher_apply = teachers.load_teacher(run, dataset)
+    z = jax.random.normal(jax.random.split(rng)[0], (4, 8, 8, 1))
+    one_step = teacher_apply(teacher_params, SIGMA_MAX * z, jnp.full((4,), SIGMA_MAX), labels)
+    np.testing.assert_allclose(at[1.0], np.clip(np.asarray(one_step), -1, 1), atol=1e-5)
+
+    state = train.train_and_evaluate(run, str(tmp_path / "run"))
+    trained = state.params["generator"]           # the raw params: one Adam step has moved the w embedding
+    assert float(jnp.abs(trained["base"]["guidance_embed"]["dense_1"]["kernel"]).max()) > 0
+    after = {w: np.asarray(method.sample(state, rng, 4, labels=labels, guidance=w, params=trained))
+             for w in (1.0, 1.5, 2.0)}
+    assert all(np.all(np.isfinite(v)) for v in after.values())
+    assert np.abs(after[1.0] - after[2.0]).max() > 0
+    report = json.load(open(os.path.join(tmp_path, "run", "eval", "metrics_2.json")))
+    assert report["nfe_1"]["finite_fraction"] == 1.0
+    from consistency import reports
+    rows = reports.guidance_sweep(run, method, state, dataset, (1.0, 2.0), num_samples=20)
+    assert [r["w"] for r in rows] == [1.0, 2.0]
+    assert all(0 <= r["class_accuracy"] <= 1 and np.isfinite(r["fd"]) for r in rows)
+    assert reports.guidance_table(rows).count("\n") == 3
+
+    wrong = pagoda_config(teacher, latents, 1)
+    wrong.pagoda.guidance_scales = (1.0, 3.0)
+    wrong.model.num_classes, wrong.data.conditional, wrong.discriminator.num_classes = 10, True, 10
+    with pytest.raises(ConfigError, match=r"^config\.pagoda\.guidance_scales: \(1\.0, 3\.0\) but"):
+        train.build_dataset(wrong)
+    unconditional = pagoda_config(teacher, latents, 1)
+    unconditional.pagoda.guidance_scales = (1.0, 2.0)
+    with pytest.raises(ConfigError, match=r"^config\.pagoda\.guidance_scales: CFG guides by class"):
+        validate(unconditional)
+

@@ -98,9 +98,9 @@ def resolved_head_config(config, feature_shapes: dict):
 class ProjectedDiscriminator(NamedTuple):
     """Trainable heads on frozen features, shared by ADD and CTM's GAN term.
 
-    ``init(rng, frozen, x)`` → head params; ``logits(head_params, frozen, labels, rng)`` → a function x → [B, P] that
-    augments x with DiffAugment (``policy``, fresh draws from ``rng``), reads the frozen features and applies the
-    heads. ``feature_params`` go into the method's frozen sets as 'features' (None for 'input' / 'teacher')."""
+    ``init(rng, frozen, x, guidance=None)`` → head params; ``logits(head_params, frozen, labels, rng, guidance=None)``
+    → a function x → [B, P] that augments x with DiffAugment (``policy``, fresh draws from ``rng``), reads the frozen
+    features and applies the heads (conditioned on w too when ``guidance`` is given: PaGoDA's CFG). ``feature_params`` go into the method's frozen sets as 'features' (None for 'input' / 'teacher')."""
     init: Callable
     logits: Callable
     feature_params: Any
@@ -117,27 +117,29 @@ def projected_discriminator(config, nets, kind: str, sigma: float | None, policy
     head = make_head(resolved_head_config(config, feature_shapes), feature_shapes, prefix="discriminator")
     transforms = augment.parse_policy(policy)
 
-    def init(rng, frozen, x):
-        return head.init(rng, features(frozen, x), None)["params"]
+    def init(rng, frozen, x, guidance=None):
+        labels = None if guidance is None else jnp.zeros(x.shape[:1], jnp.int32)
+        return head.init(rng, features(frozen, x), labels, guidance)["params"]
 
-    def logits(head_params, frozen, labels, rng=None):
+    def logits(head_params, frozen, labels, rng=None, guidance=None):
         def apply(x):
             if transforms:
                 x = augment.diff_augment(rng, x, transforms)
-            return head.apply({"params": head_params}, features(frozen, x), labels)
+            return head.apply({"params": head_params}, features(frozen, x), labels, guidance)
         return apply
     return ProjectedDiscriminator(init, logits, feature_params)
 
 
 def discriminator_hinge_loss(disc: ProjectedDiscriminator, params, frozen, labels, rng, x_real, x_fake,
-                             r1_weight: float = 0.0):
+                             r1_weight: float = 0.0, guidance=None):
     """(loss, metrics) of the discriminator heads ``params``: hinge on sg real vs sg fake inputs, each augmented with
     its own draws, averaged over the heads' logits (ADD §3.2), plus γ·R1 = γ‖∇ₓ D(F(x₀))‖² on the real inputs when
-    ``r1_weight`` > 0 (ADD §3.2; METHODS.md §15 O11). Shared by ADD, CTM's GAN stage and PaGoDA."""
+    ``r1_weight`` > 0 (ADD §3.2; METHODS.md §15 O11). Shared by ADD, CTM's GAN stage and PaGoDA; ``guidance`` [B] conditions the heads
+on w as well as the class (PaGoDA's D(x, c, w), seed eq. 56–58)."""
     x_real, x_fake = jax.lax.stop_gradient(x_real), jax.lax.stop_gradient(x_fake)
     k_real, k_fake = jax.random.split(jax.random.fold_in(rng, AUGMENT_STREAM))   # own draws for real and fake
-    d_real = disc.logits(params, frozen, labels, k_real)
-    real_logits, fake_logits = d_real(x_real), disc.logits(params, frozen, labels, k_fake)(x_fake)
+    d_real = disc.logits(params, frozen, labels, k_real, guidance)
+    real_logits, fake_logits = d_real(x_real), disc.logits(params, frozen, labels, k_fake, guidance)(x_fake)
     per_logit = real_logits.reshape(real_logits.shape[0], -1).shape[1]
     loss = jnp.mean(add_objective.hinge_discriminator_loss(real_logits, fake_logits)) / per_logit
     metrics = {"loss_hinge": loss, "real_logit": jnp.mean(real_logits), "fake_logit": jnp.mean(fake_logits)}

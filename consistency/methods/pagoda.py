@@ -24,7 +24,18 @@ Trained sets, alternating 1:1 as in the official code (``pagoda.alternate``: D a
 Frozen: {'teacher' (for 'teacher' features), 'features' (classifier params), 'prior' (``pagoda.prior='latent'``)}.
 Sampling: one step, x = G(σ_max z), z ~ N(0, I) at the teacher's resolution — or, with ``pagoda.prior='latent'``,
 G(m + s⊙z) with the per-coordinate mean and std of the inverted latents, which a learned teacher leaves far from
-σ_max (``consistency/inversion.py``, "The latent prior"); the GAN's fake images use the same prior. CFG conditioning on w (nb (56)–(58)) is not built.
+σ_max (``consistency/inversion.py``, "The latent prior"); the GAN's fake images use the same prior.
+
+CFG (seed eq. 56–58; ``pagoda.guidance_scales`` = w_1 … w_K). The inversion is run once per w with the guided
+teacher D_w = D_∅ + w(D_c − D_∅) (``launch/invert.py --guidance_scales``), so every row carries K latents
+E(x, c, w_k). Each example draws k ~ U{1 … K} — p(w | x, c) = p(w), uniform on the grid, the factorisation of
+eq. 57 with w independent of the image — and G, D are conditioned on (c, w_k):
+L_rec = d(G(E(x, c, w), c, w), x) (eq. 58) and the hinge on D(x, c, w) vs D(G(σ_max ε, c, w), c, w). The scale
+enters G through a zero-initialised embedding added to the noise-level embedding (``consistency/nets/embeddings.py``
+``guidance_embedding``), so G starts as the teacher at every w, and D's class projection E[c] gains a
+zero-initialised e(w). G(·, c, w) is trained to undo the w-guided teacher's inversion, i.e. to be the w-guided
+teacher's one-step sampler; one trained generator samples at any w (``pagoda.sample_guidance``, or
+``sample(..., guidance=w)``).
 """
 from __future__ import annotations
 
@@ -82,6 +93,22 @@ def validate_config(config) -> None:
     distillation.require(p.stage == 1 or bool(config.teacher.workdir), "pagoda.stage", f"{p.stage} grows a "
                          "teacher network, but the teacher is an oracle", "use stage 1 with oracle teachers")
     distillation.validate_eval_nfes(config, NAME, 1)
+    scales = tuple(p.guidance_scales)
+    if scales:
+        for w in scales:
+            distillation.number(w, "pagoda.guidance_scales", 0, fix="use scales w >= 0, e.g. (1, 2, 3)")
+        distillation.require(len(set(scales)) == len(scales), "pagoda.guidance_scales", f"{scales} repeats a scale",
+                             "list each w once")
+        distillation.require(int(config.model.num_classes) > 0 and bool(config.data.conditional),
+                             "pagoda.guidance_scales", "CFG guides by class but the run is unconditional",
+                             "set model.num_classes, data.conditional=True and a conditional teacher, or ()")
+        distillation.require(int(config.discriminator.num_classes) > 0, "discriminator.num_classes",
+                             "0, but PaGoDA's CFG conditions D on (c, w) through its class projection",
+                             "set it to model.num_classes")
+    distillation.number(p.sample_guidance, "pagoda.sample_guidance", 0,
+                        fix="use 0 (the first guidance scale) or a w > 0")
+    distillation.require(float(p.sample_guidance) == 0 or bool(scales), "pagoda.sample_guidance",
+                         f"{p.sample_guidance} but the generator is not conditioned on w", "set pagoda.guidance_scales")
 
 
 def _distance(config, shape):
@@ -103,7 +130,12 @@ def latent_shape(config, dataset) -> tuple:
     if "latent" not in dataset.extras:
         raise ConfigError("config.data.latents: the dataset serves no latents; set data.latents to an inversion "
                           "directory (launch/invert.py)")
-    shape = tuple(dataset.extras["latent"][0].shape[1:])
+    scales = tuple(config.pagoda.guidance_scales)
+    stored = dataset.extras["latent"][0]
+    if scales and (stored.ndim < 3 or stored.shape[1] != len(scales)):
+        raise ConfigError(f"config.pagoda.guidance_scales: {len(scales)} scales but the latents have shape "
+                          f"{stored.shape[1:]} per row; invert with launch/invert.py --guidance_scales")
+    shape = tuple(stored.shape[2:] if scales else stored.shape[1:])
     factor = 2 ** (int(config.pagoda.stage) - 1)
     data_shape = tuple(dataset.example_shape)
     expected = shape if len(shape) != 3 else (shape[0] * factor, shape[1] * factor, shape[2])
@@ -127,15 +159,19 @@ def make(config, dataset) -> base.Method:
     disc = add.projected_discriminator(config, dataclasses.replace(nets, example_shape=data_shape), p.features,
                                        float(p.feature_sigma), p.augment)
     distance, distance_params = _distance(config, data_shape)
-    prior = inversion.latent_prior(dataset.extras["latent"][0]) if p.prior == "latent" else None
+    scales = tuple(float(w) for w in p.guidance_scales)
+    sample_w = (float(p.sample_guidance) or scales[0]) if scales else None
+    latents = dataset.extras["latent"][0]
+    prior = inversion.latent_prior(latents[:, 0] if scales else latents) if p.prior == "latent" else None
     feature_params = disc.feature_params if disc.feature_params is not None else distance_params
     data_range = getattr(dataset, "data_range", None) if config.sampling.clip else None
     if data_range is not None and not all(abs(v) < float("inf") for v in data_range):
         data_range = None
 
-    def generator(params, x_T, labels=None):
-        """G(x_T) = GrowBlocks(D_base(x_T, σ_max)) (module doc)."""
-        y = nets.denoiser(params["base"], x_T, jnp.full(x_T.shape[:1], sigma_max, x_T.dtype), labels)
+    def generator(params, x_T, labels=None, guidance=None):
+        """G(x_T, c, w) = GrowBlocks(D_base(x_T, σ_max, c, w)) (module doc); ``guidance`` w [B] with CFG."""
+        y = nets.denoiser(params["base"], x_T, jnp.full(x_T.shape[:1], sigma_max, x_T.dtype), labels,
+                          guidance=guidance)
         h = None
         for k, block in enumerate(blocks, start=1):
             y, h = block.apply({"params": params[block_name(k)]}, y, h)
@@ -151,6 +187,11 @@ def make(config, dataset) -> base.Method:
         base_batch = batch if not blocks else {"x": jnp.zeros((1,) + teacher_shape, jnp.float32)}
         params = {"base": distillation.init_generator_and_fake(config, NAME, nets, k_base, base_batch,
                                                                with_fake=False)[0]}
+        if scales:   # the zero-initialised w embedding: G(·, c, w) = the teacher-initialised G(·, c) at every w
+            x = jnp.zeros((1,) + teacher_shape, jnp.float32)
+            full = nets.net.init(k_base, x, jnp.zeros((1,)), jnp.zeros((1,), jnp.int32),
+                                 guidance=jnp.ones((1,)))["params"]
+            params["base"] = dict(params["base"], guidance_embed=full["guidance_embed"])
         y, h = jnp.zeros((1,) + teacher_shape, jnp.float32), None
         for k, (block, key) in enumerate(zip(blocks, k_blocks), start=1):
             params[block_name(k)] = block.init(key, y, h)["params"]
@@ -160,7 +201,8 @@ def make(config, dataset) -> base.Method:
             frozen["features"] = feature_params
         if prior is not None:
             frozen["prior"] = jax.tree.map(jnp.asarray, prior)
-        head = disc.init(k_head, frozen, jnp.zeros((1,) + data_shape, jnp.float32))
+        head = disc.init(k_head, frozen, jnp.zeros((1,) + data_shape, jnp.float32),
+                         jnp.ones((1,)) if scales else None)
         return {"discriminator": head, "generator": params}, frozen
 
     def latent_sample(frozen, eps):
@@ -170,30 +212,44 @@ def make(config, dataset) -> base.Method:
             return sigma_max * eps
         return frozen["prior"]["mean"] + frozen["prior"]["std"] * eps
 
-    def fake_images(params, frozen, keys, labels):
-        """G(z) with z from the prior at the teacher's resolution: what sampling draws."""
-        return generator(params, latent_sample(frozen, distillation.normal_like(keys, 1, teacher_shape)), labels)
+    def fake_images(params, frozen, keys, labels, guidance=None):
+        """G(z, c, w) with z from the prior at the teacher's resolution: what sampling draws."""
+        return generator(params, latent_sample(frozen, distillation.normal_like(keys, 1, teacher_shape)), labels,
+                         guidance)
+
+    def guidance_draw(keys, batch):
+        """(w [B], E(x, c, w) [B, ...]): k ~ U{1 … K} per example and the row's k-th latent (module doc, CFG); without
+        CFG (None, E(x))."""
+        if not scales:
+            return None, batch["latent"]
+        k = distillation.per_example_uniform_index(keys, 2, 0, len(scales) - 1)
+        latent = jnp.take_along_axis(batch["latent"], k.reshape((-1, 1) + (1,) * (batch["latent"].ndim - 2)),
+                                     axis=1)[:, 0]
+        return jnp.asarray(scales, jnp.float32)[k], latent
 
     def discriminator_loss(params, state, batch, rng):
         keys = base.example_keys(rng, batch["index"])
         labels = common.batch_labels(config, batch)
-        fake = fake_images(state.params["generator"], state.frozen, keys, labels)
-        return add.discriminator_hinge_loss(disc, params, state.frozen, labels, rng, batch["x"], fake, p.r1_weight)
+        w, _ = guidance_draw(keys, batch)
+        fake = fake_images(state.params["generator"], state.frozen, keys, labels, w)
+        return add.discriminator_hinge_loss(disc, params, state.frozen, labels, rng, batch["x"], fake, p.r1_weight,
+                                            guidance=w)
 
     def generator_loss(params, state, batch, rng):
         params = distillation.nan_to_num_gradient(params)
         keys = base.example_keys(rng, batch["index"])
         labels = common.batch_labels(config, batch)
         k_augment = jax.random.fold_in(rng, add.AUGMENT_STREAM)
+        w, latent = guidance_draw(keys, batch)
         frozen_d = dmd_objective.with_frozen_parameters(
-            lambda d, x: disc.logits(d, state.frozen, labels, k_augment)(x), state.params["discriminator"])
+            lambda d, x: disc.logits(d, state.frozen, labels, k_augment, w)(x), state.params["discriminator"])
 
-        def rec_loss(g):                                               # nb (55), METHODS.md §9
-            x_rec = generator(g, batch["latent"], labels)
+        def rec_loss(g):                                               # nb (55); with CFG nb (58); METHODS.md §9
+            x_rec = generator(g, latent, labels, w)
             return jnp.mean(obj.reconstruction_loss(x_rec, batch["x"], lambda a, b: distance(state.frozen, a, b)))
 
         def gan_loss(g):                                               # hinge generator term −D(G(σ_max ε))
-            logits = frozen_d(fake_images(g, state.frozen, keys, labels))
+            logits = frozen_d(fake_images(g, state.frozen, keys, labels, w))
             per_logit = logits.reshape(logits.shape[0], -1).shape[1]
             return jnp.mean(add_objective.hinge_generator_loss(logits)) / per_logit
 
@@ -213,13 +269,23 @@ def make(config, dataset) -> base.Method:
             metrics.update(loss_gan=l_gan, adversarial_weight=weight)
         return total, jax.lax.stop_gradient(metrics)
 
-    def sample(state, rng, num_samples, labels=None, num_steps=1, params=None):
+    def sample(state, rng, num_samples, labels=None, num_steps=1, params=None, guidance=None):
+        """One step; with CFG at w = ``guidance`` (default ``pagoda.sample_guidance``, else the first scale), labels
+        drawn uniformly when None."""
         if int(num_steps) != 1:
             raise ValueError(f"PaGoDA's generator is one-step; asked for {num_steps} steps")
+        if guidance is not None and not scales:
+            raise ValueError("this PaGoDA generator is not conditioned on w (pagoda.guidance_scales is empty)")
         params = state.ema["generator"] if params is None else params
+        k_z, k_labels = jax.random.split(rng) if scales else (rng, None)
         cond = None if labels is None else jnp.asarray(labels, jnp.int32)
-        x = generator(params, latent_sample(state.frozen, jax.random.normal(rng, (num_samples,) + teacher_shape)),
-                      cond)
+        w = None
+        if scales:
+            if cond is None:
+                cond = jax.random.randint(k_labels, (num_samples,), 0, int(config.model.num_classes))
+            w = jnp.full((num_samples,), sample_w if guidance is None else float(guidance), jnp.float32)
+        x = generator(params, latent_sample(state.frozen, jax.random.normal(k_z, (num_samples,) + teacher_shape)),
+                      cond, w)
         return x if data_range is None else jnp.clip(x, *data_range)
 
     every, (d_phase, g_phase) = (2, (0, 1)) if p.alternate else (1, (0, 0))

@@ -121,6 +121,17 @@ def target_level_embedding(module: nn.Module, c_noise_target, batch_size: int, f
                               name="target_embed")(batch_noise(c_noise_target, batch_size))
 
 
+def guidance_embedding(module: nn.Module, guidance, batch_size: int, feature_dim: int, out_dim: int):
+    """The embedding of a guidance scale w (PaGoDA's G(z, c, w) and D(x, c, w), seed eq. 56–58), added to the level
+    embedding: ``0`` when ``guidance`` is None. Sinusoidal features of w − 1 (smooth over the few units w spans), its
+    own MLP ('guidance_embed'), last layer zero-initialised, so a network copied from an unguided teacher starts as
+    that teacher at every w."""
+    if guidance is None:
+        return 0.0
+    return ConditionEmbedding(embedding="positional", feature_dim=feature_dim, out_dim=out_dim, zero_output=True,
+                              name="guidance_embed")(batch_noise(jnp.asarray(guidance, jnp.float32) - 1.0, batch_size))
+
+
 class AdaptiveWeight(nn.Module):
     """w_φ(t) [B]: sCM's adaptive loss weighting (Lu & Song 2024 §4.2; EDM2's uncertainty weighting, Karras et al.
     2024): fixed Fourier features of t → Dense(width) → SiLU → Dense(1). The last layer starts at zero, so w = 0

@@ -16,7 +16,8 @@ is what Projected GAN does with its patch logits and DMD2 with its one logit per
 Class conditioning (``num_classes > 0``) is the projection discriminator (Miyato & Koyama 2018) in the form of
 StyleGAN-XL / CTM ``SingleDiscCond``: the head's last layer outputs ``cmap_dim`` channels φ and the logit is
 ⟨E[y], φ⟩ / √cmap_dim with a learned class embedding E of num_classes + 1 rows (row num_classes is the null label;
-``labels=None`` means all null, as in the generator nets). PaGoDA's and CTM's projected StyleGAN-XL-style
+``labels=None`` means all null, as in the generator nets). PaGoDA's CFG (seed eq. 56–58) also conditions D on the
+guidance scale w: ``guidance`` [B] adds a zero-initialised embedding of w to E[y]. PaGoDA's and CTM's projected StyleGAN-XL-style
 discriminator (METHODS.md §9, §13.1) has this conditional form as an option (sony/ctm ``MultiScaleD(cond=1)`` →
 ``SingleDiscCond``), for class-conditional ImageNet; DMD2's head has none — the label reaches it through the
 fake-score U-Net that computed the bottleneck (tianweiy/DMD2 ``edm_guidance.py``, ``compute_cls_logits``).
@@ -40,8 +41,10 @@ import jax.numpy as jnp
 import ml_collections
 
 from consistency.config import ConfigError
-from consistency.nets.embeddings import default_kernel_init, labels_or_null
+from consistency.nets.embeddings import ConditionEmbedding, batch_noise, default_kernel_init, labels_or_null
 from consistency.nets.unet import group_count
+
+GUIDANCE_FEATURES = 32   # sinusoidal features of w − 1 in a guidance-conditioned projection
 
 HEADS = ("dmd2", "multiscale", "mlp")
 REDUCTIONS = ("concat", "mean")
@@ -64,12 +67,19 @@ class ClassProjection(nn.Module):
     num_classes: int = 0
 
     @nn.compact
-    def __call__(self, phi: jax.Array, labels: jax.Array | None = None) -> jax.Array:
+    def __call__(self, phi: jax.Array, labels: jax.Array | None = None,
+                 guidance: jax.Array | None = None) -> jax.Array:
         if self.num_classes == 0:
+            if guidance is not None:
+                raise ValueError("a guidance-conditioned head projects on (class, w): set num_classes > 0")
             return phi[..., 0]
         batch_size, dim = phi.shape[0], phi.shape[-1]
         class_ids = labels_or_null(labels, batch_size, self.num_classes)
         class_map = nn.Embed(self.num_classes + 1, dim, name="class_embed")(class_ids)
+        if guidance is not None:      # D(x, c, w) of PaGoDA's CFG (seed eq. 56–58): the projection E[c] + e(w)
+            class_map = class_map + ConditionEmbedding(
+                embedding="positional", feature_dim=GUIDANCE_FEATURES, out_dim=dim, zero_output=True,
+                name="guidance_embed")(batch_noise(jnp.asarray(guidance, jnp.float32) - 1.0, batch_size))
         class_map = class_map.reshape((batch_size,) + (1,) * (phi.ndim - 2) + (dim,))
         return jnp.sum(phi * class_map, axis=-1) / math.sqrt(dim)
 
@@ -99,7 +109,8 @@ class DiffusionGANHead(nn.Module):
     cmap_dim: int = 64
 
     @nn.compact
-    def __call__(self, features: dict, labels: jax.Array | None = None) -> jax.Array:
+    def __call__(self, features: dict, labels: jax.Array | None = None,
+                 guidance: jax.Array | None = None) -> jax.Array:
         h = features[self.feature_name]
         _check_image_feature(self.feature_name, h, min_size=2)
         width = self.channels or h.shape[-1]
@@ -116,7 +127,7 @@ class DiffusionGANHead(nn.Module):
         h = norm_silu(h, "norm_1")
         phi = nn.Conv(logit_channels(self.num_classes, self.cmap_dim), (1, 1), kernel_init=default_kernel_init,
                       name="conv_logit")(h)  # [B, 1, 1, K]
-        return ClassProjection(self.num_classes, name="projection")(phi, labels).reshape(h.shape[0], 1)
+        return ClassProjection(self.num_classes, name="projection")(phi, labels, guidance).reshape(h.shape[0], 1)
 
 
 class PatchHead(nn.Module):
@@ -136,7 +147,8 @@ class PatchHead(nn.Module):
     cmap_dim: int = 64
 
     @nn.compact
-    def __call__(self, h: jax.Array, labels: jax.Array | None = None) -> jax.Array:
+    def __call__(self, h: jax.Array, labels: jax.Array | None = None,
+                 guidance: jax.Array | None = None) -> jax.Array:
         width = self.channels or h.shape[-1]
         block = 0
         while max(h.shape[1:3]) > self.end_size:
@@ -148,7 +160,7 @@ class PatchHead(nn.Module):
         window = (min(4, h.shape[1]), min(4, h.shape[2]))
         phi = nn.Conv(logit_channels(self.num_classes, self.cmap_dim), window, padding="VALID", use_bias=False,
                       kernel_init=default_kernel_init, name="conv_logit")(h)
-        return ClassProjection(self.num_classes, name="projection")(phi, labels).reshape(h.shape[0], -1)
+        return ClassProjection(self.num_classes, name="projection")(phi, labels, guidance).reshape(h.shape[0], -1)
 
 
 class MultiScaleHead(nn.Module):
@@ -167,14 +179,15 @@ class MultiScaleHead(nn.Module):
     reduce: str = "concat"
 
     @nn.compact
-    def __call__(self, features: dict, labels: jax.Array | None = None) -> jax.Array:
+    def __call__(self, features: dict, labels: jax.Array | None = None,
+                 guidance: jax.Array | None = None) -> jax.Array:
         if self.reduce not in REDUCTIONS:
             raise ValueError(f"reduce must be one of {REDUCTIONS}, got {self.reduce!r}")
         per_feature = []
         for name in self.feature_names:
             _check_image_feature(name, features[name])
             per_feature.append(PatchHead(self.channels, self.end_size, self.num_groups, self.num_classes,
-                                         self.cmap_dim, name=f"head_{name}")(features[name], labels))
+                                         self.cmap_dim, name=f"head_{name}")(features[name], labels, guidance))
         if self.reduce == "mean":
             return jnp.mean(jnp.stack([logits.mean(axis=1) for logits in per_feature], axis=1), axis=1, keepdims=True)
         return jnp.concatenate(per_feature, axis=1)
@@ -193,7 +206,8 @@ class MLPHead(nn.Module):
     cmap_dim: int = 64
 
     @nn.compact
-    def __call__(self, features: dict, labels: jax.Array | None = None) -> jax.Array:
+    def __call__(self, features: dict, labels: jax.Array | None = None,
+                 guidance: jax.Array | None = None) -> jax.Array:
         for name in self.feature_names:
             if features[name].ndim != 2:
                 raise ValueError(f"feature {name!r} must be [B, D], got shape {features[name].shape}")
@@ -203,7 +217,7 @@ class MLPHead(nn.Module):
             h = nn.leaky_relu(nn.Dense(width, kernel_init=default_kernel_init, name=f"dense_{i}")(h), LEAKY_SLOPE)
         phi = nn.Dense(logit_channels(self.num_classes, self.cmap_dim), kernel_init=default_kernel_init,
                        name="dense_logit")(h)
-        return ClassProjection(self.num_classes, name="projection")(phi, labels).reshape(h.shape[0], 1)
+        return ClassProjection(self.num_classes, name="projection")(phi, labels, guidance).reshape(h.shape[0], 1)
 
 
 # ----------------------------------------------------------------------------------------------

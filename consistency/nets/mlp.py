@@ -5,7 +5,7 @@ import flax.linen as nn
 import jax
 
 from consistency.nets.embeddings import (ConditionEmbedding, batch_noise, default_kernel_init,
-                                         target_level_embedding)
+                                         guidance_embedding, target_level_embedding)
 
 
 class MLP(nn.Module):
@@ -14,6 +14,7 @@ class MLP(nn.Module):
     Layout (a pre-activation residual MLP; the embedding is injected in every layer):
         e = ConditionEmbedding(c_noise, label)                     [B, hidden]
           (+ target_embed(c_noise_target): CTM's second level s, zero at init)
+          (+ guidance_embed(w): PaGoDA's guidance scale, zero at init)
         h = Dense(hidden)(x)
         depth ×:  h ← h + Dropout(Dense(hidden)(SiLU(h + e)))
         F = Dense(d)(SiLU(h))
@@ -39,7 +40,8 @@ class MLP(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, c_noise: jax.Array, labels: jax.Array | None = None, train: bool = False,
-                 return_features: bool = False, encoder_only: bool = False, c_noise_target: jax.Array | None = None):
+                 return_features: bool = False, encoder_only: bool = False, c_noise_target: jax.Array | None = None,
+                 guidance: jax.Array | None = None):
         if x.ndim != 2:
             raise ValueError(f"MLP expects x of shape [B, d], got {x.shape}")
         batch_size, data_dim = x.shape
@@ -47,6 +49,7 @@ class MLP(nn.Module):
                                fourier_scale=self.fourier_scale, num_classes=self.num_classes,
                                name="embed")(batch_noise(c_noise, batch_size), labels)
         e = e + target_level_embedding(self, c_noise_target, batch_size, self.embed_dim, self.hidden)
+        e = e + guidance_embedding(self, guidance, batch_size, self.embed_dim, self.hidden)
         h = nn.Dense(self.hidden, kernel_init=default_kernel_init, name="dense_in")(x)
         features = {"input_proj": h}
         for i in range(self.depth):

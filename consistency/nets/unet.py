@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from consistency.nets.embeddings import (ConditionEmbedding, batch_noise, default_kernel_init,
-                                         target_level_embedding)
+                                         guidance_embedding, target_level_embedding)
 
 RESAMPLE_METHODS = ("nearest", "fir")
 FIR_KERNEL = (1.0, 3.0, 3.0, 1.0)  # NCSN++ fir_kernel (StyleGAN2 upfirdn2d)
@@ -222,7 +222,8 @@ class UNet(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, c_noise: jax.Array, labels: jax.Array | None = None, train: bool = False,
-                 return_features: bool = False, encoder_only: bool = False, c_noise_target: jax.Array | None = None):
+                 return_features: bool = False, encoder_only: bool = False, c_noise_target: jax.Array | None = None,
+                 guidance: jax.Array | None = None):
         if x.ndim != 4 or x.shape[1] != x.shape[2]:
             raise ValueError(f"UNet expects square NHWC images, got shape {x.shape}")
         mults = tuple(self.channel_mult)
@@ -232,6 +233,7 @@ class UNet(nn.Module):
                                  fourier_scale=self.fourier_scale, num_classes=self.num_classes,
                                  name="embed")(batch_noise(c_noise, x.shape[0]), labels)
         emb = emb + target_level_embedding(self, c_noise_target, x.shape[0], feature_dim, 4 * self.channels)
+        emb = emb + guidance_embedding(self, guidance, x.shape[0], feature_dim, 4 * self.channels)
 
         def res_block(h, out_channels, direction=None):
             return ResBlock(out_channels, dropout=self.dropout, max_groups=self.num_groups, direction=direction,
