@@ -81,6 +81,25 @@ def make_distance(config, example_shape):
     return distances.get_distance(cm.distance, c), None
 
 
+SIGMA_BIN_EDGES = (0.1, 1.0, 10.0)  # fixed decades of σ_hi, so the curves are comparable between runs and schedules
+
+
+def loss_by_sigma(per_example, weight, sigma_hi) -> dict:
+    """Diagnostics for TensorBoard: the weighted loss's share from each σ_hi decade (``loss_share_*`` sums to 1),
+    its mean in the decade (0 when the batch drew none), and the range of the pair weight λ — with 1/Δσ the
+    weight grows with N(k), and a few small-σ pairs can carry most of the gradient."""
+    edges = (0.0,) + SIGMA_BIN_EDGES + (float("inf"),)
+    names = ("lt0.1", "0.1to1", "1to10", "ge10")
+    total = jnp.sum(per_example) + 1e-30
+    out = {"weight_min": jnp.min(weight), "weight_max": jnp.max(weight)}
+    for name, lo, hi in zip(names, edges[:-1], edges[1:]):
+        mask = (sigma_hi >= lo) & (sigma_hi < hi)
+        part = jnp.sum(jnp.where(mask, per_example, 0.0))
+        out[f"loss_share_sigma_{name}"] = part / total
+        out[f"loss_mean_sigma_{name}"] = part / jnp.maximum(jnp.sum(mask), 1)
+    return out
+
+
 def make(config, dataset, kind: str) -> base.Method:
     """Build CD (kind='cd') or CT/iCT (kind='ct') from ``config.cm``."""
     validate_cm(config, kind)
@@ -179,7 +198,7 @@ def make(config, dataset, kind: str) -> base.Method:
         per_example = consistency_term(online, x_hi, sigma_hi, x_lo, sigma_lo, weight)
         total_loss = jnp.mean(per_example)
         metrics = {"loss_cm": total_loss, "num_scales": n.astype(jnp.float32), "target_decay": mu,
-                   "sigma_hi_mean": jnp.mean(sigma_hi)}
+                   "sigma_hi_mean": jnp.mean(sigma_hi), **loss_by_sigma(per_example, weight, sigma_hi)}
         if extra is not None:
             ct_loss = jnp.mean(consistency_term(online, *extra))
             metrics["loss_ct"] = ct_loss
