@@ -173,14 +173,25 @@ def test_toy_ict_recipe_learns_where_the_old_learning_rate_does_not(tmp_path):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     swd = {}
-    for lr in (1e-4, 1e-3):
+    for name, lr in (("recipe", None), ("old", 1e-3)):
         c = module.get_config("quick")
         c.training.num_steps = c.training.sample_every = c.training.ckpt_every = 500
         c.eval.nfes, c.eval.num_samples = (2,), 1000
-        c.optim.lr = lr
-        wd = str(tmp_path / f"lr{lr}")
+        if lr is not None:
+            c.optim.lr = lr
+        wd = str(tmp_path / name)
         train.train_and_evaluate(c, wd)
         with open(os.path.join(wd, "eval", "metrics_500.json")) as f:
-            swd[lr] = json.load(f)["nfe_2"]["swd"]
-    print("toy iCT 500-step 2-step sliced W1 by lr:", swd)
-    assert swd[1e-4] < 0.8 * swd[1e-3], swd
+            swd[name] = json.load(f)["nfe_2"]["swd"]
+    print("toy iCT 500-step 2-step sliced W1:", swd)
+    assert swd["recipe"] < 0.8 * swd["old"], swd
+
+
+def test_loss_by_sigma_splits_the_weighted_loss_by_decade():
+    from consistency.methods.cm import loss_by_sigma
+    out = loss_by_sigma(jnp.array([1.0, 2.0, 3.0, 4.0, 4.0]), jnp.array([5.0, 0.5, 2.0, 1.0, 3.0]),
+                        jnp.array([0.05, 0.5, 5.0, 50.0, 80.0]))
+    shares = [float(out[f"loss_share_sigma_{n}"]) for n in ("lt0.1", "0.1to1", "1to10", "ge10")]
+    np.testing.assert_allclose(shares, [1 / 14, 2 / 14, 3 / 14, 8 / 14], rtol=1e-6)
+    np.testing.assert_allclose(float(out["loss_mean_sigma_ge10"]), 4.0, rtol=1e-6)
+    assert float(out["weight_min"]) == 0.5 and float(out["weight_max"]) == 5.0
