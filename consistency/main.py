@@ -61,9 +61,32 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS, sys_argv: Sequence
                          flag_values=flag_values)
     flags.DEFINE_multi_string("imports", [], "Python modules to import first, e.g. a module that adds a method with "
                               "consistency.methods.register(name, make).", flag_values=flag_values)
+    # How the processes of one run find each other. Leave these out on a TPU pod, under SLURM, Open MPI or Kubernetes
+    # (--config.distributed=True detects the cluster); give them where nothing can be detected, e.g. several processes
+    # on one machine (tests/test_multiprocess.py) or a hand-started multi-node job.
+    flags.DEFINE_string("coordinator_address", None, "host:port of process 0's coordinator; with --num_processes and "
+                        "--process_id it starts jax.distributed explicitly.", flag_values=flag_values)
+    flags.DEFINE_integer("num_processes", None, "Processes in the run (with --coordinator_address).",
+                         flag_values=flag_values)
+    flags.DEFINE_integer("process_id", None, "This process's index in [0, --num_processes).", flag_values=flag_values)
+    flags.DEFINE_integer("cpu_devices", None, "Simulated CPU devices in this process (jax_num_cpu_devices); for "
+                         "testing sharded runs on a CPU-only machine.", flag_values=flag_values)
 
 
 define_flags()
+
+
+@dataclasses.dataclass(frozen=True)
+class Cluster:
+    """An explicitly given cluster (flags ``--coordinator_address/--num_processes/--process_id``), or none."""
+    coordinator_address: str | None = None
+    num_processes: int | None = None
+    process_id: int | None = None
+    cpu_devices: int | None = None
+
+    @property
+    def explicit(self) -> bool:
+        return self.coordinator_address is not None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,6 +97,7 @@ class Command:
     config: ml_collections.ConfigDict | None   # None: sample/eval read WORKDIR/config.json
     imports: tuple[str, ...]
     verbose: bool                              # --verbosity given: leave logging as absl sets it
+    cluster: Cluster = Cluster()
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -188,7 +212,29 @@ def read_command(flag_values: flags.FlagValues = flags.FLAGS, rest: Sequence[str
     verbose = "verbosity" in flag_values and flag_values["verbosity"].present
     return Command(mode=flag_values["mode"].value, workdir=flag_values["workdir"].value,
                    step=flag_values["step"].value, config=config, imports=tuple(flag_values["imports"].value),
-                   verbose=bool(verbose))
+                   verbose=bool(verbose), cluster=read_cluster(flag_values))
+
+
+def read_cluster(flag_values: flags.FlagValues = flags.FLAGS) -> Cluster:
+    """The cluster flags as a :class:`Cluster`; CommandLineError (one line) when they cannot work together."""
+    value = {name: flag_values[name].value if name in flag_values else None
+             for name in ("coordinator_address", "num_processes", "process_id", "cpu_devices")}
+    cluster = Cluster(**value)
+    given = [name for name in ("coordinator_address", "num_processes", "process_id") if value[name] is not None]
+    if given and len(given) < 3:
+        missing = sorted({"coordinator_address", "num_processes", "process_id"} - set(given))
+        raise CommandLineError(f"--{missing[0]}: needed with --{given[0]}; give --coordinator_address=HOST:PORT, "
+                               "--num_processes=N and --process_id=I together (or none, to detect the cluster)")
+    if cluster.explicit:
+        if not re.match(r"^[^:\s]+:\d+$", cluster.coordinator_address):
+            raise CommandLineError(f"--coordinator_address: {cluster.coordinator_address!r} is not HOST:PORT; "
+                                   "e.g. --coordinator_address=127.0.0.1:12355")
+        if cluster.num_processes < 1 or not 0 <= cluster.process_id < cluster.num_processes:
+            raise CommandLineError(f"--process_id: {cluster.process_id} is not in [0, {cluster.num_processes}) "
+                                   "(--num_processes); number the processes 0 … N−1")
+    if cluster.cpu_devices is not None and cluster.cpu_devices < 1:
+        raise CommandLineError(f"--cpu_devices: must be >= 1, got {cluster.cpu_devices}")
+    return cluster
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -215,8 +261,25 @@ def resolve_config(command: Command) -> ml_collections.ConfigDict:
         raise CommandLineError(f"--config: not given and {e}; pass --config=FILE or the workdir of a run") from None
 
 
-def initialize_distributed(config) -> None:
-    """``jax.distributed.initialize()`` for ``config.distributed``; a missing cluster is one line."""
+def initialize_distributed(config, cluster: Cluster = Cluster()) -> None:
+    """Start ``jax.distributed`` for an explicit ``cluster`` (the flags) or for ``config.distributed`` (detected);
+    a missing or unreachable cluster is one line. ``cluster.cpu_devices`` is set first (before any backend)."""
+    import jax
+    if cluster.cpu_devices is not None:
+        jax.config.update("jax_num_cpu_devices", int(cluster.cpu_devices))
+    if cluster.explicit:
+        if jax.distributed.is_initialized():
+            return
+        try:
+            jax.distributed.initialize(coordinator_address=cluster.coordinator_address,
+                                       num_processes=cluster.num_processes, process_id=cluster.process_id,
+                                       initialization_timeout=120)
+        except (ValueError, RuntimeError) as e:
+            raise CommandLineError(
+                f"--coordinator_address: process {cluster.process_id} of {cluster.num_processes} could not join "
+                f"{cluster.coordinator_address} ({_last_line(str(e))}); start every process with the same address "
+                "and process 0 first") from None
+        return
     if not config.get("distributed", False):
         return
     from consistency import train
@@ -252,7 +315,8 @@ def prepare(command: Command) -> ml_collections.ConfigDict:
     from consistency import config as config_lib
     from consistency import train
     config_lib.validate(config)        # before any backend or data: pure checks of every field
-    initialize_distributed(config)     # before anything touches a backend
+    initialize_distributed(config, command.cluster)     # before anything touches a backend
+    train.check_processes_agree(config, command.workdir)   # multi-host: one program in one workdir, before any step
     train.prefer_fast_cpu_random()
     train.validate_run_config(config)  # devices, hosts, teacher checkpoint, data availability, network shape
     problem = workdir_problem(command.workdir, command.mode)

@@ -126,6 +126,50 @@ def maybe_initialize_distributed(config) -> None:
         jax.distributed.initialize()
 
 
+def _flat_fields(tree, prefix: str = "") -> dict:
+    """``{'optim.lr': 0.001, ...}`` of a nested dict (JSON-decoded config)."""
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flat_fields(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _first_difference(mine: dict, theirs: dict) -> str | None:
+    """The first field (sorted) whose value differs between two flat dicts, or None."""
+    for key in sorted(set(mine) | set(theirs)):
+        if mine.get(key, "<absent>") != theirs.get(key, "<absent>"):
+            return key
+    return None
+
+
+def check_processes_agree(config: ml_collections.ConfigDict, workdir: str) -> None:
+    """Multi-host: every process must train the same config in the same workdir, or the collectives would pair up
+    different programs (a hang or silently wrong numbers). Process 0's resolved config and workdir are broadcast to all
+    (padded bytes through ``multihost_utils``); a process that differs names its first differing field, and every
+    process raises the same kind of one-line ConfigError, so no process is left waiting in a collective."""
+    if jax.process_count() == 1:
+        return
+    from jax.experimental import multihost_utils
+    mine = {"workdir": str(workdir), "config": json.loads(config.to_json_best_effort(sort_keys=True))}
+    encoded = np.frombuffer(json.dumps(mine, sort_keys=True).encode(), np.uint8)
+    longest = int(np.max(multihost_utils.process_allgather(np.array([encoded.size], np.int32))))
+    padded = np.zeros(longest, np.uint8)
+    padded[:encoded.size] = encoded
+    chief = np.asarray(multihost_utils.broadcast_one_to_all(padded)).tobytes().rstrip(b"\0")
+    field = _first_difference(_flat_fields(mine), _flat_fields(json.loads(chief.decode())))
+    differs = multihost_utils.process_allgather(np.array([field is not None], np.int32)).reshape(-1)
+    if field is not None:
+        name = field if field == "workdir" else "config." + field.split(".", 1)[1]
+        raise ConfigError(f"{name}: process {jax.process_index()} has {_flat_fields(mine).get(field)!r} but process 0 "
+                          "has another value; start every process with the same --config, overrides and --workdir")
+    if differs.any():
+        raise ConfigError(f"config: process(es) {np.flatnonzero(differs).tolist()} run another config or workdir than "
+                          "process 0 (their error line names the field); start every process with the same command")
+
+
 @dataclasses.dataclass(frozen=True)
 class Placement:
     """The mesh and the two shardings the loop uses."""
