@@ -52,6 +52,8 @@ def base_config() -> ml_collections.ConfigDict:
     m.resample = "nearest"       # U-Net ×2 resampling: 'nearest' (box, DDPM++) | 'fir' ([1,3,3,1], NCSN++, CM CIFAR)
     m.num_groups = 32            # U-Net GroupNorm groups: min(C/4, num_groups) (NCSN++: 32)
     m.mid_attention = True       # U-Net self-attention in the middle block (NCSN++ / DDPM)
+    m.remat = False              # U-Net: recompute ResBlock activations in the backward pass (jax.checkpoint): less
+                                 # memory, about one more forward pass of compute
     m.hidden = 256               # MLP width
     m.depth = 4                  # MLP hidden layers
     m.embed_dim = 128            # MLP: sinusoidal features of c_noise (Fourier: embed_dim/2 frequencies)
@@ -95,6 +97,10 @@ def base_config() -> ml_collections.ConfigDict:
     t.init_from = ""             # warm start: a finished workdir whose parameter sets (params, EMA, moving) of the
                                  # same names and shapes are copied in at step 0 (CTM's GAN fine-tuning stage)
     t.init_sets = ()             # warm start only these set names, e.g. ('generator',) (PaGoDA growing); () → all
+    t.compute_dtype = "float32"  # network compute: 'float32' | 'bfloat16' (mixed precision: float32 parameters,
+                                 # optimizer state, EMA, σ grids, losses; consistency/networks.py MixedPrecisionNet)
+    t.grad_accumulation = 1      # > 1: each update averages the gradients of this many micro-batches of
+                                 # batch_size / grad_accumulation (consistency/methods/base.py train_step)
 
     c.teacher = te = ml_collections.ConfigDict()
     te.workdir = ""              # a trained EDM workdir (its EMA params are the teacher)
@@ -538,6 +544,11 @@ def _validate_training(c) -> None:
     _number(t.get("max_param_abs", 0.0), "training.max_param_abs", 0,
             fix="use 0 (only the finiteness check) or a bound on |θ| such as 1e4")
     _number(t.label_dropout, "training.label_dropout", 0, 1, hi_open=True)
+    _choice(t.get("compute_dtype", "float32"), "training.compute_dtype", ("float32", "bfloat16"))
+    _number(t.get("grad_accumulation", 1), "training.grad_accumulation", 1, integer=True)
+    _require(t.batch_size % t.get("grad_accumulation", 1) == 0, "training.grad_accumulation",
+             f"batch_size {t.batch_size} is not divisible into {t.get('grad_accumulation', 1)} micro-batches",
+             "use a divisor of training.batch_size")
     _require(isinstance(t.get("init_from", ""), str), "training.init_from", f"{t.get('init_from')!r} is not a path",
              "use '' (fresh start) or a finished workdir")
     _require(isinstance(tuple(t.get("init_sets", ())), tuple) and all(isinstance(n, str) for n in t.get("init_sets", ())),

@@ -335,7 +335,8 @@ def _check_meta(meta: dict, config, workdir: str) -> None:
 # The step
 # ----------------------------------------------------------------------------------------------------------
 
-def make_train_step(method, placement: Placement, due: tuple[str, ...] | None = None) -> Callable:
+def make_train_step(method, placement: Placement, due: tuple[str, ...] | None = None,
+                    micro_batches: int = 1) -> Callable:
     """``step(state, batch, root_key) -> (state, metrics)`` updating the trained sets ``due`` (default: all),
     jitted over the mesh with the state donated; the loop advances ``state.step``.
 
@@ -345,7 +346,7 @@ def make_train_step(method, placement: Placement, due: tuple[str, ...] | None = 
 
     def step_fn(state, batch, root_key):
         rng = jax.random.fold_in(root_key, state.step)
-        new_state, metrics = base.train_step(method, state, batch, rng, due)
+        new_state, metrics = base.train_step(method, state, batch, rng, due, micro_batches)
         return new_state.replace(step=state.step + 1), metrics
 
     r, d = placement.replicated, placement.batch
@@ -356,13 +357,14 @@ class PhasedStep:
     """The compiled step for loop step k: one compilation per distinct tuple of due sets (:func:`base.due_sets`),
     so a 5:1 update ratio compiles two steps and runs no skipped update."""
 
-    def __init__(self, method, placement: Placement):
+    def __init__(self, method, placement: Placement, micro_batches: int = 1):
         self._method, self._placement, self._compiled = method, placement, {}
+        self._micro_batches = int(micro_batches)     # config.training.grad_accumulation
 
     def __call__(self, step: int) -> Callable:
         due = base.due_sets(self._method, step)
         if due not in self._compiled:
-            self._compiled[due] = make_train_step(self._method, self._placement, due)
+            self._compiled[due] = make_train_step(self._method, self._placement, due, self._micro_batches)
         return self._compiled[due]
 
 
@@ -495,7 +497,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
     if start == 0:
         writer.write_hparams(_flat_hparams(config))
     report = periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer, every_steps=int(t.log_every))
-    phased_step = PhasedStep(method, placement)
+    phased_step = PhasedStep(method, placement, config.training.get("grad_accumulation", 1))
     sampler = make_sampler(method, int(config.sampling.num_samples))
     reference = reference_points(dataset) if dataset.kind != "image" else None
     meta = {"method": config.method, "sample_params": method.sample_params}

@@ -149,12 +149,43 @@ def updates_in(total_steps: int, every: int = 1, phase: int = 0) -> int:
     return 0 if total_steps <= phase else (total_steps - 1 - phase) // every + 1
 
 
+def split_micro_batches(batch: dict, micro_batches: int) -> dict:
+    """[B, ...] → [k, B/k, ...]: micro-batch j holds rows j, j+k, j+2k, … so that each device of a batch sharded over
+    its leading axis keeps its own rows (the reshape moves no data between devices when B/k divides over them)."""
+    k = int(micro_batches)
+    return jax.tree.map(lambda v: jnp.moveaxis(v.reshape((v.shape[0] // k, k) + v.shape[1:]), 1, 0), batch)
+
+
+def loss_and_grads(loss_fn: Callable, params, state, batch: dict, key, micro_batches: int = 1):
+    """``((loss, aux), grads)`` of ``loss_fn(params, state, batch, key)``; with ``micro_batches`` k > 1 the mean over k
+    micro-batches of B/k rows (``lax.scan``: one micro-batch's activations live at a time) — gradient accumulation.
+
+    Every micro-batch sees the same ``key``; methods draw their noise per example from the global example index
+    (:func:`example_keys`), so each example gets the draw it gets in the full batch, and for a loss that is a mean of
+    per-example terms the result equals the full-batch gradient (tests/test_precision.py). Objectives coupled across
+    the batch (CT's batch posterior target, GAN terms over batch statistics) see micro-batches instead, and aux
+    metrics are averaged over micro-batches (a per-batch max becomes a mean of maxima)."""
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    if int(micro_batches) == 1:
+        return grad_fn(params, state, batch, key)
+    micro = split_micro_batches(batch, micro_batches)
+    shapes = jax.eval_shape(grad_fn, params, state, jax.tree.map(lambda v: v[0], micro), key)
+    zero = jax.tree.map(lambda s: jnp.zeros(s.shape, jnp.result_type(s.dtype, jnp.float32)), shapes)
+
+    def accumulate(total, one):
+        return jax.tree.map(lambda t, v: t + v, total, grad_fn(params, state, one, key)), None
+
+    total, _ = jax.lax.scan(accumulate, zero, micro)
+    return jax.tree.map(lambda t: t / micro_batches, total)
+
+
 def train_step(method: Method, state: TrainState, batch: dict, rng: jax.Array,
-               due: tuple[str, ...]) -> tuple[TrainState, dict]:
+               due: tuple[str, ...], micro_batches: int = 1) -> tuple[TrainState, dict]:
     """Update the ``due`` sets in spec order, each from its own loss; then the moving sets that follow them.
 
     The first set takes ``rng`` itself, set i > 0 takes ``fold_in(rng, i)``. ``state.step`` is left alone (the loop
-    advances it).
+    advances it). ``micro_batches`` > 1 accumulates each set's gradient over that many micro-batches
+    (:func:`loss_and_grads`; ``config.training.grad_accumulation``).
     """
     metrics: dict[str, jax.Array] = {}
     prefix_names = len(method.trained) > 1
@@ -162,7 +193,7 @@ def train_step(method: Method, state: TrainState, batch: dict, rng: jax.Array,
         if spec.name not in due:
             continue
         key = rng if index == 0 else jax.random.fold_in(rng, index)
-        (loss, aux), grads = jax.value_and_grad(spec.loss, has_aux=True)(state.params[spec.name], state, batch, key)
+        (loss, aux), grads = loss_and_grads(spec.loss, state.params[spec.name], state, batch, key, micro_batches)
         count = state.updates[spec.name]
         state = _apply_update(state, spec, grads)
         for m in method.moving:

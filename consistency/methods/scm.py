@@ -30,6 +30,7 @@ import math
 import jax
 import jax.numpy as jnp
 
+from consistency import networks
 from consistency import teachers
 from consistency.methods import base, common, distillation
 from consistency.nets.embeddings import AdaptiveWeight
@@ -125,6 +126,8 @@ def make(config, dataset) -> base.Method:
         data_range = None
 
     F = trigflow_network(config, net)
+    # The tangent's JVP runs in float32 even under training.compute_dtype='bfloat16' (sCM §4; METHODS.md §18 item 6).
+    F_tangent = trigflow_network(config, networks.full_precision(net))
 
     def consistency_fn(params, labels):
         return lambda x_t, t: scm_obj.consistency_output(x_t, t, F(params, x_t, t, labels), sd)
@@ -155,7 +158,7 @@ def make(config, dataset) -> base.Method:
         frozen_net = jax.lax.stop_gradient(online["net"])
 
         def F_minus(xx, tt):
-            return F(frozen_net, xx, tt, labels, train=True, dropout_rng=dropout_rng)
+            return F_tangent(frozen_net, xx, tt, labels, train=True, dropout_rng=dropout_rng)
         tangent_fn = scm_obj.tangent_jvp if s.jvp == "jvp" else scm_obj.tangent_finite_difference
         F_minus_value, J = tangent_fn(F_minus, x_t, t, dxdt)
         r = scm_obj.tangent_warmup(state.step, int(s.tangent_warmup_steps))

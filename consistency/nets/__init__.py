@@ -159,7 +159,7 @@ def _make_unet(m) -> UNet:
                 num_res_blocks=int(m.num_res_blocks), attn_resolutions=tuple(int(r) for r in m.attn_resolutions),
                 dropout=float(m.dropout), embedding=m.embedding, fourier_scale=float(m.fourier_scale),
                 num_classes=int(m.num_classes), num_groups=int(m.num_groups), resample=m.resample,
-                mid_attention=bool(m.mid_attention))
+                mid_attention=bool(m.mid_attention), remat=bool(m.get("remat", False)))
 
 
 def _make_mlp(m) -> MLP:

@@ -219,6 +219,7 @@ class UNet(nn.Module):
     num_groups: int = 32
     resample: str = "nearest"
     mid_attention: bool = True
+    remat: bool = False          # recompute each ResBlock's activations in the backward pass (jax.checkpoint)
 
     @nn.compact
     def __call__(self, x: jax.Array, c_noise: jax.Array, labels: jax.Array | None = None, train: bool = False,
@@ -235,9 +236,16 @@ class UNet(nn.Module):
         emb = emb + target_level_embedding(self, c_noise_target, x.shape[0], feature_dim, 4 * self.channels)
         emb = emb + guidance_embedding(self, guidance, x.shape[0], feature_dim, 4 * self.channels)
 
+        # nn.remat (jax.checkpoint) trades a second forward pass of each block for not storing its activations; the
+        # block keeps its auto name (ResBlock_i), so the parameter tree and checkpoints are the same either way.
+        block = nn.remat(ResBlock, static_argnums=(3,)) if self.remat else ResBlock
+        block_count = [0]
+
         def res_block(h, out_channels, direction=None):
-            return ResBlock(out_channels, dropout=self.dropout, max_groups=self.num_groups, direction=direction,
-                            resample_method=self.resample)(h, emb, train)
+            name = f"ResBlock_{block_count[0]}"
+            block_count[0] += 1
+            return block(out_channels, dropout=self.dropout, max_groups=self.num_groups, direction=direction,
+                         resample_method=self.resample, name=name)(h, emb, train)
 
         def attention(h):
             return AttentionBlock(max_groups=self.num_groups)(h)
