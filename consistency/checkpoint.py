@@ -183,9 +183,12 @@ def check_state(state: PyTree, step: int, max_param_abs: float = DEFAULT_MAX_PAR
         "the bound)")
 
 
-def abstract_state(state_shapes: PyTree, sharding: jax.sharding.Sharding) -> PyTree:
-    """``jax.eval_shape`` output → ShapeDtypeStructs carrying ``sharding`` (the restore target)."""
-    return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), state_shapes)
+def abstract_state(state_shapes: PyTree, sharding) -> PyTree:
+    """``jax.eval_shape`` output → ShapeDtypeStructs carrying ``sharding`` (the restore target): one Sharding for
+    every leaf, or a pytree of them matching ``state_shapes`` (FSDP: split leaves restore split)."""
+    if isinstance(sharding, jax.sharding.Sharding):
+        return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), state_shapes)
+    return jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), state_shapes, sharding)
 
 
 def restore(manager: ocp.CheckpointManager, step: int, target: PyTree) -> tuple[PyTree, dict]:

@@ -41,6 +41,8 @@ from consistency import config as config_lib
 from consistency.config import ConfigError
 
 DATA_AXIS = "data"
+FSDP_AXIS = "fsdp"            # training.fsdp > 1: the second mesh axis parameters and optimizer state are split over
+FSDP_MIN_SIZE = 2 ** 12       # smaller leaves (biases, norms, scalars) stay replicated: gathering costs more than storing
 
 
 class NonFiniteMetricError(FloatingPointError):
@@ -68,6 +70,10 @@ def validate_run_config(config: ml_collections.ConfigDict, num_devices: int | No
     if t.batch_size % num_devices:
         raise ConfigError(f"config.training.batch_size: {t.batch_size} is not divisible by the {num_devices} devices "
                           f"the batch is split over; use a multiple of {num_devices}")
+    fsdp = int(t.get("fsdp", 1))
+    if num_devices % fsdp:
+        raise ConfigError(f"config.training.fsdp: {fsdp} does not divide the {num_devices} devices; use a divisor of "
+                          f"{num_devices} (1 = replicated state)")
     if t.batch_size % num_processes:
         raise ConfigError(f"config.training.batch_size: {t.batch_size} is not divisible by the {num_processes} "
                           f"hosts; use a multiple of {num_processes}")
@@ -172,15 +178,43 @@ def check_processes_agree(config: ml_collections.ConfigDict, workdir: str) -> No
 
 @dataclasses.dataclass(frozen=True)
 class Placement:
-    """The mesh and the two shardings the loop uses."""
+    """The mesh and the shardings the loop uses."""
     mesh: Mesh
-    replicated: NamedSharding   # the state, the metrics, the keys
-    batch: NamedSharding        # leading (example) axis split over 'data'
+    replicated: NamedSharding   # the metrics, the keys (and the state when fsdp == 1)
+    batch: NamedSharding        # leading (example) axis split over every device
+    fsdp: int = 1               # size of the 'fsdp' axis the state is split over (1: no such axis)
+
+    def leaf_sharding(self, shape: tuple) -> NamedSharding:
+        """FSDP (ZeRO-3 style): a state leaf of at least FSDP_MIN_SIZE scalars is split over 'fsdp' along its largest
+        dimension divisible by ``fsdp``; others (and every leaf when fsdp == 1) are replicated. XLA all-gathers a
+        split parameter where the step needs it whole and reduce-scatters its gradient, so the step computes the same
+        numbers as the replicated layout (tests/test_fsdp.py) while each device stores 1/fsdp of the large leaves."""
+        if self.fsdp == 1 or math.prod(shape) < FSDP_MIN_SIZE:
+            return self.replicated
+        divisible = [i for i, n in enumerate(shape) if n % self.fsdp == 0]
+        if not divisible:
+            return self.replicated
+        axis = max(divisible, key=lambda i: shape[i])
+        return NamedSharding(self.mesh, P(*[FSDP_AXIS if i == axis else None for i in range(len(shape))]))
+
+    def state_shardings(self, state_shapes):
+        """The sharding of every leaf of a state (``jax.eval_shape`` output or arrays)."""
+        return jax.tree.map(lambda leaf: self.leaf_sharding(tuple(np.shape(leaf))), state_shapes)
 
 
-def make_placement(devices=None) -> Placement:
-    mesh = Mesh(np.asarray(jax.devices() if devices is None else devices), (DATA_AXIS,))
-    return Placement(mesh, NamedSharding(mesh, P()), NamedSharding(mesh, P(DATA_AXIS)))
+def make_placement(devices=None, fsdp: int = 1) -> Placement:
+    """A 1-D ``('data',)`` mesh over ``devices`` (default: all of every host), or with ``fsdp`` > 1 a 2-D
+    ``('data', 'fsdp')`` mesh of shape (devices/fsdp, fsdp); the batch is split over every device either way."""
+    devices = np.asarray(jax.devices() if devices is None else devices)
+    fsdp = int(fsdp)
+    if devices.size % fsdp:
+        raise ConfigError(f"config.training.fsdp: {fsdp} does not divide the {devices.size} devices; use a divisor "
+                          f"of {devices.size} (1 = replicated state)")
+    if fsdp == 1:
+        mesh = Mesh(devices, (DATA_AXIS,))
+        return Placement(mesh, NamedSharding(mesh, P()), NamedSharding(mesh, P(DATA_AXIS)))
+    mesh = Mesh(devices.reshape(-1, fsdp), (DATA_AXIS, FSDP_AXIS))
+    return Placement(mesh, NamedSharding(mesh, P()), NamedSharding(mesh, P((DATA_AXIS, FSDP_AXIS))), fsdp)
 
 
 def global_batch(local_batch: dict, sharding: NamedSharding) -> dict:
@@ -224,10 +258,15 @@ def _batch_shapes(dataset) -> dict:
             for k, v in local.items()}
 
 
-def restore_target(method, dataset, init_key, sharding):
-    """The abstract TrainState (shapes, dtypes, ``sharding``) a checkpoint is restored into."""
-    shapes = jax.eval_shape(functools.partial(base.init_state, method), init_key, _batch_shapes(dataset))
-    return checkpoint.abstract_state(shapes, sharding)
+def state_shapes(method, dataset, init_key):
+    """The TrainState's ShapeDtypeStructs (``jax.eval_shape`` of init: nothing is computed)."""
+    return jax.eval_shape(functools.partial(base.init_state, method), init_key, _batch_shapes(dataset))
+
+
+def restore_target(method, dataset, init_key, placement: Placement):
+    """The abstract TrainState (shapes, dtypes, the placement's shardings) a checkpoint is restored into."""
+    shapes = state_shapes(method, dataset, init_key)
+    return checkpoint.abstract_state(shapes, placement.state_shardings(shapes))
 
 
 @dataclasses.dataclass
@@ -257,7 +296,7 @@ def restore_run(config, workdir: str, step: int | None = None, placement: Placem
     _, init_key, _ = _stream_keys(config.seed)
     manager = checkpoint.make_manager(workdir, create=False)
     try:
-        target = restore_target(method, dataset, init_key, placement.replicated)
+        target = restore_target(method, dataset, init_key, placement)
         if newest_restorable:  # skip broken steps (left in place: sample/eval never modify the checkpoints)
             restored = checkpoint.restore_latest(manager, target, move_aside=False)
             if restored is None:
@@ -336,7 +375,7 @@ def _check_meta(meta: dict, config, workdir: str) -> None:
 # ----------------------------------------------------------------------------------------------------------
 
 def make_train_step(method, placement: Placement, due: tuple[str, ...] | None = None,
-                    micro_batches: int = 1) -> Callable:
+                    micro_batches: int = 1, state_sharding=None) -> Callable:
     """``step(state, batch, root_key) -> (state, metrics)`` updating the trained sets ``due`` (default: all),
     jitted over the mesh with the state donated; the loop advances ``state.step``.
 
@@ -350,21 +389,24 @@ def make_train_step(method, placement: Placement, due: tuple[str, ...] | None = 
         return new_state.replace(step=state.step + 1), metrics
 
     r, d = placement.replicated, placement.batch
-    return jax.jit(step_fn, in_shardings=(r, d, r), out_shardings=(r, r), donate_argnums=0)
+    s = r if state_sharding is None else state_sharding          # a pytree of shardings under FSDP
+    return jax.jit(step_fn, in_shardings=(s, d, r), out_shardings=(s, r), donate_argnums=0)
 
 
 class PhasedStep:
     """The compiled step for loop step k: one compilation per distinct tuple of due sets (:func:`base.due_sets`),
     so a 5:1 update ratio compiles two steps and runs no skipped update."""
 
-    def __init__(self, method, placement: Placement, micro_batches: int = 1):
+    def __init__(self, method, placement: Placement, micro_batches: int = 1, state_sharding=None):
         self._method, self._placement, self._compiled = method, placement, {}
         self._micro_batches = int(micro_batches)     # config.training.grad_accumulation
+        self._state_sharding = state_sharding        # None: replicated
 
     def __call__(self, step: int) -> Callable:
         due = base.due_sets(self._method, step)
         if due not in self._compiled:
-            self._compiled[due] = make_train_step(self._method, self._placement, due, self._micro_batches)
+            self._compiled[due] = make_train_step(self._method, self._placement, due, self._micro_batches,
+                                                  self._state_sharding)
         return self._compiled[due]
 
 
@@ -469,21 +511,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
     t = config.training
     num_steps = int(t.num_steps)
 
-    placement = make_placement()
+    placement = make_placement(fsdp=int(t.get("fsdp", 1)))
     dataset = build_dataset(config)
     method = methods.get_method(config, dataset)
     root_key, init_key, sample_key = _stream_keys(config.seed)
+    state_sharding = placement.state_shardings(state_shapes(method, dataset, init_key))
     root_key = jax.device_put(root_key, placement.replicated)
 
     manager = checkpoint.make_manager(workdir, keep=int(t.keep_checkpoints))
     checkpoint.guard_saves(manager, float(t.get("max_param_abs", checkpoint.DEFAULT_MAX_PARAM_ABS)))
-    restored = (checkpoint.restore_latest(manager, restore_target(method, dataset, init_key, placement.replicated))
+    restored = (checkpoint.restore_latest(manager, restore_target(method, dataset, init_key, placement))
                 if manager.latest_step() is not None else None)  # skips (and moves aside) broken steps
     latest = None if restored is None else restored[2]
     if latest is None:
         example = global_batch(dataset.batch(0), placement.batch)
-        state = jax.jit(functools.partial(base.init_state, method), out_shardings=placement.replicated)(init_key,
-                                                                                                     example)
+        state = jax.jit(functools.partial(base.init_state, method), out_shardings=state_sharding)(init_key, example)
         logging.info("%s: initialised a fresh state", config.method)
         if t.get("init_from", ""):
             state = warm_start_from(state, t.init_from, tuple(t.get("init_sets", ())))
@@ -497,7 +539,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
     if start == 0:
         writer.write_hparams(_flat_hparams(config))
     report = periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer, every_steps=int(t.log_every))
-    phased_step = PhasedStep(method, placement, config.training.get("grad_accumulation", 1))
+    phased_step = PhasedStep(method, placement, config.training.get("grad_accumulation", 1), state_sharding)
     sampler = make_sampler(method, int(config.sampling.num_samples))
     reference = reference_points(dataset) if dataset.kind != "image" else None
     meta = {"method": config.method, "sample_params": method.sample_params}

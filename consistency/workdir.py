@@ -16,7 +16,8 @@ Safe overrides — a resumed run may change these; every other field must match:
 ``training.max_param_abs``                             the save guard's bound (:mod:`consistency.checkpoint`)
 ``training.init_from``, ``init_sets``                    read only when the run starts at step 0 (a warm start)
 ``training.compute_dtype``, ``grad_accumulation``,     how the same update is computed (bf16 matmuls, micro-
-``model.remat``                                        batches, recomputed activations); parameters stay float32
+``model.remat``, ``training.fsdp``                     batches, recomputed activations, split state); parameters
+                                                       stay float32 and restore into any layout
 ``optim.lr``, ``optim.warmup_steps``, ``optim.schedule``  the learning-rate schedule: the fix after a divergence
 ``optim.grad_clip``                                    its value, while clipping stays on (> 0) or stays off (0):
                                                        switching it on or off changes the optimizer state
@@ -49,6 +50,7 @@ SAFE_OVERRIDES = (
     "training.num_steps", "training.log_every", "training.ckpt_every", "training.sample_every",
     "training.eval_every", "training.keep_checkpoints", "training.max_param_abs", "training.init_from",
     "training.init_sets", "training.compute_dtype", "training.grad_accumulation", "model.remat",
+    "training.fsdp",
     "optim.lr", "optim.warmup_steps", "optim.schedule", "optim.grad_clip",
     "optim_*.lr", "optim_*.warmup_steps", "optim_*.schedule", "optim_*.grad_clip",
     "eval.*", "sampling.*", "teacher.workdir", "data.data_dir", "distributed",
