@@ -39,6 +39,8 @@ def base_config() -> ml_collections.ConfigDict:
     d.conditional = False        # feed class labels to the model
     d.toy_size = 100_000         # number of points drawn for toy datasets
     d.latents = ""               # an inversion directory (launch/invert.py): batches carry 'latent' = E(x) (PaGoDA)
+    d.pipeline = "memory"        # 'memory': the split in host memory | 'stream': TFDS ArrayRecord read by example id
+                                 # (huge splits, e.g. ImageNet-64); the same batches (consistency/data/pipeline.py)
 
     c.model = m = ml_collections.ConfigDict()
     m.name = "unet"              # 'unet' | 'mlp'
@@ -99,6 +101,8 @@ def base_config() -> ml_collections.ConfigDict:
     t.init_sets = ()             # warm start only these set names, e.g. ('generator',) (PaGoDA growing); () → all
     t.compute_dtype = "float32"  # network compute: 'float32' | 'bfloat16' (mixed precision: float32 parameters,
                                  # optimizer state, EMA, σ grids, losses; consistency/networks.py MixedPrecisionNet)
+    t.fsdp = 1                   # > 1: parameters, EMA and optimizer state split over a second mesh axis of this size
+                                 # (FSDP / ZeRO-3; consistency/train.py Placement); must divide the device count
     t.grad_accumulation = 1      # > 1: each update averages the gradients of this many micro-batches of
                                  # batch_size / grad_accumulation (consistency/methods/base.py train_step)
 
@@ -451,6 +455,12 @@ def _validate_data(c) -> None:
     _number(d.toy_size, "data.toy_size", 1, integer=True)
     _require(isinstance(d.get("latents", ""), str), "data.latents", f"{d.get('latents')!r} is not a path",
              "use '' or an inversion directory made by launch/invert.py")
+    _choice(d.get("pipeline", "memory"), "data.pipeline", ("memory", "stream"))
+    if d.get("pipeline", "memory") == "stream":
+        _require(d.name not in IN_MEMORY_CLASSES and _toy_short_name(d.name) is None, "data.pipeline",
+                 f"'stream' is only for TFDS datasets, but {d.name!r} is built in memory", "set data.pipeline='memory'")
+        _require(not d.get("latents", ""), "data.pipeline", "'stream' cannot serve data.latents (the inverted "
+                 "latents of the whole split are held in memory)", "set data.pipeline='memory'")
     short = _toy_short_name(d.name)
     if short is not None:
         from consistency.data import toys
@@ -546,6 +556,8 @@ def _validate_training(c) -> None:
     _number(t.label_dropout, "training.label_dropout", 0, 1, hi_open=True)
     _choice(t.get("compute_dtype", "float32"), "training.compute_dtype", ("float32", "bfloat16"))
     _number(t.get("grad_accumulation", 1), "training.grad_accumulation", 1, integer=True)
+    _number(t.get("fsdp", 1), "training.fsdp", 1, integer=True, fix="use 1 (replicated state) or a divisor of the "
+            "device count")
     _require(t.batch_size % t.get("grad_accumulation", 1) == 0, "training.grad_accumulation",
              f"batch_size {t.batch_size} is not divisible into {t.get('grad_accumulation', 1)} micro-batches",
              "use a divisor of training.batch_size")

