@@ -12,6 +12,7 @@ setup(
         "flax>=0.12.8",
         "optax>=0.2.8",
         "orbax-checkpoint>=0.12.8",
+        "etils[epath]>=1.5",  # workdir files on local disks and gs:// buckets (consistency/fileio.py)
         "ml_collections>=1.0",
         "tensorflow-cpu>=2.21.0",
         "tensorflow-datasets>=4.9.10",

@@ -35,6 +35,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
 
+from consistency import fileio
 from consistency.config import ConfigError
 
 PyTree = Any
@@ -58,13 +59,13 @@ class CheckpointMismatchError(ConfigError):
 
 
 def checkpoint_dir(workdir: str) -> str:
-    return os.path.join(os.path.abspath(workdir), "checkpoints")
+    return fileio.join(fileio.absolute(workdir), "checkpoints")
 
 
 def available_steps(workdir: str) -> list[int]:
     """Finished checkpoint steps in ``workdir``, ascending ([] when there are none)."""
     directory = checkpoint_dir(workdir)
-    if not os.path.isdir(directory):
+    if not fileio.isdir(directory):
         return []
     return sorted(ocp.utils.checkpoint_steps(directory))
 
@@ -265,13 +266,13 @@ def move_step_aside(manager: ocp.CheckpointManager, step: int) -> str | None:
     ``manager`` forget it. Returns the new path (None when the directory is already gone)."""
     source, parent = step_path(manager, step), broken_dir(manager)
     destination, n = os.path.join(parent, str(step)), 0
-    while os.path.exists(destination):
+    while fileio.exists(destination):
         n += 1
         destination = os.path.join(parent, f"{step}.{n}")
-    moved = os.path.isdir(source)
+    moved = fileio.isdir(source)
     if moved and jax.process_index() == 0:
-        os.makedirs(parent, exist_ok=True)
-        os.rename(source, destination)
+        fileio.makedirs(parent)
+        fileio.rename(source, destination)
     manager.reload()
     return destination if moved else None
 
@@ -375,12 +376,10 @@ def restore_latest(manager: ocp.CheckpointManager, target: PyTree,
 
 def read_meta(step_dir: str) -> dict:
     """The small JSON ``meta`` item of one step directory ({} when it has none)."""
-    import json
     path = os.path.join(step_dir, "meta", "metadata")
-    if not os.path.exists(path):
+    if not fileio.exists(path):
         return {}
-    with open(path) as f:
-        return dict(json.load(f) or {})
+    return dict(fileio.read_json(path) or {})
 
 
 # ----------------------------------------------------------------------------------------------------------

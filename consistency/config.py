@@ -743,13 +743,11 @@ def _lists_to_tuples(value):
 def load_run_config(workdir: str) -> ml_collections.ConfigDict:
     """The config a run saved in ``WORKDIR/config.json`` (JSON lists back to tuples, as in the config files).
     FileNotFoundError when ``workdir`` holds no run."""
-    import json
-    import os
-    path = os.path.join(workdir, "config.json")
-    if not os.path.exists(path):
+    from consistency import fileio   # imports jax-free etils only
+    path = fileio.join(workdir, "config.json")
+    if not fileio.exists(path):
         raise FileNotFoundError(f"{path} does not exist: {workdir!r} is not a training workdir")
-    with open(path) as f:
-        saved = _lists_to_tuples(json.load(f))
+    saved = _lists_to_tuples(fileio.read_json(path))
     return _merged_over(base_config(), saved)
 
 

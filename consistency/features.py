@@ -404,6 +404,6 @@ def export_samples_npz(path: str | os.PathLike, samples: Array, to_rgb: bool = T
         images = images[..., None]
     if to_rgb and images.shape[-1] == 1:
         images = np.repeat(images, 3, axis=-1)
-    pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, arr_0=images)
+    from consistency import fileio
+    fileio.save_npz(path, arr_0=images)   # local or bucket path, atomically
     return images

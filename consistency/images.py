@@ -1,11 +1,13 @@
 """Pictures of samples: PNG grids of images in [-1, 1] and scatter / histogram plots of 1-D and 2-D toy samples."""
 from __future__ import annotations
 
+import io
 import math
-import os
 
 import numpy as np
 from PIL import Image
+
+from consistency import fileio
 
 
 def to_uint8(x: np.ndarray) -> np.ndarray:
@@ -50,9 +52,9 @@ def save_png(path: str, array: np.ndarray) -> str:
         raise ValueError(f"save_png wants uint8, got {array.dtype} (use to_uint8 / image_grid first)")
     if array.ndim == 3 and array.shape[-1] == 1:
         array = array[..., 0]
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    Image.fromarray(array).save(path, format="PNG")
-    return path
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return fileio.write_bytes(path, buffer.getvalue())   # local or bucket path, atomically
 
 
 def scatter_image(points: np.ndarray, reference: np.ndarray | None = None, title: str = "",

@@ -10,7 +10,7 @@ once on their mirror images). A split is inverted once, offline, into an *invers
     mirrored_00000.npy, …     the same rows mirrored (``--flip``), for runs with ``data.random_flip``
     roundtrip.json            the round-trip table (:func:`roundtrip_errors`)
 
-Shards are written atomically (temporary file, then ``os.replace``); a second run skips the shards that exist, so an
+Shards are written atomically (:mod:`consistency.fileio`: a local temporary file and ``os.replace``, or one bucket upload); a second run skips the shards that exist, so an
 interrupted inversion continues where it stopped and a finished one is not redone. A run reads the latents through
 ``config.data.latents`` (:func:`attach_latents`): they enter every batch as ``batch['latent']``, aligned with the
 image the batch shows (mirrored rows take the mirrored latent), and a directory made from another split, dataset,
@@ -35,7 +35,6 @@ small train/test mismatch.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
 import time
@@ -45,6 +44,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from consistency import fileio
 from consistency.config import ConfigError
 from consistency.diffusion import schedules, solvers
 
@@ -95,16 +95,11 @@ def _mirror(x: np.ndarray) -> np.ndarray:
 
 
 def _atomic_save(path: str, array: np.ndarray) -> None:
-    tmp = path + ".tmp.npy"
-    np.save(tmp, array)
-    os.replace(tmp, path)
+    fileio.save_npy(path, array)
 
 
 def _write_json(path: str, value: dict) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(value, f, indent=1, sort_keys=True)
-    os.replace(tmp, path)
+    fileio.write_json(path, value, indent=1, sort_keys=True)
 
 
 def shard_path(directory: str, kind: str, shard: int) -> str:
@@ -124,7 +119,7 @@ def invert_split(denoiser: Callable, images: np.ndarray, labels, out: str, meta:
     scales = tuple(float(w) for w in guidance_scales)
     if scales and not conditional:
         raise ConfigError("invert: --guidance_scales guide a class-conditional teacher; this teacher is unconditional")
-    os.makedirs(out, exist_ok=True)
+    fileio.makedirs(out)
     sigmas = inversion_sigmas(num_steps, sigma_min, sigma_max, rho)
     meta = dict(meta, size=int(len(images)), example_shape=list(images.shape[1:]),
                 label_checksum=label_checksum(labels), num_steps=int(num_steps), solver=solver,
@@ -133,8 +128,8 @@ def invert_split(denoiser: Callable, images: np.ndarray, labels, out: str, meta:
     if scales:
         meta["guidance_scales"] = list(scales)
     path = os.path.join(out, META)
-    if os.path.exists(path):
-        old = {k: v for k, v in json.load(open(path)).items() if k != "complete"}
+    if fileio.exists(path):
+        old = {k: v for k, v in fileio.read_json(path).items() if k != "complete"}
         if old != meta:
             changed = sorted(k for k in set(old) | set(meta) if old.get(k) != meta.get(k))
             raise ConfigError(f"invert: {out!r} holds an inversion with other settings ({', '.join(changed)}); "
@@ -154,7 +149,7 @@ def invert_split(denoiser: Callable, images: np.ndarray, labels, out: str, meta:
     for kind in meta["kinds"]:
         for shard in range(num_shards):
             target = shard_path(out, kind, shard)
-            if os.path.exists(target):
+            if fileio.exists(target):
                 continue
             rows = slice(shard * shard_size, min((shard + 1) * shard_size, len(images)))
             x = images[rows] if kind == "plain" else _mirror(images[rows])
@@ -172,10 +167,10 @@ def invert_split(denoiser: Callable, images: np.ndarray, labels, out: str, meta:
 
 def read_meta(directory: str) -> dict:
     path = os.path.join(directory, META)
-    if not os.path.exists(path):
+    if not fileio.exists(path):
         raise ConfigError(f"config.data.latents: no inversion in {directory!r} (no {META}); make it with "
                           "python launch/invert.py --teacher=WORKDIR --out=DIR")
-    return json.load(open(path))
+    return fileio.read_json(path)
 
 
 def load_latents(directory: str) -> tuple[dict, np.ndarray, np.ndarray | None]:
@@ -185,7 +180,7 @@ def load_latents(directory: str) -> tuple[dict, np.ndarray, np.ndarray | None]:
         raise ConfigError(f"config.data.latents: the inversion in {directory!r} is unfinished; rerun the same "
                           "launch/invert.py command, it continues where it stopped")
     num_shards = math.ceil(meta["size"] / meta["shard_size"])
-    arrays = [np.concatenate([np.load(shard_path(directory, kind, k)) for k in range(num_shards)])
+    arrays = [np.concatenate([fileio.load_npy(shard_path(directory, kind, k)) for k in range(num_shards)])
               for kind in meta["kinds"]]
     return meta, arrays[0], (arrays[1] if len(arrays) > 1 else None)
 

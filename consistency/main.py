@@ -20,7 +20,6 @@ import contextlib
 import dataclasses
 import difflib
 import importlib
-import json
 import logging as std_logging
 import os
 import re
@@ -294,16 +293,20 @@ def initialize_distributed(config, cluster: Cluster = Cluster()) -> None:
 
 def workdir_problem(workdir: str, mode: str) -> str | None:
     """Why ``workdir`` cannot take this run's files (one line), or None. Train creates it (nothing else)."""
+    from consistency import fileio
     try:
-        if mode == "train":
-            os.makedirs(workdir, exist_ok=True)
-        elif not os.path.isdir(workdir):
+        if mode != "train" and not fileio.isdir(workdir):
             return None  # sample/eval report the missing run themselves
-        with tempfile.TemporaryFile(dir=workdir):
-            pass
-    except OSError as e:
-        return (f"--workdir: cannot write to {workdir!r} ({e.strerror or e}); choose a directory you can write, "
-                "e.g. --workdir=workdirs/<run>")
+        if fileio.is_remote(workdir):
+            fileio.check_writable(workdir)   # a bucket: write and delete one probe object
+        else:
+            os.makedirs(workdir, exist_ok=True)
+            with tempfile.TemporaryFile(dir=workdir):
+                pass
+    except Exception as e:  # noqa: BLE001 — OSError locally; a bucket client raises its own errors
+        reason = getattr(e, "strerror", None) or _last_line(str(e)) or type(e).__name__
+        return (f"--workdir: cannot write to {workdir!r} ({reason}); choose a directory or bucket path you can "
+                "write, e.g. --workdir=workdirs/<run> or --workdir=gs://<bucket>/<run>")
     return None
 
 
@@ -349,8 +352,8 @@ def metrics_table(report: dict) -> str:
 
 
 def _print_report(path: str, reused: bool = False) -> None:
-    with open(path) as f:
-        report = json.load(f)
+    from consistency import fileio
+    report = fileio.read_json(path)
     note = (" — re-used: computed earlier for the same NFEs and sample count; delete the file to recompute"
             if reused else "")
     print(f"{report.get('method', '?')} at step {report.get('step', '?')}, {report.get('num_samples', '?')} samples "
@@ -365,14 +368,14 @@ def _metrics_path(workdir: str, step: int) -> str:
 def execute(command: Command, config: ml_collections.ConfigDict) -> None:
     """Run the mode and print what it wrote (process 0 only: it alone writes the files)."""
     import jax
-    from consistency import train
+    from consistency import fileio, train
     workdir, chief = command.workdir, jax.process_index() == 0
     if command.mode == "train":
         state = train.run("train", config, workdir)
         step = int(train.to_host(state.step))
         if chief:
-            print(f"trained {config.method} to step {step} in {os.path.abspath(workdir)}")
-            if os.path.exists(_metrics_path(workdir, step)):
+            print(f"trained {config.method} to step {step} in {fileio.absolute(workdir)}")
+            if fileio.exists(_metrics_path(workdir, step)):
                 _print_report(_metrics_path(workdir, step))
     elif command.mode == "sample":
         path = train.run("sample", config, workdir, command.step)

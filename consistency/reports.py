@@ -13,7 +13,6 @@ count is returned as is.
 """
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
@@ -21,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from consistency import evaluate, sampling
+from consistency import evaluate, fileio, sampling
 
 _REFERENCE_CACHE: dict = {}
 
@@ -70,9 +69,8 @@ def evaluate_state(config, method, state, dataset, step: int, workdir: str, writ
     nfes = evaluation_nfes(config, method)
     num = int(config.eval.num_samples)
     path = os.path.join(workdir, "eval", f"metrics_{step}.json")
-    if not force and os.path.exists(path):
-        with open(path) as f:
-            cached = json.load(f)
+    if not force and fileio.exists(path):
+        cached = fileio.read_json(path)
         if cached.get("nfes") == nfes and cached.get("num_samples") == num:
             return cached
     report: dict[str, Any] = {**(extra or {}), "step": int(step), "method": config.method, "nfes": nfes,
@@ -92,11 +90,7 @@ def evaluate_state(config, method, state, dataset, step: int, workdir: str, writ
             writer.write_scalars(step, {f"eval/nfe{nfe}/{k}": v for k, v in metrics.items() if np.isscalar(v)})
         sampling.write_sample_grid(None, workdir, f"eval_{step}_nfe{nfe}", step, samples[:100], dataset, reference)
     if jax.process_index() == 0:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(_jsonable(report), f, indent=2, sort_keys=True)
-        os.replace(tmp, path)  # atomic: a killed evaluation never leaves half a report
+        fileio.write_json(path, _jsonable(report), indent=2, sort_keys=True)  # atomic: never half a report
     return report
 
 

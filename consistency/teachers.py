@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from consistency import networks
+from consistency import fileio, networks
 from consistency.config import ConfigError, load_run_config
 
 
@@ -37,7 +37,7 @@ def load_sampling_params(workdir: str, step: int | None = None) -> TrainedRun:
     if not steps:
         raise FileNotFoundError(f"no finished checkpoint in {checkpoint.checkpoint_dir(workdir)}")
     step = steps[-1] if step is None else int(step)
-    step_dir = os.path.join(checkpoint.checkpoint_dir(workdir), str(step))
+    step_dir = fileio.join(checkpoint.checkpoint_dir(workdir), str(step))
     meta = checkpoint.read_meta(step_dir)
     name = meta.get("sample_params", "online")
     checkpointer = ocp.PyTreeCheckpointer()
@@ -146,12 +146,9 @@ def write_ode_pairs(config, path: str, num: int, num_steps: int = 18, solver: st
                     chunk: int = 512):
     """:func:`make_ode_pairs` written atomically to ``path`` (.npz: z, y, sigma_max, num_steps, solver, teacher)."""
     z, y, sigma_max = make_ode_pairs(config, num, num_steps, solver, seed, chunk)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp.npz"
     te = config.teacher
-    np.savez(tmp, z=z, y=y, sigma_max=np.float64(sigma_max), num_steps=np.int64(num_steps), solver=np.str_(solver),
-             teacher=np.str_(te.workdir or f"{te.oracle}:{config.data.name}"))
-    os.replace(tmp, path)
+    fileio.save_npz(path, z=z, y=y, sigma_max=np.float64(sigma_max), num_steps=np.int64(num_steps),
+                    solver=np.str_(solver), teacher=np.str_(te.workdir or f"{te.oracle}:{config.data.name}"))
     return z, y, sigma_max
 
 

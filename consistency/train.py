@@ -33,7 +33,7 @@ from absl import logging
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from consistency import checkpoint, methods
+from consistency import checkpoint, fileio, methods
 from consistency.methods import base
 from consistency.sampling import (accepts_keyword, draw_samples, make_sampler, reference_points,  # noqa: F401
                                   render_samples, sample_labels, to_host, write_sample_grid)
@@ -94,9 +94,7 @@ def save_config(config: ml_collections.ConfigDict, workdir: str) -> str:
     """Write the resolved config to ``WORKDIR/config.json`` (process 0 only)."""
     path = os.path.join(workdir, "config.json")
     if jax.process_index() == 0:
-        os.makedirs(workdir, exist_ok=True)
-        with open(path, "w") as f:
-            f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+        fileio.write_text(path, config.to_json_best_effort(indent=2, sort_keys=True))
     return path
 
 
@@ -505,7 +503,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
     prefer_fast_cpu_random()
     validate_run_config(config)
     from clu import metric_writers, periodic_actions  # imports TensorFlow (≈5 s): only once a run will start
-    workdir = os.path.abspath(workdir)
+    workdir = fileio.absolute(workdir)
     from consistency import workdir as run_directory  # (the argument is named workdir)
     run_directory.prepare(config, workdir)  # check against WORKDIR/config.json before anything is written
     t = config.training
@@ -607,8 +605,8 @@ def sample(config: ml_collections.ConfigDict, workdir: str, step: int | None = N
                                    int(config.sampling.num_samples))
     path = os.path.join(workdir, "samples", f"sample_{run.step}.npz")
     if jax.process_index() == 0:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        np.savez(path, samples=samples, labels=np.full(len(samples), -1, np.int32) if labels is None else labels)
+        fileio.save_npz(path, samples=np.asarray(samples),
+                        labels=np.full(len(samples), -1, np.int32) if labels is None else np.asarray(labels))
     reference = reference_points(run.dataset) if run.dataset.kind != "image" else None
     write_sample_grid(None, workdir, f"sample_{run.step}", run.step, samples, run.dataset, reference)
     logging.info("wrote %d samples of step %d to %s", len(samples), run.step, path)

@@ -42,6 +42,7 @@ from typing import Any, Mapping
 import jax
 import ml_collections
 
+from consistency import fileio
 from consistency.config import ConfigError
 
 CONFIG_FILE = "config.json"
@@ -135,32 +136,22 @@ def check_compatible(saved_config, new_config) -> None:
 def read_saved_config(workdir: str) -> dict | None:
     """``WORKDIR/config.json`` as a dict (None when there is none); an unreadable one is a ConfigError."""
     path = os.path.join(workdir, CONFIG_FILE)
-    if not os.path.exists(path):
+    if not fileio.exists(path):
         return None
     try:
-        with open(path) as f:
-            return json.load(f)
+        return fileio.read_json(path)
     except (OSError, ValueError) as e:
         raise ConfigError(f"--workdir: {path} cannot be read ({e}); restore it, or move it away to train this "
                           "workdir with the new config unchecked") from None
 
 
 def write_config(config: ml_collections.ConfigDict, workdir: str) -> str:
-    """Write ``WORKDIR/config.json`` atomically (temporary file, fsync, ``os.replace``); an unwritable workdir
-    is one ConfigError line."""
+    """Write ``WORKDIR/config.json`` atomically (:func:`consistency.fileio.write_text`: a temporary file, fsync,
+    ``os.replace`` — or one bucket upload); an unwritable workdir is one ConfigError line."""
     path = os.path.join(workdir, CONFIG_FILE)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    text = config.to_json_best_effort(indent=2, sort_keys=True)
     try:
-        os.makedirs(workdir, exist_ok=True)
-        with open(tmp, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        fileio.write_text(path, config.to_json_best_effort(indent=2, sort_keys=True))
     except OSError as e:
-        if os.path.exists(tmp):
-            os.remove(tmp)
         raise ConfigError(f"--workdir: cannot write to {workdir} ({e.strerror or e})") from None
     return path
 
@@ -168,7 +159,7 @@ def write_config(config: ml_collections.ConfigDict, workdir: str) -> str:
 def check_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
     """:func:`check_compatible` against ``WORKDIR/config.json`` when there is one; reads only, writes nothing
     (cheap enough for a command line to call before anything compiles)."""
-    saved = read_saved_config(os.path.abspath(workdir))
+    saved = read_saved_config(fileio.absolute(workdir))
     if saved is not None:
         check_compatible(saved, config)
 
@@ -176,7 +167,7 @@ def check_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
 def prepare(config: ml_collections.ConfigDict, workdir: str) -> str:
     """Before a training run touches ``workdir``: refuse a config that does not match its ``config.json``
     (:func:`check_workdir`; nothing is written then), else write the new one (process 0). Returns its path."""
-    workdir = os.path.abspath(workdir)
+    workdir = fileio.absolute(workdir)
     check_workdir(config, workdir)
     path = os.path.join(workdir, CONFIG_FILE)
     if jax.process_index() == 0:

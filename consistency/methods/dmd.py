@@ -17,12 +17,12 @@ DMD2 backward-simulation generator).
 """
 from __future__ import annotations
 
-import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from consistency import fileio
 from consistency.config import ConfigError
 from consistency.diffusion import distances
 from consistency.methods import base, common, distillation
@@ -80,13 +80,13 @@ def validate_config(config) -> None:
 
 def load_pairs(path: str, example_shape, sigma_g: float) -> dict:
     """{'z', 'y'} float32 arrays of ``launch/make_ode_pairs.py`` (checked against the data shape and σ_g)."""
-    if not os.path.exists(path):
+    if not fileio.exists(path):
         raise ConfigError(f"config.dmd.pairs: {path!r} does not exist; make it with `python launch/make_ode_pairs.py "
                           "--teacher=WORKDIR (or --oracle=mixture --data=toy:8gaussians) --num=4096 --out=PATH` "
                           "(see configs/toy_dmd.py)")
-    with np.load(path) as data:
-        z, y = np.asarray(data["z"], np.float32), np.asarray(data["y"], np.float32)
-        sigma_max = float(data["sigma_max"]) if "sigma_max" in data else sigma_g
+    data = fileio.load_npz(path)
+    z, y = np.asarray(data["z"], np.float32), np.asarray(data["y"], np.float32)
+    sigma_max = float(data["sigma_max"]) if "sigma_max" in data else sigma_g
     if z.shape != y.shape or tuple(z.shape[1:]) != tuple(example_shape):
         raise ConfigError(f"config.dmd.pairs: {path!r} holds pairs of shape {z.shape[1:]}, the data is "
                           f"{tuple(example_shape)}; regenerate them with launch/make_ode_pairs.py for this data")
