@@ -1,15 +1,31 @@
-"""Train-step overhead benchmark (issue 3): time of the method's full jitted train step ÷ time of one forward+backward
-pass of the bare network on the same batch, measured in the same process.
+"""Throughput report of one config's train step (issues 3, 12, 14), measured side by side in one process.
 
     python launch/benchmark_step.py --config=configs/digits_edm.py [--config.training.batch_size=128] [--repeats=50]
+    python launch/benchmark_step.py --config=configs/cifar_ct.py:cpu --peak_tflops=989 --profile=/tmp/trace
 
-The ratio isolates what the method and the loop add (noise draws, preconditioning, loss, optimizer, EMA) over the
-network's unavoidable cost. Prints one JSON line: step_ms, bare_fwd_bwd_ms, ratio, steps_per_sec, and the bare
-network's forward (bare_fwd_ms) and forward-mode JVP in x and c_noise (bare_jvp_ms). For sCD (method 'scm',
-scm.mode='distill') it also prints passes_ms = fwd+bwd + JVP + teacher forward — the passes an sCD step cannot avoid —
-and ratio_to_passes = step_ms / passes_ms (issue 12); for sCT the teacher forward is left out.
+The step is the training loop's own (``consistency.train.make_train_step``: the mesh over every device, the state
+donated, FSDP / gradient accumulation / bf16 as configured), compiled ahead of time so that compilation is timed on
+its own. Prints one JSON line:
 
-    python launch/benchmark_step.py --config=configs/digits_scd.py --repeats=20
+- ``step_ms``, ``steps_per_sec``, ``images_per_sec`` (global batch ÷ step time);
+- ``compile_s``: lowering + XLA compilation of the step;
+- ``bare_fwd_bwd_ms``, ``bare_fwd_ms``, ``bare_jvp_ms``: one forward+backward, one forward, and one forward-mode JVP
+  (in x and c_noise) of the bare network on the same batch; ``ratio`` = step_ms / bare_fwd_bwd_ms isolates what the
+  method and the loop add (noise draws, preconditioning, teacher passes, loss, optimizer, EMA) over the network's
+  unavoidable cost. For sCM (method 'scm') also ``passes_ms`` = fwd+bwd + JVP (+ teacher forward for sCD) — the
+  passes an sCM step cannot avoid — and ``ratio_to_passes`` = step_ms / passes_ms;
+- ``step_gflop``: XLA's cost analysis of the compiled step (floating-point operations per step, all devices);
+  ``achieved_tflops`` = step_gflop / step time; ``mfu`` = achieved ÷ the devices' peak (``--peak_tflops`` per
+  device, else the table below for the device kind and ``training.compute_dtype``; null when neither applies, e.g.
+  on CPU). XLA counts the operations of the program it compiled, so recomputation (``model.remat``) counts;
+- ``peak_memory_mb``: the device's peak bytes in use after the timed steps (``memory_stats``, GPU/TPU), and
+  ``compiled_memory_mb``: XLA's buffer assignment for the step (arguments + outputs + temporaries − aliased, per
+  device; available on every backend, CPU included);
+- with ``--profile=DIR``: a ``jax.profiler`` trace of ``--profile_steps`` steps in DIR (open with TensorBoard's
+  profile plugin or Perfetto).
+
+Methods with a teacher read it from ``config.teacher.workdir`` (train it first, e.g. ``configs/digits_edm.py:quick``
+for the digits configs); an oracle teacher (``--config.teacher.oracle=...``) changes what the step computes.
 """
 from __future__ import annotations
 
@@ -23,73 +39,146 @@ from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/digits_edm.py", "Config file.")
 _REPEATS = flags.DEFINE_integer("repeats", 50, "Timed repetitions after two warm-up calls.")
+_PEAK = flags.DEFINE_float("peak_tflops", 0.0, "Peak dense TFLOP/s of one device for the MFU (0: the built-in table).")
+_PROFILE = flags.DEFINE_string("profile", "", "Write a jax.profiler trace of --profile_steps steps to this directory.")
+_PROFILE_STEPS = flags.DEFINE_integer("profile_steps", 5, "Steps in the --profile trace.")
+
+# Peak dense TFLOP/s per device from the vendors' data sheets (bfloat16; float32 matmuls on NVIDIA run as TF32 by
+# default in XLA, so the TF32 figure). H100 SXM: 989 bf16 / 494 tf32; A100: 312 / 156; TPU v4: 275; v5e: 197;
+# v5p: 459; v6e (Trillium): 918 (bf16; TPUs run float32 matmuls in bf16 passes at default precision).
+PEAK_TFLOPS = {
+    "H100": {"bfloat16": 989.0, "float32": 494.0},
+    "H200": {"bfloat16": 989.0, "float32": 494.0},
+    "A100": {"bfloat16": 312.0, "float32": 156.0},
+    "TPU v4": {"bfloat16": 275.0, "float32": 275.0},
+    "TPU v5 lite": {"bfloat16": 197.0, "float32": 197.0},
+    "TPU v5e": {"bfloat16": 197.0, "float32": 197.0},
+    "TPU v5p": {"bfloat16": 459.0, "float32": 459.0},
+    "TPU v6 lite": {"bfloat16": 918.0, "float32": 918.0},
+}
 
 
-def _time(fn, repeats):
-    out = fn()
-    jax.block_until_ready(out)
-    out = fn()
-    jax.block_until_ready(out)
+def peak_tflops(device_kind: str, dtype: str, override: float = 0.0) -> float | None:
+    """Peak TFLOP/s of one device: ``override`` when > 0, else the table entry whose name ``device_kind`` contains."""
+    if override > 0:
+        return float(override)
+    for name, peaks in PEAK_TFLOPS.items():
+        if name.lower() in device_kind.lower():
+            return peaks.get(dtype, peaks["float32"])
+    return None
+
+
+def timed(fn, repeats: int) -> float:
+    """Seconds per call of ``fn`` (blocked on), after two warm-up calls."""
+    for _ in range(2):
+        jax.block_until_ready(fn())
     start = time.perf_counter()
     for _ in range(repeats):
-        out = fn()
-        jax.block_until_ready(out)
+        jax.block_until_ready(fn())
     return (time.perf_counter() - start) / repeats
+
+
+def step_flops(compiled) -> float | None:
+    """Floating-point operations of one call of a compiled program (XLA's cost analysis), or None."""
+    analysis = compiled.cost_analysis()
+    if isinstance(analysis, (list, tuple)):   # older jax: one dict per program
+        analysis = analysis[0] if analysis else None
+    flops = (analysis or {}).get("flops")
+    return float(flops) if flops is not None and flops > 0 else None
+
+
+def compiled_memory_bytes(compiled) -> int | None:
+    """XLA's buffer assignment of a compiled program per device (arguments + outputs + temporaries − aliased)."""
+    stats = compiled.memory_analysis()
+    if stats is None:
+        return None
+    return int(stats.argument_size_in_bytes + stats.output_size_in_bytes + stats.temp_size_in_bytes
+               - stats.alias_size_in_bytes)
+
+
+def peak_device_bytes() -> int | None:
+    """The largest ``peak_bytes_in_use`` over local devices (None where the backend keeps no statistics: CPU)."""
+    peaks = [(d.memory_stats() or {}).get("peak_bytes_in_use") for d in jax.local_devices()]
+    peaks = [p for p in peaks if p is not None]
+    return max(peaks) if peaks else None
+
+
+def _mb(n):
+    return None if n is None else round(n / 2 ** 20, 1)
 
 
 def main(_):
     if jax.default_backend() == "cpu":
         jax.config.update("jax_threefry_partitionable", False)
-    from consistency.data import make_dataset
+    import functools
+
+    from consistency import networks, train
     from consistency.methods import base, common, get_method
     config = _CONFIG.value
-    ds = make_dataset(config.data, config.training.batch_size, config.seed)
+    t = config.training
+    train.validate_run_config(config)
+    ds = train.build_dataset(config)
     method = get_method(config, ds)
-    batch = jax.tree.map(jnp.asarray, ds.batch(0))
-    state = base.init_state(method, jax.random.PRNGKey(0), batch)
-    step = jax.jit(base.full_step(method))
-    rng = jax.random.PRNGKey(1)
+    placement = train.make_placement(fsdp=int(t.get("fsdp", 1)))
+    init_key, root_key = jax.random.PRNGKey(0), jax.device_put(jax.random.PRNGKey(1), placement.replicated)
+    state_sharding = placement.state_shardings(train.state_shapes(method, ds, init_key))
+    batch = train.global_batch(ds.batch(0), placement.batch)
+    state = jax.jit(functools.partial(base.init_state, method), out_shardings=state_sharding)(init_key, batch)
+
+    start = time.perf_counter()
+    step = train.make_train_step(method, placement, None, int(t.get("grad_accumulation", 1)), state_sharding)
+    compiled = step.lower(state, batch, root_key).compile()
+    compile_s = time.perf_counter() - start
     holder = {"state": state}
 
     def run_step():
-        holder["state"], metrics = step(holder["state"], batch, rng)
+        holder["state"], metrics = compiled(holder["state"], batch, root_key)
         return metrics
 
+    step_s = timed(run_step, _REPEATS.value)
+    peak_bytes = peak_device_bytes()
+    if _PROFILE.value:
+        with jax.profiler.trace(_PROFILE.value):
+            for _ in range(_PROFILE_STEPS.value):
+                jax.block_until_ready(run_step())
+
     net = common.build_net(config, ds.example_shape)
-    params = state.params[method.sample_params]
+    params = holder["state"].params[method.sample_params]
     params = params.get("net", params)   # sCM trains {'net', 'weighting'} as one set
-    labels = common.batch_labels(config, batch)
-    c_noise = jnp.zeros((batch["x"].shape[0],))
+    x = jnp.asarray(ds.batch(0)["x"])
+    labels = common.batch_labels(config, {k: jnp.asarray(v) for k, v in ds.batch(0).items()})
+    c_noise = jnp.zeros((x.shape[0],))
+    apply = lambda p, xx, cc: net.apply({"params": p}, xx, cc, labels, train=True,  # noqa: E731
+                                        rngs={"dropout": jax.random.PRNGKey(2)})
+    bare = jax.jit(jax.grad(lambda p, xx: jnp.mean(apply(p, xx, c_noise) ** 2)))
+    forward = jax.jit(lambda p, xx: apply(p, xx, c_noise))
+    jvp = jax.jit(lambda p, xx: jax.jvp(lambda a, b: apply(p, a, b), (xx, c_noise),
+                                        (jnp.ones_like(xx), jnp.ones_like(c_noise))))
+    bare_s = timed(lambda: bare(params, x), _REPEATS.value)
+    fwd_s = timed(lambda: forward(params, x), _REPEATS.value)
+    jvp_s = timed(lambda: jvp(params, x), _REPEATS.value)
 
-    @jax.jit
-    def bare(p, x):
-        def loss(p):
-            out = net.apply({"params": p}, x, c_noise, labels, train=True, rngs={"dropout": jax.random.PRNGKey(2)})
-            return jnp.mean(out ** 2)
-        return jax.grad(loss)(p)
-
-    @jax.jit
-    def forward(p, x):
-        return net.apply({"params": p}, x, c_noise, labels, train=True, rngs={"dropout": jax.random.PRNGKey(2)})
-
-    @jax.jit
-    def jvp(p, x):
-        fn = lambda xx, cc: net.apply({"params": p}, xx, cc, labels, train=True,  # noqa: E731
-                                      rngs={"dropout": jax.random.PRNGKey(2)})
-        return jax.jvp(fn, (x, c_noise), (jnp.ones_like(x), jnp.ones_like(c_noise)))
-
-    step_s = _time(run_step, _REPEATS.value)
-    bare_s = _time(lambda: bare(params, batch["x"]), _REPEATS.value)
-    fwd_s = _time(lambda: forward(params, batch["x"]), _REPEATS.value)
-    jvp_s = _time(lambda: jvp(params, batch["x"]), _REPEATS.value)
-    result = {"config": config.method, "data": config.data.name, "batch": config.training.batch_size,
-              "backend": jax.default_backend(), "devices": jax.device_count(),
-              "step_ms": round(1e3 * step_s, 3), "bare_fwd_bwd_ms": round(1e3 * bare_s, 3),
-              "bare_fwd_ms": round(1e3 * fwd_s, 3), "bare_jvp_ms": round(1e3 * jvp_s, 3),
-              "ratio": round(step_s / bare_s, 3), "steps_per_sec": round(1.0 / step_s, 2)}
+    flops = step_flops(compiled)
+    dtype = "bfloat16" if networks.compute_dtype_of(config) == jnp.bfloat16 else "float32"
+    device = jax.devices()[0]
+    peak = peak_tflops(device.device_kind, dtype, _PEAK.value)
+    achieved = None if flops is None else flops / step_s / 1e12
+    result = {"config": config.method, "data": config.data.name, "batch": int(t.batch_size),
+              "backend": jax.default_backend(), "device_kind": device.device_kind, "devices": jax.device_count(),
+              "compute_dtype": dtype, "step_ms": round(1e3 * step_s, 3), "steps_per_sec": round(1.0 / step_s, 3),
+              "images_per_sec": round(int(t.batch_size) / step_s, 1), "compile_s": round(compile_s, 2),
+              "bare_fwd_bwd_ms": round(1e3 * bare_s, 3), "bare_fwd_ms": round(1e3 * fwd_s, 3),
+              "bare_jvp_ms": round(1e3 * jvp_s, 3), "ratio": round(step_s / bare_s, 3),
+              "step_gflop": None if flops is None else round(flops / 1e9, 3),
+              "achieved_tflops": None if achieved is None else round(achieved, 4),
+              "peak_tflops_per_device": peak,
+              "mfu": None if achieved is None or peak is None else round(achieved / (peak * jax.device_count()), 4),
+              "peak_memory_mb": _mb(peak_bytes), "compiled_memory_mb": _mb(compiled_memory_bytes(compiled))}
     if config.method == "scm":   # the passes an sCM step needs: fwd+bwd, one JVP, (sCD) one teacher forward
         passes = bare_s + jvp_s + (fwd_s if config.scm.mode == "distill" else 0.0)
         result.update(passes_ms=round(1e3 * passes, 3), ratio_to_passes=round(step_s / passes, 3))
+    if _PROFILE.value:
+        result["profile"] = _PROFILE.value
     print(json.dumps(result))
 
 
