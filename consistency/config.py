@@ -134,7 +134,7 @@ def base_config() -> ml_collections.ConfigDict:
     cm.index_sampling = "uniform"  # 'uniform' over pairs | 'lognormal' (iCT discrete lognormal)
     cm.p_mean = -1.1             # iCT lognormal index sampling
     cm.p_std = 2.0
-    cm.solver = "heun"           # CD teacher solver: 'euler' | 'heun' (notebook ablation: solver order)
+    cm.solver = "heun"           # CD teacher solver: 'euler' | 'heun' | 'dpm_solver_2' (notebook ablation: solver order)
     cm.teacher_steps = 1         # solver steps per target (notebook: multi-step teacher)
     cm.max_gap = 1               # pairs (i, i+g), g ~ U{1..max_gap} (seed eq. 13: distant-step pairs)
     cm.ct_weight = 0.0           # CD + ct_weight·CT on an arbitrary pair (seed eq. 14)
@@ -360,7 +360,7 @@ ORACLES = ("mixture", "empirical", "gaussian")
 CM_CHOICES = {"curriculum": ("fixed", "ct", "ict"), "target_schedule": ("fixed", "ct"), "mu_form": ("code", "paper"),
               "distance": ("l2", "l1", "pseudo_huber", "feature"),
               "weighting": ("uniform", "snr", "snr+1", "truncated_snr", "inv_delta"),
-              "index_sampling": ("uniform", "lognormal"), "solver": ("euler", "heun"),
+              "index_sampling": ("uniform", "lognormal"), "solver": ("euler", "heun", "dpm_solver_2"),
               "posterior": ("none", "batch", "dataset")}
 # How a method uses config.teacher; methods not listed (e.g. added with methods.register) are not checked.
 TEACHER_USE = {"cd": "required", "ecm": "optional", "edm": "unused", "ct": "unused", "ict": "unused",

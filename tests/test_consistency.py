@@ -76,12 +76,12 @@ def test_cd_target_with_exact_point_mass_teacher_equals_ct_target():
     z = jax.random.normal(jax.random.PRNGKey(2), (16, 2))
     hi, lo = jnp.full((16,), 3.0), jnp.full((16,), 1.1)
     teacher = lambda x, s: oracles.point_mass_denoiser(c)(x, s)
-    for solver in ("euler", "heun"):
+    for solver in ("euler", "heun", "dpm_solver_2"):
         cd = cm_obj.teacher_target_point(teacher, x0 + 3.0 * z, hi, lo, solver)
         np.testing.assert_allclose(np.asarray(cd), np.asarray(cm_obj.ct_target_point(x0, z, lo)), atol=1e-5)
 
 
-@pytest.mark.parametrize("solver,order", [("euler", 1), ("heun", 2)])
+@pytest.mark.parametrize("solver,order", [("euler", 1), ("heun", 2), ("dpm_solver_2", 2)])
 def test_cd_loss_at_f_star_is_solver_error_shrinking_at_solver_order(solver, order):
     # CD loss at f* = (local solver error)² ∝ Δσ^{2(p+1)} for a p-th order solver.
     from jax import enable_x64

@@ -45,9 +45,10 @@ def teacher_target_point(teacher, x_hi, sigma_hi, sigma_lo, solver: str = "heun"
 
     ``teacher(x, sigma) -> x0_hat`` (sigma [B]); result is under stop-gradient by the caller.
     """
-    step = {"euler": solvers.euler_step, "heun": solvers.heun_step}.get(solver)
+    step = {"euler": solvers.euler_step, "heun": solvers.heun_step,       # 1 and 2 teacher evaluations per step
+            "dpm_solver_2": solvers.dpm_solver_2_step}.get(solver)         # 2 (Lu et al. 2022, midpoint in log σ)
     if step is None:
-        raise ValueError(f"unknown teacher solver {solver!r}; choose 'euler' or 'heun'")
+        raise ValueError(f"unknown teacher solver {solver!r}; choose 'euler', 'heun' or 'dpm_solver_2'")
     a, b = sigma_hi ** (1.0 / rho), sigma_lo ** (1.0 / rho)
     x = x_hi
     for j in range(num_steps):

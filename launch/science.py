@@ -1,0 +1,440 @@
+"""The notebook's open questions, each answered by one command that writes a table and a plot (issue 11, item 4).
+
+    python launch/science.py --question=a            # EMA target vs none (CD, CT) + the seed §2.1 point-mass prediction
+    python launch/science.py --question=b,c,d,e,f,i  # solver order, N, distant pairs, CD+CT, posterior target, weighting
+    python launch/science.py --question=g            # why CD gets worse with more steps
+    python launch/science.py --question=all --seeds=3 --steps=2000
+
+Every setting trains the project's own method (the real train step, ``base.full_step``) on the 2-D mixture of 8
+Gaussians (``configs/toy_*.py``; CD's teacher is the *exact* mixture denoiser, so no teacher error enters), for
+``--steps`` steps and ``--seeds`` seeds, and is scored on 2000 samples at 1, 2 and 4 steps with sliced W1 (noise floor
+≈ 0.057 for two real draws of 2000) and the fraction of the 8 modes covered. Results are cached per (setting, seed)
+in ``docs/science/<question>.json`` (a rerun only computes what is missing; ``--fresh`` recomputes), and each question's
+table (mean ± std over seeds) and plot are written between the markers ``<!-- science:X -->`` and
+``<!-- /science:X -->`` of ``docs/science.md``; the prose outside the markers (the answers) is left as it is.
+
+Budget: the defaults (2000 steps, batch 512) are the toy configs' recipe at half length, so that every question fits
+in minutes on a 2-core CPU; the answers say where they depend on it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import re
+import sys
+import time
+
+import numpy as np
+from absl import app, flags
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)
+
+_QUESTIONS = flags.DEFINE_list("question", ["all"], "Which questions: a, b, c, d, e, f, g, i or all.")
+_SEEDS = flags.DEFINE_integer("seeds", 3, "Seeds per setting.")
+_STEPS = flags.DEFINE_integer("steps", 2000, "Training steps per run.")
+_OUT = flags.DEFINE_string("out", "docs/science.md", "Markdown page; tables go between its science markers.")
+_FRESH = flags.DEFINE_bool("fresh", False, "Recompute cached results.")
+_NUM_SAMPLES = flags.DEFINE_integer("num_samples", 2000, "Samples per evaluation.")
+_MAX_SETTINGS = flags.DEFINE_integer("max_settings", 0, "Run only the first k settings of each question (0: all; "
+                                     "for smoke tests).")
+
+NFES = (1, 2, 4)
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    label: str
+    config: str                 # configs/<file>.py
+    overrides: tuple = ()       # (("cm.max_gap", 4), ...)
+    steps_scale: float = 1.0    # (f) also reads the posterior target at a quarter of the budget
+
+
+def _s(label, config, steps_scale=1.0, **overrides):
+    return Setting(label, config, tuple((k.replace("__", "."), v) for k, v in overrides.items()), steps_scale)
+
+
+CD, CT, ICT = "configs/toy_cd.py", "configs/toy_ct.py", "configs/toy_ict.py"
+
+QUESTIONS = {
+    "a": ("EMA target vs none (CD and CT)", [
+        _s("CD, θ⁻ = sg θ (no EMA)", CD),
+        _s("CD, μ = 0.9", CD, cm__target_ema=0.9),
+        _s("CD, μ = 0.99", CD, cm__target_ema=0.99),
+        _s("CT, μ(k) schedule (CT 2023)", CT),
+        _s("CT, θ⁻ = sg θ (no EMA)", CT, cm__target_schedule="fixed", cm__target_ema=0.0),
+        _s("CT, μ = 0.99", CT, cm__target_schedule="fixed", cm__target_ema=0.99),
+        _s("CT lr 1e-4, μ(k)", CT, optim__lr=1e-4),
+        _s("CT lr 1e-4, no EMA", CT, optim__lr=1e-4, cm__target_schedule="fixed", cm__target_ema=0.0),
+    ]),
+    "b": ("Solver order for CD, at equal N and at equal teacher NFE per target", [
+        _s("Euler, N = 18 (1 NFE/target)", CD, cm__solver="euler"),
+        _s("Heun, N = 18 (2 NFE/target)", CD, cm__solver="heun"),
+        _s("DPM-Solver-2, N = 18 (2 NFE/target)", CD, cm__solver="dpm_solver_2"),
+        _s("Euler ×2 steps, N = 18 (2 NFE/target)", CD, cm__solver="euler", cm__teacher_steps=2),
+        _s("Euler, N = 36 (1 NFE/target)", CD, cm__solver="euler", cm__num_scales=36),
+    ]),
+    "c": ("N for CD", [_s(f"N = {n}", CD, cm__num_scales=n) for n in (6, 12, 18, 40, 80, 160)]),
+    "d": ("Distant-step pairs (seed eq. 13), CD", [_s(f"max_gap = {g}", CD, cm__max_gap=g) for g in (1, 2, 4, 8)]),
+    "e": ("CD + CT combined (seed eq. 14) and close pairs CD / distant pairs CT", [
+        _s("CD", CD),
+        _s("CD + 0.5·CT", CD, cm__ct_weight=0.5),
+        _s("CD + 1·CT", CD, cm__ct_weight=1.0),
+        _s("max_gap 4, all CD", CD, cm__max_gap=4),
+        _s("max_gap 4, gap ≤ 2 CD, > 2 CT", CD, cm__max_gap=4, cm__split_gap=2),
+        _s("max_gap 4, gap ≤ 1 CD, > 1 CT", CD, cm__max_gap=4, cm__split_gap=1),
+    ]),
+    "f": ("Posterior-averaged CT target (seed eq. 22–25) vs the single-sample target, iCT", [
+        *[_s(f"{name}, ¼ budget", ICT, 0.25, cm__posterior=p, cm__posterior_k=k) for name, p, k in (
+            ("single sample", "none", 0), ("batch", "batch", 0), ("batch 8-NN", "batch", 8), ("dataset", "dataset", 0))],
+        *[_s(name, ICT, cm__posterior=p, cm__posterior_k=k) for name, p, k in (
+            ("single sample", "none", 0), ("batch", "batch", 0), ("batch 8-NN", "batch", 8), ("dataset", "dataset", 0))],
+    ]),
+    "i": ("Weighting λ(σ) for CD and iCT", [
+        *[_s(f"CD, {w}", CD, cm__weighting=w) for w in ("uniform", "snr", "snr+1", "truncated_snr", "inv_delta")],
+        *[_s(f"iCT, {w}", ICT, cm__weighting=w) for w in ("uniform", "snr", "snr+1", "truncated_snr", "inv_delta")],
+    ]),
+}
+ALL = ("a", "b", "c", "d", "e", "f", "g", "i")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Running one setting
+# ----------------------------------------------------------------------------------------------------------
+
+def load_config_file(path: str, variant: str = ""):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("science_config", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(variant)
+
+
+def load_config(setting: Setting, steps: int, seed: int):
+    config = load_config_file(os.path.join(REPO, setting.config))
+    for key, value in setting.overrides:
+        block, field = key.split(".")
+        config[block][field] = value
+    config.training.num_steps = max(1, int(round(steps * setting.steps_scale)))
+    config.seed = int(seed)
+    config.eval.num_samples = int(_NUM_SAMPLES.value) if flags.FLAGS.is_parsed() else 2000
+    return config
+
+
+def train_state(config):
+    """Train ``config`` with the project's train step; returns (method, state, dataset)."""
+    import jax
+    from consistency import train
+    from consistency.methods import base, get_method
+    dataset = train.build_dataset(config)
+    method = get_method(config, dataset)
+    rng = jax.random.PRNGKey(config.seed)
+    state = base.init_state(method, jax.random.fold_in(rng, 1), dataset.batch(0))
+    step = jax.jit(base.full_step(method), donate_argnums=0)
+    root = jax.random.fold_in(rng, 2)
+    for k in range(int(config.training.num_steps)):
+        state, metrics = step(state, dataset.batch(k), jax.random.fold_in(root, k))
+        if k % 100 == 0:
+            jax.block_until_ready(metrics)
+    return method, state, dataset
+
+
+def score(config, method, state, dataset, nfes=NFES, sigmas_by_nfe=None) -> dict:
+    """{'nfe_1': {'swd':…, 'mode_coverage':…}, …} on ``config.eval.num_samples`` samples."""
+    import jax
+    from consistency import reports, sampling
+    out = {}
+    num = int(config.eval.num_samples)
+    rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), 10_000_019)
+    for nfe in nfes:
+        kwargs = dict(method.nfe_kwargs(nfe))
+        if sigmas_by_nfe and nfe in sigmas_by_nfe:
+            kwargs = {"sigmas": tuple(sigmas_by_nfe[nfe])}
+        samples, _ = sampling.draw_samples(config, method, state, rng, num,
+                                           sampler=sampling.make_sampler(method, num, **kwargs))
+        metrics = reports.score_samples(config, dataset, samples, seed=config.seed)
+        out[f"nfe_{nfe}"] = {k: float(metrics[k]) for k in ("swd", "mode_coverage", "swd_floor") if k in metrics}
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# (a) the seed §2.1 point-mass prediction
+# ----------------------------------------------------------------------------------------------------------
+
+def point_mass_prediction(mu: float, lr: float = 1e-3, num_scales: int = 18, sigma_min: float = 0.002,
+                          sigma_max: float = 80.0, rho: float = 7.0, tol: float = 0.01, max_steps: int = 200_000):
+    """Steps for the seed's one-parameter model f_θ(x, σ) = (σ_min/σ)x + (1 − σ_min/σ)θ on p_data = δ(x − ε) to bring
+    |θ − ε| below ``tol``·|θ₀ − ε| by gradient descent on the expected loss (seed eq. 42, pairs uniform over the Karras
+    grid of N = ``num_scales``), with the target θ⁻ ← μθ⁻ + (1 − μ)θ (μ = 0: θ⁻ = sg θ).
+
+    Per pair i with a = σ_min Δσ/σ_i², b = 1 − σ_min/σ_i (seed eq. 42): L_i = (a(θ − ε) + b(θ − θ⁻))², so
+    ∂L/∂θ = 2(a + b)(a(θ − ε) + b(θ − θ⁻)). With θ⁻ = θ only a(a+b) pulls θ to ε; with an EMA target the b² term pulls
+    θ back towards the lagging θ⁻. Returns the step count (max_steps when it does not get there)."""
+    from consistency.diffusion import schedules
+    grid = np.asarray(schedules.karras_sigmas(num_scales, sigma_min, sigma_max, rho), np.float64)
+    grid = np.sort(grid)
+    lo, hi = grid[:-1], grid[1:]
+    a = sigma_min * (hi - lo) / hi ** 2       # the pair (σ_i, σ_{i+1}) as in eq. 41–42, σ_i = the upper point
+    b = 1.0 - sigma_min / hi
+    g_self, g_target = np.mean(2 * (a + b) * (a + b)), np.mean(2 * (a + b) * b)   # coefficients of (θ−ε), (θ⁻−ε)
+    theta = theta_minus = 1.0                  # distances to ε
+    for step in range(1, max_steps + 1):
+        if mu == 0.0:
+            theta_minus = theta
+        grad = g_self * theta - g_target * theta_minus
+        theta = theta - lr * grad
+        theta_minus = theta if mu == 0.0 else mu * theta_minus + (1 - mu) * theta
+        if abs(theta) < tol:
+            return step
+    return max_steps
+
+
+# ----------------------------------------------------------------------------------------------------------
+# (g) multistep degradation: the model's error per σ and the choice of intermediate σ's
+# ----------------------------------------------------------------------------------------------------------
+
+G_SIGMAS = (0.05, 0.1, 0.3, 0.821, 2.0, 10.0, 80.0)
+G_SCHEDULES = {
+    "default [80, 0.821, 0.287, 0.1]": {2: (80.0, 0.821), 4: (80.0, 0.821, 0.287, 0.1)},
+    "high [80, 10, 3, 1]": {2: (80.0, 3.0), 4: (80.0, 10.0, 3.0, 1.0)},
+    "mid [80, 2, 1, 0.5]": {2: (80.0, 1.0), 4: (80.0, 2.0, 1.0, 0.5)},
+}
+
+
+def exact_consistency(mixture, x, sigma: float, sigma_min: float, num_steps: int = 200):
+    """f*(x, σ): the PF-ODE from σ to σ_min with the exact mixture denoiser (Heun, ``num_steps`` Karras steps)."""
+    import jax.numpy as jnp
+    from consistency import oracles
+    from consistency.diffusion import solvers
+    denoiser = oracles.mixture_denoiser(mixture.weights, mixture.means, mixture.stds)
+    grid = solvers.edm_sampling_sigmas(num_steps, sigma_min, sigma)[:-1]   # σ → σ_min, no final 0
+    return solvers.solve(lambda y, s, cond=None: denoiser(y, s), jnp.asarray(x), grid, "heun")
+
+
+def per_sigma_error(config, method, state, dataset, n: int = 1000) -> dict:
+    """Mean |f_θ(x, σ) − f*(x, σ)| over x = x₀ + σz, x₀ from the data, at each σ of G_SIGMAS (f* as above)."""
+    import jax
+    import jax.numpy as jnp
+    from consistency import sampling
+    from consistency.methods import base, common
+    f = common.consistency_function(common.build_net(config, dataset.example_shape), config.diffusion.sigma_min,
+                                    config.diffusion.sigma_data)
+    params = base.sampling_params(method, state)
+    x0 = jnp.asarray(sampling.reference_points(dataset, n))[:n]
+    out = {}
+    for k, sigma in enumerate(G_SIGMAS):
+        z = jax.random.normal(jax.random.PRNGKey(100 + k), x0.shape)
+        x = x0 + sigma * z
+        exact = exact_consistency(dataset.mixture, x, sigma, config.diffusion.sigma_min)
+        got = f(params, x, jnp.full((n,), sigma))
+        out[str(sigma)] = float(jnp.mean(jnp.linalg.norm(got - exact, axis=-1)))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Tables, plots, the page
+# ----------------------------------------------------------------------------------------------------------
+
+def mean_std(values) -> str:
+    values = [v for v in values if v is not None and not math.isnan(v)]
+    if not values:
+        return "—"
+    return f"{np.mean(values):.3f} ± {np.std(values):.3f}"
+
+
+def setting_table(labels, cells: dict, steps: dict) -> list[str]:
+    """Markdown rows: label | steps | sliced W1 at 1/2/4 | modes at 1/2/4; ``cells[label]`` = list of per-seed dicts."""
+    head = ["setting", "steps"] + [f"SW1 @{n}" for n in NFES] + [f"modes @{n}" for n in NFES]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for label in labels:
+        runs = cells.get(label, [])
+        sw = [mean_std([r[f"nfe_{n}"]["swd"] for r in runs]) for n in NFES]
+        modes = [mean_std([8 * r[f"nfe_{n}"]["mode_coverage"] for r in runs]) for n in NFES]
+        rows.append(f"| {label} | {steps.get(label, '—')} | " + " | ".join(sw + modes) + " |")
+    return rows
+
+
+def plot_settings(path: str, title: str, labels, cells: dict) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(max(6.0, 0.9 * len(labels) + 2), 4.0))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    xs = np.arange(len(labels))
+    for j, nfe in enumerate(NFES):
+        means = [np.mean([r[f"nfe_{nfe}"]["swd"] for r in cells.get(lab, [])] or [np.nan]) for lab in labels]
+        stds = [np.std([r[f"nfe_{nfe}"]["swd"] for r in cells.get(lab, [])] or [np.nan]) for lab in labels]
+        ax.errorbar(xs + 0.1 * (j - 1), means, yerr=stds, fmt="o-", capsize=3, label=f"{nfe} step(s)")
+    ax.axhline(0.057, color="gray", ls="--", lw=1, label="noise floor")
+    ax.set_yscale("log")
+    ax.set_xticks(xs)
+    ax.set_xticklabels(labels, rotation=30, ha="right", fontsize=7)
+    ax.set_ylabel("sliced W1 (mean ± std over seeds)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fig.savefig(path, dpi=110)
+
+
+def replace_block(page: str, key: str, body: str) -> str:
+    """``page`` with the text between ``<!-- science:key -->`` and ``<!-- /science:key -->`` replaced by ``body``
+    (the markers appended at the end when absent)."""
+    start, end = f"<!-- science:{key} -->", f"<!-- /science:{key} -->"
+    block = f"{start}\n{body.rstrip()}\n{end}"
+    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
+    if pattern.search(page):
+        return pattern.sub(lambda _: block, page)
+    return page.rstrip() + "\n\n" + block + "\n"
+
+
+def _cache_path(key: str) -> str:
+    return os.path.join(os.path.dirname(os.path.abspath(_OUT.value)), "science", f"{key}.json")
+
+
+def _load_cache(key: str) -> dict:
+    path = _cache_path(key)
+    if _FRESH.value or not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
+
+
+def _save_cache(key: str, cache: dict) -> None:
+    path = _cache_path(key)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        json.dump(cache, f, indent=1, sort_keys=True)
+    os.replace(path + ".tmp", path)
+
+
+def _command(key: str) -> str:
+    return f"python launch/science.py --question={key} --seeds={_SEEDS.value} --steps={_STEPS.value}"
+
+
+def run_settings_question(key: str) -> str:
+    title, settings = QUESTIONS[key]
+    settings = settings[:_MAX_SETTINGS.value] if _MAX_SETTINGS.value > 0 else settings
+    cache = _load_cache(key)
+    for setting in settings:
+        for seed in range(_SEEDS.value):
+            config = load_config(setting, _STEPS.value, seed)
+            cell = f"{setting.label}|{config.training.num_steps}|{seed}"
+            if cell in cache:
+                continue
+            start = time.time()
+            method, state, dataset = train_state(config)
+            cache[cell] = dict(score(config, method, state, dataset), seconds=round(time.time() - start, 1))
+            _save_cache(key, cache)
+            print(f"[{key}] {setting.label} seed {seed}: " + ", ".join(
+                f"{n}-step SW1 {cache[cell][f'nfe_{n}']['swd']:.3f}" for n in NFES), flush=True)
+    labels = [s.label for s in settings]
+    cells, steps = {}, {}
+    for s in settings:
+        n = max(1, int(round(_STEPS.value * s.steps_scale)))
+        cells[s.label] = [cache[f"{s.label}|{n}|{seed}"] for seed in range(_SEEDS.value)
+                          if f"{s.label}|{n}|{seed}" in cache]
+        steps[s.label] = n
+    picture = os.path.join(os.path.dirname(os.path.abspath(_OUT.value)), "science", f"{key}.png")
+    plot_settings(picture, f"({key}) {title}", labels, cells)
+    lines = [f"*{title}.* `{_command(key)}` — {_SEEDS.value} seeds, mean ± std; SW1 = sliced W1 on 2000 samples "
+             "(floor 0.057), modes = of 8.", ""]
+    lines += setting_table(labels, cells, steps)
+    if key == "a":
+        lines += ["", "Seed §2.1 prediction (one-parameter model on a point mass, expected gradient of eq. 42, "
+                  "Adam-free gradient descent at lr 1e-3, N = 18): steps until |θ − ε| falls to 1 % of its start —",
+                  "", "| target | steps to 1 % |", "|---|---|"]
+        for mu in (0.0, 0.9, 0.99, 0.999):
+            lines.append(f"| {'θ⁻ = sg θ' if mu == 0 else f'μ = {mu}'} | {point_mass_prediction(mu)} |")
+    lines += ["", f"![({key})](science/{key}.png)"]
+    return "\n".join(lines)
+
+
+def run_question_g() -> str:
+    """CD trained as configs/toy_cd.py: per-σ error of f_θ against f*, and 2/4-step quality under three σ lists, with
+    the exact f* in the same sampler as the control (a perfect consistency function is exact at every step count)."""
+    cache = _load_cache("g")
+    setting = _s("CD", CD)
+    for seed in range(_SEEDS.value):
+        config = load_config(setting, _STEPS.value, seed)
+        cell = f"CD|{config.training.num_steps}|{seed}"
+        if cell in cache:
+            continue
+        method, state, dataset = train_state(config)
+        entry = {"error_by_sigma": per_sigma_error(config, method, state, dataset)}
+        for name, sigmas in G_SCHEDULES.items():
+            entry[name] = score(config, method, state, dataset, nfes=(1, 2, 4), sigmas_by_nfe=sigmas)
+        cache[cell] = entry
+        _save_cache("g", cache)
+        print(f"[g] seed {seed}: " + json.dumps(entry["error_by_sigma"]), flush=True)
+    runs = [cache[f"CD|{_STEPS.value}|{seed}"] for seed in range(_SEEDS.value) if f"CD|{_STEPS.value}|{seed}" in cache]
+    lines = [f"*Why CD gets worse with more steps.* `{_command('g')}` — {len(runs)} seeds.", "",
+             "Error of the trained consistency function against the exact one, mean ‖f_θ(x, σ) − f*(x, σ)‖ over "
+             "x = x₀ + σz (f*: the exact mixture PF-ODE, 200 Heun steps):", "",
+             "| σ | " + " | ".join(str(s) for s in G_SIGMAS) + " |", "|---|" + "---|" * len(G_SIGMAS),
+             "| error | " + " | ".join(mean_std([r["error_by_sigma"][str(s)] for r in runs]) for s in G_SIGMAS) + " |",
+             "", "Sliced W1 at 1 / 2 / 4 steps for three choices of the intermediate σ's:", "",
+             "| σ list | SW1 @1 | SW1 @2 | SW1 @4 | modes @4 |", "|---|---|---|---|---|"]
+    for name in G_SCHEDULES:
+        cells = [mean_std([r[name][f"nfe_{n}"]["swd"] for r in runs]) for n in NFES]
+        modes = mean_std([8 * r[name]["nfe_4"]["mode_coverage"] for r in runs])
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {modes} |")
+    picture = os.path.join(os.path.dirname(os.path.abspath(_OUT.value)), "science", "g.png")
+    _plot_g(picture, runs)
+    lines += ["", "![(g)](science/g.png)"]
+    return "\n".join(lines)
+
+
+def _plot_g(path, runs):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(9.0, 3.6))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 2, 1)
+    means = [np.mean([r["error_by_sigma"][str(s)] for r in runs]) for s in G_SIGMAS]
+    stds = [np.std([r["error_by_sigma"][str(s)] for r in runs]) for s in G_SIGMAS]
+    ax.errorbar(G_SIGMAS, means, yerr=stds, fmt="o-", capsize=3)
+    ax.set_xscale("log")
+    ax.set_xlabel("σ")
+    ax.set_ylabel("mean ‖f_θ − f*‖")
+    ax.set_title("model error per σ", fontsize=9)
+    ax = fig.add_subplot(1, 2, 2)
+    for name in G_SCHEDULES:
+        ax.errorbar(NFES, [np.mean([r[name][f"nfe_{n}"]["swd"] for r in runs]) for n in NFES],
+                    yerr=[np.std([r[name][f"nfe_{n}"]["swd"] for r in runs]) for n in NFES], fmt="o-", capsize=3,
+                    label=name.split(" [")[0])
+    ax.axhline(0.057, color="gray", ls="--", lw=1)
+    ax.set_xlabel("steps")
+    ax.set_ylabel("sliced W1")
+    ax.set_title("quality per step count and σ list", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fig.savefig(path, dpi=110)
+
+
+def main(argv):
+    del argv
+    import jax
+    from consistency import train
+    train.prefer_fast_cpu_random()
+    if jax.default_backend() == "cpu":
+        jax.config.update("jax_threefry_partitionable", False)
+    keys = ALL if "all" in _QUESTIONS.value else tuple(_QUESTIONS.value)
+    unknown = [k for k in keys if k not in ALL]
+    if unknown:
+        raise app.UsageError(f"--question: {unknown[0]!r} is not one of {', '.join(ALL)} or all")
+    for key in keys:
+        body = run_question_g() if key == "g" else run_settings_question(key)
+        page = open(_OUT.value).read() if os.path.exists(_OUT.value) else "# The notebook's open questions\n"
+        with open(_OUT.value + ".tmp", "w") as f:
+            f.write(replace_block(page, key, body))
+        os.replace(_OUT.value + ".tmp", _OUT.value)
+        print(f"wrote ({key}) into {_OUT.value}", flush=True)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,55 @@
+"""launch/science.py (issue 11 item 4): the seed §2.1 point-mass prediction against its closed form, the page writer
+keeping the prose, and one tiny question end to end (table rows, per-seed cache, plot)."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+TESTS = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(TESTS)
+sys.path.insert(0, os.path.join(REPO, "launch"))
+
+import science  # noqa: E402
+
+
+def test_point_mass_prediction_without_ema_matches_the_closed_form_and_ema_slows_it():
+    from consistency.diffusion import schedules
+    grid = np.sort(np.asarray(schedules.karras_sigmas(18, 0.002, 80.0, 7.0), np.float64))
+    lo, hi = grid[:-1], grid[1:]
+    a, b = 0.002 * (hi - lo) / hi ** 2, 1 - 0.002 / hi
+    # θ⁻ = θ: θ_k − ε = (1 − lr·E[2a(a+b)])^k (θ₀ − ε), so the step count has a closed form
+    rate = 1e-3 * np.mean(2 * a * (a + b))
+    expected = math.ceil(math.log(0.01) / math.log(1 - rate))
+    assert abs(science.point_mass_prediction(0.0) - expected) <= 1
+    steps = [science.point_mass_prediction(mu) for mu in (0.0, 0.9, 0.99)]
+    assert steps[0] < steps[1] < steps[2]
+
+
+def test_replace_block_keeps_the_prose():
+    page = "# Q\n\nanswer a\n\n<!-- science:a -->\nold\n<!-- /science:a -->\n\nmore prose\n"
+    new = science.replace_block(page, "a", "new table")
+    assert "answer a" in new and "more prose" in new and "new table" in new and "old" not in new
+    added = science.replace_block(new, "b", "table b")
+    assert added.count("<!-- science:b -->") == 1 and added.endswith("<!-- /science:b -->\n")
+
+
+def test_one_question_end_to_end(tmp_path):
+    out = tmp_path / "science.md"
+    out.write_text("# Science\n\nprose stays\n")
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=REPO)
+    env.pop("XLA_FLAGS", None)
+    r = subprocess.run([sys.executable, "launch/science.py", "--question=d", "--seeds=2", "--steps=30",
+                        "--num_samples=200", "--max_settings=2", f"--out={out}"], cwd=REPO, env=env,
+                       capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    page = out.read_text()
+    assert "prose stays" in page and "| max_gap = 1 | 30 |" in page and "| max_gap = 2 | 30 |" in page
+    cache = json.loads((tmp_path / "science" / "d.json").read_text())
+    assert sorted(cache) == ["max_gap = 1|30|0", "max_gap = 1|30|1", "max_gap = 2|30|0", "max_gap = 2|30|1"]
+    assert all(0 < cache[k]["nfe_1"]["swd"] < 10 for k in cache)
+    assert (tmp_path / "science" / "d.png").exists()
