@@ -49,7 +49,7 @@ def test_one_question_end_to_end(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     page = out.read_text()
     assert "prose stays" in page and "| max_gap = 1 | 30 |" in page and "| max_gap = 2 | 30 |" in page
-    cache = json.loads((tmp_path / "science" / "d.json").read_text())
-    assert sorted(cache) == ["max_gap = 1|30|0", "max_gap = 1|30|1", "max_gap = 2|30|0", "max_gap = 2|30|1"]
-    assert all(0 < cache[k]["nfe_1"]["swd"] < 10 for k in cache)
+    cache = json.loads((tmp_path / "science" / "runs.json").read_text())
+    assert sorted((v["overrides"][0][1], v["seed"]) for v in cache.values()) == [(1, 0), (1, 1), (2, 0), (2, 1)]
+    assert all(0 < v["nfe_1"]["swd"] < 10 and v["steps"] == 30 for v in cache.values())
     assert (tmp_path / "science" / "d.png").exists()
