@@ -98,7 +98,7 @@ QUESTIONS = {
         *[_s(f"iCT, {w}", ICT, cm__weighting=w) for w in ("uniform", "snr", "snr+1", "truncated_snr", "inv_delta")],
     ]),
 }
-ALL = ("a", "b", "c", "d", "e", "f", "g", "i")
+ALL = ("a", "b", "c", "d", "e", "f", "g", "h", "i")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -235,6 +235,79 @@ def per_sigma_error(config, method, state, dataset, n: int = 1000) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------------------
+# (h) SiD's L¹ vs L² on the notebook's 1-D Gaussian (seed eq. 73–83, METHODS.md §15 O7)
+# ----------------------------------------------------------------------------------------------------------
+
+H_LOSSES = ("L¹ = E‖x_φ − x_ψ‖² (seed eq. 73)", "L² = SiD, α = 1.2 (seed eq. 81–82, code sign)",
+            "DMD (seed eq. 77–78)")
+H_CHECKPOINTS = (0, 10, 30, 100, 300)
+
+
+def notebook_toy_trajectories(seed: int, steps: int = 300, batch: int = 256, lr: float = 0.5, theta0: float = 2.0):
+    """θ_k for x_g = θ + z on data N(0, 1), the fake denoiser exact for the current generator (φ = sg θ, the seed's
+    φ*(θ) = θ), σ from SiD's generator sampler, plain gradient descent on each loss (the project's objectives)."""
+    import jax
+    import jax.numpy as jnp
+    from consistency import oracles
+    from consistency.objectives import dmd, sid
+    real = oracles.gaussian_denoiser(0.0, 1.0)
+
+    def l1(x, n, sigma, fake):
+        noisy = x + sigma[:, None] * n
+        return jnp.mean((fake(noisy, sigma) - real(noisy, sigma)) ** 2)
+
+    def l2(x, n, sigma, fake):
+        return jnp.mean(sid.generator_loss(x, n, sigma, real, fake, alpha=1.2, normalise=False, reduce="mean")[0])
+
+    def dm(x, n, sigma, fake):
+        return jnp.mean(dmd.distribution_matching_loss(x, n, sigma, real, fake, normalise=False, reduce="mean")[0])
+
+    def run(loss):
+        def step(theta, key):
+            kz, kn, ks = jax.random.split(key, 3)
+            z, n = jax.random.normal(kz, (batch, 1)), jax.random.normal(kn, (batch, 1))
+            sigma = sid.sample_generator_sigmas(ks, (batch,))
+            fake = oracles.gaussian_denoiser(jax.lax.stop_gradient(theta), 1.0)
+            grad = jax.grad(lambda t: loss(t + z, n, sigma, fake))(theta)
+            return theta - lr * grad, theta
+        keys = jax.random.split(jax.random.PRNGKey(seed), steps + 1)
+        last, path = jax.lax.scan(step, jnp.float32(theta0), keys[:-1])
+        return np.append(np.asarray(path), float(last))
+    return {name: run(loss) for name, loss in zip(H_LOSSES, (l1, l2, dm))}
+
+
+def run_question_h() -> str:
+    runs = [notebook_toy_trajectories(seed) for seed in range(_SEEDS.value)]
+    lines = [f"*SiD's L¹ vs L² on the notebook's 1-D Gaussian.* `python launch/science.py --question=h "
+             f"--seeds={_SEEDS.value}` — data N(0, 1), generator x_g = θ + z from θ₀ = 2, the fake denoiser exact for "
+             "the current generator (φ = sg θ), σ from SiD's sampler, gradient descent at lr 0.5 with 256 draws per "
+             "step; |θ − θ*| (θ* = 0) after k steps, mean ± std over seeds:", "",
+             "| loss | " + " | ".join(f"k = {k}" for k in H_CHECKPOINTS) + " |", "|---|" + "---|" * len(H_CHECKPOINTS)]
+    for name in H_LOSSES:
+        lines.append(f"| {name} | " + " | ".join(mean_std([abs(r[name][k]) for r in runs]) for k in H_CHECKPOINTS)
+                     + " |")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(6.0, 3.6))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    for name in H_LOSSES:
+        for j, r in enumerate(runs):
+            ax.plot(np.abs(r[name]) + 1e-12, color={0: "C0", 1: "C1", 2: "C2"}[H_LOSSES.index(name)],
+                    label=name.split(" (")[0] if j == 0 else None, lw=1)
+    ax.set_yscale("log")
+    ax.set_xlabel("gradient step")
+    ax.set_ylabel("|θ − θ*|")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    picture = os.path.join(os.path.dirname(os.path.abspath(_OUT.value)), "science", "h.png")
+    os.makedirs(os.path.dirname(picture), exist_ok=True)
+    fig.savefig(picture, dpi=110)
+    lines += ["", "![(h)](science/h.png)"]
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------------------
 # Tables, plots, the page
 # ----------------------------------------------------------------------------------------------------------
 
@@ -242,7 +315,8 @@ def mean_std(values) -> str:
     values = [v for v in values if v is not None and not math.isnan(v)]
     if not values:
         return "—"
-    return f"{np.mean(values):.3f} ± {np.std(values):.3f}"
+    mean, std = float(np.mean(values)), float(np.std(values))
+    return f"{mean:.3g} ± {std:.2g}" if abs(mean) < 0.01 else f"{mean:.3f} ± {std:.3f}"
 
 
 def setting_table(labels, cells: dict, steps: dict) -> list[str]:
@@ -436,7 +510,7 @@ def main(argv):
     if unknown:
         raise app.UsageError(f"--question: {unknown[0]!r} is not one of {', '.join(ALL)} or all")
     for key in keys:
-        body = run_question_g() if key == "g" else run_settings_question(key)
+        body = {"g": run_question_g, "h": run_question_h}.get(key, lambda: run_settings_question(key))()
         page = open(_OUT.value).read() if os.path.exists(_OUT.value) else "# The notebook's open questions\n"
         with open(_OUT.value + ".tmp", "w") as f:
             f.write(replace_block(page, key, body))
