@@ -63,7 +63,6 @@ CD, CT, ICT = "configs/toy_cd.py", "configs/toy_ct.py", "configs/toy_ict.py"
 QUESTIONS = {
     "a": ("EMA target vs none (CD and CT)", [
         _s("CD, θ⁻ = sg θ (no EMA)", CD),
-        _s("CD, μ = 0.9", CD, cm__target_ema=0.9),
         _s("CD, μ = 0.99", CD, cm__target_ema=0.99),
         _s("CT, μ(k) schedule (CT 2023)", CT),
         _s("CT, θ⁻ = sg θ (no EMA)", CT, cm__target_schedule="fixed", cm__target_ema=0.0),
@@ -75,13 +74,11 @@ QUESTIONS = {
         _s("Heun, N = 18 (2 NFE/target)", CD, cm__solver="heun"),
         _s("DPM-Solver-2, N = 18 (2 NFE/target)", CD, cm__solver="dpm_solver_2"),
         _s("Euler ×2 steps, N = 18 (2 NFE/target)", CD, cm__solver="euler", cm__teacher_steps=2),
-        _s("Euler, N = 36 (1 NFE/target)", CD, cm__solver="euler", cm__num_scales=36),
     ]),
     "c": ("N for CD", [_s(f"N = {n}", CD, cm__num_scales=n) for n in (6, 12, 18, 40, 80)]),
     "d": ("Distant-step pairs (seed eq. 13), CD", [_s(f"max_gap = {g}", CD, cm__max_gap=g) for g in (1, 2, 4, 8)]),
     "e": ("CD + CT combined (seed eq. 14) and close pairs CD / distant pairs CT", [
         _s("CD", CD),
-        _s("CD + 0.5·CT", CD, cm__ct_weight=0.5),
         _s("CD + 1·CT", CD, cm__ct_weight=1.0),
         _s("max_gap 4, all CD", CD, cm__max_gap=4),
         _s("max_gap 4, gap ≤ 2 CD, > 2 CT", CD, cm__max_gap=4, cm__split_gap=2),
@@ -89,9 +86,9 @@ QUESTIONS = {
     ]),
     "f": ("Posterior-averaged CT target (seed eq. 22–25) vs the single-sample target, iCT", [
         *[_s(f"{name}, ¼ budget", ICT, 0.25, cm__posterior=p, cm__posterior_k=k) for name, p, k in (
-            ("single sample", "none", 0), ("batch", "batch", 0), ("batch 8-NN", "batch", 8), ("dataset", "dataset", 0))],
+            ("single sample", "none", 0), ("batch", "batch", 0), ("dataset", "dataset", 0))],
         *[_s(name, ICT, cm__posterior=p, cm__posterior_k=k) for name, p, k in (
-            ("single sample", "none", 0), ("batch", "batch", 0), ("batch 8-NN", "batch", 8), ("dataset", "dataset", 0))],
+            ("single sample", "none", 0), ("batch", "batch", 0), ("dataset", "dataset", 0))],
     ]),
     "i": ("Weighting λ(σ) for CD and iCT", [
         *[_s(f"CD, {w}", CD, cm__weighting=w) for w in ("uniform", "snr", "snr+1", "truncated_snr", "inv_delta")],
