@@ -13,6 +13,7 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from consistency.diffusion.processes import _as_float, broadcast_to_data, vp_alpha_sigma
 
@@ -142,6 +143,34 @@ def point_mass_consistency_function(x: jax.Array, sigma, c, sigma_min: float = 0
     """Exact consistency function of a point mass: f*(x, σ) = (σ_min/σ)·x + (1 − σ_min/σ)·c (seed eq. 34)."""
     ratio = broadcast_to_data(sigma_min / _as_float(sigma), x)
     return ratio * x + (1.0 - ratio) * c
+
+
+def point_mass_prediction(mu: float, lr: float = 1e-3, num_scales: int = 18, sigma_min: float = 0.002,
+                          sigma_max: float = 80.0, rho: float = 7.0, tol: float = 0.01, max_steps: int = 200_000):
+    """Steps for the seed's one-parameter model f_θ(x, σ) = (σ_min/σ)x + (1 − σ_min/σ)θ on p_data = δ(x − ε) to bring
+    |θ − ε| below ``tol``·|θ₀ − ε| by gradient descent on the expected loss (seed eq. 42, pairs uniform over the Karras
+    grid of N = ``num_scales``), with the target θ⁻ ← μθ⁻ + (1 − μ)θ (μ = 0: θ⁻ = sg θ).
+
+    Per pair i with a = σ_min Δσ/σ_i², b = 1 − σ_min/σ_i (seed eq. 42): L_i = (a(θ − ε) + b(θ − θ⁻))², so
+    ∂L/∂θ = 2(a + b)(a(θ − ε) + b(θ − θ⁻)). With θ⁻ = θ only a(a+b) pulls θ to ε; with an EMA target the b² term pulls
+    θ back towards the lagging θ⁻. Returns the step count (max_steps when it does not get there)."""
+    from consistency.diffusion import schedules   # oracles is imported by diffusion code; keep it lazy
+    grid = np.asarray(schedules.karras_sigmas(num_scales, sigma_min, sigma_max, rho), np.float64)
+    grid = np.sort(grid)
+    lo, hi = grid[:-1], grid[1:]
+    a = sigma_min * (hi - lo) / hi ** 2       # the pair (σ_i, σ_{i+1}) as in eq. 41–42, σ_i = the upper point
+    b = 1.0 - sigma_min / hi
+    g_self, g_target = np.mean(2 * (a + b) * (a + b)), np.mean(2 * (a + b) * b)   # coefficients of (θ−ε), (θ⁻−ε)
+    theta = theta_minus = 1.0                  # distances to ε
+    for step in range(1, max_steps + 1):
+        if mu == 0.0:
+            theta_minus = theta
+        grad = g_self * theta - g_target * theta_minus
+        theta = theta - lr * grad
+        theta_minus = theta if mu == 0.0 else mu * theta_minus + (1 - mu) * theta
+        if abs(theta) < tol:
+            return step
+    return max_steps
 
 
 def gaussian_denoiser(mean, std) -> Callable:

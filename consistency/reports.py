@@ -14,6 +14,7 @@ count is returned as is.
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
 
 import jax
@@ -141,3 +142,14 @@ def guidance_table(rows: list[dict]) -> str:
     lines = ["| w | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
     lines += [f"| {r['w']:g} | " + " | ".join(f"{r[k]:.4g}" for k in keys) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def replace_block(page: str, key: str, body: str) -> str:
+    """``page`` with the text between ``<!-- science:key -->`` and ``<!-- /science:key -->`` replaced by ``body``
+    (the markers appended at the end when absent)."""
+    start, end = f"<!-- science:{key} -->", f"<!-- /science:{key} -->"
+    block = f"{start}\n{body.rstrip()}\n{end}"
+    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
+    if pattern.search(page):
+        return pattern.sub(lambda _: block, page)
+    return page.rstrip() + "\n\n" + block + "\n"

@@ -23,7 +23,6 @@ import dataclasses
 import json
 import math
 import os
-import re
 import sys
 import time
 
@@ -160,34 +159,6 @@ def score(config, method, state, dataset, nfes=NFES, sigmas_by_nfe=None) -> dict
 # ----------------------------------------------------------------------------------------------------------
 # (a) the seed §2.1 point-mass prediction
 # ----------------------------------------------------------------------------------------------------------
-
-def point_mass_prediction(mu: float, lr: float = 1e-3, num_scales: int = 18, sigma_min: float = 0.002,
-                          sigma_max: float = 80.0, rho: float = 7.0, tol: float = 0.01, max_steps: int = 200_000):
-    """Steps for the seed's one-parameter model f_θ(x, σ) = (σ_min/σ)x + (1 − σ_min/σ)θ on p_data = δ(x − ε) to bring
-    |θ − ε| below ``tol``·|θ₀ − ε| by gradient descent on the expected loss (seed eq. 42, pairs uniform over the Karras
-    grid of N = ``num_scales``), with the target θ⁻ ← μθ⁻ + (1 − μ)θ (μ = 0: θ⁻ = sg θ).
-
-    Per pair i with a = σ_min Δσ/σ_i², b = 1 − σ_min/σ_i (seed eq. 42): L_i = (a(θ − ε) + b(θ − θ⁻))², so
-    ∂L/∂θ = 2(a + b)(a(θ − ε) + b(θ − θ⁻)). With θ⁻ = θ only a(a+b) pulls θ to ε; with an EMA target the b² term pulls
-    θ back towards the lagging θ⁻. Returns the step count (max_steps when it does not get there)."""
-    from consistency.diffusion import schedules
-    grid = np.asarray(schedules.karras_sigmas(num_scales, sigma_min, sigma_max, rho), np.float64)
-    grid = np.sort(grid)
-    lo, hi = grid[:-1], grid[1:]
-    a = sigma_min * (hi - lo) / hi ** 2       # the pair (σ_i, σ_{i+1}) as in eq. 41–42, σ_i = the upper point
-    b = 1.0 - sigma_min / hi
-    g_self, g_target = np.mean(2 * (a + b) * (a + b)), np.mean(2 * (a + b) * b)   # coefficients of (θ−ε), (θ⁻−ε)
-    theta = theta_minus = 1.0                  # distances to ε
-    for step in range(1, max_steps + 1):
-        if mu == 0.0:
-            theta_minus = theta
-        grad = g_self * theta - g_target * theta_minus
-        theta = theta - lr * grad
-        theta_minus = theta if mu == 0.0 else mu * theta_minus + (1 - mu) * theta
-        if abs(theta) < tol:
-            return step
-    return max_steps
-
 
 # ----------------------------------------------------------------------------------------------------------
 # (g) multistep degradation: the model's error per σ and the choice of intermediate σ's
@@ -351,17 +322,6 @@ def plot_settings(path: str, title: str, labels, cells: dict) -> None:
     fig.savefig(path, dpi=110)
 
 
-def replace_block(page: str, key: str, body: str) -> str:
-    """``page`` with the text between ``<!-- science:key -->`` and ``<!-- /science:key -->`` replaced by ``body``
-    (the markers appended at the end when absent)."""
-    start, end = f"<!-- science:{key} -->", f"<!-- /science:{key} -->"
-    block = f"{start}\n{body.rstrip()}\n{end}"
-    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
-    if pattern.search(page):
-        return pattern.sub(lambda _: block, page)
-    return page.rstrip() + "\n\n" + block + "\n"
-
-
 def _cache_path(key: str) -> str:
     return os.path.join(os.path.dirname(os.path.abspath(_OUT.value)), "science", f"{key}.json")
 
@@ -426,8 +386,9 @@ def run_settings_question(key: str) -> str:
         lines += ["", "Seed §2.1 prediction (one-parameter model on a point mass, expected gradient of eq. 42, "
                   "Adam-free gradient descent at lr 1e-3, N = 18): steps until |θ − ε| falls to 1 % of its start —",
                   "", "| target | steps to 1 % |", "|---|---|"]
+        from consistency import oracles
         for mu in (0.0, 0.9, 0.99, 0.999):
-            lines.append(f"| {'θ⁻ = sg θ' if mu == 0 else f'μ = {mu}'} | {point_mass_prediction(mu)} |")
+            lines.append(f"| {'θ⁻ = sg θ' if mu == 0 else f'μ = {mu}'} | {oracles.point_mass_prediction(mu)} |")
     lines += ["", f"![({key})](science/{key}.png)"]
     return "\n".join(lines)
 
@@ -506,11 +467,12 @@ def main(argv):
     unknown = [k for k in keys if k not in ALL]
     if unknown:
         raise app.UsageError(f"--question: {unknown[0]!r} is not one of {', '.join(ALL)} or all")
+    from consistency import reports
     for key in keys:
         body = {"g": run_question_g, "h": run_question_h}.get(key, lambda: run_settings_question(key))()
         page = open(_OUT.value).read() if os.path.exists(_OUT.value) else "# The notebook's open questions\n"
         with open(_OUT.value + ".tmp", "w") as f:
-            f.write(replace_block(page, key, body))
+            f.write(reports.replace_block(page, key, body))
         os.replace(_OUT.value + ".tmp", _OUT.value)
         print(f"wrote ({key}) into {_OUT.value}", flush=True)
 

@@ -12,9 +12,7 @@ import numpy as np
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(TESTS)
-sys.path.insert(0, os.path.join(REPO, "launch"))
-
-import science  # noqa: E402
+from consistency import oracles, reports  # the script's pure parts; importing the script would define its flags
 
 
 def test_point_mass_prediction_without_ema_matches_the_closed_form_and_ema_slows_it():
@@ -25,16 +23,16 @@ def test_point_mass_prediction_without_ema_matches_the_closed_form_and_ema_slows
     # θ⁻ = θ: θ_k − ε = (1 − lr·E[2a(a+b)])^k (θ₀ − ε), so the step count has a closed form
     rate = 1e-3 * np.mean(2 * a * (a + b))
     expected = math.ceil(math.log(0.01) / math.log(1 - rate))
-    assert abs(science.point_mass_prediction(0.0) - expected) <= 1
-    steps = [science.point_mass_prediction(mu) for mu in (0.0, 0.9, 0.99)]
+    assert abs(oracles.point_mass_prediction(0.0) - expected) <= 1
+    steps = [oracles.point_mass_prediction(mu) for mu in (0.0, 0.9, 0.99)]
     assert steps[0] < steps[1] < steps[2]
 
 
 def test_replace_block_keeps_the_prose():
     page = "# Q\n\nanswer a\n\n<!-- science:a -->\nold\n<!-- /science:a -->\n\nmore prose\n"
-    new = science.replace_block(page, "a", "new table")
+    new = reports.replace_block(page, "a", "new table")
     assert "answer a" in new and "more prose" in new and "new table" in new and "old" not in new
-    added = science.replace_block(new, "b", "table b")
+    added = reports.replace_block(new, "b", "table b")
     assert added.count("<!-- science:b -->") == 1 and added.endswith("<!-- /science:b -->\n")
 
 
