@@ -87,7 +87,8 @@ QUESTIONS = {
         *[_s(f"{name}, ¼ budget", ICT, 0.25, cm__posterior=p, cm__posterior_k=k) for name, p, k in (
             ("single sample", "none", 0), ("batch", "batch", 0), ("dataset", "dataset", 0))],
         *[_s(name, ICT, cm__posterior=p, cm__posterior_k=k) for name, p, k in (
-            ("single sample", "none", 0), ("batch", "batch", 0), ("dataset", "dataset", 0))],
+            ("single sample", "none", 0), ("batch", "batch", 0), ("dataset", "dataset", 0),
+            ("dataset, k-NN (k = 16)", "dataset", 16))],
     ]),
     "i": ("Weighting λ(σ) for CD and iCT", [
         *[_s(f"CD, {w}", CD, cm__weighting=w) for w in ("uniform", "snr", "snr+1", "truncated_snr", "inv_delta")],
@@ -180,6 +181,30 @@ def exact_consistency(mixture, x, sigma: float, sigma_min: float, num_steps: int
     denoiser = oracles.mixture_denoiser(mixture.weights, mixture.means, mixture.stds)
     grid = solvers.edm_sampling_sigmas(num_steps, sigma_min, sigma)[:-1]   # σ → σ_min, no final 0
     return solvers.solve(lambda y, s, cond=None: denoiser(y, s), jnp.asarray(x), grid, "heun")
+
+
+def score_exact(config, dataset, sigmas_by_nfe) -> dict:
+    """The control of (g): the exact consistency function f* (above) in the same multistep sampler (CM Alg. 1, same
+    re-noising) and the same σ lists. A perfect f is exact at every step count, so what this loses is the sampler's."""
+    import jax
+    import jax.numpy as jnp
+    from consistency import reports
+    from consistency.diffusion import cm_sampling
+    sigma_min = float(config.diffusion.sigma_min)
+    num = int(config.eval.num_samples)
+    rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), 10_000_019)
+
+    def f_exact(x, sigma, cond=None):
+        return exact_consistency(dataset.mixture, x, float(sigma[0]), sigma_min)
+
+    out = {}
+    for nfe in NFES:
+        sigmas = tuple(sigmas_by_nfe.get(nfe, (float(config.diffusion.sigma_max),)))
+        samples = cm_sampling.consistency_sample(f_exact, rng, (num,) + tuple(dataset.example_shape), sigmas,
+                                                 sigma_min)
+        metrics = reports.score_samples(config, dataset, np.asarray(jnp.asarray(samples)), seed=config.seed)
+        out[f"nfe_{nfe}"] = {k: float(metrics[k]) for k in ("swd", "mode_coverage") if k in metrics}
+    return out
 
 
 def per_sigma_error(config, method, state, dataset, n: int = 1000) -> dict:
@@ -407,6 +432,7 @@ def run_question_g() -> str:
         entry = {"error_by_sigma": per_sigma_error(config, method, state, dataset)}
         for name, sigmas in G_SCHEDULES.items():
             entry[name] = score(config, method, state, dataset, nfes=(1, 2, 4), sigmas_by_nfe=sigmas)
+            entry["exact f* | " + name] = score_exact(config, dataset, sigmas)
         cache[cell] = entry
         _save_cache("g", cache)
         print(f"[g] seed {seed}: " + json.dumps(entry["error_by_sigma"]), flush=True)
@@ -422,6 +448,11 @@ def run_question_g() -> str:
         cells = [mean_std([r[name][f"nfe_{n}"]["swd"] for r in runs]) for n in NFES]
         modes = mean_std([8 * r[name]["nfe_4"]["mode_coverage"] for r in runs])
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {modes} |")
+    for name in G_SCHEDULES:
+        key = "exact f* | " + name
+        cells = [mean_std([r[key][f"nfe_{n}"]["swd"] for r in runs if key in r]) for n in NFES]
+        modes = mean_std([8 * r[key]["nfe_4"]["mode_coverage"] for r in runs if key in r])
+        lines.append(f"| control: exact f*, {name} | " + " | ".join(cells) + f" | {modes} |")
     picture = os.path.join(os.path.dirname(os.path.abspath(_OUT.value)), "science", "g.png")
     _plot_g(picture, runs)
     lines += ["", "![(g)](science/g.png)"]

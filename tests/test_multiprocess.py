@@ -121,6 +121,7 @@ def test_two_processes_train_resume_and_match_one_process(tmp_path):
     assert "trained edm to step 6" in second[0][1] and "trained edm" not in second[1][1]
 
 
+@pytest.mark.slow
 def test_two_processes_match_one_process_on_a_tiny_unet(tmp_path):
     """Digits EDM with a tiny U-Net, 2 steps: 2 processes × 1 device equal 1 process × 2 devices."""
     args = ["--config=configs/digits_edm.py", "--config.training.num_steps=2", "--config.training.batch_size=16",

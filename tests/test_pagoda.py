@@ -165,6 +165,7 @@ def pagoda_config(teacher, latents, stage, steps=2, prior="sigma_max"):
     return c
 
 
+@pytest.mark.slow
 def test_invert_train_and_grow_end_to_end(tmp_path):
     """The digits pipeline at toy sizes: a teacher, its inversion (launch/invert.py), stage 1 at 8×8 trained on the
     (image, latent) pairs, then stage 2 at 16×16 warm-started from it: before any stage-2 step the grown generator's

@@ -92,15 +92,16 @@ def test_remat_unet_has_the_same_parameters_and_gradients():
     x = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, 1))
     c_noise = jnp.array([0.1, -0.3])
     plain, remat = UNet(channels=8, channel_mult=(1, 2)), UNet(channels=8, channel_mult=(1, 2), remat=True)
-    params = plain.init(jax.random.PRNGKey(1), x, c_noise)["params"]
-    assert jax.tree.structure(params) == jax.tree.structure(remat.init(jax.random.PRNGKey(1), x, c_noise)["params"])
+    params = jax.jit(plain.init)(jax.random.PRNGKey(1), x, c_noise)["params"]   # jit: one compile, not one per op
+    assert jax.tree.structure(params) == jax.tree.structure(jax.eval_shape(remat.init, jax.random.PRNGKey(1), x,
+                                                                                     c_noise)["params"])
     # Perturb every weight (the output conv is zero-initialised, which would make most gradients zero).
     leaves, tree = jax.tree.flatten(params)
     keys = jax.random.split(jax.random.PRNGKey(2), len(leaves))
     params = jax.tree.unflatten(tree, [v + 0.1 * jax.random.normal(k, v.shape) for v, k in zip(leaves, keys)])
 
     def grads(module):
-        return jax.grad(lambda p: jnp.sum(module.apply({"params": p}, x, c_noise, train=True) ** 2))(params)
+        return jax.jit(jax.grad(lambda p: jnp.sum(module.apply({"params": p}, x, c_noise, train=True) ** 2)))(params)
     g_plain, g_remat = grads(plain), grads(remat)
     assert max(float(jnp.max(jnp.abs(v))) for v in jax.tree.leaves(g_plain)) > 1e-3
     assert _max_abs(g_plain, g_remat) < 1e-5
