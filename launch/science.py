@@ -178,7 +178,7 @@ def exact_consistency(mixture, x, sigma: float, sigma_min: float, num_steps: int
     import jax.numpy as jnp
     from consistency import oracles
     from consistency.diffusion import solvers
-    denoiser = oracles.mixture_denoiser(mixture.weights, mixture.means, mixture.stds)
+    denoiser = oracles.mixture_denoiser(*mixture)   # dataset.mixture = (weights, means, stds)
     grid = solvers.edm_sampling_sigmas(num_steps, sigma_min, sigma)[:-1]   # σ → σ_min, no final 0
     return solvers.solve(lambda y, s, cond=None: denoiser(y, s), jnp.asarray(x), grid, "heun")
 
