@@ -187,7 +187,6 @@ def score_exact(config, dataset, sigmas_by_nfe) -> dict:
     """The control of (g): the exact consistency function f* (above) in the same multistep sampler (CM Alg. 1, same
     re-noising) and the same σ lists. A perfect f is exact at every step count, so what this loses is the sampler's."""
     import jax
-    import jax.numpy as jnp
     from consistency import reports
     from consistency.diffusion import cm_sampling
     sigma_min = float(config.diffusion.sigma_min)
@@ -202,7 +201,7 @@ def score_exact(config, dataset, sigmas_by_nfe) -> dict:
         sigmas = tuple(sigmas_by_nfe.get(nfe, (float(config.diffusion.sigma_max),)))
         samples = cm_sampling.consistency_sample(f_exact, rng, (num,) + tuple(dataset.example_shape), sigmas,
                                                  sigma_min)
-        metrics = reports.score_samples(config, dataset, np.asarray(jnp.asarray(samples)), seed=config.seed)
+        metrics = reports.score_samples(config, dataset, np.asarray(samples), seed=config.seed)
         out[f"nfe_{nfe}"] = {k: float(metrics[k]) for k in ("swd", "mode_coverage") if k in metrics}
     return out
 
