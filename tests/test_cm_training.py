@@ -161,29 +161,36 @@ def test_boundary_condition_through_a_real_unet():
     assert float(jnp.max(jnp.abs(f(params, x, jnp.full((3,), 0.5)) - x))) > 1e-3
 
 
-def test_toy_ict_recipe_learns_where_the_old_learning_rate_does_not(tmp_path):
-    """Issue 11: configs/toy_ict.py at iCT's lr 1e-4 against the toy preset's old 1e-3, after a short run of the
-    full curriculum, on an exact metric (2-step sliced W1 against the mixture)."""
+# The CM paper's CT recipe that configs/toy_ct.py replaces (uniform λ, the μ(k) EMA target, the toy preset's rate).
+_OLD_CT = {"cm.weighting": "uniform", "cm.target_schedule": "ct", "cm.target_ema": 0.9, "optim.lr": 1e-3}
+
+
+@pytest.mark.parametrize("name,old", [("toy_ict", {"optim.lr": 1e-3}), ("toy_ct", _OLD_CT)])
+def test_toy_ct_and_ict_recipes_learn_where_the_old_ones_do_not(tmp_path, name, old):
+    """Issue 11: configs/toy_ict.py (iCT's lr 1e-4 against the old 1e-3) and configs/toy_ct.py (1/Δσ, θ⁻ = sg θ and
+    lr 1e-4 against the CM paper's CT), after a short run of the full curriculum, on an exact metric (2-step sliced W1
+    against the mixture)."""
     import importlib.util
     import json
     import os
     from consistency import train
-    spec = importlib.util.spec_from_file_location("toy_ict", os.path.join(os.path.dirname(__file__), "..", "configs",
-                                                                          "toy_ict.py"))
+    spec = importlib.util.spec_from_file_location(name, os.path.join(os.path.dirname(__file__), "..", "configs",
+                                                                     name + ".py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     swd = {}
-    for name, lr in (("recipe", None), ("old", 1e-3)):
+    for run, overrides in (("recipe", {}), ("old", old)):
         c = module.get_config("quick")
         c.training.num_steps = c.training.sample_every = c.training.ckpt_every = 500
         c.eval.nfes, c.eval.num_samples = (2,), 1000
-        if lr is not None:
-            c.optim.lr = lr
-        wd = str(tmp_path / name)
+        for field, value in overrides.items():
+            group, key = field.split(".")
+            c[group][key] = value
+        wd = str(tmp_path / run)
         train.train_and_evaluate(c, wd)
         with open(os.path.join(wd, "eval", "metrics_500.json")) as f:
-            swd[name] = json.load(f)["nfe_2"]["swd"]
-    print("toy iCT 500-step 2-step sliced W1:", swd)
+            swd[run] = json.load(f)["nfe_2"]["swd"]
+    print(f"{name} 500-step 2-step sliced W1:", swd)
     assert swd["recipe"] < 0.8 * swd["old"], swd
 
 
