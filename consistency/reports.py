@@ -13,6 +13,7 @@ count is returned as is.
 """
 from __future__ import annotations
 
+import inspect
 import os
 import re
 from typing import Any
@@ -108,8 +109,8 @@ def _jsonable(value):
 
 
 def guidance_sweep(config, method, state, dataset, scales, num_samples: int, seed: int = 0) -> list[dict]:
-    """One row per guidance scale w of a class-conditional one-step generator whose ``sample`` takes ``guidance``
-    (PaGoDA's CFG): the metrics of :func:`score_samples` on ``num_samples`` balanced-label samples at w, and on digits /
+    """One row per guidance scale w of a class-conditional model whose ``sample`` takes ``guidance`` (PaGoDA's
+    w-conditioned generator) or ``cfg_scale`` (a CFG-trained EDM teacher, D_∅ + w(D_c − D_∅)): the metrics of :func:`score_samples` on ``num_samples`` balanced-label samples at w, and on digits /
     MNIST the in-project classifier's accuracy at recognising the requested class and its mean confidence in it —
     guidance should raise both while lowering recall (CFG's quality/diversity trade)."""
     labels = sampling.sample_labels(config, num_samples, method)
@@ -119,9 +120,13 @@ def guidance_sweep(config, method, state, dataset, scales, num_samples: int, see
     if config.data.name in ("digits", "mnist5k"):
         from consistency.features import load_or_train_dataset_features
         classifier = load_or_train_dataset_features(config.data)
+    takes = inspect.signature(method.sample).parameters
+    keyword = "guidance" if "guidance" in takes else "cfg_scale"
+    if keyword not in takes:
+        raise ValueError(f"guidance_sweep: method {method.name!r} samples without a guidance scale")
     rows = []
     for w in scales:
-        sampler = sampling.make_sampler(method, int(num_samples), guidance=float(w))
+        sampler = sampling.make_sampler(method, int(num_samples), **{keyword: float(w)})
         x = np.asarray(sampling.to_host(sampler(state, jax.random.PRNGKey(seed), {"labels": jnp.asarray(labels)})),
                        np.float32)
         row = {"w": float(w), **{k: float(v) for k, v in score_samples(config, dataset, x, seed).items()

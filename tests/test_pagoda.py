@@ -389,6 +389,10 @@ def test_cfg_pagoda_inverts_per_scale_trains_on_c_and_w_and_samples_at_any_w(tmp
     assert [r["w"] for r in rows] == [1.0, 2.0]
     assert all(0 <= r["class_accuracy"] <= 1 and np.isfinite(r["fd"]) for r in rows)
     assert reports.guidance_table(rows).count("\n") == 3
+    from consistency import api                   # the CFG teacher's own trend (EDM's cfg_scale), same call
+    t = api.load(teacher)
+    teacher_rows = reports.guidance_sweep(t.config, t.method, t.state, t.dataset, (1.0, 2.0), num_samples=20)
+    assert all(np.isfinite(r["fd"]) for r in teacher_rows) and teacher_rows[0]["fd"] != teacher_rows[1]["fd"]
 
     wrong = pagoda_config(teacher, latents, 1)
     wrong.pagoda.guidance_scales = (1.0, 3.0)
