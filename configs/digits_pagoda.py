@@ -31,6 +31,10 @@ python launch/invert.py --teacher=workdirs/digits_teacher_cond --out=workdirs/di
 python -m consistency.main --config=configs/digits_pagoda.py:cfg --workdir=workdirs/digits_pagoda_cfg
 python launch/guidance_sweep.py --workdir=workdirs/digits_pagoda_cfg --scales=1,2,3
 
+Measured (1000 steps; launch/guidance_sweep.py, 1000 samples per w): FD 46.7 / 46.0 / 46.2 and class accuracy 0.893 /
+0.905 / 0.910 at w = 1 / 2 / 3, against the 300-step conditional teacher's 0.382 / 0.626 / 0.753 at 35 NFE
+(docs/distillation.md, "PaGoDA with classifier-free guidance").
+
 The ``:cfg`` stage uses the fixed GAN weight 1 instead of the adaptive 0.2: on digits the adaptive weight fell to its
 0.01 floor (λ_adv 0.0045 at step 1000), which switched the GAN off (docs/distillation.md, "PaGoDA").
 """
