@@ -141,6 +141,27 @@ def guidance_sweep(config, method, state, dataset, scales, num_samples: int, see
     return rows
 
 
+def resample_sigma_lists(config, method, state, dataset, sigma_lists: dict, seeds, metric: str) -> list[dict]:
+    """One row per named descending σ list (a multistep CM sampler, NFE = its length): ``metric`` from
+    :func:`score_samples` on ``config.eval.num_samples`` samples for each sampling seed, with their mean and
+    standard deviation — the seed spread that a 2-vs-4-step difference must exceed to mean anything."""
+    num = int(config.eval.num_samples)
+    rows = []
+    for name, sigmas in sigma_lists.items():
+        sigmas = tuple(float(s) for s in sigmas)
+        if not sigmas or sigmas[0] > config.diffusion.sigma_max or any(b >= a for a, b in zip(sigmas, sigmas[1:])):
+            raise ValueError(f"σ list {name!r} = {sigmas}: give a strictly descending list that starts at or below "
+                             f"diffusion.sigma_max = {config.diffusion.sigma_max}")
+        sampler = sampling.make_sampler(method, num, sigmas=sigmas)
+        values = []
+        for seed in seeds:
+            x, _ = sampling.draw_samples(config, method, state, jax.random.PRNGKey(int(seed)), num, sampler=sampler)
+            values.append(float(score_samples(config, dataset, np.asarray(x, np.float32), seed=int(seed))[metric]))
+        rows.append({"name": name, "sigmas": list(sigmas), "values": values, "mean": float(np.mean(values)),
+                     "std": float(np.std(values))})
+    return rows
+
+
 def guidance_table(rows: list[dict]) -> str:
     """The sweep as a markdown table (the columns every row has)."""
     keys = [k for k in ("fd", "precision", "recall", "class_accuracy", "class_confidence", "swd") if k in rows[0]]

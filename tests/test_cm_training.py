@@ -202,3 +202,26 @@ def test_loss_by_sigma_splits_the_weighted_loss_by_decade():
     np.testing.assert_allclose(shares, [1 / 14, 2 / 14, 3 / 14, 8 / 14], rtol=1e-6)
     np.testing.assert_allclose(float(out["loss_mean_sigma_ge10"]), 4.0, rtol=1e-6)
     assert float(out["weight_min"]) == 0.5 and float(out["weight_max"]) == 5.0
+
+
+def test_resample_sigma_lists_gives_each_seeds_metric_and_its_spread():
+    """launch/sigma_lists.py's rows: each seed's value is the metric of that seed's draw on that σ list, with the
+    mean and std of those values; a list that is not descending from ≤ σ_max is refused."""
+    from consistency import reports, sampling
+    c = toy_config("ct", curriculum="ct")
+    c.data.name = "toy:8gaussians"
+    c.eval.num_samples = 200
+    ds = make_dataset(c.data, c.training.batch_size, 0)
+    method = ct.make(c, ds)
+    state = base.init_state(method, jax.random.PRNGKey(0), ds.batch(0))
+    lists = {"2": (80.0, 0.821), "4": (80.0, 10.0, 3.0, 1.0)}
+    rows = reports.resample_sigma_lists(c, method, state, ds, lists, (3, 4), "swd")
+    assert [r["name"] for r in rows] == ["2", "4"] and rows[1]["sigmas"] == [80.0, 10.0, 3.0, 1.0]
+    x, _ = sampling.draw_samples(c, method, state, jax.random.PRNGKey(4), 200,
+                                 sampler=sampling.make_sampler(method, 200, sigmas=lists["4"]))
+    assert rows[1]["values"][1] == pytest.approx(reports.score_samples(c, ds, np.asarray(x), seed=4)["swd"])
+    assert rows[0]["values"][0] != rows[0]["values"][1]
+    np.testing.assert_allclose([rows[0]["mean"], rows[0]["std"]], [np.mean(rows[0]["values"]),
+                                                                  np.std(rows[0]["values"])])
+    with pytest.raises(ValueError, match="strictly descending"):
+        reports.resample_sigma_lists(c, method, state, ds, {"up": (1.0, 80.0)}, (0,), "swd")
