@@ -602,8 +602,10 @@ def cm_sampling_boundary(c) -> float:
     return float(c.ecm.sigma_min_eval) if c.method == "ecm" else float(c.diffusion.sigma_min)
 
 
-def _validate_sigma_list(c) -> None:
-    sigmas, f = tuple(c.sampling.sigmas), c.diffusion
+def validate_sigma_list(c, sigmas=None) -> None:
+    """Refuse a CM sampling σ list (``sigmas``, default ``c.sampling.sigmas``) in one line: finite, strictly
+    descending, within (the sampler's boundary σ_min, diffusion.sigma_max]."""
+    sigmas, f = tuple(c.sampling.sigmas if sigmas is None else sigmas), c.diffusion
     if not sigmas:
         return
     field = "sampling.sigmas"
@@ -633,7 +635,7 @@ def _validate_sampling(c) -> None:
              "set it to 1, or train a class-conditional model (model.num_classes > 0)")
     _number(s.num_samples, "sampling.num_samples", 1, integer=True)
     _flag(s.clip, "sampling.clip")
-    _validate_sigma_list(c)
+    validate_sigma_list(c)
 
 
 def _validate_eval(c) -> None:

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from consistency import evaluate, fileio, sampling
+from consistency.config import validate_sigma_list
 
 _REFERENCE_CACHE: dict = {}
 
@@ -110,9 +111,10 @@ def _jsonable(value):
 
 def guidance_sweep(config, method, state, dataset, scales, num_samples: int, seed: int = 0) -> list[dict]:
     """One row per guidance scale w of a class-conditional model whose ``sample`` takes ``guidance`` (PaGoDA's
-    w-conditioned generator) or ``cfg_scale`` (a CFG-trained EDM teacher, D_∅ + w(D_c − D_∅)): the metrics of :func:`score_samples` on ``num_samples`` balanced-label samples at w, and on digits /
-    MNIST the in-project classifier's accuracy at recognising the requested class and its mean confidence in it —
-    guidance should raise both while lowering recall (CFG's quality/diversity trade)."""
+    w-conditioned generator) or ``cfg_scale`` (a CFG-trained EDM teacher, D_∅ + w(D_c − D_∅), Ho & Salimans'
+    classifier-free guidance): the metrics of :func:`score_samples` on ``num_samples`` balanced-label samples at w, and
+    on digits / MNIST the in-project classifier's accuracy at recognising the requested class and its mean confidence in
+    it — guidance should raise both while lowering recall (CFG's quality/diversity trade)."""
     labels = sampling.sample_labels(config, num_samples, method)
     if labels is None:
         raise ValueError("guidance_sweep needs a class-conditional model (config.model.num_classes > 0)")
@@ -149,9 +151,7 @@ def resample_sigma_lists(config, method, state, dataset, sigma_lists: dict, seed
     rows = []
     for name, sigmas in sigma_lists.items():
         sigmas = tuple(float(s) for s in sigmas)
-        if not sigmas or sigmas[0] > config.diffusion.sigma_max or any(b >= a for a, b in zip(sigmas, sigmas[1:])):
-            raise ValueError(f"σ list {name!r} = {sigmas}: give a strictly descending list that starts at or below "
-                             f"diffusion.sigma_max = {config.diffusion.sigma_max}")
+        validate_sigma_list(config, sigmas)
         sampler = sampling.make_sampler(method, num, sigmas=sigmas)
         values = []
         for seed in seeds:

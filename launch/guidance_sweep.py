@@ -1,6 +1,7 @@
 """Sample one trained guidance-conditioned generator (PaGoDA with ``pagoda.guidance_scales``) — or a CFG-trained EDM
-teacher at 35 NFE, for the trend the generator should follow — at several CFG scales w and tabulate quality against w: FD / precision / recall on the in-project classifier and the classifier's accuracy at
-recognising the requested class (``consistency.reports.guidance_sweep``).
+teacher at 35 NFE, for the trend the generator should follow — at several CFG scales w and tabulate quality against
+w: FD / precision / recall on the in-project classifier and the classifier's accuracy at recognising the requested
+class (``consistency.reports.guidance_sweep``).
 
     python launch/guidance_sweep.py --workdir=workdirs/digits_pagoda_cfg --scales=1,2,3 --num_samples=1000
     python launch/guidance_sweep.py --workdir=workdirs/digits_teacher_cond --scales=1,2,3 --num_samples=1000

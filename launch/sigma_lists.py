@@ -36,8 +36,13 @@ def main(_):
     print(f"step {run.step}, {run.config.eval.num_samples} samples per seed, {metric}")
     print("| σ list | mean ± std | per seed |\n|---|---|---|")
     for r in rows:
-        print(f"| [{r['name']}] | {r['mean']:.4g} ± {r['std']:.2g} | " + ", ".join(f"{v:.4g}" for v in r["values"]) + " |")
+        per_seed = ", ".join(f"{v:.4g}" for v in r["values"])
+        print(f"| [{r['name']}] | {r['mean']:.4g} ± {r['std']:.2g} | {per_seed} |")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    from consistency.config import ConfigError
+    try:
+        app.run(main)
+    except ConfigError as e:
+        sys.exit(f"error: {e}")
