@@ -1,32 +1,44 @@
-"""Test-session settings.
+"""Test-session settings and the test tiers.
+
+Tiers (``python -m pytest -q tests`` runs the default tier; CI runs every tier with ``--all-tiers``):
+
+* default: closed-form checks, the method contract, bitwise resume, CLI errors — under 8 minutes on 2 CPU cores;
+* ``@pytest.mark.quality``: learning tests ("it learns": hundreds to thousands of training steps, a metric bound);
+* ``@pytest.mark.slow``: end-to-end runs in subprocesses, several processes, or over about 30 s of compute.
+
+``python -m pytest -q tests --all-tiers`` runs all three; ``-m quality --all-tiers`` runs one tier alone.
 
 jax 0.10.2 enables ``jax_threefry_partitionable`` by default; with it XLA-CPU compiles small random draws (conv
 initialisers, dropout masks) 5–15× more slowly (measured: a tiny U-Net init 92 s vs 12 s). The per-example noise of the
 methods is drawn from vmapped keys, so results stay device-count invariant either way. ``consistency.main`` makes the
 same choice on CPU.
-
-``@pytest.mark.slow`` marks the few end-to-end tests that take over 90 s each on 2 CPU cores (each has a cheaper
-sibling that runs every time). They are skipped unless ``--runslow`` is given:
-``python -m pytest -q tests --runslow`` runs everything (about 4 minutes more).
 """
 import jax
 import pytest
 
 jax.config.update("jax_threefry_partitionable", False)
 
+TIERS = {
+    "quality": "a learning test (many training steps and a metric bound); runs with --all-tiers",
+    "slow": "an end-to-end test in subprocesses or over about 30 s; runs with --all-tiers",
+}
+
 
 def pytest_addoption(parser):
-    parser.addoption("--runslow", action="store_true", default=False, help="also run tests marked slow")
+    parser.addoption("--all-tiers", action="store_true", default=False,
+                     help="also run the tests marked quality and slow")
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "slow: an end-to-end test over 90 s on 2 CPU cores; run with --runslow")
+    for name, text in TIERS.items():
+        config.addinivalue_line("markers", f"{name}: {text}")
 
 
 def pytest_collection_modifyitems(config, items):
-    if config.getoption("--runslow"):
+    if config.getoption("--all-tiers"):
         return
-    skip = pytest.mark.skip(reason="slow end-to-end test; run with --runslow")
     for item in items:
-        if "slow" in item.keywords:
-            item.add_marker(skip)
+        for name in TIERS:
+            if name in item.keywords:
+                item.add_marker(pytest.mark.skip(reason=f"{name} tier; run with --all-tiers"))
+                break
