@@ -8,8 +8,10 @@
   :func:`load_or_train_digits_features` does this for sklearn digits and
   :func:`load_or_train_dataset_features` for ``config.data`` (digits, mnist5k). Report its numbers as
   "FD on an in-project digits classifier", never as FID.
-* Real FID: :func:`inception_features_fn` wraps a user-supplied TF SavedModel (e.g. an exported
-  Inception-v3 pool3, 2048-d); nothing is downloaded. Without one it raises :class:`InceptionWeightsMissing`.
+* FID as the papers report it: :func:`pytorch_fid_inception` loads pytorch-fid's FID Inception-v3
+  (``consistency/nets/fid_inception.py``) from its standard weights file ``pt_inception-2015-12-05-6726825d.pth``,
+  supplied by the user (nothing is downloaded; torch is not needed: ``consistency/torchfile.py`` reads the file).
+  Without the file it raises :class:`InceptionWeightsMissing` (one line).
 * :func:`export_samples_npz` writes samples for the usual external FID tools.
 
 Cache layout: ``$CONSISTENCY_CACHE/features/<dataset>-<hash>.msgpack`` (``CONSISTENCY_CACHE`` defaults to
@@ -281,7 +283,7 @@ def load_or_train_dataset_features(data_config: Any, cache_dir: str | os.PathLik
     """Classifier features for ``config.data`` ('digits' or 'mnist5k'), trained at the native resolution on
     the split ``consistency.data`` calls 'train' and scored on its 'test' split; images resized by
     ``config.data.resolution`` are mapped back inside the feature function (:func:`to_classifier_input`).
-    Other datasets raise a one-line ConfigError (RGB data: use config.eval.inception_path).
+    Other datasets raise a one-line ConfigError (RGB data: FID with config.eval.inception_weights).
     """
     name = data_config.name
     if name == "digits":
@@ -294,7 +296,7 @@ def load_or_train_dataset_features(data_config: Any, cache_dir: str | os.PathLik
             "mnist5k", data_images.to_model_space(train.raw, train.raw_max), train.labels,
             data_images.to_model_space(test.raw, test.raw_max), test.labels, cache_dir=cache_dir, **kwargs)
     raise ConfigError(f"config.data.name: in-project classifier features exist for 'digits' and 'mnist5k', "
-                      f"not {name!r}; for RGB data set config.eval.inception_path for FID")
+                      f"not {name!r}; for RGB data set config.eval.inception_weights for FID")
 
 
 def load_or_compute_reference_stats(dataset: str, images: Array, feature_fn: Callable[[Array], Array],
@@ -303,7 +305,7 @@ def load_or_compute_reference_stats(dataset: str, images: Array, feature_fn: Cal
     """Feature mean and covariance of a real reference set, cached as ``<dataset>-stats-<hash>.msgpack``.
 
     The hash covers the images and ``feature_key`` (default: ``feature_fn.cache_key``, which
-    :class:`ClassifierFeatures` carries; pass one for other feature functions, e.g. the SavedModel path).
+    :class:`ClassifierFeatures` carries; pass one for other feature functions).
     """
     feature_key = feature_key if feature_key is not None else getattr(feature_fn, "cache_key", None)
     if feature_key is None:

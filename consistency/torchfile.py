@@ -246,6 +246,25 @@ def state_dict_shapes(path: str | os.PathLike) -> "collections.OrderedDict[str, 
     return _shapes(obj)
 
 
+def state_dict_problem(path: str | os.PathLike, required: tuple[str, ...] = (),
+                       forbidden_prefixes: tuple[str, ...] = ()) -> str | None:
+    """Why ``path`` is not a readable state dict with the ``required`` names and none starting with
+    ``forbidden_prefixes`` (one line), or None. Reads the pickle only: cheap enough for config validation."""
+    if not os.path.isfile(path):
+        return f"{os.fspath(path)!r} is not a file"
+    try:
+        shapes = state_dict_shapes(path)
+    except TorchFileError as e:
+        return str(e)
+    missing = [name for name in required if name not in shapes]
+    if missing:
+        return f"{os.fspath(path)!r} has no tensor {missing[0]!r}"
+    extra = [name for name in shapes if name.startswith(tuple(forbidden_prefixes))] if forbidden_prefixes else []
+    if extra:
+        return f"{os.fspath(path)!r} holds {extra[0]!r}, which the expected network does not have"
+    return None
+
+
 # --------------------------------------------------------------------------------------------------
 # Writer (pickle protocol 2 opcodes, as torch.save emits them for a state dict)
 # --------------------------------------------------------------------------------------------------

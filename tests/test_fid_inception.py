@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import os
 import pickle
+import types
 import zipfile
 
 import numpy as np
 import pytest
 
-from consistency import evaluate, features, torchfile
+from consistency import evaluate, features, reports, torchfile
+from consistency.config import base_config
 from consistency.nets import fid_inception
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "pytorch_fid_inception_w16.npz")
@@ -169,3 +171,31 @@ def test_published_reference_statistics(tmp_path):
     for bad in (tmp_path / "bad.npz", tmp_path / "missing.npz"):
         with pytest.raises(features.ConfigError, match="^config.eval.fid_reference: .*'mu' and 'sigma'"):
             features.load_fid_reference(str(bad))
+
+
+# ---------------------------------------------------------------- evaluation: config.eval.inception_weights
+
+
+def test_evaluation_fid_caches_reference_statistics_or_reads_published_ones(reference, weights_file, inception,
+                                                                            tmp_path, monkeypatch):
+    monkeypatch.setenv("CONSISTENCY_CACHE", str(tmp_path / "cache"))
+    seen = []
+    counting = lambda images: seen.append(len(images)) or inception(images)  # noqa: E731
+    counting.cache_key = inception.cache_key
+    monkeypatch.setattr(reports, "inception", lambda path: counting)
+    real = reference["images_a"][:24].astype(np.float32) / 127.5 - 1.0       # model space, as dataset.arrays()
+    samples = reference["images_b"][:16].astype(np.float32) / 127.5 - 1.0
+    dataset = types.SimpleNamespace(kind="image", arrays=lambda: (real, np.zeros(len(real), np.int32)))
+    config = base_config()
+    config.data.name = "folder:/some/images"
+    config.eval.inception_weights = weights_file
+    fid = reports.fid(config, dataset, samples)
+    assert seen == [24, 16]
+    real_stats = evaluate.gaussian_stats(inception(reference["images_a"][:24]))
+    expected = evaluate.frechet_distance(*evaluate.gaussian_stats(inception(reference["images_b"][:16])), *real_stats)
+    assert fid == pytest.approx(expected, rel=1e-9)
+    assert len(list((tmp_path / "cache" / "features").glob("fid-folder_some_images-stats-*.msgpack"))) == 1
+    assert reports.fid(config, dataset, samples) == pytest.approx(fid, rel=1e-12) and seen[2:] == [16]
+    np.savez(tmp_path / "ref.npz", mu=real_stats[0], sigma=real_stats[1])
+    config.eval.fid_reference = str(tmp_path / "ref.npz")
+    assert reports.fid(config, dataset, samples) == pytest.approx(fid, rel=1e-9)
