@@ -7,10 +7,11 @@ monkeypatched; the 3 input channels kept), random non-zero weights (He-scaled co
 noise then perturbed), its state dict (``sd/…``, without ``fc`` and ``num_batches_tracked``), uint8 inputs and the
 features ``model(uint8 / 255)[0]`` as ``fid_score.py`` computes them, FID of two 160-image sets by pytorch-fid's
 ``calculate_frechet_distance``, and F.interpolate's resize of two inputs at 4096 sampled positions.
-The full-size network was checked the same way outside CI (see docs/evaluation.md).
+The full-size network was checked the same way outside CI (see docs/fid.md).
 """
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import types
@@ -199,3 +200,36 @@ def test_evaluation_fid_caches_reference_statistics_or_reads_published_ones(refe
     np.savez(tmp_path / "ref.npz", mu=real_stats[0], sigma=real_stats[1])
     config.eval.fid_reference = str(tmp_path / "ref.npz")
     assert reports.fid(config, dataset, samples) == pytest.approx(fid, rel=1e-9)
+
+
+@pytest.mark.slow   # two subprocesses, each compiling the network
+def test_fid_in_training_and_eval_mode_from_the_command_line(reference, weights_file, tmp_path):
+    from test_cli import CONFIG_FILE, _cli   # the dummy method on 4×4 gray 'fake:image' data
+
+    config_path = tmp_path / "dummy_cfg.py"
+    config_path.write_text(CONFIG_FILE)
+    wd = str(tmp_path / "run")
+    cache = {"CONSISTENCY_CACHE": str(tmp_path / "cache")}
+    os.environ.update(cache)   # _cli copies os.environ
+    try:
+        proc = _cli(f"--config={config_path}:image", f"--workdir={wd}", "--imports=dummy_method",
+                    "--config.training.num_steps=2", f"--config.eval.inception_weights={weights_file}")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        report = json.load(open(os.path.join(wd, "eval", "metrics_2.json")))
+        nfes = [k for k in report if k.startswith("nfe_")]
+        assert nfes and all(np.isfinite(report[k]["fid"]) and report[k]["fid"] > 0 for k in nfes)
+        assert len(os.listdir(tmp_path / "cache" / "features")) == 1   # the training split's statistics
+        mu, sigma = np.zeros(128), np.eye(128)
+        np.savez(tmp_path / "ref.npz", mu=mu, sigma=sigma)
+        proc = _cli(f"--config={config_path}:image", f"--workdir={wd}", "--mode=eval", "--imports=dummy_method",
+                    "--config.training.num_steps=2", f"--config.eval.inception_weights={weights_file}",
+                    f"--config.eval.fid_reference={tmp_path / 'ref.npz'}")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        again = json.load(open(os.path.join(wd, "eval", "metrics_2.json")))
+        assert all(again[k]["fid"] != report[k]["fid"] for k in nfes) and "fid" in proc.stdout
+        proc = _cli(f"--config={config_path}:image", f"--workdir={wd}", "--mode=eval", "--imports=dummy_method",
+                    "--config.training.num_steps=2", f"--config.eval.inception_weights={tmp_path / 'missing.pth'}")
+        assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].startswith(
+            "error: config.eval.inception_weights:"), proc.stderr[-2000:]
+    finally:
+        os.environ.pop("CONSISTENCY_CACHE")
