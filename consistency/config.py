@@ -319,7 +319,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval = e = ml_collections.ConfigDict()
     e.num_samples = 1000
     e.nfes = ()                  # NFEs to evaluate (method-specific meaning, see README); () → the method's default_nfes
-    e.inception_weights = ""     # pytorch-fid's pt_inception-2015-12-05-6726825d.pth: turns on FID (docs/evaluation.md)
+    e.inception_weights = ""     # pytorch-fid's pt_inception-2015-12-05-6726825d.pth: turns on FID (docs/fid.md)
     e.fid_reference = ""         # published reference statistics (.npz with mu, sigma); '' → computed from the
                                  # training split once and cached
     c.distributed = False        # call jax.distributed.initialize() (multi-host)

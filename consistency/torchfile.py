@@ -298,8 +298,9 @@ _EMPTY_ORDERED_DICT = _op_global("collections", "OrderedDict") + pickle.EMPTY_TU
 def _state_dict_pickle(arrays: dict[str, np.ndarray], legacy: bool) -> bytes:
     out = [pickle.PROTO + b"\x02", _EMPTY_ORDERED_DICT, pickle.MARK]
     for i, (name, array) in enumerate(arrays.items()):
-        storage_id = [_op_str("storage"), _op_global("torch", DTYPE_STORAGES[array.dtype.newbyteorder("=")]), _op_str(str(i)),
-                      _op_str("cpu"), _op_int(array.size)] + ([pickle.NONE] if legacy else [])
+        storage_type = _op_global("torch", DTYPE_STORAGES[array.dtype.newbyteorder("=")])
+        storage_id = [_op_str("storage"), storage_type, _op_str(str(i)), _op_str("cpu"),
+                      _op_int(array.size)] + ([pickle.NONE] if legacy else [])
         strides = np.cumprod((1,) + array.shape[:0:-1])[::-1] if array.ndim else ()
         args = [_op_tuple(storage_id) + pickle.BINPERSID, _op_int(0), _op_tuple([_op_int(n) for n in array.shape]),
                 _op_tuple([_op_int(int(s)) for s in strides]), pickle.NEWFALSE, _EMPTY_ORDERED_DICT]

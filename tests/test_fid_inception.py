@@ -104,7 +104,7 @@ def test_torchfile_runs_no_code_and_refuses_other_files(tmp_path):
 
 
 def test_resize_and_scaling_match_pytorch_fid(reference):
-    """F.interpolate(size=299, bilinear, align_corners=False) of x / 255, then 2x − 1: up (5×7) and down (320×311)."""
+    """F.interpolate(size=299, bilinear, align_corners=False) of x / 255, then 2x − 1: up (5×7), down (320×311)."""
     up = np.asarray(fid_inception.preprocess(reference["resize_input"]))
     np.testing.assert_allclose(up.reshape(-1)[reference["resize_index"]], reference["resize_values"], rtol=0,
                                atol=1e-6)
