@@ -421,19 +421,19 @@ def pytorch_fid_inception(weights_path: str, batch_size: int = 50) -> InceptionF
 
     problem = inception_weights_problem(weights_path)
     if problem is not None:
-        raise InceptionWeightsMissing(_missing_inception_message(weights_path, problem))
+        raise InceptionWeightsMissing(missing_inception_message(weights_path, problem))
     try:
         state_dict = torchfile.load_state_dict(weights_path)
         divisor = _width_divisor(state_dict)
         variables = variables_from_state_dict(state_dict, divisor)
     except (torchfile.TorchFileError, ValueError) as e:
-        raise InceptionWeightsMissing(_missing_inception_message(weights_path, str(e))) from None
+        raise InceptionWeightsMissing(missing_inception_message(weights_path, str(e))) from None
     variables = jax.tree.map(jnp.asarray, variables)
     return InceptionFeatures(variables=variables, width_divisor=divisor, batch_size=batch_size,
                              cache_key=f"pytorch-fid-inception-{_file_digest(weights_path)[:16]}")
 
 
-def _missing_inception_message(path: str, problem: str) -> str:
+def missing_inception_message(path: str, problem: str) -> str:
     return (f"config.eval.inception_weights: FID needs pytorch-fid's Inception weights ({FID_WEIGHTS_NAME}, "
             f"from the pytorch-fid releases): {problem}; set the path to that file, or '' for no FID")
 
