@@ -81,6 +81,12 @@ def validate_run_config(config: ml_collections.ConfigDict, num_devices: int | No
     if teacher_dir and checkpoint.latest_step(teacher_dir) is None:
         raise ConfigError(f"config.teacher.workdir: no finished checkpoint in {teacher_dir!r}; train an EDM teacher "
                           "there first (e.g. configs/digits_edm.py)")
+    if config.eval.inception_weights:   # every tensor's name and shape (the config check reads a few names only)
+        from consistency import features
+        path = config.eval.inception_weights
+        problem = features.inception_weights_problem(path)
+        if problem is not None:
+            raise features.InceptionWeightsMissing(features.missing_inception_message(path, problem))
     if not check_data:
         return None
     dataset = build_dataset(config)  # cached loaders: the run's own build_dataset reads nothing twice
