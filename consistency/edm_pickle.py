@@ -31,9 +31,11 @@ from typing import Any
 
 import numpy as np
 
+from consistency.config import ConfigError
 
-class EDMPickleError(ValueError):
-    """The file is not an EDM network pickle this reader understands (one-line message)."""
+
+class EDMPickleError(ConfigError):
+    """The file is not an EDM network pickle this reader understands (one-line message; the CLI's exit-2 path)."""
 
 
 # The @persistent_class classes of NVlabs/edm (training/networks.py, training/loss.py, training/augment.py).

@@ -1,0 +1,147 @@
+"""Importing NVlabs EDM network pickles (issue 30, item 2): ``launch/import_edm.py``, ``consistency.edm_pickle``,
+``consistency.edm_import`` and ``Loaded.denoise``.
+
+The pickles are written by the test itself (``tests/edm_pickles.py``): the module paths, class names, init kwargs,
+persistence meta and tensor layout of an EDM training snapshot / release file, with no NVlabs code and no pickled
+source. The weights and reference outputs are ``tests/fixtures/edm_ddpmpp_cond32.npz``: a DDPM++ ``EDMPrecond`` as
+NVlabs/edm ``train.py --arch=ddpmpp --cond=1`` configures it (positional embedding, standard encoder/decoder, box
+filter, augment_dim 9, dropout 0.13) at 32×32×3 with 10 labels, reduced to model_channels 8, channel_mult [1, 2],
+num_blocks 1, attention at 16×16 — every parameter drawn N(0, 0.3²) on the float16 grid (stored exactly) — and its
+D(x; σ) computed by NVlabs/edm's own ``EDMPrecond.forward`` (commit 008a4e5, torch 2.13.0 CPU, float32) at
+σ ∈ {0.002, 0.5, 5, 80}, with class labels (one-hot; the null label 10 as the zero vector) and with
+``class_labels=None``. The numbers are all that is committed.
+"""
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import edm_pickles as writer
+from consistency import edm_pickle
+
+TESTS = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(TESTS)
+FIXTURE = os.path.join(TESTS, "fixtures", "edm_ddpmpp_cond32.npz")
+LAUNCHER = os.path.join(REPO, "launch", "import_edm.py")
+
+# NVlabs/edm train.py --arch=ddpmpp (+ --augment: augment_dim 9), reduced as the module docstring says.
+PRECOND_KWARGS = dict(model_type="SongUNet", embedding_type="positional", encoder_type="standard",
+                      decoder_type="standard", channel_mult_noise=1, resample_filter=[1, 1], model_channels=8,
+                      channel_mult=[1, 2], num_blocks=1, attn_resolutions=[16], dropout=0.13, use_fp16=False,
+                      augment_dim=9, img_resolution=32, img_channels=3, label_dim=10)
+ATTRIBUTES = dict(training=False, img_resolution=32, img_channels=3, label_dim=10, use_fp16=False, sigma_min=0,
+                  sigma_max=float("inf"), sigma_data=0.5)
+TOLERANCE = dict(rtol=1e-5, atol=2e-5)    # float32: |D| ≤ ~100 at σ = 80, torch and XLA sum in other orders
+
+
+def fixture():
+    data = np.load(FIXTURE)
+    state_dict = {k[3:]: data[k].astype(np.float32) for k in data.files if k.startswith("sd/")}
+    return data, state_dict
+
+
+def model_kwargs():
+    kw = {k: v for k, v in PRECOND_KWARGS.items() if k not in ("model_type", "use_fp16", "img_channels")}
+    return dict(kw, in_channels=3, out_channels=3)
+
+
+def snapshot(release: bool = False, state_dict=None, class_name: str = "EDMPrecond") -> bytes:
+    _, sd = fixture()
+    sd = sd if state_dict is None else state_dict
+    ema = writer.network_object(sd, PRECOND_KWARGS, "SongUNet", model_kwargs(), ATTRIBUTES, positional_embedding=True)
+    if class_name != "EDMPrecond":
+        ema.args[0]["class_name"] = class_name
+    return writer.snapshot_bytes(ema, release=release)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The reader
+# ----------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("release", [False, True])
+def test_reader_returns_the_state_dict_and_kwargs_of_the_pickle(release):
+    _, sd = fixture()
+    net = edm_pickle.loads(snapshot(release))
+    assert (net.class_name, net.model_class) == ("EDMPrecond", "SongUNet")
+    assert list(net.state_dict) == list(sd)          # torch's state_dict order
+    for key, value in sd.items():
+        assert net.state_dict[key].dtype == np.float32 and np.array_equal(net.state_dict[key], value), key
+    assert net.init_kwargs == PRECOND_KWARGS and net.model_kwargs == model_kwargs()
+    assert net.attributes["sigma_data"] == 0.5 and net.attributes["label_dim"] == 10
+
+
+def test_reader_rebuilds_strided_tensors_and_other_dtypes():
+    """_rebuild_tensor_v2 with an offset and a transposed stride over one storage; float64 and int64 storages."""
+    base = np.arange(24, dtype=np.float64)
+    storage = writer.Reduce(writer.GlobalRef("torch.storage", "_load_from_bytes"),
+                            (writer.legacy_storage_bytes(base),))
+    view = writer.Reduce(writer.GlobalRef("torch._utils", "_rebuild_tensor_v2"),
+                         (storage, 2, (3, 4), (1, 3), False, {}))
+    longs = writer.tensor(np.arange(5, dtype=np.int64), parameter=False)
+    unpickled = edm_pickle._RestrictedUnpickler(io.BytesIO(writer.dumps([view, longs]))).load()
+    np.testing.assert_array_equal(unpickled[0], base[2:14].reshape(4, 3).T)
+    assert unpickled[1].dtype == np.int64 and unpickled[1].tolist() == [0, 1, 2, 3, 4]
+
+
+def _cases():
+    good = snapshot()
+    return {
+        "not a pickle": (b"PK\x03\x04 a zip file, not a pickle" * 4, "truncated or not a pickle"),
+        "truncated": (good[: len(good) // 2], "truncated"),
+        "truncated storage": (good[:-200] + good[-1:], "truncated"),
+        "another pickle": (pickle.dumps({"weights": np.zeros(3).tolist()}), "not an EDM network pickle"),
+        "unknown class": (snapshot(class_name="Generator"), "unknown network class 'Generator'"),
+        "foreign global": (writer.foreign_object_bytes(), "os.system"),
+    }
+
+
+@pytest.mark.parametrize("case", list(_cases()))
+def test_reader_refuses_anything_else_in_one_line(case):
+    data, words = _cases()[case]
+    with pytest.raises(edm_pickle.EDMPickleError) as error:
+        edm_pickle.loads(data)
+    assert words in str(error.value) and "\n" not in str(error.value)
+
+
+def test_reader_never_calls_a_global_outside_the_allow_list(tmp_path, monkeypatch):
+    """A pickle whose 'ema' is os.system('touch …') is refused before the call (the file is never created)."""
+    marker = tmp_path / "called"
+    data = writer.dumps({"ema": writer.Reduce(writer.GlobalRef("os", "system"), (f"touch {marker}",))})
+    with pytest.raises(edm_pickle.EDMPickleError, match="os.system"):
+        edm_pickle.loads(data)
+    assert not marker.exists()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The command line: one line, exit 2, nothing written
+# ----------------------------------------------------------------------------------------------------------
+
+def _run_launcher(*args):
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""), JAX_PLATFORMS="cpu")
+    return subprocess.run([sys.executable, LAUNCHER, *args], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
+@pytest.mark.parametrize("case", ["another pickle", "truncated", "unknown class"])
+def test_launcher_refuses_with_one_line_and_exit_2(tmp_path, case):
+    data, words = _cases()[case]
+    pkl, out = tmp_path / "network-snapshot-000100.pkl", tmp_path / "teacher"
+    pkl.write_bytes(data)
+    result = _run_launcher(f"--pkl={pkl}", f"--out={out}")
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: --pkl: ") and words in lines[0], result.stderr
+    assert not out.exists() and sorted(os.listdir(tmp_path)) == [pkl.name]
+
+
+def test_launcher_refuses_a_missing_flag_in_one_line():
+    result = _run_launcher("--pkl=x.pkl")
+    assert result.returncode == 2 and result.stderr.strip().splitlines() == [
+        "error: import_edm: --pkl=FILE and --out=DIR are required, e.g. --pkl=edm-cifar10-32x32-uncond-vp.pkl "
+        "--out=teachers/edm_vp"]
