@@ -114,12 +114,25 @@ def initial_state(config, params: dict, example_shape: tuple[int, int, int]):
     if jax.tree.structure(wanted) != jax.tree.structure(params) or any(
             tuple(a.shape) != tuple(np.shape(b)) for a, b in zip(jax.tree.leaves(wanted), jax.tree.leaves(params))):
         raise edm_pickle.EDMPickleError("the imported parameters do not match the network config.model builds")
-    params = jax.tree.map(jnp.asarray, params)
     trained = method.trained[0]
-    return base.TrainState(step=jnp.zeros((), jnp.int32), params={"online": params},
-                           opt_state={"online": trained.optimizer.init(params)},
-                           updates={"online": jnp.zeros((), jnp.int32)},
-                           ema={"online": jax.tree.map(jnp.copy, params)}, moving={}, frozen={}), method
+
+    @jax.jit
+    def state_of(p):        # one small compilation (eager optimizer init would compile one kernel per leaf)
+        return base.TrainState(step=jnp.zeros((), jnp.int32), params={"online": p},
+                               opt_state={"online": trained.optimizer.init(p)},
+                               updates={"online": jnp.zeros((), jnp.int32)},
+                               ema={"online": jax.tree.map(jnp.copy, p)}, moving={}, frozen={})
+    state = state_of(jax.tree.map(lambda a: np.asarray(a, np.float32), params))
+    if jax.tree.structure(state) != jax.tree.structure(shapes):
+        raise edm_pickle.EDMPickleError("the imported state does not match the 'edm' method's state")
+    return state, method
+
+
+def check_finite(net: edm_pickle.Network) -> None:
+    """Every tensor of the pickle is finite (what :func:`consistency.checkpoint.save` guards), else one line."""
+    for key, value in net.state_dict.items():
+        if np.issubdtype(value.dtype, np.floating) and not np.all(np.isfinite(value)):
+            raise edm_pickle.EDMPickleError(f"the network's tensor {key!r} is not finite; the pickle is damaged")
 
 
 def sha256(path: str) -> str:
@@ -133,11 +146,14 @@ def sha256(path: str) -> str:
 def import_edm(pkl: str, out: str, data: str = "") -> str:
     """Read ``pkl`` (:func:`consistency.edm_pickle.read_network`) and write the run directory ``out``; returns its
     absolute path. ConfigError / EDMPickleError (one line) and nothing written on any failure."""
+    import orbax.checkpoint as ocp
+
     from consistency import checkpoint, workdir
     out = os.path.abspath(out)
     if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
         raise ConfigError(f"--out: {out} exists and is not empty; choose a new directory for the imported run")
     net = edm_pickle.read_network(pkl)
+    check_finite(net)
     config = config_for_network(net, data)
     kwargs = precond_kwargs(net)
     shape = (int(kwargs["img_resolution"]), int(kwargs["img_resolution"]), int(kwargs["img_channels"]))
@@ -151,10 +167,12 @@ def import_edm(pkl: str, out: str, data: str = "") -> str:
             "pkl": os.path.abspath(pkl), "sha256": sha256(pkl), "class_name": net.class_name,
             "model_class": net.model_class, "init_kwargs": net.init_kwargs, "attributes": _json_safe(net.attributes),
             "model_kwargs": net.model_kwargs})
+        meta = {"method": "edm", "sample_params": method.sample_params, "step": STEP,
+                "imported_from": os.path.basename(pkl)}
         manager = checkpoint.make_manager(tmp, keep=None)
-        try:
-            checkpoint.save(manager, STEP, state, {"method": "edm", "sample_params": method.sample_params,
-                                                   "step": STEP, "imported_from": os.path.basename(pkl)})
+        try:   # checkpoint.save's guard is check_finite above, on the host (its jitted check compiles for ~10 s)
+            manager.save(STEP, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                       meta=ocp.args.JsonSave(meta)), force=True)
             manager.wait_until_finished()
         finally:
             manager.close()

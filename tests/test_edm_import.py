@@ -145,3 +145,109 @@ def test_launcher_refuses_a_missing_flag_in_one_line():
     assert result.returncode == 2 and result.stderr.strip().splitlines() == [
         "error: import_edm: --pkl=FILE and --out=DIR are required, e.g. --pkl=edm-cifar10-32x32-uncond-vp.pkl "
         "--out=teachers/edm_vp"]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Import → consistency.load → D(x; σ) against NVlabs' outputs → ECT from the imported teacher
+# ----------------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def imported(tmp_path_factory):
+    """The fixture's snapshot pickle imported with launch/import_edm.py's function; (pkl, workdir)."""
+    from consistency import edm_import
+    root = tmp_path_factory.mktemp("edm")
+    pkl = root / "network-snapshot-000200.pkl"
+    pkl.write_bytes(snapshot())
+    return pkl, edm_import.import_edm(str(pkl), str(root / "teacher"))
+
+
+def _mock_cifar10():
+    import tensorflow_datasets as tfds
+    return tfds.testing.mock_data(num_examples=16, policy=tfds.testing.MockPolicy.USE_CODE)
+
+
+def test_import_writes_an_edm_run_with_the_pickles_network(imported):
+    from consistency import checkpoint, teachers
+    from consistency.config import load_run_config
+    from consistency.nets import edm_networks
+    pkl, out = imported
+    config = load_run_config(out)
+    assert (config.method, config.data.name, config.data.resolution, config.data.conditional) == \
+        ("edm", "cifar10", 32, True)
+    assert (config.model.name, config.model.channels, tuple(config.model.channel_mult), config.model.num_res_blocks,
+            tuple(config.model.attn_resolutions), config.model.num_classes, config.model.dropout) == \
+        ("ddpmpp", 8, (1, 2), 1, (16,), 10, 0.13)
+    assert config.diffusion.sigma_data == 0.5 and checkpoint.available_steps(out) == [0]
+    run = teachers.load_sampling_params(out)            # what --config.teacher.workdir reads
+    _, sd = fixture()
+    expected = edm_networks.params_from_state_dict(PRECOND_KWARGS, sd)
+    import jax
+    for a, b in zip(jax.tree.leaves(run.params), jax.tree.leaves(expected)):
+        assert np.array_equal(a, b)
+    assert sorted(os.listdir(os.path.dirname(out))) == [pkl.name, "teacher"]   # no temporary directory left
+
+
+def test_import_refuses_a_non_empty_out_directory(imported, tmp_path):
+    from consistency import edm_import
+    from consistency.config import ConfigError
+    pkl, out = imported
+    with pytest.raises(ConfigError, match="--out: .* exists and is not empty"):
+        edm_import.import_edm(str(pkl), out)
+
+
+def test_denoise_matches_nvlabs_edm_outputs(imported):
+    """Loaded.denoise = NVlabs EDMPrecond.forward at σ ∈ {0.002, 0.5, 5, 80}: with labels (the null label as
+    EDM's zero class vector) and with labels=None (EDM's class_labels=None); σ as [N] and as a scalar."""
+    import consistency
+    data, _ = fixture()
+    x = data["x"].astype(np.float32)
+    with _mock_cifar10():
+        run = consistency.load(imported[1])
+    d_labels = np.asarray(run.denoise(x, data["sigma"], data["labels"]))
+    np.testing.assert_allclose(d_labels, data["D_labels"], **TOLERANCE)
+    np.testing.assert_allclose(np.asarray(run.denoise(x, data["sigma"])), data["D_none"], **TOLERANCE)
+    scalar = np.asarray(run.denoise(x[:1], float(data["sigma"][1]), data["labels"][:1]))
+    np.testing.assert_allclose(scalar, np.asarray(run.denoise(x[:1], data["sigma"][1:2], data["labels"][:1])),
+                               rtol=0, atol=0)
+    with pytest.raises(ValueError, match="x must be float"):
+        run.denoise(x[:, :16], 0.5)
+    with pytest.raises(ValueError, match="labels must be int"):
+        run.denoise(x, 0.5, data["labels"][:2])
+
+
+@pytest.mark.slow
+def test_ect_distils_from_the_imported_teacher(imported, tmp_path):
+    """`python -m consistency.main --config=configs/cifar_ecm.py:cpu --config.teacher.workdir=IMPORTED` (with the
+    student's config.model set to the teacher's network, as ECT initialises the student from the teacher) parses,
+    validates and trains a few steps on mock CIFAR-10; the student starts from the imported weights."""
+    import jax
+
+    from consistency import main, teachers, train
+    from consistency.config import load_run_config
+    teacher = load_run_config(imported[1])
+    overrides = []
+    for field in ("name", "channels", "channel_mult", "num_res_blocks", "attn_resolutions", "dropout",
+                  "num_classes", "augment_dim", "channel_mult_emb"):
+        value = teacher.model[field]
+        value = f"({','.join(map(str, value))},)" if isinstance(value, (tuple, list)) else value
+        overrides.append(f"--config.model.{field}={value}")
+    argv = ["main", "--config=configs/cifar_ecm.py:cpu", f"--config.teacher.workdir={imported[1]}",
+            f"--workdir={tmp_path / 'ect'}", f"--config.data.data_dir={tmp_path / 'tfds'}",
+            "--config.data.conditional=True", "--config.training.num_steps=2", "--config.training.batch_size=4",
+            "--config.sampling.num_samples=4", "--config.eval.num_samples=4", "--config.eval.nfes=(1,)", *overrides]
+    cwd = os.getcwd()
+    os.chdir(REPO)
+    try:
+        with _mock_cifar10():
+            config = main.check(argv)
+            state = train.train_and_evaluate(config, str(tmp_path / "ect"))
+    finally:
+        os.chdir(cwd)
+    assert int(state.step) == 2
+    assert np.isfinite(np.asarray(jax.tree.leaves(state.params)[0])).all()
+    teacher_params = teachers.load_sampling_params(imported[1]).params
+    moved = np.concatenate([np.abs(np.asarray(a) - b).ravel()
+                            for a, b in zip(jax.tree.leaves(state.params["online"]), jax.tree.leaves(teacher_params))])
+    # Started from the teacher (weights ~ N(0, 0.3²): a fresh initialisation differs by ~0.2 in the median), then
+    # trained: 2 RAdam steps at lr 1e-4 move each weight by about 1e-4.
+    assert moved.max() > 0 and np.median(moved) < 1e-3
