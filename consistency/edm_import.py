@@ -70,8 +70,8 @@ def config_for_network(net: edm_pickle.Network, data: str = "", base=None) -> ml
     name = data or dataset_for(resolution, channels, label_dim)
     if not name:
         raise ConfigError(f"--data: the network is {resolution}×{resolution}×{channels} with {label_dim} labels, "
-                          "which is no release file's dataset; name the tfds dataset it was trained on, "
-                          "e.g. --data=ffhq")
+                          "which is no release file's dataset; name the tfds dataset it was trained on "
+                          f"(read at {resolution}×{resolution}), e.g. --data=cifar10")
     c = base_config() if base is None else base
     c.method = "edm"
     c.data.name = name
@@ -81,8 +81,8 @@ def config_for_network(net: edm_pickle.Network, data: str = "", base=None) -> ml
     c.model.update(model)
     c.diffusion.process = "ve"
     c.diffusion.sigma_data = float(net.attributes.get("sigma_data", kwargs.get("sigma_data", 0.5)))
-    if float(kwargs.get("use_fp16", False)):
-        c.training.compute_dtype = "float32"   # EDM's use_fp16 is a CUDA execution choice; the weights are float32
+    # EDM's use_fp16 (ADM ImageNet) only casts activations on CUDA; the weights are float32 and so is this run
+    # (training.compute_dtype='bfloat16' may be set for a distillation run).
     return c
 
 

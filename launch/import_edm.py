@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 
 _PKL = flags.DEFINE_string("pkl", "", "An EDM network pickle: edm-*.pkl or network-snapshot-*.pkl.")
 _OUT = flags.DEFINE_string("out", "", "The run directory to create (must not exist or be empty).")
@@ -40,6 +40,7 @@ def main(argv):
     if not _PKL.value or not _OUT.value:
         fail("import_edm: --pkl=FILE and --out=DIR are required, e.g. --pkl=edm-cifar10-32x32-uncond-vp.pkl "
              "--out=teachers/edm_vp")
+    logging.set_verbosity(logging.WARNING)      # Orbax's INFO lines; the result is the one JSON line below
     try:
         from consistency import edm_import
         out = edm_import.import_edm(_PKL.value, _OUT.value, _DATA.value)

@@ -109,6 +109,16 @@ def test_reader_refuses_anything_else_in_one_line(case):
     assert words in str(error.value) and "\n" not in str(error.value)
 
 
+def test_import_refuses_vp_and_ve_preconditioned_networks(tmp_path):
+    """NVlabs' baseline-* files (VPPrecond / VEPrecond) have other c_noise conventions than EDMPrecond's ¼ ln σ."""
+    from consistency import edm_import
+    pkl = tmp_path / "baseline-cifar10-32x32-uncond-vp.pkl"
+    pkl.write_bytes(snapshot(release=True, class_name="VPPrecond"))
+    with pytest.raises(edm_pickle.EDMPickleError, match="only EDMPrecond networks"):
+        edm_import.import_edm(str(pkl), str(tmp_path / "teacher"))
+    assert not (tmp_path / "teacher").exists()
+
+
 def test_reader_never_calls_a_global_outside_the_allow_list(tmp_path, monkeypatch):
     """A pickle whose 'ema' is os.system('touch …') is refused before the call (the file is never created)."""
     marker = tmp_path / "called"
