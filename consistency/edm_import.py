@@ -51,7 +51,7 @@ def precond_kwargs(net: edm_pickle.Network) -> dict:
     return kwargs
 
 
-def config_for_network(net: edm_pickle.Network, data: str = "", base=None) -> ml_collections.ConfigDict:
+def config_for_network(net: edm_pickle.Network, data: str = "") -> ml_collections.ConfigDict:
     """An 'edm' run config for ``net``: model fields from its init kwargs, σ_data, data name and shape."""
     from consistency.config import base_config
     from consistency.nets import edm_networks
@@ -72,7 +72,7 @@ def config_for_network(net: edm_pickle.Network, data: str = "", base=None) -> ml
         raise ConfigError(f"--data: the network is {resolution}×{resolution}×{channels} with {label_dim} labels, "
                           "which is no release file's dataset; name the tfds dataset it was trained on "
                           f"(read at {resolution}×{resolution}), e.g. --data=cifar10")
-    c = base_config() if base is None else base
+    c = base_config()
     c.method = "edm"
     c.data.name = name
     c.data.resolution = resolution

@@ -182,11 +182,9 @@ def _load_storage_bytes(data: bytes) -> StorageRef:
         raise
     except (pickle.UnpicklingError, EOFError, struct.error, KeyError, TypeError, ValueError) as e:
         raise EDMPickleError(f"a storage's bytes are truncated or corrupt ({type(e).__name__})") from None
-    array = arrays[key]
-    if view is not None:        # (view key, offset, size): torch < 1.? shared storages
-        _, offset, size = view[0], int(view[1]), int(view[2])
-        array = array[offset:offset + size]
-    return StorageRef(array)
+    if view is not None:        # a view of a shared storage: never in EDM pickles (each storage is saved alone)
+        raise EDMPickleError("a storage is a view of another one, which EDM pickles never hold")
+    return StorageRef(arrays[key])
 
 
 def _reconstruct_persistent_obj(meta):
