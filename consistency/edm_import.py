@@ -10,7 +10,8 @@ The run directory is the one a trained EDM teacher of this package leaves (``con
 distil from it and open it like any trained teacher. The config maps the network's init kwargs onto
 ``config.model`` (``consistency.nets.edm_networks.edm_model_fields``: 'ddpmpp' | 'ncsnpp' | 'adm' and their widths),
 the preconditioner's σ_data onto ``config.diffusion.sigma_data`` and the image shape and label count onto
-``config.data`` (32×32×3 → CIFAR-10, 64×64×3 with 1000 labels → ImageNet 64×64; ``--data`` for any other dataset).
+``config.data`` (32×32×3 → CIFAR-10, 64×64×3 with 1000 labels → ImageNet 64×64; ``--data`` for any other
+dataset).
 The EDM release files and ``--precond=edm`` snapshots use EDM preconditioning (``EDMPrecond``, EDM Table 1: c_noise =
 ¼ ln σ), exactly :func:`consistency.networks.edm_denoiser`; the ``baseline-*`` VP/VE-preconditioned files are refused.
 

@@ -224,6 +224,15 @@ def test_denoise_matches_nvlabs_edm_outputs(imported):
         run.denoise(x, 0.5, data["labels"][:2])
 
 
+def test_denoise_is_only_defined_for_edm_runs():
+    import ml_collections
+
+    from consistency.api import Loaded
+    run = Loaded(config=ml_collections.ConfigDict({"method": "cd"}), method=None, state=None, step=0, dataset=None)
+    with pytest.raises(ValueError, match="'cd' runs have no denoiser"):
+        run.denoise(np.zeros((1, 8, 8, 1), np.float32), 0.5)
+
+
 @pytest.mark.slow
 def test_ect_distils_from_the_imported_teacher(imported, tmp_path):
     """`python -m consistency.main --config=configs/cifar_ecm.py:cpu --config.teacher.workdir=IMPORTED` (with the
