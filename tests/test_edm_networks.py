@@ -21,6 +21,7 @@ from flax import traverse_util
 from consistency.config import ConfigError, base_config
 from consistency.diffusion import preconditioning, solvers
 from consistency.nets import edm_networks, make_net, validate_model_config
+from consistency.networks import MixedPrecisionNet
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
 ATOL = 2e-5
@@ -195,15 +196,20 @@ def test_edm_network_features_remat_and_dropout(name):
         remat_out = remat_net.apply({"params": params}, x, c_noise, labels)
         train_feats = net.apply({"params": params}, x, c_noise, labels, train=True, encoder_only=True,
                                 rngs={"dropout": jax.random.PRNGKey(3)})
-        return out, feats, enc, remat_out, train_feats
+        bf16_out = MixedPrecisionNet(net, jnp.bfloat16).apply({"params": params}, x, c_noise, labels)
+        return out, feats, enc, remat_out, train_feats, bf16_out
 
-    out, feats, enc, remat_out, train_feats = everything(x)
+    out, feats, enc, remat_out, train_feats, bf16_out = everything(x)
     assert out.shape == x.shape
     assert {k: v.shape[1:] for k, v in feats.items()} == net.feature_shapes((8, 8, 3))
     assert set(feats) == {"enc_8", "enc_4", "bottleneck"}
     np.testing.assert_allclose(enc["bottleneck"], feats["bottleneck"], atol=1e-6)
     np.testing.assert_allclose(remat_out, out, rtol=1e-5, atol=1e-6 * float(np.abs(out).max()))
     assert np.abs(train_feats["bottleneck"] - feats["bottleneck"]).max() > 1e-2 * np.abs(feats["bottleneck"]).max()
+    # training.compute_dtype='bfloat16': the convolutions and dense layers run in bf16 (8-bit mantissa), output float32.
+    assert bf16_out.dtype == jnp.float32
+    relative = np.abs(bf16_out - out).max() / np.abs(out).max()
+    assert 1e-5 < relative < 5e-2, relative
 
 
 def test_edm_model_config_errors_name_the_field():
