@@ -1,12 +1,21 @@
 """EDM's networks (consistency/nets/edm_networks.py) against NVlabs/edm's own outputs.
 
 The fixtures tests/fixtures/edm_{ddpmpp,ncsnpp,adm,block_heads}.npz hold only numbers written by NVlabs/edm's
-``training/networks.py`` and ``generate.py`` (commit 008a4e5316c8e3bfe61a62f874bddba254295afb): each network built
-with EDMPrecond at a reduced width (docs/networks.md "EDM's networks" lists the configurations), every parameter set to
-random non-zero values (rounded to float16 so that the file stores them exactly in half the bytes; all computation is
-float32), its state dict (``sd/<torch name>``), fixed inputs and the reference outputs D(x; σ) at σ = 0.002, 0.5, 5,
-80 (``io/``). The ports must match to float32 precision: |ours − NVlabs| ≤ 2e-5 (outputs are O(1); measured ≤ 1e-6),
-and ≤ 2e-5·max|D| for the VP/VE baselines whose outputs reach O(σ).
+``training/networks.py`` and ``generate.py`` (commit 008a4e5316c8e3bfe61a62f874bddba254295afb, torch 2.13.0 CPU): each
+network built as EDMPrecond with train.py's --arch settings at a reduced size (the full networks would be 56M–296M
+parameters), every parameter set to random non-zero values and rounded to float16 (stored exactly in half the bytes;
+all computation float32), its state dict (``sd/<torch name>``), fixed inputs and reference outputs D(x; σ) at
+σ = 0.002, 0.5, 5, 80 (``io/``):
+
+* ddpmpp: 16×16×3, model_channels 8, channel_mult (1, 2, 2), 2 blocks, attention at 8, label_dim 10, augment_dim 9
+  (112,299 parameters); also its 35-NFE ``edm_sampler`` output and VPPrecond / VEPrecond outputs on the same weights;
+* ncsnpp: the same, unconditional (113,931 parameters + 8 Fourier frequencies);
+* adm: 8×8×3, model_channels 64 (one 64-channel attention head: EDM fixes 64 channels per head), channel_mult
+  (1, 1), 1 block, attention at 8 and 4, channel_mult_emb 1, label_dim 10, augment_dim 9 (1,135,875 parameters);
+* block_heads: one ADM-style UNetBlock 12 → 16 channels with 4 attention heads of 4 channels (head ordering).
+
+Tolerance: |ours − NVlabs| ≤ 2e-5·max(1, max|D|) (measured: ≤ 1.2e-6 on the O(1) EDM-preconditioned outputs, ≤ 1e-4
+on the VP/VE outputs of size ~330, i.e. 3e-7 relative).
 """
 import json
 import os
