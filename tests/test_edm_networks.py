@@ -1,12 +1,21 @@
 """EDM's networks (consistency/nets/edm_networks.py) against NVlabs/edm's own outputs.
 
 The fixtures tests/fixtures/edm_{ddpmpp,ncsnpp,adm,block_heads}.npz hold only numbers written by NVlabs/edm's
-``training/networks.py`` and ``generate.py`` (commit 008a4e5316c8e3bfe61a62f874bddba254295afb): each network built
-with EDMPrecond at a reduced width (docs/networks.md "EDM's networks" lists the configurations), every parameter set to
-random non-zero values (rounded to float16 so that the file stores them exactly in half the bytes; all computation is
-float32), its state dict (``sd/<torch name>``), fixed inputs and the reference outputs D(x; σ) at σ = 0.002, 0.5, 5,
-80 (``io/``). The ports must match to float32 precision: |ours − NVlabs| ≤ 2e-5 (outputs are O(1); measured ≤ 1e-6),
-and ≤ 2e-5·max|D| for the VP/VE baselines whose outputs reach O(σ).
+``training/networks.py`` and ``generate.py`` (commit 008a4e5316c8e3bfe61a62f874bddba254295afb, torch 2.13.0 CPU): each
+network built as EDMPrecond with train.py's --arch settings at a reduced size (the full networks would be 56M–296M
+parameters), every parameter set to random non-zero values and rounded to float16 (stored exactly in half the bytes;
+all computation float32), its state dict (``sd/<torch name>``), fixed inputs and reference outputs D(x; σ) at
+σ = 0.002, 0.5, 5, 80 (``io/``):
+
+* ddpmpp: 16×16×3, model_channels 8, channel_mult (1, 2, 2), 2 blocks, attention at 8, label_dim 10, augment_dim 9
+  (112,299 parameters); also its 35-NFE ``edm_sampler`` output and VPPrecond / VEPrecond outputs on the same weights;
+* ncsnpp: the same, unconditional (113,931 parameters + 8 Fourier frequencies);
+* adm: 8×8×3, model_channels 64 (one 64-channel attention head: EDM fixes 64 channels per head), channel_mult
+  (1, 1), 1 block, attention at 8 and 4, channel_mult_emb 1, label_dim 10, augment_dim 9 (1,135,875 parameters);
+* block_heads: one ADM-style UNetBlock 12 → 16 channels with 4 attention heads of 4 channels (head ordering).
+
+Tolerance: |ours − NVlabs| ≤ 2e-5·max(1, max|D|) (measured: ≤ 1.2e-6 on the O(1) EDM-preconditioned outputs, ≤ 1e-4
+on the VP/VE outputs of size ~330, i.e. 3e-7 relative).
 """
 import json
 import os
@@ -21,6 +30,7 @@ from flax import traverse_util
 from consistency.config import ConfigError, base_config
 from consistency.diffusion import preconditioning, solvers
 from consistency.nets import edm_networks, make_net, validate_model_config
+from consistency.networks import MixedPrecisionNet
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
 ATOL = 2e-5
@@ -195,15 +205,20 @@ def test_edm_network_features_remat_and_dropout(name):
         remat_out = remat_net.apply({"params": params}, x, c_noise, labels)
         train_feats = net.apply({"params": params}, x, c_noise, labels, train=True, encoder_only=True,
                                 rngs={"dropout": jax.random.PRNGKey(3)})
-        return out, feats, enc, remat_out, train_feats
+        bf16_out = MixedPrecisionNet(net, jnp.bfloat16).apply({"params": params}, x, c_noise, labels)
+        return out, feats, enc, remat_out, train_feats, bf16_out
 
-    out, feats, enc, remat_out, train_feats = everything(x)
+    out, feats, enc, remat_out, train_feats, bf16_out = everything(x)
     assert out.shape == x.shape
     assert {k: v.shape[1:] for k, v in feats.items()} == net.feature_shapes((8, 8, 3))
     assert set(feats) == {"enc_8", "enc_4", "bottleneck"}
     np.testing.assert_allclose(enc["bottleneck"], feats["bottleneck"], atol=1e-6)
     np.testing.assert_allclose(remat_out, out, rtol=1e-5, atol=1e-6 * float(np.abs(out).max()))
     assert np.abs(train_feats["bottleneck"] - feats["bottleneck"]).max() > 1e-2 * np.abs(feats["bottleneck"]).max()
+    # training.compute_dtype='bfloat16': the convolutions and dense layers run in bf16 (8-bit mantissa), output float32.
+    assert bf16_out.dtype == jnp.float32
+    relative = np.abs(bf16_out - out).max() / np.abs(out).max()
+    assert 1e-5 < relative < 5e-2, relative
 
 
 def test_edm_model_config_errors_name_the_field():
