@@ -200,8 +200,9 @@ class UNetBlock(nn.Module):
             return dict(bias_init=_bias_init(0.0 if zero else math.sqrt(1 / 3), fan_in)) if adm else {}
 
         orig = x
+        x = nn.silu(group_norm(in_channels, self.eps, "norm0")(x))
         x = Conv2d(out, 3, up=self.up, down=self.down, resample_filter=self.resample_filter,
-                   **init, **bias(in_channels * 9), name="conv0")(nn.silu(group_norm(in_channels, self.eps, "norm0")(x)))
+                   **init, **bias(in_channels * 9), name="conv0")(x)
         params = nn.Dense(out * (2 if self.adaptive_scale else 1), name="affine", **init,
                           **bias(emb.shape[-1]))(emb)[:, None, None, :].astype(x.dtype)
         if self.adaptive_scale:
