@@ -9,6 +9,11 @@ jump map, EMA and θ⁻) at batch 528 with the hinge GAN, discriminator lr 2e-3 
 DeiT weights cannot be fetched offline), and the discriminator inputs are DiffAugmented ('color,translation,cutout',
 Projected GAN's policy, whose discriminator CTM uses [unverified for CTM's CIFAR run]).
 CIFAR-10 1.98 / 1.87 (1 / 2 steps, with GAN) [official code].
+The network is EDM's DDPM++ (config.model.name='ddpmpp', NVlabs/edm train.py --arch=ddpmpp: 128 channels, (2, 2, 2), 4 blocks,
+attention at 16, augment_dim 9; 55.7M parameters), the architecture of the public teacher `edm-cifar10-32x32-uncond-vp.pkl`
+(EDM preconditioning), which `python launch/import_edm.py --pkl=edm-cifar10-32x32-uncond-vp.pkl --out=EDM_DIR` turns into a
+teacher workdir (or train one with configs/cifar_edm.py).
+CTM initialises the student from the teacher (ctm.init; sony/ctm loads the EDM pickle).
 
 python -m consistency.main --config=configs/cifar_ctm.py --workdir=workdirs/cifar_ctm --config.teacher.workdir=EDM_DIR
 python -m consistency.main --config=configs/cifar_ctm.py:gan --workdir=workdirs/cifar_ctm_gan --config.teacher.workdir=EDM_DIR
@@ -18,8 +23,7 @@ from consistency.config import optim_override
 
 
 def get_config(variant: str = ""):
-    c = presets.cifar_network(presets.new("ctm"), dropout=0.0)
-    c.model.resample = "fir"               # the teacher's U-Net (configs/cifar_edm.py)
+    c = presets.cifar_network(presets.new("ctm"), dropout=0.0, arch="ddpmpp")   # the teacher's DDPM++
     c.teacher.workdir = "workdirs/cifar_edm"
     c.ctm.init = "teacher"
     c.ctm.num_scales = 18

@@ -4,6 +4,11 @@
 GAN head every step, generator every 5th), GAN weights 3e-3 (generator) / 1e-2 (guidance), diffusion GAN on the fake
 U-Net's encoder output (enc_8), no EMA, generator a copy of the teacher. The iteration count is [unverified]
 (DMD2 reports its best checkpoint). CIFAR-10 c: 2.13 [unofficial code, FastGen].
+The network is EDM's DDPM++ (config.model.name='ddpmpp', NVlabs/edm train.py --arch=ddpmpp: 128 channels, (2, 2, 2), 4 blocks,
+attention at 16, augment_dim 9; 55.7M parameters), the architecture of the public teacher `edm-cifar10-32x32-uncond-vp.pkl`
+(EDM preconditioning), which `python launch/import_edm.py --pkl=edm-cifar10-32x32-uncond-vp.pkl --out=EDM_DIR` turns into a
+teacher workdir (or train one with configs/cifar_edm.py).
+DMD2 initialises the generator and the fake score from the teacher (dmd2.init).
 
 python -m consistency.main --config=configs/cifar_dmd2.py --workdir=DIR --config.teacher.workdir=EDM_DIR
 """
@@ -11,8 +16,7 @@ from consistency import presets
 
 
 def get_config(variant: str = ""):
-    c = presets.cifar_network(presets.new("dmd2"), dropout=0.0)
-    c.model.resample = "fir"               # the teacher's U-Net (configs/cifar_edm.py)
+    c = presets.cifar_network(presets.new("dmd2"), dropout=0.0, arch="ddpmpp")   # the teacher's DDPM++
     c.teacher.workdir = "workdirs/cifar_edm"
     c.dmd2.init = "teacher"
     c.dmd2.ttur = 5

@@ -1,15 +1,20 @@
-"""EDM teacher on CIFAR-10, the recipe of `openai/consistency_models_cifar10` configs/cifar10_k_ve.py (METHODS.md §2):
-NCSN++-family U-Net (128 ch, (2,2,2), 4 blocks, attention at 16, dropout 0.13), batch 512, 400k iterations,
-Adam lr 1e-3 with a 10M-image warm-up, EMA half-life 0.5M images, Heun with 18 points (35 NFE). FID 1.97 [EDM].
+"""EDM teacher on CIFAR-10 (NVlabs/edm train.py, CIFAR-10 defaults; `openai/consistency_models_cifar10`
+configs/cifar10_k_{vp,ve}.py train the same recipe, docs/methods.md §2): EDM's DDPM++ (config.model.name='ddpmpp',
+train.py --arch=ddpmpp: 128 channels, (2, 2, 2), 4 blocks, attention at 16, dropout 0.13, augment_dim 9; 55.7M
+parameters, the network of the public `edm-cifar10-32x32-uncond-vp.pkl`), batch 512, 400k iterations, Adam lr 1e-3
+with a 10M-image warm-up, EMA half-life 0.5M images, Heun with 18 points (35 NFE). FID 1.97 [EDM].
+Instead of training it, `python launch/import_edm.py --pkl=edm-cifar10-32x32-uncond-vp.pkl --out=workdirs/cifar_edm`
+imports the published network as the teacher workdir the cifar_* distillation recipes read.
 
-Variant ':cpu' keeps the method and shrinks the network and run to a CPU smoke test.
+Variant ':ve' is EDM's NCSN++ (--arch=ncsnpp, `edm-cifar10-32x32-uncond-ve.pkl`; the CM paper's CIFAR-10 teacher
+architecture), the teacher of configs/cifar_cd.py (workdirs/cifar_edm_ve). Variant ':cpu' keeps the method and shrinks
+the network and run to a CPU smoke test.
 """
 from consistency import presets
 
 
 def get_config(variant: str = ""):
-    c = presets.cifar_network(presets.new("edm"), dropout=0.13)
-    c.model.resample = "fir"  # NCSN++ FIR [1, 3, 3, 1] resampling: jcm configs/cifar10_k_ve.py fir=True (METHODS.md §2)
+    c = presets.cifar_network(presets.new("edm"), dropout=0.13, arch="ncsnpp" if variant == "ve" else "ddpmpp")
     c.training.batch_size = 512
     c.training.num_steps = 400_000
     c.training.ema_half_life_images = 500_000  # r = 0.5^(512/5e5) = 0.99929
@@ -23,6 +28,6 @@ def get_config(variant: str = ""):
         presets.cifar_cpu_smoke(c)
         c.training.ema_half_life_images = 0.0
         c.optim.warmup_steps = 0
-    elif variant:
-        raise ValueError(f"configs/cifar_edm.py: unknown variant {variant!r}; use '' or 'cpu'")
+    elif variant not in ("", "ve"):
+        raise ValueError(f"configs/cifar_edm.py: unknown variant {variant!r}; use '', 've' or 'cpu'")
     return c

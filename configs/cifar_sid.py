@@ -2,6 +2,11 @@
 copies of the EDM teacher (configs/cifar_edm.py), x_g = G(2.5 z, 2.5), α = 1.2, t_max = 800, Adam β₁ = 0 / β₂ = 0.999
 / eps 1e-8 for both networks, lr 1e-5, batch 256, alternating 1:1 (one fake and one generator update per step, each on
 a fresh batch), EMA half-life 0.5M images, 500M images seen ≈ 1.95M generator iterations. FID 1.923 [official code].
+The network is EDM's DDPM++ (config.model.name='ddpmpp', NVlabs/edm train.py --arch=ddpmpp: 128 channels, (2, 2, 2), 4 blocks,
+attention at 16, augment_dim 9; 55.7M parameters), the architecture of the public teacher `edm-cifar10-32x32-uncond-vp.pkl`
+(EDM preconditioning), which `python launch/import_edm.py --pkl=edm-cifar10-32x32-uncond-vp.pkl --out=EDM_DIR` turns into a
+teacher workdir (or train one with configs/cifar_edm.py).
+SiD initialises the generator and the fake denoiser from the teacher (sid.init).
 
 python -m consistency.main --config=configs/cifar_sid.py --workdir=DIR --config.teacher.workdir=EDM_DIR
 """
@@ -10,8 +15,7 @@ from consistency.config import optim_override
 
 
 def get_config(variant: str = ""):
-    c = presets.cifar_network(presets.new("sid"), dropout=0.0)
-    c.model.resample = "fir"               # the teacher's U-Net (configs/cifar_edm.py), so its weights copy over
+    c = presets.cifar_network(presets.new("sid"), dropout=0.0, arch="ddpmpp")   # the teacher's DDPM++
     c.teacher.workdir = "workdirs/cifar_edm"
     c.sid.init = "teacher"
     c.sid.alpha = 1.2

@@ -9,7 +9,8 @@ The official stage table (METHODS.md §9 [official code]):
 | stage3   | 256    | 360   | 1                    |
 | stage4   | 512    | 512   | 1                    |
 
-RAdam, generator lr 8e-6, discriminator lr 2e-3, EMA 0.999, the ADM 192-channel U-Net (EDM's ImageNet-64 network),
+RAdam, generator lr 8e-6, discriminator lr 2e-3, EMA 0.999, EDM's ADM (config.model.name='adm', the network of
+`edm-imagenet-64x64-cond-adm.pkl`; launch/import_edm.py makes it the teacher workdir; G starts from the teacher),
 G:D alternating 1:1, feature reconstruction loss and a projected discriminator on frozen features. PaGoDA's LPIPS /
 EfficientNet / DeiT features cannot be downloaded; the config names the teacher-encoder features, the one frozen
 network that exists for ImageNet here, at stage 1 (its maps exist at 64×64 only), and the reconstruction distance is
@@ -42,7 +43,7 @@ def get_config(variant: str = ""):
     stage, resolution, batch, weight, adaptive = STAGES["" if cpu else variant]
     c.data.update(dict(name="imagenet2012", resolution=resolution, random_flip=True, conditional=True,
                        latents="workdirs/imagenet64_edm/inversion"))
-    c.model.update(dict(name="unet", channels=192, channel_mult=(1, 2, 3, 4), num_res_blocks=3,
+    c.model.update(dict(name="adm", channels=192, channel_mult=(1, 2, 3, 4), num_res_blocks=3,
                         attn_resolutions=(32, 16, 8), dropout=0.0, num_classes=1000))
     c.teacher.workdir = "workdirs/imagenet64_edm"
     c.pagoda.update(dict(stage=stage, init="teacher", distance="pseudo_huber",

@@ -5,6 +5,7 @@
 >>> x = run.sample(jax.random.PRNGKey(0), 16)           # [16, H, W, C] in [-1, 1], with the EMA params
 >>> x = run.sample(jax.random.PRNGKey(0), 16, num_steps=10, solver="euler")   # method-specific options
 >>> run.config.method, run.step, run.params             # the saved config, the step, the sampling EMA params
+>>> d = run.denoise(x, 0.5)                             # EDM runs: the denoiser D(x; σ) with the sampling params
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ class Loaded:
     state: Any
     step: int
     dataset: Any
+    _jitted_denoiser: Any = dataclasses.field(default=None, repr=False, compare=False)
 
     @property
     def params(self):
@@ -42,6 +44,48 @@ class Loaded:
         static = {k: v for k, v in kwargs.items() if k not in arrays}
         sampler = sampling.make_sampler(self.method, int(num_samples), **static)  # cached per (n, static kwargs)
         return sampler(self.state, rng, jax.tree.map(jnp.asarray, arrays))
+
+    def denoise(self, x, sigma, labels=None) -> jax.Array:
+        """D(x; σ) of an EDM run (a trained teacher or one imported with ``launch/import_edm.py``) with its sampling
+        params: c_skip·x + c_out·F(c_in·x, c_noise, labels) with EDM's preconditioning (EDM Table 1;
+        docs/methods.md §1.1).
+
+        ``x``: float32 [N, H, W, C] (NHWC, the run's example shape); ``sigma``: a scalar or [N]; ``labels``: int [N]
+        (``num_classes`` = the null label) or None (unconditional; for a class-conditional network, the null
+        label). Returns float32 [N, H, W, C]. Jitted, one compilation per input shape."""
+        if self.config.method != "edm":
+            raise ValueError(f"denoise: {self.config.method!r} runs have no denoiser D(x; σ); it is defined for 'edm' "
+                             "runs (trained teachers, launch/import_edm.py imports)")
+        x = jnp.asarray(x)
+        shape = tuple(self.dataset.example_shape)
+        if x.ndim != len(shape) + 1 or tuple(x.shape[1:]) != shape or not jnp.issubdtype(x.dtype, jnp.floating):
+            raise ValueError(f"denoise: x must be float [N, {', '.join(map(str, shape))}] (NHWC), got "
+                             f"{x.dtype} {tuple(x.shape)}")
+        n = x.shape[0]
+        sigma = jnp.asarray(sigma, jnp.float32)
+        if sigma.ndim > 1 or (sigma.ndim == 1 and sigma.shape[0] != n):
+            raise ValueError(f"denoise: sigma must be a scalar or [{n}], got shape {tuple(sigma.shape)}")
+        sigma = jnp.broadcast_to(sigma, (n,))
+        conditional = int(self.config.model.num_classes) > 0
+        if labels is not None:
+            labels = jnp.asarray(labels)
+            if labels.shape != (n,) or not jnp.issubdtype(labels.dtype, jnp.integer):
+                raise ValueError(f"denoise: labels must be int [{n}] or None, got {labels.dtype} {tuple(labels.shape)}")
+            if not conditional:
+                raise ValueError("denoise: labels given, but this run's network is unconditional "
+                                 "(config.model.num_classes = 0); pass labels=None")
+        elif conditional:
+            labels = jnp.full((n,), int(self.config.model.num_classes), jnp.int32)   # the null label
+        return self._denoiser()(self.params, x.astype(jnp.float32), sigma,
+                                None if labels is None else labels.astype(jnp.int32))
+
+    def _denoiser(self):
+        if self._jitted_denoiser is None:
+            from consistency import networks
+            net = networks.build_net(self.config, tuple(self.dataset.example_shape))
+            apply = networks.edm_denoiser(net, float(self.config.diffusion.sigma_data))
+            self._jitted_denoiser = jax.jit(lambda p, x, s, y: apply(p, x, s, y))
+        return self._jitted_denoiser
 
 
 def _is_array_tree(value) -> bool:

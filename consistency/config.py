@@ -43,7 +43,9 @@ def base_config() -> ml_collections.ConfigDict:
                                  # (huge splits, e.g. ImageNet-64); the same batches (consistency/data/pipeline.py)
 
     c.model = m = ml_collections.ConfigDict()
-    m.name = "unet"              # 'unet' | 'mlp'
+    m.name = "unet"              # 'unet' | 'mlp' | EDM's networks (NVlabs/edm, parameter for parameter):
+                                 # 'ddpmpp' | 'ncsnpp' (SongUNet) | 'adm' (DhariwalUNet); for those three the
+                                 # architecture fixes embedding, resample, num_groups and mid_attention
     m.channels = 32              # U-Net base width (NCSN++/DDPM++ CIFAR: 128)
     m.channel_mult = (1, 2)      # width multipliers per resolution
     m.num_res_blocks = 1         # CIFAR papers: 4
@@ -60,6 +62,8 @@ def base_config() -> ml_collections.ConfigDict:
     m.depth = 4                  # MLP hidden layers
     m.embed_dim = 128            # MLP: sinusoidal features of c_noise (Fourier: embed_dim/2 frequencies)
     m.num_classes = 0            # > 0: class-conditional, label num_classes is the null label for CFG
+    m.augment_dim = 0            # EDM nets: augmentation-label inputs (EDM --augment: 9; used only when fed)
+    m.channel_mult_emb = 4       # EDM nets: embedding width = channels · channel_mult_emb
     # Checked by consistency.nets.validate_model_config (one line naming the field).
 
     c.diffusion = f = ml_collections.ConfigDict()
@@ -488,7 +492,7 @@ def _validate_model(c) -> None:
     if validate_model is not None:
         validate_model(c.model)
     else:
-        _choice(c.model.name, "model.name", ("unet", "mlp"))
+        _choice(c.model.name, "model.name", ("unet", "mlp", "ddpmpp", "ncsnpp", "adm"))
     _number(c.model.num_classes, "model.num_classes", 0, integer=True, fix="use 0 (unconditional) or the class count")
 
 

@@ -45,12 +45,20 @@ def toy(c, method: str, name: str = "8gaussians"):
     return c
 
 
-def cifar_network(c, dropout: float, fourier_scale: float = 16.0):
-    """NCSN++/DDPM++-family U-Net at the CIFAR-10 papers' size: 128 channels, (2, 2, 2), 4 blocks, attention at 16
-    (METHODS.md §2, jcm `cifar10_k_ve`)."""
+EDM_CIFAR10_FILES = {"ddpmpp": "edm-cifar10-32x32-uncond-vp.pkl", "ncsnpp": "edm-cifar10-32x32-uncond-ve.pkl"}
+
+
+def cifar_network(c, dropout: float, fourier_scale: float = 16.0, arch: str = "unet"):
+    """The CIFAR-10 papers' U-Net size: 128 channels, (2, 2, 2), 4 blocks, attention at 16 (docs/methods.md §2).
+
+    ``arch`` 'ddpmpp' / 'ncsnpp' is EDM's own network (NVlabs/edm train.py ``--arch``, consistency/nets/edm_networks.py)
+    with EDM's augmentation-label input (augment_dim 9: EDM's CIFAR-10 runs use ``--augment=0.12``), so the public
+    ``edm-cifar10-32x32-uncond-{vp,ve}.pkl`` load into it parameter for parameter; 'unet' is the project's
+    NCSN++-family U-Net (jcm ``cifar10_k_ve``)."""
     c.data.name = "cifar10"
     c.data.random_flip = True
-    c.model.name = "unet"
+    c.model.name = arch
+    c.model.augment_dim = 9 if arch in EDM_CIFAR10_FILES else 0
     c.model.channels = 128
     c.model.channel_mult = (2, 2, 2)
     c.model.num_res_blocks = 4
@@ -210,8 +218,7 @@ def cifar_scm(mode: str, dropout: float, p_std: float, num_steps: int):
     recipe where METHODS.md §13.2 gives it: P_mean −1.0, RAdam, batch 512, tangent warm-up 10k, 2-step sampling at
     σ = 0.821; lr 1e-4 and the sampling EMA 0.9999 are [unverified]."""
     import math
-    c = cifar_network(new("scm"), dropout=dropout)
-    c.model.resample = "fir"                   # the teacher's U-Net (configs/cifar_edm.py)
+    c = cifar_network(new("scm"), dropout=dropout, arch="ddpmpp")   # the teacher's DDPM++ (configs/cifar_edm.py)
     c.teacher.workdir = "workdirs/cifar_edm"   # sCD's teacher; sCT's starting checkpoint
     c.scm.update(dict(mode=mode, init="teacher", time_input="edm", p_mean=-1.0, p_std=p_std,
                       tangent_warmup_steps=10_000, mid_t=math.atan2(0.821, c.diffusion.sigma_data)))

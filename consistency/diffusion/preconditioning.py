@@ -61,6 +61,20 @@ def vp_eps_scalings(sigma, num_train_steps: int = 1000) -> Scalings:
     return c_skip, c_out, c_in, c_noise
 
 
+def ve_scalings(sigma) -> Scalings:
+    """EDM-VE preconditioning (NVlabs EDM ``VEPrecond``, EDM Table 1 "VE"; docs/methods.md §1.1).
+
+    c_skip = 1, c_out = σ, c_in = 1, c_noise = ln(σ/2).
+    """
+    sigma = _as_float(sigma)
+    return jnp.ones_like(sigma), sigma, jnp.ones_like(sigma), jnp.log(0.5 * sigma)
+
+
+# NVlabs/edm training/networks.py preconditioner class → scalings. The release files edm-*-{vp,ve,adm}.pkl are all
+# EDMPrecond (vp/ve name the DDPM++/NCSN++ architecture); only baseline-* use VPPrecond / VEPrecond.
+EDM_PRECONDITIONERS = {"EDMPrecond": edm_scalings, "VPPrecond": vp_eps_scalings, "VEPrecond": ve_scalings}
+
+
 def precondition(net_apply: Callable, x: jax.Array, sigma, scalings, **net_kwargs) -> jax.Array:
     """c_skip·x + c_out·net_apply(c_in·x, c_noise, **net_kwargs) (EDM eq. 7; METHODS.md §1.1).
 

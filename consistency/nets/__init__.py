@@ -23,6 +23,8 @@ import jax
 import numpy as np
 
 from consistency.config import ConfigError
+from consistency.nets.edm_networks import ARCHS as EDM_ARCHS
+from consistency.nets.edm_networks import DhariwalUNet, SongUNet
 from consistency.nets.embeddings import (EMBEDDINGS, ConditionEmbedding, fourier_features, fourier_frequencies,
                                          noise_features, positional_features)
 from consistency.nets.heads import (DiffusionGANHead, MLPHead, MultiScaleHead, default_head_config, make_head,
@@ -30,7 +32,7 @@ from consistency.nets.heads import (DiffusionGANHead, MLPHead, MultiScaleHead, d
 from consistency.nets.mlp import MLP
 from consistency.nets.unet import RESAMPLE_METHODS, AttentionBlock, ResBlock, UNet, level_resolutions
 
-__all__ = ["MLP", "UNet", "ResBlock", "AttentionBlock", "ConditionEmbedding", "make_net", "validate_model_config",
+__all__ = ["MLP", "UNet", "SongUNet", "DhariwalUNet", "ResBlock", "AttentionBlock", "ConditionEmbedding", "make_net", "validate_model_config",
            "param_count", "fourier_features", "fourier_frequencies", "positional_features", "noise_features",
            "DiffusionGANHead", "MultiScaleHead", "MLPHead", "make_head", "validate_head_config", "default_head_config"]
 
@@ -40,7 +42,7 @@ def param_count(params: Any) -> int:
     return int(sum(math.prod(np.shape(leaf)) for leaf in jax.tree.leaves(params)))
 
 
-NET_NAMES = ("unet", "mlp")
+NET_NAMES = ("unet", "mlp", "ddpmpp", "ncsnpp", "adm")   # the last three: EDM's networks (edm_networks.py)
 
 
 def _model_error(field: str, message: str) -> ConfigError:
@@ -82,7 +84,7 @@ def _check_int_tuple(model_config, field: str, minimum: int, allow_empty: bool, 
 def _check_common_fields(m) -> None:
     name = _read(m, "name")
     if name not in NET_NAMES:
-        raise _model_error("name", f"must be 'unet' or 'mlp', got {name!r}")
+        raise _model_error("name", f"must be one of {', '.join(repr(n) for n in NET_NAMES)}, got {name!r}")
     embedding = _read(m, "embedding")
     if embedding not in EMBEDDINGS:
         raise _model_error("embedding", f"must be one of {EMBEDDINGS}, got {embedding!r}")
@@ -113,6 +115,25 @@ def _check_unet_fields(m) -> None:
                                        f"and >= 4, got {channels}")
 
 
+def _check_edm_fields(m) -> None:
+    """EDM's DDPM++ / NCSN++ / ADM: the U-Net fields that apply (embedding, resampling and GroupNorm are fixed by
+    the architecture, NVlabs/edm train.py) plus ``augment_dim`` and ``channel_mult_emb``."""
+    _check_int(m, "channels", 4, "EDM model_channels (DDPM++/NCSN++ CIFAR-10: 128, ADM ImageNet-64: 192)")
+    _check_int_tuple(m, "channel_mult", 1, allow_empty=False, hint="EDM channel_mult, e.g. (2, 2, 2)")
+    _check_int(m, "num_res_blocks", 1, "EDM num_blocks (DDPM++/NCSN++: 4, ADM: 3)")
+    _check_int_tuple(m, "attn_resolutions", 1, allow_empty=True, hint="EDM attn_resolutions, e.g. (16,)")
+    _check_int(m, "augment_dim", 0, "EDM's augmentation-label size: 9 with --augment, else 0")
+    _check_int(m, "channel_mult_emb", 1, "EDM's embedding width multiplier (4)")
+    channels = int(_read(m, "channels"))
+    widths = [channels] + [channels * int(v) for v in _read(m, "channel_mult")]
+    if _read(m, "name") != "adm" and channels % 2:
+        raise _model_error("channels", f"must be even (the noise embedding has `channels` features), got {channels}")
+    bad = [w for w in widths if w // min(32, w // 4) * min(32, w // 4) != w]
+    if bad:
+        raise _model_error("channels", f"width {bad[0]} is not divisible into EDM's min(32, C/4) GroupNorm groups; "
+                                       "use a multiple of 4 (and of 128 above 128)")
+
+
 def _check_mlp_fields(m) -> None:
     _check_int(m, "hidden", 1, "the MLP width")
     _check_int(m, "depth", 0, "the number of residual layers")
@@ -130,8 +151,8 @@ def _check_data_shape(m, data_shape: tuple) -> None:
                                        "images")
         return
     if len(data_shape) != 3 or data_shape[0] != data_shape[1]:
-        raise _model_error("name", f"'unet' needs square images (H, W, C), got data shape {data_shape}; use 'mlp' "
-                                   "for vector data")
+        raise _model_error("name", f"{_read(m, 'name')!r} needs square images (H, W, C), got data shape "
+                                   f"{data_shape}; use 'mlp' for vector data")
     try:
         sizes = level_resolutions(data_shape[0], len(_read(m, "channel_mult")))
     except ValueError as e:
@@ -148,6 +169,8 @@ def validate_model_config(model_config, data_shape: tuple | None = None) -> None
     _check_common_fields(model_config)
     if _read(model_config, "name") == "unet":
         _check_unet_fields(model_config)
+    elif _read(model_config, "name") in EDM_ARCHS:
+        _check_edm_fields(model_config)
     else:
         _check_mlp_fields(model_config)
     if data_shape is not None:
@@ -167,11 +190,26 @@ def _make_mlp(m) -> MLP:
                fourier_scale=float(m.fourier_scale), embed_dim=int(m.embed_dim), dropout=float(m.dropout))
 
 
+def _make_edm(m) -> nn.Module:
+    """EDM's network ``m.name`` ('ddpmpp' | 'ncsnpp' | 'adm') with the configuration NVlabs/edm train.py gives it."""
+    common = dict(channels=int(m.channels), channel_mult=tuple(int(v) for v in m.channel_mult),
+                  num_res_blocks=int(m.num_res_blocks), attn_resolutions=tuple(int(r) for r in m.attn_resolutions),
+                  dropout=float(m.dropout), num_classes=int(m.num_classes), augment_dim=int(m.get("augment_dim", 0)),
+                  channel_mult_emb=int(m.get("channel_mult_emb", 4)), remat=bool(m.get("remat", False)))
+    if m.name == "adm":
+        return DhariwalUNet(**common)
+    arch = {k: v for k, v in EDM_ARCHS[m.name].items() if k != "model_type"}
+    return SongUNet(**common, **arch, fourier_scale=float(m.fourier_scale))
+
+
 def make_net(model_config, data_shape: tuple) -> nn.Module:
-    """Build the network named by ``config.model.name`` ('unet' | 'mlp') for per-example ``data_shape``.
+    """Build the network named by ``config.model.name`` ('unet' | 'mlp' | EDM's 'ddpmpp' | 'ncsnpp' | 'adm') for
+    per-example ``data_shape``.
 
     Every field comes from the config schema (``consistency.config.base_config``); a bad or missing value is a
     ConfigError naming the field (:func:`validate_model_config`).
     """
     validate_model_config(model_config, data_shape)
+    if model_config.name in EDM_ARCHS:
+        return _make_edm(model_config)
     return _make_unet(model_config) if model_config.name == "unet" else _make_mlp(model_config)
