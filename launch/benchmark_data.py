@@ -62,14 +62,11 @@ def synthetic_folder(side: int, files: int, root: str) -> str:
 
 
 def prepared(folder: str, side: int) -> str:
-    import importlib.util
+    """The folder converted to ArrayRecord (consistency.data.prepare, as launch/prepare_data.py; resumed when done)."""
+    from consistency.data.prepare import prepare
 
-    spec = importlib.util.spec_from_file_location(
-        "prepare_data", os.path.join(os.path.dirname(os.path.abspath(__file__)), "prepare_data.py"))
-    prepare_data = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(prepare_data)
     out = folder + "_array_record"
-    prepare_data.prepare(folder, out, side, shard_size=1024, workers=4)
+    prepare(folder, out, side, shard_size=1024, workers=4)
     return out
 
 

@@ -2,30 +2,28 @@
 
     python launch/prepare_data.py --src=PATH --out=DIR --resolution=R [--workers=4] [--inception_weights=FILE]
 
-Reads every image under ``--src`` in the order and with the labels of ``folder:PATH`` (consistency/data/sources.py:
-sorted paths, class sub-folders → labels), center-crops and resizes each to R × R (EDM dataset_tool.py's
-'center-crop': PIL LANCZOS) and writes ``DIR/shard-NNNNN.array_record`` (``--shard_size`` images each; a record is
-the int32 label then the uint8 pixels) and ``DIR/stats.json``: count, shape, classes, the shard list and ``data_std``
-(std of every pixel value in model space, 2·x/255 − 1, accumulated in float64 shard by shard, so the set is never
-held in memory).  With ``--inception_weights`` and ``consistency.features.pytorch_fid_inception`` available it also
-writes the FID reference ``DIR/fid_reference.npz`` (``mu`` [2048], ``sigma`` [2048, 2048]) from the same pass;
-without that function it says so in one line and skips it.
+What it writes (consistency/data/prepare.py): every image under ``--src`` in the order and with the labels of
+``folder:PATH`` (sorted paths; class sub-folders → labels), center-cropped and resized to R × R (EDM dataset_tool.py's
+'center-crop': PIL LANCZOS), as ``DIR/shard-NNNNN.array_record`` (``--shard_size`` images each) and ``DIR/stats.json``
+(count, shape, classes, shards, ``data_std`` accumulated shard by shard, never holding the set in memory), with a
+progress bar.  ``--inception_weights=FILE`` calls ``consistency.features.pytorch_fid_inception(FILE)`` — the FID
+Inception of pytorch-fid, expected to map float32 images [n, R, R, C] in [−1, 1] to features [n, 2048] — and writes
+the FID reference ``DIR/fid_reference.npz`` (``mu``, ``sigma``) from the same pass; while that function does not exist
+in this checkout it says so in one line and skips the reference.
 
-A file that cannot be decoded is skipped with one line on stderr (``skipped PATH: reason``) and counted in
-stats.json's ``skipped``.  Resumable: each finished shard leaves ``shard-NNNNN.done.npz`` (its count and moments);
-a rerun with the same --src/--resolution/--shard_size redoes only the unfinished shards.  Bad input (no such folder,
-no images, resolution <= 0, an --out prepared from something else) is one line on stderr and exit status 2.
+A file that cannot be decoded is skipped with one line on stderr (``skipped PATH: reason``) and counted (stats.json
+``skipped``).  Resumable: a rerun with the same --src/--resolution/--shard_size redoes only the unfinished shards.  Bad
+input (no such folder, no images, resolution <= 0, an --out prepared from something else) is one line on stderr and
+exit status 2.
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 
-import numpy as np
 from absl import app, flags
 
-from consistency.data import sources
+from consistency.data.prepare import BadInput, prepare
 
 _SRC = flags.DEFINE_string("src", "", "Folder of images (class sub-folders become labels).")
 _OUT = flags.DEFINE_string("out", "", "Output directory (created; resumable).")
@@ -34,13 +32,6 @@ _SHARD_SIZE = flags.DEFINE_integer("shard_size", 1024, "Images per ArrayRecord s
 _WORKERS = flags.DEFINE_integer("workers", 4, "Grain threads decoding images.")
 _INCEPTION = flags.DEFINE_string("inception_weights", "", "PyTorch FID Inception weights: also write "
                                  "fid_reference.npz via consistency.features.pytorch_fid_inception (when available).")
-
-PLAN_FILE = "prepare.json"      # what --out was started from (a rerun must match it)
-FID_FILE = "fid_reference.npz"
-
-
-class BadInput(Exception):
-    """One line for the user; exit status 2."""
 
 
 def fid_feature_fn(weights_path: str):
@@ -59,152 +50,12 @@ def fid_feature_fn(weights_path: str):
     return make(weights_path)
 
 
-def check_plan(out: str, plan: dict) -> None:
-    path = os.path.join(out, PLAN_FILE)
-    if os.path.exists(path):
-        with open(path) as f:
-            old = json.load(f)
-        if old != plan:
-            changed = ", ".join(k for k in plan if old.get(k) != plan[k])
-            raise BadInput(f"--out: {out!r} was prepared with a different {changed}; use an empty directory")
-    elif os.path.isdir(out) and os.listdir(out):
-        raise BadInput(f"--out: {out!r} is not empty and was not written by this script; use an empty directory")
-    os.makedirs(out, exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(plan, f, indent=1)
-
-
-def readable_headers(src: str, files: list[str]) -> tuple[list[str], int]:
-    """(files whose header PIL can read, channels: 1 when all of them are grayscale else 3); one line per bad file."""
-    import PIL.Image
-
-    good, gray = [], True
-    for f in files:
-        try:
-            with PIL.Image.open(os.path.join(src, f)) as img:
-                gray = gray and img.mode in sources.GRAY_MODES
-            good.append(f)
-        except Exception as e:  # noqa: BLE001
-            sys.stderr.write(f"skipped {os.path.join(src, f)}: {type(e).__name__}: {_first_line(e)}\n")
-    return good, 1 if gray else 3
-
-
-def _first_line(e: Exception) -> str:
-    return (str(e).splitlines() or [""])[0][:200]
-
-
-def decode_shard(src: str, files: list[str], labels: np.ndarray, channels: int, resolution: int, workers: int):
-    """[(image uint8 [R, R, C] or None, label, error)] of the files in order, decoded by Grain threads."""
-    import grain
-
-    def load(i):
-        try:
-            image = sources.decode_image(os.path.join(src, files[i]), channels)
-            return sources.center_crop_resize(image, resolution), int(labels[i]), ""
-        except Exception as e:  # noqa: BLE001 — any decoder error: skip the file
-            return None, int(labels[i]), f"{type(e).__name__}: {_first_line(e)}"
-
-    rows = grain.MapDataset.range(0, len(files)).map(load)
-    if workers <= 0:
-        return [rows[i] for i in range(len(files))]
-    return list(rows.to_iter_dataset(grain.ReadOptions(num_threads=workers, prefetch_buffer_size=4 * workers)))
-
-
-def write_shard(out: str, index: int, decoded, src: str, files: list[str], feature_fn) -> dict:
-    """Write one shard atomically (a .tmp renamed), then its done-marker with count and moments."""
-    from array_record.python.array_record_module import ArrayRecordWriter
-    from tqdm import tqdm
-
-    name = sources.SHARD_PATTERN.format(index)
-    tmp = os.path.join(out, name + ".tmp")
-    writer = ArrayRecordWriter(tmp, "group_size:1")
-    total, total_sq, values, count, skipped, kept = 0.0, 0.0, 0, 0, 0, []
-    for (image, label, error), f in zip(decoded, files):
-        if image is None:
-            tqdm.write(f"skipped {os.path.join(src, f)}: {error}", file=sys.stderr)   # a line of its own, bar or not
-            skipped += 1
-            continue
-        writer.write(sources.encode_record(image, label))
-        v = image.astype(np.float64) * (2.0 / 255.0) - 1.0
-        total, total_sq, values, count = total + v.sum(), total_sq + np.square(v).sum(), values + v.size, count + 1
-        kept.append(image)
-    writer.close()
-    os.replace(tmp, os.path.join(out, name))
-    moments = dict(count=count, skipped=skipped, total=total, total_sq=total_sq, values=values)
-    if feature_fn is not None and kept:
-        feats = np.asarray(feature_fn(np.stack(kept).astype(np.float32) / 127.5 - 1.0), np.float64)
-        moments.update(feature_sum=feats.sum(0), feature_outer=feats.T @ feats)
-    np.savez(os.path.join(out, name.replace(".array_record", ".done.npz")), **moments)
-    return moments
-
-
-def prepare(src: str, out: str, resolution: int, shard_size: int, workers: int, inception_weights: str = "") -> dict:
-    """Convert ``src`` to ``out`` (module docstring); returns stats.json's content.  Raises BadInput."""
-    if not out:
-        raise BadInput("--out: missing; give the output directory")
-    if resolution <= 0:
-        raise BadInput(f"--resolution: {resolution} is not > 0; give the side R of the R × R images to write")
-    if shard_size <= 0:
-        raise BadInput(f"--shard_size: {shard_size} is not > 0")
-    if not os.path.isdir(src):
-        raise BadInput(f"--src: {src!r} is not a directory; give a folder of images")
-    files = sources.list_images(src)
-    if not files:
-        raise BadInput(f"--src: {src!r} holds no image files ({', '.join(sources.IMAGE_EXTENSIONS)})")
-    feature_fn = fid_feature_fn(inception_weights)
-    check_plan(out, dict(src=os.path.abspath(src), resolution=resolution, shard_size=shard_size, files=len(files),
-                         inception=bool(feature_fn)))
-    labels, class_names = sources.folder_labels(files)          # labels of every listed file (EDM's rule)
-    good, channels = readable_headers(src, files)
-    header_skipped = len(files) - len(good)
-    keep = {f: i for i, f in enumerate(files)}
-    labels = labels[[keep[f] for f in good]]
-    from tqdm import tqdm
-
-    shards, moments = [], []
-    num_shards = -(-len(good) // shard_size)
-    with tqdm(total=len(good), unit="img", desc=f"prepare {os.path.basename(os.path.abspath(src))}") as bar:
-        for index in range(num_shards):
-            lo, hi = index * shard_size, min((index + 1) * shard_size, len(good))
-            name = sources.SHARD_PATTERN.format(index)
-            done = os.path.join(out, name.replace(".array_record", ".done.npz"))
-            if os.path.exists(done) and os.path.exists(os.path.join(out, name)):
-                with np.load(done) as d:
-                    moments.append({k: d[k] for k in d.files})
-            else:
-                decoded = decode_shard(src, good[lo:hi], labels[lo:hi], channels, resolution, workers)
-                moments.append(write_shard(out, index, decoded, src, good[lo:hi], feature_fn))
-            shards.append(name if int(moments[-1]["count"]) else "")
-            bar.update(hi - lo)
-    count = sum(int(m["count"]) for m in moments)
-    if count == 0:
-        raise BadInput(f"--src: none of the {len(files)} image files under {src!r} could be decoded")
-    values = sum(int(m["values"]) for m in moments)
-    mean = sum(float(m["total"]) for m in moments) / values
-    data_std = float(np.sqrt(max(sum(float(m["total_sq"]) for m in moments) / values - mean ** 2, 0.0)))
-    stats = dict(count=count, shape=[resolution, resolution, channels], num_classes=len(class_names),
-                 class_names=class_names, data_std=data_std, resolution=resolution,
-                 skipped=header_skipped + sum(int(m["skipped"]) for m in moments),
-                 shards=[s for s in shards if s], src=os.path.abspath(src),
-                 resize="EDM dataset_tool.py center-crop: centred square, PIL LANCZOS")
-    if feature_fn is not None:
-        total = sum(m["feature_sum"] for m in moments if "feature_sum" in m)
-        outer = sum(m["feature_outer"] for m in moments if "feature_outer" in m)
-        mu = total / count
-        sigma = (outer - count * np.outer(mu, mu)) / (count - 1)      # unbiased, as np.cov (pytorch-fid)
-        np.savez(os.path.join(out, FID_FILE), mu=mu, sigma=sigma)
-        stats["fid_reference"] = FID_FILE
-    with open(os.path.join(out, sources.STATS_FILE), "w") as f:
-        json.dump(stats, f, indent=1)
-    return stats
-
-
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}")
     try:
         stats = prepare(_SRC.value, _OUT.value or "", _RESOLUTION.value, _SHARD_SIZE.value, _WORKERS.value,
-                        _INCEPTION.value)
+                        fid_feature_fn(_INCEPTION.value))
     except BadInput as e:
         sys.stderr.write(f"error: {e}\n")
         sys.exit(2)

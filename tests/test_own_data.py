@@ -9,7 +9,6 @@ class folders, and an .npz of grayscale images with labels.
 from __future__ import annotations
 
 import glob
-import importlib.util
 import json
 import os
 import shutil
@@ -24,22 +23,13 @@ import pytest
 from consistency import checkpoint, main, train
 from consistency.config import ConfigError, base_config
 from consistency.data import make_dataset, sources
+from consistency.data import prepare as prepare_data
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLASSES = ("cats", "dogs")
 PER_CLASS = 18            # 36 images: 9 PNG + 9 JPEG per class
 RES = 8
 BATCH = 8
-
-
-def _load_prepare_data():
-    spec = importlib.util.spec_from_file_location("prepare_data", os.path.join(REPO, "launch", "prepare_data.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-prepare_data = _load_prepare_data()
 
 
 def write_folder(root, seed=0, per_class=PER_CLASS, classes=CLASSES) -> dict:

@@ -197,7 +197,7 @@ def test_grain_read_ahead_serves_any_order_and_reraises():
     threaded = dataclasses.replace(serial, workers=2)
     for step in (0, 1, 2, 40, 41, 3, 3, 0):
         assert_same_batch(threaded.batch(step), serial.batch(step))
-    assert threaded._iterator[0] == 1                          # the last call (step 0) left an iterator at step 1
+    assert threaded._iterator[0] == 1                     # the last call (step 0) left an iterator at step 1
     threaded.close()
     assert threaded._iterator is None
 

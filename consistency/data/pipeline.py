@@ -19,18 +19,18 @@ array from the per-host pieces (e.g. ``jax.make_array_from_process_local_data``)
 ``index`` is the stream position (taken modulo 2³¹ to fit int32, i.e. it wraps after 2.1e9 examples).
 
 Where the rows come from.  Every source is a random-access Grain source (``len``, ``source[i] → (stored row,
-label)``, sources.py) and every batch comes out of one Grain pipeline: ``grain.MapDataset.range`` over this host's
-stream positions, mapped to (example id, flip) by the rule above, to the stored row read from the source, batched
-with ``batch``, then decoded.  ``config.data.workers`` > 0 Grain threads (``grain.ReadOptions``) read the examples of
-the coming batches ahead of the caller while it asks for the steps in order; this changes when a batch is read, never
+label)``, sources.py) and every batch comes out of one Grain pipeline: ``grain.MapDataset.range`` over the steps,
+each mapped to this host's batch — example ids and flips by the rule above, the stored rows read from the source,
+flipped, decoded.  ``config.data.workers`` > 0 Grain threads (``grain.ReadOptions``; one batch per thread) read the
+coming batches ahead of the caller while it asks for the steps in order; this changes when a batch is read, never
 what it holds (0 reads each batch in the caller's thread).  ``config.data.pipeline``: 'memory' (default) holds the
-split in host memory (images.py; ``npz:PATH``; ``folder:PATH`` decoded once), 'stream' holds nothing and reads each
-example by id: a TFDS dataset prepared as ArrayRecord (images.TfdsRows), ``folder:PATH`` (files decoded on demand),
-``array_record:PATH`` (launch/prepare_data.py; always streamed).  Both serve exactly the same batches: the same id
-order, flips, host rows and decode.  A streaming split's ``data_std`` is estimated from a fixed subsample of
-:data:`DATA_STD_SAMPLE` examples (:func:`data_std_ids`; the exact value when the split is no larger; ``array_record``
-reads the exact value of the whole set from its stats.json), and ``arrays()`` reads the split in chunks, refused
-above :data:`STREAM_ARRAYS_MAX_BYTES`.
+split in host memory (images.py; ``npz:PATH``; ``folder:PATH`` and ``array_record:PATH`` decoded once), 'stream'
+holds nothing and reads each example by id when its batch is due: a TFDS dataset prepared as ArrayRecord
+(images.TfdsRows), ``folder:PATH`` (files decoded on demand), ``array_record:PATH`` (launch/prepare_data.py).  Both
+serve exactly the same batches: the same id order, flips, host rows and decode.  A streaming split's ``data_std`` is
+estimated from a fixed subsample of :data:`DATA_STD_SAMPLE` examples (:func:`data_std_ids`; the exact value when the
+split is no larger; ``array_record`` takes the exact value of the whole set from its stats.json), and ``arrays()``
+reads the split in chunks, refused above :data:`STREAM_ARRAYS_MAX_BYTES`.
 
 Own data (sources.py): ``folder:PATH`` and ``npz:PATH`` hold ``train`` = the first (1 − data.test_fraction)·N
 examples of the fixed permutation ``default_rng(0).permutation(N)`` and ``test`` the rest (the digits rule), or,
@@ -59,7 +59,7 @@ IMAGE_RANGE = (-1.0, 1.0)
 UNBOUNDED = (-float("inf"), float("inf"))
 PIPELINES = ("memory", "stream")  # config.data.pipeline
 PREFETCH_BATCHES = 2              # batches Grain's threads read ahead (config.data.workers > 0)
-MAX_POSITIONS = 1 << 62           # length of the stream of host-local positions (never reached)
+MAX_STEPS = 1 << 62               # length of the Grain MapDataset of steps (never reached)
 TEST_FRACTION = 0.1               # default config.data.test_fraction of folder/npz/array_record sets
 DATA_STD_STREAM = 2               # first word of the numpy seed of the data_std subsample (seed-independent)
 DATA_STD_SAMPLE = 10_000          # examples behind a streaming split's data_std
@@ -132,16 +132,6 @@ def data_std_ids(n: int, sample: Optional[int] = None) -> np.ndarray:
     return np.sort(np.random.default_rng([DATA_STD_STREAM, n]).choice(n, sample, replace=False))
 
 
-@functools.lru_cache(maxsize=64)
-def _flip_mask_cached(seed: int, step: int, global_batch_size: int) -> np.ndarray:
-    return flip_mask(seed, step, global_batch_size)
-
-
-def _stack_rows(rows) -> dict:
-    """Grain batch_fn: a list of per-example dicts → one dict of stacked numpy arrays."""
-    return {k: np.stack([r[k] for r in rows]) for k in rows[0]}
-
-
 @dataclasses.dataclass(frozen=True, eq=False)
 class Dataset:
     """One split of one dataset, served as deterministic host-local batches by a Grain pipeline (module docstring).
@@ -149,8 +139,8 @@ class Dataset:
     ``source`` is the split as a random-access Grain source (``len``, ``source[i] → (stored row, label)``): in host
     memory (``examples``/``labels`` set, ``pipeline == 'memory'``) or read on demand (files, ArrayRecord, a TFDS
     data source: ``examples = labels = None``, ``pipeline == 'stream'``).  ``decode`` maps a batch of stored rows to
-    model space (float32, images in [−1, 1], resized when configured).  ``workers`` Grain read threads decode the
-    examples of the coming batches ahead of the caller (0: each batch is read in the caller's thread when asked).
+    model space (float32, images in [−1, 1], resized when configured).  ``workers`` Grain read threads read and decode
+    the coming batches ahead of the caller (0: each batch is read in the caller's thread when asked).
     """
 
     name: str
@@ -179,10 +169,8 @@ class Dataset:
     workers: int = 0                    # Grain read threads (config.data.workers)
 
     def __post_init__(self):
-        source = self.source if self.source is not None else sources.ArraySource(self.examples, self.labels)
-        rows = host_rows(self.global_batch_size, self.host_index, self.host_count)
-        elements = grain.MapDataset.range(0, MAX_POSITIONS).map(functools.partial(self._element, source, rows))
-        object.__setattr__(self, "_elements", elements)     # host-local position k → one example (module docstring)
+        batches = grain.MapDataset.range(0, MAX_STEPS).map(self._compute_batch)
+        object.__setattr__(self, "_batches", batches)        # step → this host's batch (module docstring)
         object.__setattr__(self, "_iterator", None)          # (next step, Grain iterator) while reading in order
 
     @property
@@ -211,42 +199,39 @@ class Dataset:
             return np.zeros((0, *self.example_shape), np.uint8), np.zeros(0, np.int32)
         return np.stack([p[0] for p in pairs]), np.array([p[1] for p in pairs], np.int32)
 
-    def _element(self, source, rows: np.ndarray, position: int) -> dict:
-        """Host-local stream position k = step·(B/P) + j → the example of global row rows[j] of batch `step`."""
-        b = len(rows)
-        step, j = divmod(int(position), b)
-        row = int(rows[j])
-        index = step * self.global_batch_size + row
-        epoch, offset = divmod(index, self.size)
-        example_id = int(epoch_permutation(self.seed, epoch, self.size)[offset])
-        stored, label = source[example_id]
-        flip = bool(self.random_flip and self.kind == "image"
-                    and _flip_mask_cached(self.seed, step, self.global_batch_size)[row])
-        if flip:   # mirror the stored row: decode (pointwise scale, half-pixel bilinear resize) commutes with it
-            stored = stored[:, ::-1]
-        out = {"x": np.ascontiguousarray(stored), "label": np.int32(label), "index": np.int32(index % (1 << 31))}
+    def _compute_batch(self, step: int) -> dict:
+        rows = host_rows(self.global_batch_size, self.host_index, self.host_count)
+        ids, index = stream_example_ids(self.seed, step, self.global_batch_size, self.size, rows)
+        stored, labels = self.read(ids)
+        if self.random_flip and self.kind == "image":
+            # Mirror the stored rows: decode (pointwise scale, half-pixel bilinear resize) commutes with it.
+            flip = np.flatnonzero(flip_mask(self.seed, step, self.global_batch_size)[rows])
+            width = stored.shape[2]
+            stored[flip] = np.take(stored[flip], np.arange(width - 1, -1, -1), axis=2)
+        out = {
+            "x": np.ascontiguousarray(self.decode(stored), dtype=np.float32),
+            "label": labels.astype(np.int32),
+            "index": (index % (1 << 31)).astype(np.int32),
+        }
         for name, (values, mirrored) in self.extras.items():
-            out[name] = np.asarray((mirrored if flip else values)[example_id], np.float32)
-        return out
-
-    def _finish(self, stacked: dict) -> dict:
-        out = dict(stacked)
-        out["x"] = np.ascontiguousarray(self.decode(stacked["x"]), dtype=np.float32)
+            value = np.asarray(values[ids], np.float32)
+            if self.random_flip and self.kind == "image":
+                value[flip] = mirrored[ids[flip]]
+            out[name] = value
         return out
 
     def batch(self, step: int) -> dict:
         """This host's share of global batch `step`: {'x', 'label', 'index'} (module docstring).  Asked in order
-        (step, step + 1, …) with ``workers`` > 0, the batch was read ahead by Grain's threads."""
-        step, b = int(step), self.local_batch_size
+        (step, step + 1, …) with ``workers`` > 0, it was read ahead by Grain's threads."""
+        step = int(step)
         if self.workers <= 0:
-            return self._finish(_stack_rows([self._elements[step * b + j] for j in range(b)]))
+            return self._batches[step]
         current = self._iterator
         if current is None or current[0] != step:
             self.close()
-            options = grain.ReadOptions(num_threads=self.workers, prefetch_buffer_size=PREFETCH_BATCHES * b)
-            iterator = iter(self._elements[step * b:].to_iter_dataset(options).batch(b, batch_fn=_stack_rows))
-            current = (step, iterator)
-        out = self._finish(next(current[1]))
+            options = grain.ReadOptions(num_threads=self.workers, prefetch_buffer_size=self.workers + PREFETCH_BATCHES)
+            current = (step, iter(self._batches[step:].to_iter_dataset(options)))
+        out = next(current[1])
         object.__setattr__(self, "_iterator", (step + 1, current[1]))
         return out
 
