@@ -194,7 +194,11 @@ class Dataset:
         """(stored rows, labels) of example ids: a fresh copy, from memory or from the source."""
         if self.source is None:
             return self.examples[ids], self.labels[ids]       # fancy indexing copies
-        pairs = [self.source[int(i)] for i in np.asarray(ids).reshape(-1)]
+        keys = [int(i) for i in np.asarray(ids).reshape(-1)]
+        if isinstance(self.source, images.TfdsRows):
+            return self.source.read(keys)                      # TFDS's batched read
+        many = getattr(self.source, "__getitems__", None)     # e.g. ArrayRecord's batched read
+        pairs = many(keys) if many is not None else [self.source[i] for i in keys]
         if not pairs:
             return np.zeros((0, *self.example_shape), np.uint8), np.zeros(0, np.int32)
         return np.stack([p[0] for p in pairs]), np.array([p[1] for p in pairs], np.int32)

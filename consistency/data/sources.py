@@ -178,6 +178,11 @@ class SubsetSource:
     def __getitem__(self, i):
         return self.parent[int(self.ids[int(i)])]
 
+    def __getitems__(self, indices) -> list:
+        ids = [int(self.ids[int(i)]) for i in indices]
+        many = getattr(self.parent, "__getitems__", None)
+        return many(ids) if many is not None else [self.parent[i] for i in ids]
+
 
 def load_npz(path: str, resolution: int) -> tuple[np.ndarray, np.ndarray, int]:
     """(x uint8 [N, R, R, C], labels int32 [N], num_classes) from an .npz (module docstring); one-line ConfigErrors."""
@@ -249,3 +254,7 @@ class ArrayRecordSource:
 
     def __getitem__(self, i):
         return decode_record(self._records[int(i)], self.shape)
+
+    def __getitems__(self, indices) -> list:
+        """Records read in one call of the ArrayRecord reader (its parallel batch read)."""
+        return [decode_record(r, self.shape) for r in self._records.__getitems__([int(i) for i in indices])]
