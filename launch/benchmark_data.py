@@ -13,7 +13,7 @@ Sources: ``digits`` (built in, memory); ``folder32`` / ``folder64``: ``--files``
 32 × 32 / 64 × 64 in two class folders, generated once under ``--tmp``, read as ``folder:`` (stream: decoded every
 batch; memory: decoded once) and as ``array_record:`` (converted by launch/prepare_data.py); ``cifar10_mock``: TFDS's
 ``tfds.testing.mock_data`` CIFAR-10 (random 32 × 32 × 3 uint8, ``--mock_examples`` of them, memory path); or any
-``data.name`` (e.g. ``folder:/data/faces``) with ``--resolution``.
+``data.name`` (e.g. ``folder:/data/faces``) with ``--resolution`` and ``--pipeline``.
 """
 from __future__ import annotations
 
@@ -38,6 +38,8 @@ _BATCHES = flags.DEFINE_integer("batches", 20, "Timed consecutive batches per (s
 _FILES = flags.DEFINE_integer("files", 4096, "JPEGs in each synthetic folder.")
 _MOCK = flags.DEFINE_integer("mock_examples", 2048, "Examples of the mock CIFAR-10 train split.")
 _RESOLUTION = flags.DEFINE_integer("resolution", 0, "data.resolution for a source given as a data.name.")
+_PIPELINE = flags.DEFINE_enum("pipeline", "memory", ["memory", "stream"], "data.pipeline for a source given as a "
+                              "data.name.")
 _TMP = flags.DEFINE_string("tmp", "/tmp/consistency_benchmark_data", "Where the synthetic folders are written.")
 _STEP_CONFIG = config_flags.DEFINE_config_file("step_config", "configs/digits_edm.py", "Config of the train step.")
 _STEP_BATCH = flags.DEFINE_integer("step_batch_size", 32, "Batch of the train-step timing (0: skip the step).")
@@ -88,7 +90,8 @@ def variants(source: str):
 
         return [("cifar10_mock", dict(name="cifar10", resolution=0),
                  lambda: tfds.testing.mock_data(num_examples=_MOCK.value))]
-    return [(source, dict(name=source, resolution=_RESOLUTION.value), contextlib.nullcontext)]
+    return [(source, dict(name=source, resolution=_RESOLUTION.value, pipeline=_PIPELINE.value),
+             contextlib.nullcontext)]
 
 
 def data_config(overrides: dict, workers: int):
