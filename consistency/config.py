@@ -32,15 +32,19 @@ def base_config() -> ml_collections.ConfigDict:
     c.seed = 0
 
     c.data = d = ml_collections.ConfigDict()
-    d.name = "digits"            # 'digits' | 'mnist5k' | 'toy:<name>' | any tfds image dataset name
+    d.name = "digits"            # 'digits' | 'mnist5k' | 'toy:<name>' | any tfds image dataset name | your own images:
+                                 # 'folder:PATH' | 'npz:PATH' | 'array_record:PATH' (consistency/data/sources.py)
     d.data_dir = ""              # tfds data_dir ('' → tfds default)
     d.resolution = 0             # 0 → native; else resize images to resolution × resolution
     d.random_flip = False        # horizontal flips (CIFAR recipes)
     d.conditional = False        # feed class labels to the model
     d.toy_size = 100_000         # number of points drawn for toy datasets
     d.latents = ""               # an inversion directory (launch/invert.py): batches carry 'latent' = E(x) (PaGoDA)
-    d.pipeline = "memory"        # 'memory': the split in host memory | 'stream': TFDS ArrayRecord read by example id
-                                 # (huge splits, e.g. ImageNet-64); the same batches (consistency/data/pipeline.py)
+    d.pipeline = "memory"        # 'memory': the split in host memory | 'stream': read by example id (TFDS ArrayRecord,
+                                 # folder:, array_record:; huge splits); the same batches (consistency/data/pipeline.py)
+    d.workers = 2                # Grain threads reading (decoding) the coming batches ahead; 0: in the caller's thread
+    d.test_fraction = 0.1        # folder:/npz:/array_record: held-out share ('test' split) of a fixed permutation
+    d.test_path = ""             # … or the held-out set as another folder:/npz:/array_record: name ('' = test_fraction)
 
     c.model = m = ml_collections.ConfigDict()
     m.name = "unet"              # 'unet' | 'mlp' | EDM's networks (NVlabs/edm, parameter for parameter):
@@ -442,6 +446,35 @@ def _dataset_num_classes(name: str) -> int | None:
     return IN_MEMORY_CLASSES.get(name)
 
 
+OWN_DATA_KINDS = ("folder", "npz", "array_record")   # data.name = '<kind>:PATH' (consistency/data/sources.py)
+
+
+def _own_data_kind(name) -> str | None:
+    kind, sep, _ = str(name).partition(":")
+    return kind if sep and kind in OWN_DATA_KINDS else None
+
+
+def _validate_own_data_path(name, field: str) -> None:
+    """'folder:PATH' names a directory, 'npz:PATH' a file, 'array_record:PATH' a directory (checked here, before
+    any data is read: one line)."""
+    import os
+
+    _require(isinstance(name, str), field, f"{name!r} is not a string", "use 'folder:PATH', 'npz:PATH' or "
+             "'array_record:PATH'")
+    kind = _own_data_kind(name)
+    if kind is None:
+        _require(field == "data.name" or name == "", field, f"{name!r} is not folder:PATH, npz:PATH or "
+                 "array_record:PATH", "name the held-out images that way, or use ''")
+        return
+    path = os.path.expanduser(name.split(":", 1)[1])
+    want_dir = kind != "npz"
+    _require(path != "" and (os.path.isdir(path) if want_dir else os.path.isfile(path)), field,
+             f"{path!r} is not {'a directory' if want_dir else 'a file'}",
+             {"folder": "give a folder of images (class sub-folders become labels)",
+              "npz": "give an .npz with x uint8 [N, H, W, C] (and optional labels [N])",
+              "array_record": "give a directory written by launch/prepare_data.py"}[kind])
+
+
 def _validate_top(c) -> None:
     from consistency import methods
     names = methods.available()
@@ -462,6 +495,14 @@ def _validate_data(c) -> None:
     _require(isinstance(d.get("latents", ""), str), "data.latents", f"{d.get('latents')!r} is not a path",
              "use '' or an inversion directory made by launch/invert.py")
     _choice(d.get("pipeline", "memory"), "data.pipeline", ("memory", "stream"))
+    _number(d.get("workers", 0), "data.workers", 0, integer=True, fix="use 0 (read in the caller's thread) or a few "
+            "threads per accelerator")
+    _number(d.get("test_fraction", 0.1), "data.test_fraction", 0, 1, hi_open=True)
+    for field in ("name", "test_path"):
+        _validate_own_data_path(d.get(field, ""), f"data.{field}")
+    _require(not d.get("test_path", "") or _own_data_kind(d.name) is not None, "data.test_path",
+             f"{d.test_path!r} is a held-out set for folder:/npz:/array_record: data, but data.name is {d.name!r}",
+             "set it to ''")
     if d.get("pipeline", "memory") == "stream":
         _require(d.name not in IN_MEMORY_CLASSES and _toy_short_name(d.name) is None, "data.pipeline",
                  f"'stream' is only for TFDS datasets, but {d.name!r} is built in memory", "set data.pipeline='memory'")

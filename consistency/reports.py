@@ -35,7 +35,8 @@ _INCEPTION_CACHE: dict = {}
 def reference_set(config, dataset):
     """The held-out split as numpy (toys: an independent draw), used as the metric reference."""
     from consistency.data import make_dataset
-    key = (config.data.name, config.data.resolution, config.data.data_dir, config.data.toy_size)
+    key = (config.data.name, config.data.resolution, config.data.data_dir, config.data.toy_size,
+           config.data.get("test_path", ""), config.data.get("test_fraction", 0.0))
     if key not in _REFERENCE_CACHE:
         try:
             held_out = make_dataset(config.data, config.training.batch_size, config.seed, split="test")

@@ -42,6 +42,41 @@ def timed(fn, repeats: int) -> float:
     return (time.perf_counter() - start) / repeats
 
 
+def pipeline_images_per_sec(dataset, batches: int, first_step: int = 1) -> float:
+    """Images per second the input pipeline alone serves on this host: ``dataset.batch(step)`` for ``batches``
+    consecutive steps from ``first_step`` (after one untimed batch at ``first_step − 1`` that starts its read threads),
+    as the training loop asks for them; no device work."""
+    dataset.batch(first_step - 1)
+    start = time.perf_counter()
+    for step in range(first_step, first_step + batches):
+        dataset.batch(step)
+    return batches * dataset.local_batch_size / (time.perf_counter() - start)
+
+
+def compiled_train_step(config) -> dict:
+    """The training loop's own step (``consistency.train.make_train_step``) for ``config``, compiled ahead of time on
+    its first batch: {'dataset', 'method', 'placement', 'state', 'batch', 'root_key', 'compiled', 'compile_s'}."""
+    import functools
+
+    from consistency import train
+    from consistency.methods import base, get_method
+
+    t = config.training
+    train.validate_run_config(config)
+    ds = train.build_dataset(config)
+    method = get_method(config, ds)
+    placement = train.make_placement(fsdp=int(t.get("fsdp", 1)))
+    init_key, root_key = jax.random.PRNGKey(0), jax.device_put(jax.random.PRNGKey(1), placement.replicated)
+    state_sharding = placement.state_shardings(train.state_shapes(method, ds, init_key))
+    batch = train.global_batch(ds.batch(0), placement.batch)
+    state = jax.jit(functools.partial(base.init_state, method), out_shardings=state_sharding)(init_key, batch)
+    start = time.perf_counter()
+    step = train.make_train_step(method, placement, None, int(t.get("grad_accumulation", 1)), state_sharding)
+    compiled = step.lower(state, batch, root_key).compile()
+    return dict(dataset=ds, method=method, placement=placement, state=state, batch=batch, root_key=root_key,
+                compiled=compiled, compile_s=time.perf_counter() - start)
+
+
 def step_flops(compiled) -> float | None:
     """Floating-point operations of one call of a compiled program (XLA's cost analysis), or None."""
     analysis = compiled.cost_analysis()

@@ -584,6 +584,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
         results = run_eval(config, workdir, state, method, dataset, final, last_metrics)
         writer.write_scalars(final, _numeric(results))
     finally:  # also on a NaN or an interrupt: finish in-flight checkpoint writes, flush the logs
+        if hasattr(dataset, "close"):
+            dataset.close()   # Grain's read-ahead threads (a later batch() starts them again)
         manager.wait_until_finished()
         manager.close()
         writer.flush()

@@ -37,8 +37,8 @@ import jax.numpy as jnp
 from absl import app, flags
 from ml_collections import config_flags
 
-from consistency.throughput import (compiled_memory_bytes, peak_device_bytes, peak_tflops, step_flops,  # noqa: F401
-                                    timed)
+from consistency.throughput import (compiled_memory_bytes, compiled_train_step, peak_device_bytes,  # noqa: F401
+                                    peak_tflops, step_flops, timed)
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/digits_edm.py", "Config file.")
 _REPEATS = flags.DEFINE_integer("repeats", 50, "Timed repetitions after two warm-up calls.")
@@ -53,25 +53,13 @@ def _mb(n):
 def main(_):
     if jax.default_backend() == "cpu":
         jax.config.update("jax_threefry_partitionable", False)
-    import functools
-
-    from consistency import networks, train
-    from consistency.methods import base, common, get_method
+    from consistency import networks
+    from consistency.methods import common
     config = _CONFIG.value
     t = config.training
-    train.validate_run_config(config)
-    ds = train.build_dataset(config)
-    method = get_method(config, ds)
-    placement = train.make_placement(fsdp=int(t.get("fsdp", 1)))
-    init_key, root_key = jax.random.PRNGKey(0), jax.device_put(jax.random.PRNGKey(1), placement.replicated)
-    state_sharding = placement.state_shardings(train.state_shapes(method, ds, init_key))
-    batch = train.global_batch(ds.batch(0), placement.batch)
-    state = jax.jit(functools.partial(base.init_state, method), out_shardings=state_sharding)(init_key, batch)
-
-    start = time.perf_counter()
-    step = train.make_train_step(method, placement, None, int(t.get("grad_accumulation", 1)), state_sharding)
-    compiled = step.lower(state, batch, root_key).compile()
-    compile_s = time.perf_counter() - start
+    built = compiled_train_step(config)
+    ds, method, state, batch, root_key = (built[k] for k in ("dataset", "method", "state", "batch", "root_key"))
+    compiled, compile_s = built["compiled"], built["compile_s"]
     holder = {"state": state}
 
     def run_step():

@@ -48,3 +48,31 @@ def test_report_on_the_toy(tmp_path):
     assert report["step_gflop"] > 0 and report["compiled_memory_mb"] > 0
     assert report["mfu"] == pytest.approx(report["achieved_tflops"] / (1.0 * report["devices"]), rel=0.02)
     assert any(name.endswith((".xplane.pb", ".trace.json.gz")) for _, _, files in os.walk(trace) for name in files)
+
+
+@pytest.mark.slow   # a subprocess with two step compilations
+def test_data_report_by_source_and_workers(tmp_path):
+    """launch/benchmark_data.py: one JSON line per (source, pipeline, workers) with the pipeline's images/s, and the
+    train step's images/s of the same image shape (toy-sized: a 2-image folder source, 2 batches, 1 timed step)."""
+    import numpy as np
+    import PIL.Image
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(4):
+        PIL.Image.fromarray(np.full((8, 8, 3), 40 * i, np.uint8)).save(folder / f"{i}.png")
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=REPO)
+    r = subprocess.run([sys.executable, "launch/benchmark_data.py", f"--sources=digits,folder:{folder}",
+                        "--resolution=8", "--workers=0,2", "--batch_size=4", "--batches=2", "--step_batch_size=4",
+                        "--step_repeats=1", "--step_config=configs/digits_edm.py", "--step_config.model.channels=8",
+                        "--step_config.model.channel_mult=(1,)"], cwd=REPO, env=env, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    lines = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
+    rates = {(d["source"], d["workers"]): d for d in lines if "workers" in d}
+    assert set(rates) == {("digits", 0), ("digits", 2), (f"folder:{folder}", 0), (f"folder:{folder}", 2)}
+    assert all(d["images_per_sec"] > 0 and d["batch"] == 4 for d in rates.values())
+    assert rates[(f"folder:{folder}", 0)]["example_shape"] == [8, 8, 3]
+    steps = [d for d in lines if "train_step" in d]
+    assert [d["source"] for d in steps] == ["digits", f"folder:{folder}"]
+    assert all(d["step_images_per_sec"] == pytest.approx(4 / (d["step_ms"] / 1e3), rel=0.02) for d in steps)

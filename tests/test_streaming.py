@@ -167,9 +167,9 @@ def test_stream_of_a_sliced_split_and_the_test_split(data_dirs, no_network):
 def test_restart_at_step_k_continues_the_uninterrupted_stream(data_dirs, no_network):
     cfg = data_config(data_dirs["array_record"], random_flip=True, pipeline="stream")
     uninterrupted = make_dataset(cfg, BATCH, seed=11)
-    assert uninterrupted.prefetch == pipeline.STREAM_PREFETCH > 0
+    assert uninterrupted.workers == base_config().data.workers > 0
     stream = [uninterrupted.batch(step) for step in STEPS]
-    assert uninterrupted._prefetcher.pending() == [STEPS[-1] + 1, STEPS[-1] + 2]   # read ahead in the background
+    assert uninterrupted._iterator[0] == STEPS[-1] + 1      # one Grain iterator read the steps in order
     for k in (5, 9):
         resumed = make_dataset(cfg, BATCH, seed=11)        # a new process after a checkpoint at step k
         resumed.batch(0)                                   # the loop's shape probe, out of order
@@ -180,26 +180,39 @@ def test_restart_at_step_k_continues_the_uninterrupted_stream(data_dirs, no_netw
     assert not np.array_equal(other_seed.batch(0)["label"], stream[0]["label"]) or \
         not np.array_equal(other_seed.batch(0)["x"], stream[0]["x"])
     uninterrupted.close()
-    assert_same_batch(uninterrupted.batch(3), stream[3])   # after close(): read in the caller's thread
+    assert_same_batch(uninterrupted.batch(3), stream[3])   # after close(): a new iterator
+    serial = make_dataset(dict(cfg, workers=0), BATCH, seed=11)   # no read threads: the same batches
+    for step in STEPS:
+        assert_same_batch(serial.batch(step), stream[step])
+    uninterrupted.close()
 
 
-def test_prefetcher_reads_ahead_cancels_stale_steps_and_reraises():
-    calls = []
+def test_grain_read_ahead_serves_any_order_and_reraises():
+    """Grain's read threads (data.workers) change when a batch is read, never what it holds: in order, out of order,
+    and after close() the batches equal the serial ones; an exception in a source read reaches the caller."""
+    import dataclasses
+    from consistency.data import sources
 
-    def compute(step):
-        calls.append(step)
-        if step == 99:
-            raise RuntimeError("read failed")
-        return {"step": step}
+    serial = make_dataset(dict(base_config().data, random_flip=True, workers=0), BATCH, seed=5)
+    threaded = dataclasses.replace(serial, workers=2)
+    for step in (0, 1, 2, 40, 41, 3, 3, 0):
+        assert_same_batch(threaded.batch(step), serial.batch(step))
+    assert threaded._iterator[0] == 1                     # the last call (step 0) left an iterator at step 1
+    threaded.close()
+    assert threaded._iterator is None
 
-    p = pipeline.Prefetcher(compute, depth=2)
-    assert p.get(0) == {"step": 0} and p.pending() == [1, 2]
-    assert p.get(1) == {"step": 1} and p.pending() == [2, 3]
-    assert p.get(40) == {"step": 40} and p.pending() == [41, 42]
-    with pytest.raises(RuntimeError, match="read failed"):
-        p.get(99)
-    p.close()
-    assert p.get(7) == {"step": 7}
+    class Broken(sources.ArraySource):
+        def __getitem__(self, i):
+            if int(i) == int(serial.example_ids(2)[3]):
+                raise RuntimeError("read failed")
+            return super().__getitem__(i)
+
+    for workers in (0, 2):
+        broken = dataclasses.replace(serial, source=Broken(serial.examples, serial.labels), workers=workers)
+        assert_same_batch(broken.batch(1), serial.batch(1))
+        with pytest.raises(RuntimeError, match="read failed"):
+            broken.batch(2)
+        broken.close()
 
 
 def test_data_std_subsample_is_fixed_and_exact_for_small_splits(data_dirs, no_network, monkeypatch):

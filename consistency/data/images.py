@@ -34,7 +34,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-import threading
 from typing import Optional
 
 import numpy as np
@@ -199,22 +198,25 @@ def has_random_access(builder) -> bool:
 
 
 class TfdsRows:
-    """Random access to the rows of one prepared ArrayRecord TFDS split: ``read(ids)`` → (raw uint8 [n, H, W, C],
-    labels int32 [n]) for any int ids in [0, len).  Reads are serialised by a lock, so the prefetch thread and the
-    caller may share one reader."""
+    """Random access to the rows of one prepared ArrayRecord TFDS split, a Grain source: ``rows[i]`` → (raw uint8
+    [H, W, C], label int) and ``read(ids)`` → (raw uint8 [n, H, W, C], labels int32 [n]) for int ids in [0, len).
+    TFDS's ArrayRecord data source may be read from several threads at once (Grain's read threads)."""
 
     def __init__(self, source, features: TfdsImageFeatures):
         self._source = source
         self.features = features
-        self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._source)
 
+    def __getitem__(self, i):
+        record = self._source[int(i)]
+        return np.asarray(record[self.features.image_key], np.uint8), \
+            int(record["label"]) if self.features.has_labels else 0
+
     def read(self, ids) -> tuple[np.ndarray, np.ndarray]:
         keys = [int(i) for i in np.asarray(ids).reshape(-1)]
-        with self._lock:
-            records = self._source.__getitems__(keys) if keys else []
+        records = self._source.__getitems__(keys) if keys else []
         f = self.features
         raw = np.empty((len(keys), *f.image_shape), np.uint8)
         labels = np.zeros(len(keys), np.int32)
