@@ -23,6 +23,7 @@ import importlib
 import logging as std_logging
 import os
 import re
+import shlex
 import sys
 import tempfile
 import textwrap
@@ -34,6 +35,7 @@ from ml_collections import config_flags
 from ml_collections.config_flags.config_flags import ConfigFileFlagParser
 
 from consistency.config import ConfigError
+from consistency.stopping import Stopped, set_resume_hint
 
 HELP_FLAGS = ("--help", "-help", "-h", "-?", "--helpshort", "--helpfull")
 MAX_INFO_CHARS = 500   # longer INFO records (Orbax/hparams dumps) are dropped unless --verbosity is given
@@ -406,6 +408,14 @@ def expected_errors(mode: str | None = None):
         yield
     except (CommandLineError, ConfigError) as e:
         fail(str(e))
+    except KeyboardInterrupt:         # Ctrl-C before the loop took over the signal (loading, compiling)
+        sys.stderr.write("stopped by SIGINT before the first step; nothing was trained or saved\n")
+        sys.stderr.flush()
+        sys.exit(130)
+    except Stopped as e:              # SIGTERM/SIGINT: the step was saved; 128 + signum, like a shell
+        sys.stderr.write(" ".join(str(e).split()) + "\n")
+        sys.stderr.flush()
+        sys.exit(e.exit_status)
     except FloatingPointError as e:   # train.NonFiniteMetricError, or a non-finite state refused by a checkpoint save
         fail(str(e))
     except FileNotFoundError as e:    # sample/eval: no run or no checkpoint there
@@ -507,7 +517,13 @@ def parse_flags_or_exit(argv: Sequence[str]) -> list[str]:
         return parse_flags(argv)
 
 
+def resume_command(argv: Sequence[str]) -> str:
+    """The command line that started this process, to print when a signal stops it."""
+    return shlex.join([os.path.basename(sys.executable), "-m", "consistency.main", *argv[1:]])
+
+
 def main(argv: Sequence[str]) -> None:
+    set_resume_hint(resume_command(sys.argv))
     with expected_errors():
         command = read_command(flags.FLAGS, argv)
     configure_logging(command.verbose)

@@ -33,7 +33,7 @@ from absl import logging
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from consistency import checkpoint, fileio, methods
+from consistency import checkpoint, fileio, methods, stopping
 from consistency.methods import base
 from consistency.sampling import (accepts_keyword, draw_samples, make_sampler, reference_points,  # noqa: F401
                                   render_samples, sample_labels, to_host, write_sample_grid)
@@ -547,14 +547,36 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
         write_sample_grid(writer, workdir, f"step_{step}", step, samples, dataset, reference)
 
     averager, last_metrics, last_saved = MetricAverager(), {}, latest
+    progress = {"step": start, "saved": latest}   # for the line a second signal prints
+
+    def stop_now_line(signum):
+        saved = checkpoint.latest_step(workdir)     # the last committed step (a save in flight is not one)
+        kept = f"checkpoint {saved} is the last saved" if saved is not None else "no checkpoint was saved yet"
+        return (f"stopped at once by a second {stopping.signal_name(signum)} at step {progress['step']} of "
+                f"{config.method}; {kept} in {checkpoint.checkpoint_dir(workdir)}; resume: {stopping.RESUME_HINT}")
+
+    def stop(signum, step):
+        """Save ``step`` (unless it is saved already), wait for the write, raise :class:`stopping.Stopped`."""
+        if progress["saved"] != step and step > 0:
+            checkpoint.save(manager, step, state, {**meta, "step": step})
+        manager.wait_until_finished()
+        progress["saved"] = step
+        raise stopping.Stopped(signum, step, (
+            f"stopped by {stopping.signal_name(signum)} after step {step} of {num_steps} ({config.method}): "
+            f"saved checkpoint {step} in {checkpoint.checkpoint_dir(workdir)}; resume: {stopping.RESUME_HINT}"))
+
+    graceful = stopping.GracefulStop(stop_now_line)
+    graceful.__enter__()
     try:
         batch = global_batch(dataset.batch(start), placement.batch) if start < num_steps else None
         for step in range(start, num_steps):
+            progress["step"] = step
             state, device_metrics = phased_step(step)(state, batch, root_key)
             if step + 1 < num_steps:  # prepare the next batch while the device works on this step
                 batch = global_batch(dataset.batch(step + 1), placement.batch)
             step_metrics = to_host(device_metrics)  # blocks on the step (PLATFORM.md §4a)
             done = step + 1
+            progress["step"] = done
             check_finite(step_metrics, done, config.method)
             averager.add(step_metrics)
             last_metrics.update(step_metrics)  # the latest value of every metric (sets may update on other steps)
@@ -563,7 +585,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
                 writer.write_scalars(done, averager.flush())
             if _is_due(done, t.ckpt_every) or done == num_steps:
                 checkpoint.save(manager, done, state, {**meta, "step": done})
-                last_saved = done
+                last_saved = progress["saved"] = done
+            if graceful.stop_requested(done, manager):   # every process agrees on this step (multi-host)
+                stop(graceful.signum, done)
             if _is_due(done, t.sample_every) and done != num_steps:
                 write_samples(done)
             if _is_due(done, t.eval_every) and done != num_steps:
@@ -573,7 +597,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
         final = max(start, num_steps)
         if last_saved != final and final > 0:
             checkpoint.save(manager, final, state, {**meta, "step": final})
+            progress["saved"] = final
         manager.wait_until_finished()
+        if graceful.signum is not None:   # a signal while the final step was saved: stop before sampling
+            stop(graceful.signum, final)
         write_samples(final)
         results = run_eval(config, workdir, state, method, dataset, final, last_metrics)
         writer.write_scalars(final, _numeric(results))
@@ -582,6 +609,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
         manager.close()
         writer.flush()
         writer.close()
+        graceful.__exit__(None, None, None)
     logging.info("%s: finished at step %d: %s", config.method, final, results)
     return state
 

@@ -1,0 +1,116 @@
+"""A run survives what clusters do to it (issue 33), on the tiny test-only method (tests/dummy_method.py):
+SIGTERM/SIGINT stop after the step in flight with a checkpoint of it, a second signal stops at once, and a signal
+during a save never hangs."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+TESTS = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(TESTS)
+sys.path.insert(0, TESTS)
+import dummy_method  # noqa: E402  (registers dummy and the fake:* datasets)
+from test_resilience import CONFIG_FILE, _cli_env, _same_state  # noqa: E402
+
+from consistency import checkpoint, stopping, train  # noqa: E402
+
+
+def _signal_after_step(monkeypatch, signum: int, at_step: int) -> None:
+    """Send ``signum`` to this process while the loop handles step ``at_step`` (after its metrics came back)."""
+    check_finite = train.check_finite
+
+    def check_and_signal(metrics, step, method_name):
+        check_finite(metrics, step, method_name)
+        if step == at_step:
+            os.kill(os.getpid(), signum)
+    monkeypatch.setattr(train, "check_finite", check_and_signal)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signal_mid_run_saves_the_step_and_the_resumed_run_is_bitwise_the_same(tmp_path, monkeypatch, signum):
+    config = dummy_method.tiny_config(num_steps=6, ckpt_every=4, sample_every=0)
+    wd = str(tmp_path / "run")
+    _signal_after_step(monkeypatch, signum, 3)
+    previous = signal.getsignal(signum)
+    with pytest.raises(stopping.Stopped) as stopped:
+        train.train_and_evaluate(config, wd)
+    assert signal.getsignal(signum) is previous               # the handlers are put back
+    assert stopped.value.step == 3 and stopped.value.exit_status == 128 + signum
+    message = str(stopped.value)
+    assert "\n" not in message
+    assert message.startswith(f"stopped by {signal.Signals(signum).name} after step 3 of 6 (dummy): saved checkpoint "
+                              f"3 in {os.path.join(wd, 'checkpoints')}; resume: ")
+    assert checkpoint.available_steps(wd) == [3]             # the stopped step, not the last periodic one
+    assert not os.path.exists(os.path.join(wd, "eval"))      # stopped before sampling and evaluating
+
+    monkeypatch.undo()
+    resumed = train.train_and_evaluate(config, wd)
+    straight = train.train_and_evaluate(config, str(tmp_path / "straight"))
+    assert _same_state(straight, resumed)
+
+
+HOLD_SAVE = """
+import os, time
+_rename = os.rename
+
+def rename(src, dst, *args, **kwargs):
+    if os.path.basename(os.fspath(dst)) == os.environ["HOLD_STEP"] and "tmp" in os.path.basename(os.fspath(src)):
+        open(os.environ["HOLD_MARKER"], "w").close()
+        time.sleep(float(os.environ["HOLD_SECONDS"]))
+    return _rename(src, dst, *args, **kwargs)
+
+os.rename = rename
+"""
+
+
+def _run_and_signal_during_save(tmp_path, signals: int, hold_seconds: float):
+    """The CLI with the commit of step 4's save held for ``hold_seconds``; ``signals`` SIGINTs sent while held."""
+    (tmp_path / "preempt_cfg.py").write_text(CONFIG_FILE)
+    (tmp_path / "hold_save.py").write_text(HOLD_SAVE)
+    wd, marker = str(tmp_path / "run"), tmp_path / "holding"
+    env = _cli_env(tmp_path, HOLD_STEP="4", HOLD_MARKER=str(marker), HOLD_SECONDS=str(hold_seconds))
+    argv = [sys.executable, "-m", "consistency.main", f"--config={tmp_path / 'preempt_cfg.py'}", f"--workdir={wd}",
+            "--imports=dummy_method", "--imports=hold_save"]
+    child = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 240
+        while not marker.exists() and child.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        assert marker.exists(), child.communicate()[1][-3000:] if child.poll() is not None else "timed out"
+        sent = time.time()
+        for _ in range(signals):
+            os.kill(child.pid, signal.SIGINT)
+            time.sleep(0.3)
+        _, stderr = child.communicate(timeout=60)
+        return child.returncode, stderr, time.time() - sent, wd
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+
+
+def test_sigint_during_a_save_finishes_the_save_and_exits_130_without_a_traceback(tmp_path):
+    status, stderr, seconds, wd = _run_and_signal_during_save(tmp_path, signals=1, hold_seconds=2)
+    assert status == 130, stderr[-3000:]
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
+    lines = [line for line in stderr.splitlines() if line.startswith("stopped by")]
+    assert len(lines) == 1, stderr[-3000:]
+    step = checkpoint.latest_step(wd)
+    assert step in (4, 5, 6) and f"after step {step} of 6" in lines[0]     # the held save of step 4 completed
+    assert "resume: python" in lines[0] and f"--workdir={wd}" in lines[0]
+    assert seconds < 30
+
+
+def test_a_second_sigint_stops_at_once_even_while_a_save_hangs(tmp_path):
+    status, stderr, seconds, wd = _run_and_signal_during_save(tmp_path, signals=2, hold_seconds=600)
+    assert status == 130, stderr[-3000:]
+    assert seconds < 20                                   # not the 600 s the save is held for
+    assert "Traceback" not in stderr
+    lines = [line for line in stderr.splitlines() if line.startswith("stopped at once")]
+    assert len(lines) == 1 and "checkpoint 2 is the last saved" in lines[0], stderr[-3000:]
+    assert checkpoint.available_steps(wd) == [2]          # the interrupted save of step 4 is not a step
