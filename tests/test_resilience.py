@@ -412,3 +412,73 @@ def test_blown_up_state_is_not_saved_and_a_rerun_resumes_from_the_last_good_chec
     straight = train.train_and_evaluate(dummy_method.tiny_config(num_steps=4, ckpt_every=1, sample_every=0),
                                         str(tmp_path / "straight"))
     assert _same_state(straight, resumed)  # resumed from the good step 2, not from a blown-up state
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Integrity: per-leaf digests recorded on save, verified on every restore (issue 33)
+# ----------------------------------------------------------------------------------------------------------
+
+def _change_bytes(path: str, count: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    data = bytearray(open(path, "rb").read())
+    for i in rng.choice(len(data), size=count, replace=False):
+        data[i] = (data[i] + int(rng.integers(1, 256))) % 256
+    with open(path, "r+b") as f:  # in place: same size, same name, same mtime resolution — only values change
+        f.write(bytes(data))
+
+
+def _value_file(step_dir: str) -> str:
+    """The largest array data file of a step's ``state`` item (the one holding the values)."""
+    paths = [p for p in glob.glob(os.path.join(step_dir, "state", "**", "d", "*"), recursive=True) if os.path.isfile(p)]
+    return max(paths, key=os.path.getsize)
+
+
+def test_digests_are_recorded_and_a_changed_value_is_refused():
+    state = _tiny_state(2.0, width=64)
+    digests = checkpoint.leaf_digests(state)
+    assert sorted(digests) == ["params.online.w", "step"] and digests["params.online.w"].startswith("crc32:")
+    checkpoint.verify_digests(state, {"digests": digests}, "here")          # the same bytes pass
+    changed = {**state, "params": {"online": {"w": state["params"]["online"]["w"].at[17].set(2.0000002)}}}
+    with pytest.raises(checkpoint.CorruptCheckpointError,
+                       match=r"^here: the bytes of params\.online\.w differ from the digest recorded"):
+        checkpoint.verify_digests(changed, {"digests": digests}, "here")
+    checkpoint.verify_digests(changed, {}, "here")                          # no digests (older checkpoints): passes
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_byte_damage_in_a_saved_array_is_detected_and_the_previous_step_restored(tmp_path, seed):
+    wd = str(tmp_path / "run")
+    manager = checkpoint.make_manager(wd, keep=None)
+    states = {step: jax.tree.map(lambda x: x + step, _tiny_state(0.0, width=4096)) for step in (1, 2)}
+    for step, state in states.items():
+        checkpoint.save(manager, step, state, {"step": step})
+    manager.wait_until_finished()
+    _change_bytes(_value_file(os.path.join(wd, "checkpoints", "2")), 1 + 12 * seed, seed)
+
+    lines = []
+    target = jax.tree.map(ocp.utils.to_shape_dtype_struct, states[2])
+    restored, meta, step = checkpoint.restore_latest(manager, target, on_skip=lines.append)
+    manager.close()
+    assert step == 1 and meta == {"step": 1} and _leaves_equal(restored, states[1])
+    assert len(lines) == 1 and lines[0].startswith("broken checkpoint step 2 in "), lines
+    assert os.path.isdir(os.path.join(wd, "checkpoints_broken", "2"))
+
+
+def test_teacher_and_init_from_loads_verify_digests_and_fall_back_with_one_line(tmp_path):
+    wd = str(tmp_path / "run")
+    train.train_and_evaluate(dummy_method.tiny_config(num_steps=4, ckpt_every=2, sample_every=0), wd)
+    with open(os.path.join(wd, "checkpoints", "4", "meta", "metadata")) as f:
+        meta = json.load(f)
+    meta["digests"]["params.online.w1"] = "crc32:00000000:float32:2x8"   # as if w1's bytes had changed on disk
+    with open(os.path.join(wd, "checkpoints", "4", "meta", "metadata"), "w") as f:
+        json.dump(meta, f)
+
+    lines = []
+    step, restored, _ = checkpoint.read_step_items(wd, lambda tree, meta: {"params": tree["params"]},
+                                                   on_skip=lines.append)
+    assert step == 2 and len(lines) == 1 and "differ from the digest" in lines[0], lines
+    assert os.path.isdir(os.path.join(wd, "checkpoints", "4"))       # another run's workdir: left in place
+    step, sets = checkpoint.read_parameter_sets(wd)                    # training.init_from
+    assert step == 2 and "online" in sets["params"]
+    with pytest.raises(checkpoint.CorruptCheckpointError):             # an explicit step is never replaced
+        checkpoint.read_parameter_sets(wd, step=4)
