@@ -502,10 +502,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
     maybe_initialize_distributed(config)
     prefer_fast_cpu_random()
     validate_run_config(config)
-    from clu import metric_writers, periodic_actions  # imports TensorFlow (≈5 s): only once a run will start
     workdir = fileio.absolute(workdir)
+    from consistency import runlock
     from consistency import workdir as run_directory  # (the argument is named workdir)
-    run_directory.prepare(config, workdir)  # check against WORKDIR/config.json before anything is written
+    run_directory.check_workdir(config, workdir)  # against WORKDIR/config.json, before anything is written
+    lock = runlock.acquire_for_job(workdir)       # one training process per workdir (process 0 holds it)
+    try:
+        return _train_locked(config, workdir)
+    finally:
+        lock.release()
+
+
+def _train_locked(config: ml_collections.ConfigDict, workdir: str):
+    """:func:`train_and_evaluate` once this process (process 0 of the job) holds the workdir lock."""
+    from clu import metric_writers, periodic_actions  # imports TensorFlow (≈5 s): only once a run will start
+    from consistency import workdir as run_directory
+    run_directory.prepare(config, workdir)  # check against WORKDIR/config.json, then write it (process 0)
     t = config.training
     num_steps = int(t.num_steps)
 

@@ -3,6 +3,7 @@ SIGTERM/SIGINT stop after the step in flight with a checkpoint of it, a second s
 during a save never hangs."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -114,3 +115,59 @@ def test_a_second_sigint_stops_at_once_even_while_a_save_hangs(tmp_path):
     lines = [line for line in stderr.splitlines() if line.startswith("stopped at once")]
     assert len(lines) == 1 and "checkpoint 2 is the last saved" in lines[0], stderr[-3000:]
     assert checkpoint.available_steps(wd) == [2]          # the interrupted save of step 4 is not a step
+
+
+# ----------------------------------------------------------------------------------------------------------
+# One training process per workdir
+# ----------------------------------------------------------------------------------------------------------
+
+def _dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_a_second_training_process_is_refused_and_a_stale_lock_taken_over(tmp_path):
+    from consistency import runlock
+    from consistency.config import ConfigError
+    wd = str(tmp_path / "run")
+    config = dummy_method.tiny_config(num_steps=2, sample_every=0)
+    held = runlock.acquire(wd)                      # a live holder: this very process
+    with pytest.raises(runlock.WorkdirLockedError,
+                       match=rf"^--workdir: {wd} is being trained by another process \(pid {os.getpid()} on "):
+        train.train_and_evaluate(config, wd)
+    assert issubclass(runlock.WorkdirLockedError, ConfigError)    # the CLI: one line, exit 2
+    assert checkpoint.available_steps(wd) == [] and not os.path.exists(os.path.join(wd, "config.json"))
+    held.release()
+    assert not os.path.exists(os.path.join(wd, runlock.LOCK_FILE))
+
+    # a holder that died without releasing (kill -9, a lost node) leaves a stale lock: taken over
+    path = os.path.join(wd, runlock.LOCK_FILE)
+    with open(path, "w") as f:
+        json.dump({**runlock.this_holder(), "pid": _dead_pid()}, f)
+    train.train_and_evaluate(config, wd)
+    assert checkpoint.available_steps(wd) == [2] and not os.path.exists(path)   # released at the end
+
+    # a holder on another host cannot be checked: refused, with how to clear it
+    with open(path, "w") as f:
+        json.dump({"host": "node-17", "pid": 4242, "since": "yesterday"}, f)
+    with pytest.raises(runlock.WorkdirLockedError, match=r"\(pid 4242 on node-17 since yesterday\); if that process "
+                                                         r"is gone .* delete .*train\.lock"):
+        train.train_and_evaluate(config, wd)
+    assert train.restore_run(config, wd).step == 2      # sample/eval read without the lock
+
+
+def test_cli_second_process_exits_2_with_one_line(tmp_path):
+    from consistency import runlock
+    (tmp_path / "preempt_cfg.py").write_text(CONFIG_FILE)
+    wd = str(tmp_path / "run")
+    held = runlock.acquire(wd)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "consistency.main", f"--config={tmp_path / 'preempt_cfg.py'}",
+                               f"--workdir={wd}", "--imports=dummy_method"], cwd=REPO, env=_cli_env(tmp_path),
+                              capture_output=True, text=True, timeout=300)
+    finally:
+        held.release()
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "is being trained by another process" in errors[0] and "Traceback" not in proc.stderr
