@@ -252,6 +252,18 @@ def check_state(state: PyTree, step: int, max_param_abs: float = DEFAULT_MAX_PAR
         "the bound)")
 
 
+@jax.jit
+def _set_max_abs(params: dict) -> dict:
+    return {name: jnp.max(jnp.stack([jnp.max(jnp.abs(x)).astype(jnp.float32) for x in jax.tree.leaves(tree)
+                                     if jnp.issubdtype(x.dtype, jnp.inexact) and x.size] or [jnp.float32(0)]))
+            for name, tree in params.items()}
+
+
+def set_max_abs(params: dict) -> dict[str, float]:
+    """{set name: max|θ| over its leaves} of a state's ``params`` (one jitted reduction, one scalar per set)."""
+    return {name: float(_host(v)) for name, v in _set_max_abs(dict(params)).items()}
+
+
 def abstract_state(state_shapes: PyTree, sharding) -> PyTree:
     """``jax.eval_shape`` output → ShapeDtypeStructs carrying ``sharding`` (the restore target): one Sharding for
     every leaf, or a pytree of them matching ``state_shapes`` (FSDP: split leaves restore split)."""

@@ -96,6 +96,8 @@ def base_config() -> ml_collections.ConfigDict:
     t.label_dropout = 0.0        # p(label → null) for CFG training
     t.max_param_abs = 1e4        # refuse to checkpoint a state with max|θ| of params/EMA above this (diverged);
                                  # 0 → off. Healthy weights are O(1) (consistency/checkpoint.py)
+    t.blowup_ratio = 1e3         # stop, unsaved, when a set's loss exceeds this × its recent median (or max|θ| this × its
+                                 # value at the last save): a finite blow-up (consistency/blowup.py); 0 → off
     t.init_from = ""             # warm start: a finished workdir whose parameter sets (params, EMA, moving) of the
                                  # same names and shapes are copied in at step 0 (CTM's GAN fine-tuning stage)
     t.init_sets = ()             # warm start only these set names, e.g. ('generator',) (PaGoDA growing); () → all
@@ -553,6 +555,8 @@ def _validate_training(c) -> None:
             fix="use 0 (use ema_decay) or a half-life in images such as 500000 (EDM)")
     _number(t.get("max_param_abs", 0.0), "training.max_param_abs", 0,
             fix="use 0 (only the finiteness check) or a bound on |θ| such as 1e4")
+    _number(t.get("blowup_ratio", 0.0), "training.blowup_ratio", 0,
+            fix="use 0 (off) or a factor such as 1000 (three orders of magnitude above the recent median)")
     _number(t.label_dropout, "training.label_dropout", 0, 1, hi_open=True)
     _choice(t.get("compute_dtype", "float32"), "training.compute_dtype", ("float32", "bfloat16"))
     _number(t.get("grad_accumulation", 1), "training.grad_accumulation", 1, integer=True)

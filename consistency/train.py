@@ -33,7 +33,7 @@ from absl import logging
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from consistency import checkpoint, fileio, methods, stopping
+from consistency import blowup, checkpoint, fileio, methods, stopping
 from consistency.methods import base
 from consistency.sampling import (accepts_keyword, draw_samples, make_sampler, reference_points,  # noqa: F401
                                   render_samples, sample_labels, to_host, write_sample_grid)
@@ -533,6 +533,7 @@ def _train_locked(config: ml_collections.ConfigDict, workdir: str):
     restored = (checkpoint.restore_latest(manager, restore_target(method, dataset, init_key, placement))
                 if manager.latest_step() is not None else None)  # skips (and moves aside) broken steps
     latest = None if restored is None else restored[2]
+    restored_meta: dict = {}
     if latest is None:
         example = global_batch(dataset.batch(0), placement.batch)
         state = jax.jit(functools.partial(base.init_state, method), out_shardings=state_sharding)(init_key, example)
@@ -542,6 +543,7 @@ def _train_locked(config: ml_collections.ConfigDict, workdir: str):
     else:
         state, meta, _ = restored
         _check_meta(meta, config, workdir)
+        restored_meta = meta
         logging.info("%s: resumed from step %d of %s", config.method, latest, checkpoint.checkpoint_dir(workdir))
     start = int(to_host(state.step))
 
@@ -567,10 +569,34 @@ def _train_locked(config: ml_collections.ConfigDict, workdir: str):
         return (f"stopped at once by a second {stopping.signal_name(signum)} at step {progress['step']} of "
                 f"{config.method}; {kept} in {checkpoint.checkpoint_dir(workdir)}; resume: {stopping.RESUME_HINT}")
 
+    guard = blowup.BlowUpGuard(float(t.get("blowup_ratio", blowup.DEFAULT_RATIO)), method.trained_names,
+                               restored_meta.get("blowup"))
+
+    def blew_up(step, set_name, what):
+        manager.wait_until_finished()
+        good = manager.latest_step()
+        block = f"optim_{set_name}" if f"optim_{set_name}" in config else "optim"
+        lr = config[block].get("lr") or config.optim.lr
+        resume = (f"the last good checkpoint is step {good} in {checkpoint.checkpoint_dir(workdir)}: rerun to resume "
+                  "from it" if good is not None else "no checkpoint was saved yet: rerun to start again")
+        raise checkpoint.DivergedStateError(
+            f"training blew up in set {set_name!r} at step {step}: {what}; step {step} was not saved; {resume} with "
+            f"a lower {block}.lr (e.g. --config.{block}.lr={float(lr) / 10:g}) or a longer {block}.warmup_steps "
+            "(--config.training.blowup_ratio=0 turns this check off)")
+
+    def save_step(step):
+        """Save ``step`` unless its parameters jumped since the last save (then :func:`blew_up`)."""
+        checkpoint.check_state(state, step, checkpoint.max_param_abs_of(manager), manager.latest_step)  # absolute
+        jump = guard.check_params(checkpoint.set_max_abs(state.params))
+        if jump:
+            blew_up(step, *jump)
+        checkpoint.save(manager, step, state, {**meta, "step": step, "blowup": guard.history()})
+        progress["saved"] = step
+
     def stop(signum, step):
         """Save ``step`` (unless it is saved already), wait for the write, raise :class:`stopping.Stopped`."""
         if progress["saved"] != step and step > 0:
-            checkpoint.save(manager, step, state, {**meta, "step": step})
+            save_step(step)
         manager.wait_until_finished()
         progress["saved"] = step
         raise stopping.Stopped(signum, step, (
@@ -590,14 +616,17 @@ def _train_locked(config: ml_collections.ConfigDict, workdir: str):
             done = step + 1
             progress["step"] = done
             check_finite(step_metrics, done, config.method)
+            jump = guard.check_losses(step_metrics)   # before any save of this step
+            if jump:
+                blew_up(done, *jump)
             averager.add(step_metrics)
             last_metrics.update(step_metrics)  # the latest value of every metric (sets may update on other steps)
             report(done)
             if _is_due(done, t.log_every) or done == num_steps:
                 writer.write_scalars(done, averager.flush())
             if _is_due(done, t.ckpt_every) or done == num_steps:
-                checkpoint.save(manager, done, state, {**meta, "step": done})
-                last_saved = progress["saved"] = done
+                save_step(done)
+                last_saved = done
             if graceful.stop_requested(done, manager):   # every process agrees on this step (multi-host)
                 stop(graceful.signum, done)
             if _is_due(done, t.sample_every) and done != num_steps:
@@ -608,8 +637,7 @@ def _train_locked(config: ml_collections.ConfigDict, workdir: str):
 
         final = max(start, num_steps)
         if last_saved != final and final > 0:
-            checkpoint.save(manager, final, state, {**meta, "step": final})
-            progress["saved"] = final
+            save_step(final)
         manager.wait_until_finished()
         if graceful.signum is not None:   # a signal while the final step was saved: stop before sampling
             stop(graceful.signum, final)

@@ -482,3 +482,47 @@ def test_teacher_and_init_from_loads_verify_digests_and_fall_back_with_one_line(
     assert step == 2 and "online" in sets["params"]
     with pytest.raises(checkpoint.CorruptCheckpointError):             # an explicit step is never replaced
         checkpoint.read_parameter_sets(wd, step=4)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Finite blow-ups: caught against the run's own history, before they are saved (issue 33)
+# ----------------------------------------------------------------------------------------------------------
+
+def test_finite_blow_up_is_not_saved_and_the_suggested_lr_resumes_from_the_good_step(tmp_path):
+    wd = str(tmp_path / "run")
+    config = dummy_method.tiny_config("dummy_blowup", num_steps=20, ckpt_every=4, sample_every=0,
+                                      keep_checkpoints=10)
+    with pytest.raises(checkpoint.DivergedStateError) as error:
+        train.train_and_evaluate(config, wd)
+    message = str(error.value)
+    first = dummy_method.BLOWUP_FROM_STEP + 1      # the first step whose loss is 10⁸ times larger
+    assert re.match(rf"^training blew up in set 'online' at step {first}: metric 'loss' = [\d.]+e\+08, [\d.]+e\+0\d× "
+                    rf"the median \|loss\| of its last {first - 1} updates \([\d.e-]+\); step {first} was not saved; "
+                    r"the last good checkpoint is step 12 in .*checkpoints: rerun to resume from it with a lower "
+                    r"optim\.lr \(e\.g\. --config\.optim\.lr=0\.001\)", message), message
+    assert checkpoint.available_steps(wd) == [4, 8, 12]          # nothing after the jump was saved
+    meta = checkpoint.read_meta(os.path.join(wd, "checkpoints", "12"))
+    assert len(meta["blowup"]["losses"]["loss"]) == 12           # the history travels with the checkpoint
+
+    config.optim.lr = 1e-3                                        # the suggested change
+    resumed = train.train_and_evaluate(config, wd)
+    assert int(resumed.step) == 20 and checkpoint.available_steps(wd) == [4, 8, 12, 16, 20]
+    straight = str(tmp_path / "straight")                         # 12 steps at lr 1e-2, then 8 at 1e-3
+    train.train_and_evaluate(dummy_method.tiny_config("dummy_blowup", num_steps=12, ckpt_every=4, sample_every=0,
+                                                      keep_checkpoints=10), straight)
+    assert _same_state(train.train_and_evaluate(config, straight), resumed)   # resumed from the good step 12
+
+
+def test_blowup_guard_compares_with_the_runs_own_history():
+    from consistency import blowup
+    guard = blowup.BlowUpGuard(1e3, ("generator", "fake"))
+    for k in range(20):
+        assert guard.check_losses({"generator/loss": 0.5 + 0.01 * k, "fake/loss": 1e-4, "fake/grad_norm": 3.0}) is None
+    assert guard.check_losses({"generator/loss": 0.6, "fake/loss": 50.0}) is None   # 5·10⁵ × a near-zero loss: noise
+    name, what = guard.check_losses({"generator/loss": 0.6, "fake/loss": 3.4e17})
+    assert name == "fake" and what.startswith("metric 'fake/loss' = 3.4e+17, 3.4e+17× the median |fake/loss|")
+    assert guard.check_params({"generator": 2.0, "fake": 3.0}) is None
+    assert guard.check_params({"generator": 2.5e3, "fake": 3.0})[0] == "generator"
+    restored = blowup.BlowUpGuard(1e3, ("generator", "fake"), guard.history())    # as read back from a checkpoint
+    assert restored.check_losses({"generator/loss": 0.6, "fake/loss": 4.4e14})[0] == "fake"
+    assert blowup.BlowUpGuard(0.0, (), guard.history()).check_losses({"fake/loss": 4.4e14}) is None   # 0: off
