@@ -24,7 +24,9 @@ import gc
 import logging as std_logging
 import math
 import os
+import shutil
 import sys
+import tempfile
 import time
 import warnings
 import weakref
@@ -85,6 +87,58 @@ def make_manager(workdir: str, keep: int | None = None, create: bool = True) -> 
     return ocp.CheckpointManager(checkpoint_dir(workdir), options=options)
 
 
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (a full disk, a read-only directory); the message is one line with the
+    last good step."""
+
+
+def _write_failure(manager: ocp.CheckpointManager, step: int | None, error: BaseException) -> CheckpointWriteError:
+    try:   # what is committed on disk (the manager's own list may hold the step that failed)
+        steps = sorted(ocp.utils.checkpoint_steps(os.fspath(manager.directory)))
+    except Exception:  # noqa: BLE001 — the line is worth more than the step number
+        steps = []
+    good = steps[-1] if steps else None
+    kept = (f"the last good checkpoint is step {good}" if good is not None else "no checkpoint was written yet")
+    what = f"checkpoint step {step}" if step is not None else "a checkpoint"
+    return CheckpointWriteError(f"--workdir: could not write {what} to {os.fspath(manager.directory)} "
+                                f"({_one_line(error)}); training stopped, {kept}: free space or fix the "
+                                "directory's permissions, then rerun to resume from it")
+
+
+def finish(manager: ocp.CheckpointManager) -> None:
+    """``manager.wait_until_finished()``; a failed background write is :class:`CheckpointWriteError` (one line)."""
+    try:
+        manager.wait_until_finished()
+    except Exception as error:  # noqa: BLE001 — Orbax re-raises the background thread's error here
+        raise _write_failure(manager, None, error) from None
+
+
+def storage_problem(workdir: str, need_bytes: int = 0) -> str | None:
+    """Why checkpoints cannot be written to ``workdir`` (one line), checked in a moment before any step: the workdir
+    or its ``checkpoints/`` cannot be written, or (local disks) holds less free space than ``need_bytes`` (one
+    checkpoint). None when it can; bucket paths are not probed here."""
+    workdir = fileio.absolute(workdir)
+    if fileio.is_remote(workdir):
+        return None
+    for directory in (workdir, checkpoint_dir(workdir)):
+        if not os.path.isdir(directory):
+            continue
+        try:
+            with tempfile.TemporaryFile(dir=directory):
+                pass
+        except OSError as e:
+            return (f"--workdir: cannot write to {directory} ({e.strerror or e}); training could not save a step: "
+                    "fix its permissions or train in another --workdir")
+    existing = checkpoint_dir(workdir) if os.path.isdir(checkpoint_dir(workdir)) else workdir
+    while not os.path.isdir(existing):
+        existing = os.path.dirname(existing)
+    free = shutil.disk_usage(existing).free
+    if need_bytes and free < need_bytes:
+        return (f"--workdir: {existing} has {free / 2 ** 20:.1f} MiB free, less than one checkpoint of this run "
+                f"({need_bytes / 2 ** 20:.1f} MiB); free some space or train in another --workdir")
+    return None
+
+
 def save(manager: ocp.CheckpointManager, step: int, state: PyTree, meta: dict) -> None:
     """Save ``state`` at ``step`` (asynchronously: the device→host copy happens before this returns, so the
     caller may donate ``state`` to the next step) — unless :func:`check_state` finds it non-finite or blown up:
@@ -92,8 +146,11 @@ def save(manager: ocp.CheckpointManager, step: int, state: PyTree, meta: dict) -
     (:func:`leaf_digests`), which every restore verifies."""
     check_state(state, step, max_param_abs_of(manager), last_good=manager.latest_step)
     meta = {**meta, DIGESTS_KEY: leaf_digests(state)}
-    manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
-                 force=True)
+    try:
+        manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+                     force=True)
+    except Exception as error:  # noqa: BLE001 — this save's or the previous background write's failure
+        raise _write_failure(manager, step, error) from None
 
 
 # ----------------------------------------------------------------------------------------------------------

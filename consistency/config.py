@@ -424,6 +424,9 @@ def _flag(value, field: str) -> None:
     _require(isinstance(value, bool), field, f"{value!r} is not a bool", "use True or False")
 
 
+LATENT_METHODS = ("pagoda",)   # the methods whose batches use data.latents (inverted latents, launch/invert.py)
+
+
 def _toy_short_name(name: str) -> str | None:
     """'toy:moons' → 'moons' (None for other data names)."""
     return name.split(":", 1)[1] if name.startswith("toy:") else None
@@ -468,8 +471,15 @@ def _validate_data(c) -> None:
         from consistency.data import toys
         _require(short in toys.TOY_NAMES, "data.name", f"unknown toy {short!r}",
                  f"choose toy:<name> with <name> one of {', '.join(toys.TOY_NAMES)}")
+        batch = c.training.batch_size
+        _require(not isinstance(batch, int) or d.toy_size >= batch, "data.toy_size",
+                 f"{d.toy_size} points are fewer than one batch (training.batch_size = {batch})",
+                 f"use data.toy_size >= {batch} or a smaller training.batch_size")
         _require(d.resolution == 0, "data.resolution", f"toy data {d.name!r} has no image resolution", "set it to 0")
         _require(not d.random_flip, "data.random_flip", f"toy data {d.name!r} cannot be flipped", "set it to False")
+    if d.get("latents", "") and c.method not in LATENT_METHODS:
+        _require(False, "data.latents", f"{d.latents!r} is set, but method {c.method!r} reads no inverted latents "
+                 f"(only {', '.join(LATENT_METHODS)} does)", "drop --config.data.latents")
     classes = _dataset_num_classes(d.name)
     if d.conditional:
         _require(classes != 0, "data.conditional", f"{d.name} has no class labels", "set it to False")
@@ -544,7 +554,8 @@ def _validate_optim(c) -> None:
 
 def _validate_training(c) -> None:
     t = c.training
-    _number(t.num_steps, "training.num_steps", 0, integer=True)
+    _number(t.num_steps, "training.num_steps", 1, integer=True,
+            fix="train at least one step (to evaluate a checkpoint, use --mode=eval)")
     _number(t.batch_size, "training.batch_size", 1, integer=True)
     _number(t.log_every, "training.log_every", 1, integer=True)
     for name in ("ckpt_every", "sample_every", "eval_every"):

@@ -27,6 +27,27 @@ class TrainedRun:
     params: Any
 
 
+# Methods whose student may run at another resolution than its teacher (PaGoDA's growing stages, §9).
+RESOLUTION_GROWING_METHODS = ("pagoda",)
+
+
+def check_teacher_data(config: Any) -> None:
+    """The teacher in ``config.teacher.workdir`` was trained on this run's data (``data.name``) at its resolution
+    (``data.resolution``); else one ConfigError line naming the teacher's workdir and both values."""
+    try:
+        teacher = load_run_config(config.teacher.workdir)
+    except (FileNotFoundError, ValueError):
+        return   # a teacher without config.json: teachers.load_teacher reports it
+    fields = ["name"] + ([] if config.method in RESOLUTION_GROWING_METHODS else ["resolution"])
+    for field in fields:
+        mine, theirs = config.data.get(field), teacher.data.get(field)
+        if mine != theirs:
+            raise ConfigError(
+                f"config.data.{field}: the teacher in {config.teacher.workdir!r} was trained with data.{field} = "
+                f"{theirs!r}, this run has {mine!r}; use --config.data.{field}={theirs} or a teacher trained on "
+                f"{mine!r}")
+
+
 def load_sampling_params(workdir: str, step: int | None = None) -> TrainedRun:
     """The sampling EMA params (of the set named in the checkpoint's meta, 'online' for EDM) of ``workdir``'s
     checkpoint ``step`` (None → the newest that restores and matches its digests), as numpy arrays.

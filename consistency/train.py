@@ -23,6 +23,7 @@ import functools
 import json
 import math
 import os
+import sys
 from typing import Any, Callable
 
 import jax
@@ -81,6 +82,9 @@ def validate_run_config(config: ml_collections.ConfigDict, num_devices: int | No
     if teacher_dir and checkpoint.latest_step(teacher_dir) is None:
         raise ConfigError(f"config.teacher.workdir: no finished checkpoint in {teacher_dir!r}; train an EDM teacher "
                           "there first (e.g. configs/digits_edm.py)")
+    if teacher_dir:
+        from consistency import teachers
+        teachers.check_teacher_data(config)
     if not check_data:
         return None
     dataset = build_dataset(config)  # cached loaders: the run's own build_dataset reads nothing twice
@@ -506,6 +510,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
     from consistency import runlock
     from consistency import workdir as run_directory  # (the argument is named workdir)
     run_directory.check_workdir(config, workdir)  # against WORKDIR/config.json, before anything is written
+    problem = checkpoint.storage_problem(workdir) if jax.process_index() == 0 else None
+    if problem:
+        raise ConfigError(problem)
     lock = runlock.acquire_for_job(workdir)       # one training process per workdir (process 0 holds it)
     try:
         return _train_locked(config, workdir)
@@ -528,6 +535,11 @@ def _train_locked(config: ml_collections.ConfigDict, workdir: str):
     state_sharding = placement.state_shardings(state_shapes(method, dataset, init_key))
     root_key = jax.device_put(root_key, placement.replicated)
 
+    need = sum(int(np.prod(x.shape)) * np.dtype(x.dtype).itemsize
+               for x in jax.tree.leaves(state_shapes(method, dataset, init_key)))
+    problem = checkpoint.storage_problem(workdir, need)   # read-only or full: one line before any step
+    if problem:
+        raise ConfigError(problem)
     manager = checkpoint.make_manager(workdir, keep=int(t.keep_checkpoints))
     checkpoint.guard_saves(manager, float(t.get("max_param_abs", checkpoint.DEFAULT_MAX_PARAM_ABS)))
     restored = (checkpoint.restore_latest(manager, restore_target(method, dataset, init_key, placement))
@@ -573,7 +585,7 @@ def _train_locked(config: ml_collections.ConfigDict, workdir: str):
                                restored_meta.get("blowup"))
 
     def blew_up(step, set_name, what):
-        manager.wait_until_finished()
+        checkpoint.finish(manager)
         good = manager.latest_step()
         block = f"optim_{set_name}" if f"optim_{set_name}" in config else "optim"
         lr = config[block].get("lr") or config.optim.lr
@@ -597,7 +609,7 @@ def _train_locked(config: ml_collections.ConfigDict, workdir: str):
         """Save ``step`` (unless it is saved already), wait for the write, raise :class:`stopping.Stopped`."""
         if progress["saved"] != step and step > 0:
             save_step(step)
-        manager.wait_until_finished()
+        checkpoint.finish(manager)
         progress["saved"] = step
         raise stopping.Stopped(signum, step, (
             f"stopped by {stopping.signal_name(signum)} after step {step} of {num_steps} ({config.method}): "
@@ -638,14 +650,18 @@ def _train_locked(config: ml_collections.ConfigDict, workdir: str):
         final = max(start, num_steps)
         if last_saved != final and final > 0:
             save_step(final)
-        manager.wait_until_finished()
+        checkpoint.finish(manager)
         if graceful.signum is not None:   # a signal while the final step was saved: stop before sampling
             stop(graceful.signum, final)
         write_samples(final)
         results = run_eval(config, workdir, state, method, dataset, final, last_metrics)
         writer.write_scalars(final, _numeric(results))
     finally:  # also on a NaN or an interrupt: finish in-flight checkpoint writes, flush the logs
-        manager.wait_until_finished()
+        try:
+            manager.wait_until_finished()
+        except Exception:  # noqa: BLE001 — a write failure already raised (CheckpointWriteError) is the one reported
+            if sys.exc_info()[0] is None:
+                raise
         manager.close()
         writer.flush()
         writer.close()

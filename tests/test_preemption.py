@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -171,3 +172,68 @@ def test_cli_second_process_exits_2_with_one_line(tmp_path):
     assert proc.returncode == 2, proc.stderr[-3000:]
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and "is being trained by another process" in errors[0] and "Traceback" not in proc.stderr
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Unwritable or full storage
+# ----------------------------------------------------------------------------------------------------------
+
+DROP_WRITE_OVERRIDE = ["setpriv", "--inh-caps=-dac_override,-dac_read_search,-fowner",
+                       "--bounding-set=-dac_override,-dac_read_search,-fowner", "--"]
+
+
+def _without_root_write_override() -> list[str] | None:
+    """A command prefix that runs a child without the capabilities that let root write a read-only directory
+    (None when this machine cannot, e.g. no setpriv); as non-root, no prefix is needed."""
+    if os.geteuid() != 0:
+        return []
+    probe = subprocess.run(DROP_WRITE_OVERRIDE + [sys.executable, "-c", "pass"], capture_output=True)
+    return DROP_WRITE_OVERRIDE if probe.returncode == 0 else None
+
+
+def test_read_only_checkpoints_dir_is_one_line_in_seconds(tmp_path):
+    prefix = _without_root_write_override()
+    if prefix is None:
+        pytest.skip("cannot drop CAP_DAC_OVERRIDE here (no setpriv), and root writes read-only directories")
+    (tmp_path / "preempt_cfg.py").write_text(CONFIG_FILE)
+    wd = str(tmp_path / "run")
+    os.makedirs(os.path.join(wd, "checkpoints"))
+    os.chmod(os.path.join(wd, "checkpoints"), 0o555)     # another user's run, a read-only share
+    start = time.time()
+    proc = subprocess.run(prefix + [sys.executable, "-m", "consistency.main", f"--config={tmp_path / 'preempt_cfg.py'}",
+                                    f"--workdir={wd}", "--imports=dummy_method"],
+                          cwd=REPO, env=_cli_env(tmp_path), capture_output=True, text=True, timeout=300)
+    seconds = time.time() - start
+    os.chmod(os.path.join(wd, "checkpoints"), 0o755)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert errors == [f"error: --workdir: cannot write to {os.path.join(wd, 'checkpoints')} (Permission denied); "
+                      "training could not save a step: fix its permissions or train in another --workdir"], proc.stderr
+    assert "Traceback" not in proc.stderr and seconds < 120    # not the minutes of retries it took before
+
+
+def test_full_disk_is_refused_up_front_and_a_failed_save_stops_keeping_the_last_good_step(tmp_path, monkeypatch):
+    import errno
+    from consistency.config import ConfigError
+    wd = str(tmp_path / "run")
+    problem = checkpoint.storage_problem(wd, need_bytes=2 ** 62)
+    assert problem.startswith(f"--workdir: {tmp_path} has ") and "MiB free, less than one checkpoint" in problem
+
+    rename = os.rename
+
+    def disk_full_at_step_4(source, destination, *args, **kwargs):   # the commit of step 4 fails: ENOSPC
+        if os.path.basename(os.fspath(destination)) == "4" and "tmp" in os.path.basename(os.fspath(source)):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return rename(source, destination, *args, **kwargs)
+    monkeypatch.setattr(os, "rename", disk_full_at_step_4)
+    config = dummy_method.tiny_config(num_steps=6, ckpt_every=2, sample_every=0, keep_checkpoints=1)
+    with pytest.raises(checkpoint.CheckpointWriteError) as error:
+        train.train_and_evaluate(config, wd)
+    message = str(error.value)
+    assert "\n" not in message and re.match(
+        r"^--workdir: could not write (checkpoint step \d|a checkpoint) to .*checkpoints \(OSError: \[Errno 28\] No "
+        r"space left on device\); training stopped, the last good checkpoint is step 2: free space", message), message
+    assert checkpoint.available_steps(wd) == [2]        # keep_checkpoints=1 did not delete it for the failed step 4
+    monkeypatch.undo()
+    assert int(train.train_and_evaluate(config, wd).step) == 6   # resumes from step 2 once there is space
+    assert not issubclass(checkpoint.CheckpointWriteError, ConfigError)
