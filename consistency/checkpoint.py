@@ -15,6 +15,11 @@ Never lose a run (issue 8):
   every leaf of the state is finite and that max|θ| of the trained params and their EMA is at most the bound set
   with :func:`guard_saves` (``config.training.max_param_abs``; 0 disables); else it raises
   :class:`DivergedStateError` naming the set, the leaf, the value and the last good step.
+* **Damage on disk is noticed** (issue 33). The meta records a CRC-32 of every array (:func:`leaf_digests`); every
+  restore — resume, sample/eval, teacher and ``init_from`` loads (:func:`read_step_items`) — verifies it, and a step
+  whose bytes changed is broken like a truncated one (:class:`CorruptCheckpointError`).
+* **Storage that cannot take a step is one line**: :func:`storage_problem` before any step (read-only, full), and
+  :class:`CheckpointWriteError` for a save that fails mid-run, naming the last good step.
 """
 from __future__ import annotations
 

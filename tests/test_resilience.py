@@ -526,3 +526,38 @@ def test_blowup_guard_compares_with_the_runs_own_history():
     restored = blowup.BlowUpGuard(1e3, ("generator", "fake"), guard.history())    # as read back from a checkpoint
     assert restored.check_losses({"generator/loss": 0.6, "fake/loss": 4.4e14})[0] == "fake"
     assert blowup.BlowUpGuard(0.0, (), guard.history()).check_losses({"fake/loss": 4.4e14}) is None   # 0: off
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Broken sources of a run: a truncated teacher / init_from checkpoint, --mode=sample with every step broken
+# ----------------------------------------------------------------------------------------------------------
+
+def test_truncated_init_from_checkpoint_is_one_line_and_orbax_stays_quiet(tmp_path, caplog):
+    source = str(tmp_path / "source")
+    train.train_and_evaluate(dummy_method.tiny_config(num_steps=4, ckpt_every=2, sample_every=0), source)
+    _truncate_state_data(os.path.join(source, "checkpoints", "4"))
+    warm = dummy_method.tiny_config(num_steps=2, sample_every=0, init_from=source)
+    with caplog.at_level("WARNING"):
+        state = train.train_and_evaluate(warm, str(tmp_path / "warm"))   # falls back to the source's step 2
+    assert int(state.step) == 2
+    skipped = [r.getMessage() for r in caplog.records if "broken checkpoint" in r.getMessage()]
+    assert len(skipped) == 1 and "step 4" in skipped[0] and "restored step 2 instead" in skipped[0], skipped
+    assert not [r for r in caplog.records if "Metadata file does not exist" in r.getMessage()]
+
+    _truncate_state_data(os.path.join(source, "checkpoints", "2"))          # now none restores: one ConfigError line
+    with pytest.raises(ConfigError, match=r"^config\.training\.init_from: no checkpoint in .* restores \(4: .*; 2: "):
+        train.train_and_evaluate(warm, str(tmp_path / "warm2"))
+
+
+def test_sample_with_every_checkpoint_broken_is_one_line(cli_files, trained_workdir, tmp_path):
+    wd = str(tmp_path / "run")
+    shutil.copytree(trained_workdir, wd)
+    for step in checkpoint.available_steps(wd):
+        _truncate_state_data(os.path.join(wd, "checkpoints", str(step)))
+    proc = subprocess.run(["timeout", "-s", "KILL", "300", sys.executable, "-m", "consistency.main", "--mode=sample",
+                           f"--workdir={wd}", "--imports=dummy_method"], cwd=REPO, env=_cli_env(cli_files),
+                          capture_output=True, text=True)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert lines[-1].startswith("error: no checkpoint in ") and "can be restored" in lines[-1], proc.stderr[-3000:]
+    assert len(lines) <= 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]   # at most the skip line first
