@@ -119,5 +119,6 @@ class GracefulStop:
 
     def __exit__(self, *exc_info) -> None:
         for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
+            # None: a handler installed outside Python (e.g. JAX's in a one-process jax.distributed run)
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
         self._previous.clear()
