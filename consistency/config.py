@@ -321,7 +321,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval = e = ml_collections.ConfigDict()
     e.num_samples = 1000
     e.nfes = ()                  # NFEs to evaluate (method-specific meaning, see README); () → the method's default_nfes
-    e.inception_path = ""        # user-supplied Inception weights for real FID
+    e.inception_weights = ""     # pytorch-fid's pt_inception-2015-12-05-6726825d.pth: turns on FID (docs/fid.md)
+    e.fid_reference = ""         # published reference statistics (.npz with mu, sigma); '' → computed from the
+                                 # training split once and cached
     c.distributed = False        # call jax.distributed.initialize() (multi-host)
     return c
 
@@ -665,9 +667,37 @@ def _validate_eval(c) -> None:
         _require(all(n >= 2 for n in nfes), "eval.nfes", f"{tuple(nfes)} asks EDM for 1 network evaluation, "
                  "which starts sampling at σ_min", "use NFEs >= 2 (odd: Heun on (NFE+1)/2 points, e.g. 35; even: "
                  "Euler), or () for the method's default")
-    _require(isinstance(e.inception_path, str) and (not e.inception_path or os.path.exists(e.inception_path)),
-             "eval.inception_path", f"{e.inception_path!r} does not exist",
-             "point it at Inception weights you supply, or use '' (no FID)")
+    _require(isinstance(e.inception_weights, str), "eval.inception_weights", f"{e.inception_weights!r} is not a path",
+             "use a path, or '' (no FID)")
+    if e.inception_weights:
+        from consistency import torchfile   # numpy only
+        problem = torchfile.state_dict_problem(e.inception_weights, required=FID_INCEPTION_KEYS,
+                                               forbidden_prefixes=("AuxLogits.",))
+        _require(problem is None, "eval.inception_weights", str(problem),
+                 "point it at pytorch-fid's pt_inception-2015-12-05-6726825d.pth, or use '' (no FID)")
+    _require(isinstance(e.fid_reference, str), "eval.fid_reference", f"{e.fid_reference!r} is not a path",
+             "use a path, or '' (statistics computed from the dataset)")
+    if e.fid_reference:
+        _require(bool(e.inception_weights), "eval.fid_reference", "is set but config.eval.inception_weights is not",
+                 "set config.eval.inception_weights too (FID needs the Inception network), or use ''")
+        _require(_npz_has(e.fid_reference, ("mu", "sigma")), "eval.fid_reference",
+                 f"{e.fid_reference!r} is not an .npz with 'mu' and 'sigma'",
+                 "point it at reference statistics (pytorch-fid --save-stats, EDM fid.py ref), or use ''")
+
+
+FID_INCEPTION_KEYS = ("Conv2d_1a_3x3.conv.weight", "Mixed_6e.branch7x7dbl_5.conv.weight",
+                      "Mixed_7c.branch_pool.conv.weight")   # pytorch-fid's FID Inception state dict
+
+
+def _npz_has(path: str, keys: tuple[str, ...]) -> bool:
+    """Whether ``path`` is an .npz archive with these arrays (the zip directory only; nothing is loaded)."""
+    import zipfile
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+    return all(f"{key}.npy" in names for key in keys)
 
 
 def _validate_cm(c) -> None:

@@ -8,8 +8,10 @@
   :func:`load_or_train_digits_features` does this for sklearn digits and
   :func:`load_or_train_dataset_features` for ``config.data`` (digits, mnist5k). Report its numbers as
   "FD on an in-project digits classifier", never as FID.
-* Real FID: :func:`inception_features_fn` wraps a user-supplied TF SavedModel (e.g. an exported
-  Inception-v3 pool3, 2048-d); nothing is downloaded. Without one it raises :class:`InceptionWeightsMissing`.
+* FID as the papers report it: :func:`pytorch_fid_inception` loads pytorch-fid's FID Inception-v3
+  (``consistency/nets/fid_inception.py``) from its standard weights file ``pt_inception-2015-12-05-6726825d.pth``,
+  supplied by the user (nothing is downloaded; torch is not needed: ``consistency/torchfile.py`` reads the file).
+  Without the file it raises :class:`InceptionWeightsMissing` (one line).
 * :func:`export_samples_npz` writes samples for the usual external FID tools.
 
 Cache layout: ``$CONSISTENCY_CACHE/features/<dataset>-<hash>.msgpack`` (``CONSISTENCY_CACHE`` defaults to
@@ -281,7 +283,7 @@ def load_or_train_dataset_features(data_config: Any, cache_dir: str | os.PathLik
     """Classifier features for ``config.data`` ('digits' or 'mnist5k'), trained at the native resolution on
     the split ``consistency.data`` calls 'train' and scored on its 'test' split; images resized by
     ``config.data.resolution`` are mapped back inside the feature function (:func:`to_classifier_input`).
-    Other datasets raise a one-line ConfigError (RGB data: use config.eval.inception_path).
+    Other datasets raise a one-line ConfigError (RGB data: FID with config.eval.inception_weights).
     """
     name = data_config.name
     if name == "digits":
@@ -294,7 +296,7 @@ def load_or_train_dataset_features(data_config: Any, cache_dir: str | os.PathLik
             "mnist5k", data_images.to_model_space(train.raw, train.raw_max), train.labels,
             data_images.to_model_space(test.raw, test.raw_max), test.labels, cache_dir=cache_dir, **kwargs)
     raise ConfigError(f"config.data.name: in-project classifier features exist for 'digits' and 'mnist5k', "
-                      f"not {name!r}; for RGB data set config.eval.inception_path for FID")
+                      f"not {name!r}; for RGB data set config.eval.inception_weights for FID")
 
 
 def load_or_compute_reference_stats(dataset: str, images: Array, feature_fn: Callable[[Array], Array],
@@ -303,7 +305,7 @@ def load_or_compute_reference_stats(dataset: str, images: Array, feature_fn: Cal
     """Feature mean and covariance of a real reference set, cached as ``<dataset>-stats-<hash>.msgpack``.
 
     The hash covers the images and ``feature_key`` (default: ``feature_fn.cache_key``, which
-    :class:`ClassifierFeatures` carries; pass one for other feature functions, e.g. the SavedModel path).
+    :class:`ClassifierFeatures` carries; pass one for other feature functions).
     """
     feature_key = feature_key if feature_key is not None else getattr(feature_fn, "cache_key", None)
     if feature_key is None:
@@ -319,69 +321,137 @@ def load_or_compute_reference_stats(dataset: str, images: Array, feature_fn: Cal
 
 
 # --------------------------------------------------------------------------------------------------
-# Inception (user-supplied weights) and sample export
+# FID: pytorch-fid's Inception-v3 from the standard weights file
 # --------------------------------------------------------------------------------------------------
 
 
 class InceptionWeightsMissing(ConfigError):
-    """Raised (one line) when config.eval.inception_path does not name a SavedModel directory."""
+    """Raised (one line) when config.eval.inception_weights names no readable pytorch-fid weights file."""
 
 
-def _missing_inception_message(path: str) -> str:
-    return (f"config.eval.inception_path: FID needs Inception weights: set config.eval.inception_path to a "
-            f"SavedModel directory (e.g. an exported Inception-v3 pool3, 2048-d; got {path!r}); "
-            f"offline use the in-project digits FD")
+FID_WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"
 
 
-def _saved_model_callable(model: Any) -> Callable:
-    """The loaded SavedModel's ``__call__`` if it has one, else its 'serving_default' signature."""
-    if callable(model):
-        return model
-    signature = model.signatures["serving_default"]
-    (input_name,) = signature.structured_input_signature[1].keys()
+def inception_weights_problem(path: str) -> str | None:
+    """Why ``path`` is not a pytorch-fid Inception state dict (missing, unreadable, wrong tensors), or None.
 
-    def call(x):
-        outputs = signature(**{input_name: x})
-        if len(outputs) == 1:
-            return next(iter(outputs.values()))
-        pool = [k for k in sorted(outputs) if "pool" in k]
-        if not pool:
-            raise ValueError(f"SavedModel signature has outputs {sorted(outputs)}; expected one or a 'pool' one")
-        return outputs[pool[0]]
-    return call
-
-
-def inception_features_fn(path: str, resolution: int = 299, input_range: tuple[float, float] = (-1.0, 1.0),
-                          batch_size: int = 50) -> Callable[[Array], np.ndarray]:
-    """Feature function of a user-supplied TF SavedModel (e.g. Inception-v3 pool3) for real FID.
-
-    The returned ``feature_fn(images)`` takes NHWC uint8 (0..255) or float images in [-1, 1], maps them to
-    0..255, repeats gray to 3 channels, resizes to ``resolution``² (bilinear, ``tf.image.resize``), rescales
-    to the model's ``input_range`` (Keras / TF-GAN Inception: [-1, 1]; the TTUR graph: (0, 255)) and
-    returns the model's output flattened to ``(N, D)``. The model is called directly if it is callable
-    (a saved ``tf.Module`` with a ``tf.function`` ``__call__``), else through its 'serving_default'
-    signature. Raises :class:`InceptionWeightsMissing` (one line) when ``path`` is empty or not a SavedModel.
+    Cheap: reads the file's pickle (names and shapes), not its storages.
     """
-    if not path or not os.path.isfile(os.path.join(path, "saved_model.pb")):
-        raise InceptionWeightsMissing(_missing_inception_message(path))
-    import tensorflow as tf  # heavy; only for real FID
+    from consistency import torchfile
+    from consistency.nets.fid_inception import variables_from_state_dict
 
-    call = _saved_model_callable(tf.saved_model.load(path))
-    lo, hi = input_range
+    if not path or not os.path.isfile(path):
+        return f"{path!r} is not a file"
+    try:
+        shapes = torchfile.state_dict_shapes(path)
+        stub = {name: np.broadcast_to(np.zeros((), np.float32), shape) for name, (shape, _) in shapes.items()}
+        variables_from_state_dict(stub, _width_divisor(stub))
+    except (torchfile.TorchFileError, ValueError) as e:
+        return str(e)
+    return None
 
-    def feature_fn(images: Array) -> np.ndarray:
-        images = np.asarray(images)
-        x = images.astype(np.float32) if images.dtype == np.uint8 else np.clip((images + 1.0) * 127.5, 0, 255)
-        if x.shape[-1] == 1:
-            x = np.repeat(x, 3, axis=-1)
+
+def _width_divisor(state_dict: dict) -> int:
+    """1 for the real network (Conv2d_1a_3x3 has 32 filters); the tests' reduced networks have 32 / divisor."""
+    first = state_dict.get("Conv2d_1a_3x3.conv.weight")
+    if first is None or first.shape[0] < 1 or 32 % first.shape[0]:
+        raise ValueError("no Conv2d_1a_3x3.conv.weight with a divisor of 32 filters: not a pytorch-fid FID "
+                         "Inception state dict")
+    return 32 // int(first.shape[0])
+
+
+def _file_digest(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class InceptionFeatures:
+    """pytorch-fid's FID Inception-v3 as a feature function ``images (N, H, W, C) -> (N, 2048)`` (see
+    :func:`pytorch_fid_inception`)."""
+
+    variables: Any
+    width_divisor: int
+    cache_key: str
+    batch_size: int = 50
+
+    def __post_init__(self):
+        from consistency.nets import fid_inception
+
+        model = fid_inception.FIDInceptionV3(self.width_divisor)
+        # two jitted parts: the resize compiles per input size (fast), the network once per batch size (slow)
+        object.__setattr__(self, "_preprocess", jax.jit(fid_inception.preprocess))
+        object.__setattr__(self, "_network", jax.jit(model.apply))
+
+    @property
+    def feature_dim(self) -> int:
+        return 2048 // self.width_divisor
+
+    def __call__(self, images: Array) -> np.ndarray:
+        """uint8 NHWC (0..255) or float NHWC in [-1, 1] (quantised to uint8 first, as samples written to PNG
+        are); 1 or 3 channels; any size (resized to 299×299 inside)."""
+        x = images_to_uint8(images)
+        if x.ndim == 3:
+            x = x[..., None]
+        if x.shape[-1] not in (1, 3):
+            raise ValueError(f"Inception features need 1 or 3 channels, got images of shape {x.shape}")
         out = []
-        for i in range(0, len(x), batch_size):
-            batch = tf.image.resize(tf.constant(x[i:i + batch_size], tf.float32), (resolution, resolution),
-                                    method="bilinear")
-            batch = lo + batch / 255.0 * (hi - lo)
-            out.append(np.asarray(call(batch)).reshape(len(batch), -1))
-        return np.concatenate(out, axis=0)
-    return feature_fn
+        for i in range(0, len(x), self.batch_size):  # pad every batch to one shape: one compilation per size
+            chunk = x[i:i + self.batch_size]
+            padded = np.pad(chunk, ((0, self.batch_size - len(chunk)), (0, 0), (0, 0), (0, 0)))
+            out.append(np.asarray(self._network(self.variables, self._preprocess(padded)))[: len(chunk)])
+        return np.concatenate(out, axis=0) if out else np.zeros((0, self.feature_dim), np.float32)
+
+
+def pytorch_fid_inception(weights_path: str, batch_size: int = 50) -> InceptionFeatures:
+    """pytorch-fid's FID Inception-v3 (pool3, 2048-d) from its standard weights file, without torch.
+
+    ``weights_path`` is ``pt_inception-2015-12-05-6726825d.pth`` (pytorch-fid's release; EDM, ECT, sCM, … report
+    FID with this network or its TF original). The file is read by :mod:`consistency.torchfile`; the network is
+    :class:`consistency.nets.fid_inception.FIDInceptionV3` with pytorch-fid's resize (bilinear to 299×299,
+    ``align_corners=False``) and [-1, 1] scaling. Returns a feature function with a ``cache_key`` (the file's
+    SHA-256) for :func:`load_or_compute_reference_stats`. Raises :class:`InceptionWeightsMissing` (one line) when
+    the file is missing or is not that state dict.
+    """
+    from consistency import torchfile
+    from consistency.nets.fid_inception import variables_from_state_dict
+
+    problem = inception_weights_problem(weights_path)
+    if problem is not None:
+        raise InceptionWeightsMissing(missing_inception_message(weights_path, problem))
+    try:
+        state_dict = torchfile.load_state_dict(weights_path)
+        divisor = _width_divisor(state_dict)
+        variables = variables_from_state_dict(state_dict, divisor)
+    except (torchfile.TorchFileError, ValueError) as e:
+        raise InceptionWeightsMissing(missing_inception_message(weights_path, str(e))) from None
+    variables = jax.tree.map(jnp.asarray, variables)
+    return InceptionFeatures(variables=variables, width_divisor=divisor, batch_size=batch_size,
+                             cache_key=f"pytorch-fid-inception-{_file_digest(weights_path)[:16]}")
+
+
+def missing_inception_message(path: str, problem: str) -> str:
+    return (f"config.eval.inception_weights: FID needs pytorch-fid's Inception weights ({FID_WEIGHTS_NAME}, "
+            f"from the pytorch-fid releases): {problem}; set the path to that file, or '' for no FID")
+
+
+def load_fid_reference(path: str) -> tuple[Array, Array]:
+    """``(mu, sigma)`` from a published reference ``.npz`` (pytorch-fid ``--save-stats`` / EDM ``fid.py ref``
+    files: keys ``mu`` [2048] and ``sigma`` [2048, 2048]). Raises ConfigError (one line) otherwise."""
+    try:
+        with np.load(path) as stats:
+            mu, sigma = np.asarray(stats["mu"], np.float64), np.asarray(stats["sigma"], np.float64)
+    except (OSError, KeyError, ValueError) as e:
+        raise ConfigError(f"config.eval.fid_reference: {path!r} is not an .npz with 'mu' and 'sigma' "
+                          f"({type(e).__name__}); point it at a reference statistics file, or '' to compute "
+                          f"them from the dataset") from None
+    if mu.ndim != 1 or sigma.shape != (len(mu), len(mu)):
+        raise ConfigError(f"config.eval.fid_reference: {path!r} has mu {mu.shape} and sigma {sigma.shape}; "
+                          f"expected [D] and [D, D]")
+    return mu, sigma
 
 
 def images_to_uint8(samples: Array) -> np.ndarray:

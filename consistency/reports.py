@@ -6,7 +6,10 @@ held-out split, always next to the noise floor (two real draws of the same size)
 * toys:   sliced W1, RBF-MMD, energy distance, and for mixtures mode coverage and log-likelihood (exact metrics);
 * digits / mnist5k: Fréchet distance, KID and precision/recall in the in-project classifier's feature space ("FD on an
   in-project classifier", never FID), plus pixel sliced W1;
-* other images: pixel sliced W1, and FID when ``config.eval.inception_path`` names Inception weights.
+* other images: pixel sliced W1;
+* every image dataset, when ``config.eval.inception_weights`` names pytorch-fid's weights file: ``fid``, the FID of the
+  samples against the reference statistics (``config.eval.fid_reference``, or the training split's, computed once and
+  cached by :func:`consistency.features.load_or_compute_reference_stats`).
 Writes ``WORKDIR/eval/metrics_<step>.json`` ({"nfe_<n>": {...}}), TensorBoard scalars ``eval/nfe<n>/<metric>`` and a
 sample picture ``WORKDIR/samples/eval_<step>_nfe<n>.png``. Idempotent: an existing report for the same NFEs and sample
 count is returned as is.
@@ -26,6 +29,7 @@ from consistency import evaluate, fileio, sampling
 from consistency.config import validate_sigma_list
 
 _REFERENCE_CACHE: dict = {}
+_INCEPTION_CACHE: dict = {}
 
 
 def reference_set(config, dataset):
@@ -49,14 +53,45 @@ def score_samples(config, dataset, samples: np.ndarray, seed: int = 0) -> dict[s
     if config.data.name in ("digits", "mnist5k"):
         from consistency.features import load_or_train_dataset_features
         features = load_or_train_dataset_features(config.data)
-        return evaluate.evaluate_images(samples, reference, features, seed=seed)
-    metrics = {"pixel_sliced_wasserstein": evaluate.sliced_wasserstein(samples, reference[: len(samples)], seed=seed)}
-    if config.eval.inception_path:
-        from consistency.features import inception_features_fn
-        metrics.update({f"fid_{k}": v for k, v in evaluate.evaluate_images(
-            samples, reference, inception_features_fn(config.eval.inception_path), seed=seed).items()
-            if k.startswith("fd")})
+        metrics = evaluate.evaluate_images(samples, reference, features, seed=seed)
+    else:
+        metrics = {"pixel_sliced_wasserstein": evaluate.sliced_wasserstein(samples, reference[: len(samples)],
+                                                                          seed=seed)}
+    if config.eval.inception_weights:
+        metrics["fid"] = fid(config, dataset, samples)
     return metrics
+
+
+def inception(path: str):
+    """pytorch-fid's Inception for ``path``, loaded and compiled once per process (keyed by the file's mtime)."""
+    from consistency.features import pytorch_fid_inception
+    key = (os.path.abspath(path), os.path.getmtime(path), os.path.getsize(path))
+    if key not in _INCEPTION_CACHE:
+        _INCEPTION_CACHE.clear()
+        _INCEPTION_CACHE[key] = pytorch_fid_inception(path)
+    return _INCEPTION_CACHE[key]
+
+
+def fid_reference_stats(config, dataset, feature_fn) -> tuple[np.ndarray, np.ndarray]:
+    """(mu, sigma) of the real data for FID: ``config.eval.fid_reference`` when set, else the training split's
+    statistics (as the papers' reference files, e.g. EDM's, are the training images'), computed once and cached under
+    ``$CONSISTENCY_CACHE/features`` keyed by the images and the weights file."""
+    from consistency import features
+    if config.eval.fid_reference:
+        return features.load_fid_reference(config.eval.fid_reference)
+    images = features.images_to_uint8(dataset.arrays()[0])   # model space [-1, 1] → the dataset's uint8 exactly
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(config.data.name))[:40]
+    return features.load_or_compute_reference_stats(f"fid-{name}", images, feature_fn)
+
+
+def fid(config, dataset, samples: np.ndarray) -> float:
+    """FID (pytorch-fid's Inception, 2048-d pool3; Fréchet distance of Heusel et al. 2017) of ``samples`` (NHWC in
+    [-1, 1], quantised to uint8 like saved PNGs) against :func:`fid_reference_stats`. Papers use 50k samples
+    (``config.eval.num_samples=50000``); fewer samples bias FID upwards."""
+    feature_fn = inception(config.eval.inception_weights)
+    mu_ref, sigma_ref = fid_reference_stats(config, dataset, feature_fn)
+    mu, sigma = evaluate.gaussian_stats(feature_fn(samples))
+    return evaluate.frechet_distance(mu, sigma, mu_ref, sigma_ref)
 
 
 def evaluation_nfes(config, method) -> list[int]:

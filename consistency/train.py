@@ -85,6 +85,12 @@ def validate_run_config(config: ml_collections.ConfigDict, num_devices: int | No
     if teacher_dir:
         from consistency import teachers
         teachers.check_teacher_data(config)
+    if config.eval.inception_weights:   # every tensor's name and shape (the config check reads a few names only)
+        from consistency import features
+        path = config.eval.inception_weights
+        problem = features.inception_weights_problem(path)
+        if problem is not None:
+            raise features.InceptionWeightsMissing(features.missing_inception_message(path, problem))
     if not check_data:
         return None
     dataset = build_dataset(config)  # cached loaders: the run's own build_dataset reads nothing twice

@@ -12,9 +12,20 @@ jax 0.10.2 enables ``jax_threefry_partitionable`` by default; with it XLA-CPU co
 initialisers, dropout masks) 5–15× more slowly (measured: a tiny U-Net init 92 s vs 12 s). The per-example noise of the
 methods is drawn from vmapped keys, so results stay device-count invariant either way. ``consistency.main`` makes the
 same choice on CPU.
+
+Compiled programs are kept in a persistent JAX compilation cache (``~/.cache/consistency/jax-tests``, or
+``$CONSISTENCY_TEST_JAX_CACHE``; set it to an empty string to turn the cache off). It is set through the environment,
+so the tests' subprocesses share it; a second run of the suite skips most XLA compiles.
 """
-import jax
-import pytest
+import os
+
+_CACHE = os.environ.get("CONSISTENCY_TEST_JAX_CACHE", os.path.expanduser("~/.cache/consistency/jax-tests"))
+if _CACHE:
+    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _CACHE)
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+
+import jax  # noqa: E402  (after the cache directory is in the environment)
+import pytest  # noqa: E402
 
 jax.config.update("jax_threefry_partitionable", False)
 

@@ -385,46 +385,7 @@ def test_reference_stats_cache_and_evaluate_images(digits, monkeypatch):
     assert real["x_fd"] < 2 * real["x_fd_floor"] and real["x_fd"] < m["fd"] / 2
 
 
-# ------------------------------------------------------------------ Inception path and export
-
-
-@pytest.mark.parametrize("path", ["", "/nonexistent/inception"])
-def test_inception_without_weights_is_one_clear_line(path):
-    with pytest.raises(features.InceptionWeightsMissing) as err:
-        features.inception_features_fn(path)
-    message = str(err.value)
-    assert "\n" not in message and "config.eval.inception_path" in message and "digits FD" in message
-
-
-@pytest.mark.parametrize("as_signature", [False, True])
-def test_inception_features_with_a_toy_saved_model(tmp_path, as_signature):
-    tf = pytest.importorskip("tensorflow")
-
-    def toy_features(x):
-        """The centre pixel and the input height: checks the range mapping and the 299 resize."""
-        height = tf.cast(tf.shape(x)[1], tf.float32) * tf.ones_like(x[:, 0, 0, :1])
-        return tf.concat([x[:, 149, 149, :], height], axis=1)
-
-    spec = [tf.TensorSpec([None, None, None, 3], tf.float32)]
-    toy = tf.Module()
-    if as_signature:  # no __call__: the loader must use the 'serving_default' signature
-        toy.features = tf.function(toy_features, input_signature=spec)
-        tf.saved_model.save(toy, str(tmp_path), signatures=toy.features.get_concrete_function())
-    else:
-        class Callable(tf.Module):
-            @tf.function(input_signature=spec)
-            def __call__(self, x):
-                return toy_features(x)
-        tf.saved_model.save(Callable(), str(tmp_path))
-    feature_fn = features.inception_features_fn(str(tmp_path))
-    values = np.array([0, 51, 255], np.uint8)
-    gray = np.broadcast_to(values[:, None, None, None], (3, 8, 8, 1))  # constant uint8 images
-    out = feature_fn(gray)
-    expected = values / 255.0 * 2 - 1  # 0..255 → [-1, 1]
-    np.testing.assert_allclose(out[:, :3], np.repeat(expected[:, None], 3, axis=1), atol=1e-5)
-    np.testing.assert_array_equal(out[:, 3], 299.0)
-    floats = np.broadcast_to(np.array([-1.0, 0.25])[:, None, None, None], (2, 5, 5, 3)).astype(np.float32)
-    np.testing.assert_allclose(feature_fn(floats)[:, :3], [[-1.0] * 3, [0.25] * 3], atol=1e-5)
+# ------------------------------------------------------------------ export (FID itself: tests/test_fid_inception.py)
 
 
 def test_export_samples_npz_format(tmp_path):

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 
 from consistency import main
@@ -137,7 +138,15 @@ BAD_INPUTS = [
     ([TOY_EDM, "--config.eval.nfes=(0,)"], "config.eval.nfes: 0 in (0,) is not a positive integer"),
     ([TOY_EDM, "--config.eval.nfes=(1,35)"], "config.eval.nfes: (1, 35) asks EDM for 1 network evaluation"),
     ([TOY_EDM, "--config.eval.num_samples=0"], "config.eval.num_samples: 0 is not >= 1"),
-    ([TOY_EDM, "--config.eval.inception_path=/no/such/weights.npz"], "config.eval.inception_path:"),
+    ([TOY_EDM, "--config.eval.inception_weights=/no/such/pt_inception.pth"],
+     "config.eval.inception_weights: '/no/such/pt_inception.pth' is not a file"),
+    ([TOY_EDM, "--config.eval.inception_weights=JUNK_FILE"], "config.eval.inception_weights: cannot read"),
+    ([TOY_EDM, "--config.eval.fid_reference=/no/such/ref.npz"],
+     "config.eval.fid_reference: is set but config.eval.inception_weights is not"),
+    ([TOY_EDM, "--config.eval.inception_weights=STUB_PTH", "--config.eval.fid_reference=JUNK_FILE"],
+     "config.eval.fid_reference: '"),
+    ([TOY_EDM, "--config.eval.inception_weights=STUB_PTH"],   # the right names, not the whole network
+     "config.eval.inception_weights: FID needs pytorch-fid's Inception weights"),
     (["FILE:cm_bounds"], "config.cm.s0: the curriculum start s0 = 200 is above its end cm.s1 = 150"),
     ([TOY_CT, "--config.cm.s0=1"], "config.cm.s0: the curriculum would start with 1 grid point(s)"),
     ([TOY_CT, "--config.cm.curriculum=cosine"], "config.cm.curriculum: 'cosine' is not one of"),
@@ -201,7 +210,8 @@ def _fake_teacher(workdir, data_fields) -> str:
 
 
 def _argv(args, tmp_path) -> list[str]:
-    """Fill in the placeholders of a case: FILE:<key>, DATA_DIR, NO_TEACHER, WORKDIR=… (default: a fresh dir)."""
+    """Fill in the placeholders of a case: FILE:<key>, DATA_DIR, NO_TEACHER, JUNK_FILE, STUB_PTH, WORKDIR=… (default: a fresh
+    dir)."""
     out, workdir = ["consistency.main"], str(tmp_path / "run")
     for arg in args:
         if arg.startswith("FILE:"):
@@ -214,6 +224,14 @@ def _argv(args, tmp_path) -> list[str]:
                 (tmp_path / "a_file").write_text("not a directory")
                 workdir = str(tmp_path / "a_file" / "run")
             continue
+        if "STUB_PTH" in arg:   # a state dict with the names config validation looks for, and nothing else
+            from consistency import config as config_lib, torchfile
+            torchfile.save_state_dict(tmp_path / "stub.pth", {name: np.zeros((1, 1, 1, 1), np.float32)
+                                                              for name in config_lib.FID_INCEPTION_KEYS})
+            arg = arg.replace("STUB_PTH", str(tmp_path / "stub.pth"))
+        if "JUNK_FILE" in arg:
+            (tmp_path / "junk.pth").write_text("not a checkpoint")
+            arg = arg.replace("JUNK_FILE", str(tmp_path / "junk.pth"))
         arg = arg.replace("DATA_DIR", str(tmp_path / "tfds")).replace("NO_TEACHER", str(tmp_path / "no_teacher"))
         for name, fields in FAKE_TEACHERS.items():
             if name in arg:
