@@ -105,13 +105,13 @@ def test_sigint_during_a_save_finishes_the_save_and_exits_130_without_a_tracebac
     step = checkpoint.latest_step(wd)
     assert step in (4, 5, 6) and f"after step {step} of 6" in lines[0]     # the held save of step 4 completed
     assert "resume: python" in lines[0] and f"--workdir={wd}" in lines[0]
-    assert seconds < 30
+    assert seconds < 120     # (generous: a shared CPU) a finished save, not a hang
 
 
 def test_a_second_sigint_stops_at_once_even_while_a_save_hangs(tmp_path):
     status, stderr, seconds, wd = _run_and_signal_during_save(tmp_path, signals=2, hold_seconds=600)
     assert status == 130, stderr[-3000:]
-    assert seconds < 20                                   # not the 600 s the save is held for
+    assert seconds < 90                                   # not the 600 s the save is held for
     assert "Traceback" not in stderr
     lines = [line for line in stderr.splitlines() if line.startswith("stopped at once")]
     assert len(lines) == 1 and "checkpoint 2 is the last saved" in lines[0], stderr[-3000:]
