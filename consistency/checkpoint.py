@@ -15,17 +15,27 @@ Never lose a run (issue 8):
   every leaf of the state is finite and that max|θ| of the trained params and their EMA is at most the bound set
   with :func:`guard_saves` (``config.training.max_param_abs``; 0 disables); else it raises
   :class:`DivergedStateError` naming the set, the leaf, the value and the last good step.
+* **Damage on disk is noticed** (issue 33). The meta records a CRC-32 of every array (:func:`leaf_digests`); every
+  restore — resume, sample/eval, teacher and ``init_from`` loads (:func:`read_step_items`) — verifies it, and a step
+  whose bytes changed is broken like a truncated one (:class:`CorruptCheckpointError`).
+* **Storage that cannot take a step is one line**: :func:`storage_problem` before any step (read-only, full), and
+  :class:`CheckpointWriteError` for a save that fails mid-run, naming the last good step.
 """
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
+import logging as std_logging
 import math
 import os
+import shutil
 import sys
+import tempfile
 import time
 import warnings
 import weakref
+import zlib
 from typing import Any, Callable
 
 import jax
@@ -82,13 +92,133 @@ def make_manager(workdir: str, keep: int | None = None, create: bool = True) -> 
     return ocp.CheckpointManager(checkpoint_dir(workdir), options=options)
 
 
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (a full disk, a read-only directory); the message is one line with the
+    last good step."""
+
+
+def _write_failure(manager: ocp.CheckpointManager, step: int | None, error: BaseException) -> CheckpointWriteError:
+    try:   # what is committed on disk (the manager's own list may hold the step that failed)
+        steps = sorted(ocp.utils.checkpoint_steps(os.fspath(manager.directory)))
+    except Exception:  # noqa: BLE001 — the line is worth more than the step number
+        steps = []
+    good = steps[-1] if steps else None
+    kept = (f"the last good checkpoint is step {good}" if good is not None else "no checkpoint was written yet")
+    what = f"checkpoint step {step}" if step is not None else "a checkpoint"
+    return CheckpointWriteError(f"--workdir: could not write {what} to {os.fspath(manager.directory)} "
+                                f"({_one_line(error)}); training stopped, {kept}: free space or fix the "
+                                "directory's permissions, then rerun to resume from it")
+
+
+def finish(manager: ocp.CheckpointManager) -> None:
+    """``manager.wait_until_finished()``; a failed background write is :class:`CheckpointWriteError` (one line)."""
+    try:
+        manager.wait_until_finished()
+    except Exception as error:  # noqa: BLE001 — Orbax re-raises the background thread's error here
+        raise _write_failure(manager, None, error) from None
+
+
+def storage_problem(workdir: str, need_bytes: int = 0) -> str | None:
+    """Why checkpoints cannot be written to ``workdir`` (one line), checked in a moment before any step: the workdir
+    or its ``checkpoints/`` cannot be written, or (local disks) holds less free space than ``need_bytes`` (one
+    checkpoint). None when it can; bucket paths are not probed here."""
+    workdir = fileio.absolute(workdir)
+    if fileio.is_remote(workdir):
+        return None
+    for directory in (workdir, checkpoint_dir(workdir)):
+        if not os.path.isdir(directory):
+            continue
+        try:
+            with tempfile.TemporaryFile(dir=directory):
+                pass
+        except OSError as e:
+            return (f"--workdir: cannot write to {directory} ({e.strerror or e}); training could not save a step: "
+                    "fix its permissions or train in another --workdir")
+    existing = checkpoint_dir(workdir) if os.path.isdir(checkpoint_dir(workdir)) else workdir
+    while not os.path.isdir(existing):
+        existing = os.path.dirname(existing)
+    free = shutil.disk_usage(existing).free
+    if need_bytes and free < need_bytes:
+        return (f"--workdir: {existing} has {free / 2 ** 20:.1f} MiB free, less than one checkpoint of this run "
+                f"({need_bytes / 2 ** 20:.1f} MiB); free some space or train in another --workdir")
+    return None
+
+
 def save(manager: ocp.CheckpointManager, step: int, state: PyTree, meta: dict) -> None:
     """Save ``state`` at ``step`` (asynchronously: the device→host copy happens before this returns, so the
     caller may donate ``state`` to the next step) — unless :func:`check_state` finds it non-finite or blown up:
-    then :class:`DivergedStateError` and nothing is written."""
+    then :class:`DivergedStateError` and nothing is written. The meta records every leaf's digest
+    (:func:`leaf_digests`), which every restore verifies."""
     check_state(state, step, max_param_abs_of(manager), last_good=manager.latest_step)
-    manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
-                 force=True)
+    meta = {**meta, DIGESTS_KEY: leaf_digests(state)}
+    try:
+        manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+                     force=True)
+    except Exception as error:  # noqa: BLE001 — this save's or the previous background write's failure
+        raise _write_failure(manager, step, error) from None
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Integrity: per-leaf digests in the meta, verified on every restore
+# ----------------------------------------------------------------------------------------------------------
+
+DIGESTS_KEY = "digests"
+
+
+class CorruptCheckpointError(ValueError):
+    """A restored leaf's bytes differ from the digest recorded when it was saved (silent on-disk damage)."""
+
+
+def flat_leaves(tree: PyTree) -> dict[str, Any]:
+    """``{'params.online.w1': leaf, ...}``: the leaves of ``tree`` keyed as Orbax stores them."""
+    flat = ocp.tree.to_flat_dict(ocp.tree.serialize_tree(tree, keep_empty_nodes=True))
+    return {".".join(map(str, k)): v for k, v in flat.items() if hasattr(v, "shape")}
+
+
+def _whole_value(x) -> np.ndarray | None:
+    """The complete value of a leaf on this host (None for a leaf split over hosts: no host holds all of it)."""
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+        return np.asarray(x.addressable_data(0)) if x.is_fully_replicated else None
+    return np.asarray(x)
+
+
+def digest(x: np.ndarray) -> str:
+    """``crc32:<8 hex>:<dtype>:<shape>`` of an array's bytes (CRC-32: every burst of ≤ 32 changed bits is
+    caught, any other change escapes with probability 2⁻³²; zlib's runs at ≈ 2 GB/s on one core)."""
+    x = np.ascontiguousarray(x)
+    crc = zlib.crc32(memoryview(x).cast("B")) if x.size else 0
+    return f"crc32:{crc:08x}:{x.dtype}:{'x'.join(map(str, x.shape))}"
+
+
+def leaf_digests(tree: PyTree) -> dict[str, str]:
+    """:func:`digest` of every leaf of ``tree`` whose whole value this host holds, by :func:`flat_leaves` key."""
+    digests = {}
+    for key, leaf in flat_leaves(tree).items():
+        value = _whole_value(leaf)
+        if value is not None:
+            digests[key] = digest(value)
+    return digests
+
+
+def verify_digests(tree: PyTree, meta: dict, where: str) -> None:
+    """Raise :class:`CorruptCheckpointError` (one line) when a leaf of the restored ``tree`` differs from the digest
+    ``meta`` recorded at save time. Checkpoints written before digests existed have none and pass; so does a leaf
+    restored into another dtype (its bytes differ by design)."""
+    recorded = (meta or {}).get(DIGESTS_KEY) or {}
+    if not recorded:
+        return
+    bad = []
+    for key, leaf in flat_leaves(tree).items():
+        saved = recorded.get(key)
+        value = None if saved is None else _whole_value(leaf)
+        if value is None or saved.split(":")[2] != str(value.dtype):
+            continue
+        if digest(value) != saved:
+            bad.append(key)
+    if bad:
+        more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
+        raise CorruptCheckpointError(f"{where}: the bytes of {bad[0]}{more} differ from the digest recorded when "
+                                     "it was saved (damaged on disk)")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -184,6 +314,18 @@ def check_state(state: PyTree, step: int, max_param_abs: float = DEFAULT_MAX_PAR
         "the bound)")
 
 
+@jax.jit
+def _set_max_abs(params: dict) -> dict:
+    return {name: jnp.max(jnp.stack([jnp.max(jnp.abs(x)).astype(jnp.float32) for x in jax.tree.leaves(tree)
+                                     if jnp.issubdtype(x.dtype, jnp.inexact) and x.size] or [jnp.float32(0)]))
+            for name, tree in params.items()}
+
+
+def set_max_abs(params: dict) -> dict[str, float]:
+    """{set name: max|θ| over its leaves} of a state's ``params`` (one jitted reduction, one scalar per set)."""
+    return {name: float(_host(v)) for name, v in _set_max_abs(dict(params)).items()}
+
+
 def abstract_state(state_shapes: PyTree, sharding) -> PyTree:
     """``jax.eval_shape`` output → ShapeDtypeStructs carrying ``sharding`` (the restore target): one Sharding for
     every leaf, or a pytree of them matching ``state_shapes`` (FSDP: split leaves restore split)."""
@@ -201,7 +343,10 @@ def restore(manager: ocp.CheckpointManager, step: int, target: PyTree) -> tuple[
         except Exception as error:  # noqa: BLE001 — re-raised below, without Orbax's frames
             failure = error
         else:
-            return restored.state, dict(restored.meta or {})
+            meta = dict(restored.meta or {})
+            verify_digests(restored.state, meta, f"checkpoint step {step}")
+            meta.pop(DIGESTS_KEY, None)
+            return restored.state, meta
         _drop_tracebacks(failure)  # its frames hold TensorStore's pending reads: let them go and settle now
         quiet.settle()
     raise failure
@@ -303,6 +448,15 @@ def _drop_tracebacks(error: BaseException) -> None:
         error = error.__cause__ or error.__context__
 
 
+class _DropMessage(std_logging.Filter):
+    def __init__(self, prefix: str):
+        super().__init__()
+        self._prefix = prefix
+
+    def filter(self, record: std_logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self._prefix)
+
+
 class QuietOrphanedReads:
     """When one read of a broken step fails, Orbax closes its event loop while TensorStore still completes the
     other reads; each then reports through ``sys.unraisablehook`` ('RuntimeError: Event loop is closed', or the
@@ -313,6 +467,9 @@ class QuietOrphanedReads:
     def __enter__(self) -> "QuietOrphanedReads":
         self._previous, self._last = sys.unraisablehook, time.monotonic()
         sys.unraisablehook = self._hook
+        # the same failed reads, when their future is collected: "Future exception was never retrieved" + the error
+        self._asyncio_filter = _DropMessage("Future exception was never retrieved")
+        std_logging.getLogger("asyncio").addFilter(self._asyncio_filter)
         return self
 
     def _hook(self, unraisable) -> None:
@@ -336,6 +493,7 @@ class QuietOrphanedReads:
 
     def __exit__(self, *exc_info) -> None:
         sys.unraisablehook = self._previous
+        std_logging.getLogger("asyncio").removeFilter(self._asyncio_filter)
 
 
 def restore_latest(manager: ocp.CheckpointManager, target: PyTree,
@@ -389,19 +547,77 @@ def read_meta(step_dir: str) -> dict:
 WARM_START_GROUPS = ("params", "ema", "moving")
 
 
-def read_parameter_sets(workdir: str, step: int | None = None) -> tuple[int, dict]:
-    """(step, {group: {set name: numpy tree}}) of ``workdir``'s checkpoint ``step`` (None → the latest) for the groups
-    a warm start copies (params, ema, moving; never optimizer states or counters). An Orbax partial restore as numpy,
-    so no Method or dataset of the source run is built. FileNotFoundError when there is no finished checkpoint."""
+@contextlib.contextmanager
+def _no_missing_metadata_warning():
+    """Orbax warns 'Metadata file does not exist' when a ``state`` item is read on its own (its step metadata lives
+    one folder up): true, expected and no use to a user, on every teacher and ``init_from`` load."""
+    drop = _DropMessage("Metadata file does not exist")
+    logger = logging.get_absl_logger()
+    logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        logger.removeFilter(drop)
+
+
+def _read_step_items(step_dir: str, choose: Callable[[dict, dict], dict]) -> tuple[dict, dict]:
+    """Partial restore (as numpy) of the items ``choose(saved tree metadata, meta)`` picks from ``step_dir/state``,
+    verified against the recorded digests → (restored, meta)."""
+    meta = read_meta(step_dir)
+    state_dir = os.path.join(step_dir, "state")
+    checkpointer = ocp.PyTreeCheckpointer()
+    with _no_missing_metadata_warning(), QuietOrphanedReads() as quiet:
+        try:
+            tree = checkpointer.metadata(state_dir).item_metadata.tree
+            item = choose(tree, meta)
+            restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), item)
+            restored = checkpointer.restore(state_dir, args=ocp.args.PyTreeRestore(
+                item=item, restore_args=restore_args, partial_restore=True))
+        except Exception as error:  # noqa: BLE001 — re-raised without Orbax's frames
+            failure = error
+        else:
+            failure = None
+        finally:
+            checkpointer.close()
+        if failure is not None:
+            _drop_tracebacks(failure)
+            quiet.settle()
+            raise failure
+    verify_digests(restored, meta, f"checkpoint {step_dir}")
+    return restored, meta
+
+
+def read_step_items(workdir: str, choose: Callable[[dict, dict], dict], step: int | None = None,
+                    on_skip: Callable[[str], Any] = logging.warning) -> tuple[int, dict, dict]:
+    """(step, restored, meta) of :func:`_read_step_items` on ``workdir``'s checkpoint ``step``; ``step=None``: the
+    newest one that restores and matches its digests — a broken newer step costs ONE ``on_skip`` line (it is left
+    in place: this is another run's workdir, read only). FileNotFoundError (one line) when there is no finished
+    checkpoint or none restores."""
     steps = available_steps(workdir)
     if not steps:
         raise FileNotFoundError(f"no finished checkpoint in {checkpoint_dir(workdir)}")
-    step = steps[-1] if step is None else int(step)
-    state_dir = os.path.join(checkpoint_dir(workdir), str(step), "state")
-    checkpointer = ocp.PyTreeCheckpointer()
-    tree = checkpointer.metadata(state_dir).item_metadata.tree
-    item = {group: tree[group] for group in WARM_START_GROUPS if tree.get(group)}
-    restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), item)
-    restored = checkpointer.restore(state_dir, args=ocp.args.PyTreeRestore(item=item, restore_args=restore_args,
-                                                                            partial_restore=True))
+    if step is not None:
+        return int(step), *_read_step_items(os.path.join(checkpoint_dir(workdir), str(step)), choose)
+    skipped = []
+    for candidate in reversed(steps):
+        try:
+            restored, meta = _read_step_items(os.path.join(checkpoint_dir(workdir), str(candidate)), choose)
+        except Exception as error:  # noqa: BLE001 — any failure to read a step marks it broken
+            skipped.append((candidate, _one_line(error), None))
+            continue
+        if skipped:
+            on_skip(skip_message(checkpoint_dir(workdir), skipped, candidate))
+        return candidate, restored, meta
+    reasons = "; ".join(f"{s}: {reason}" for s, reason, _ in skipped)
+    raise FileNotFoundError(f"no checkpoint in {checkpoint_dir(workdir)} restores ({reasons})")
+
+
+def read_parameter_sets(workdir: str, step: int | None = None) -> tuple[int, dict]:
+    """(step, {group: {set name: numpy tree}}) of ``workdir``'s checkpoint ``step`` (None → the newest that restores,
+    :func:`read_step_items`) for the groups a warm start copies (params, ema, moving; never optimizer states or
+    counters). An Orbax partial restore as numpy, so no Method or dataset of the source run is built; verified
+    against the recorded digests. FileNotFoundError when there is no finished checkpoint or none restores."""
+    def choose(tree, meta):
+        return {group: tree[group] for group in WARM_START_GROUPS if tree.get(group)}
+    step, restored, _ = read_step_items(workdir, choose, step)
     return step, {group: dict(restored.get(group, {})) for group in WARM_START_GROUPS}

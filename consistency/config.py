@@ -104,6 +104,8 @@ def base_config() -> ml_collections.ConfigDict:
     t.label_dropout = 0.0        # p(label → null) for CFG training
     t.max_param_abs = 1e4        # refuse to checkpoint a state with max|θ| of params/EMA above this (diverged);
                                  # 0 → off. Healthy weights are O(1) (consistency/checkpoint.py)
+    t.blowup_ratio = 1e3         # stop, unsaved, when a set's loss exceeds this × its recent median (or max|θ| this × its
+                                 # value at the last save): a finite blow-up (consistency/blowup.py); 0 → off
     t.init_from = ""             # warm start: a finished workdir whose parameter sets (params, EMA, moving) of the
                                  # same names and shapes are copied in at step 0 (CTM's GAN fine-tuning stage)
     t.init_sets = ()             # warm start only these set names, e.g. ('generator',) (PaGoDA growing); () → all
@@ -432,6 +434,9 @@ def _flag(value, field: str) -> None:
     _require(isinstance(value, bool), field, f"{value!r} is not a bool", "use True or False")
 
 
+LATENT_METHODS = ("pagoda",)   # the methods whose batches use data.latents (inverted latents, launch/invert.py)
+
+
 def _toy_short_name(name: str) -> str | None:
     """'toy:moons' → 'moons' (None for other data names)."""
     return name.split(":", 1)[1] if name.startswith("toy:") else None
@@ -513,8 +518,15 @@ def _validate_data(c) -> None:
         from consistency.data import toys
         _require(short in toys.TOY_NAMES, "data.name", f"unknown toy {short!r}",
                  f"choose toy:<name> with <name> one of {', '.join(toys.TOY_NAMES)}")
+        batch = c.training.batch_size
+        _require(not isinstance(batch, int) or d.toy_size >= batch, "data.toy_size",
+                 f"{d.toy_size} points are fewer than one batch (training.batch_size = {batch})",
+                 f"use data.toy_size >= {batch} or a smaller training.batch_size")
         _require(d.resolution == 0, "data.resolution", f"toy data {d.name!r} has no image resolution", "set it to 0")
         _require(not d.random_flip, "data.random_flip", f"toy data {d.name!r} cannot be flipped", "set it to False")
+    if d.get("latents", "") and c.method not in LATENT_METHODS:
+        _require(False, "data.latents", f"{d.latents!r} is set, but method {c.method!r} reads no inverted latents "
+                 f"(only {', '.join(LATENT_METHODS)} does)", "drop --config.data.latents")
     classes = _dataset_num_classes(d.name)
     if d.conditional:
         _require(classes != 0, "data.conditional", f"{d.name} has no class labels", "set it to False")
@@ -589,7 +601,8 @@ def _validate_optim(c) -> None:
 
 def _validate_training(c) -> None:
     t = c.training
-    _number(t.num_steps, "training.num_steps", 0, integer=True)
+    _number(t.num_steps, "training.num_steps", 1, integer=True,
+            fix="train at least one step (to evaluate a checkpoint, use --mode=eval)")
     _number(t.batch_size, "training.batch_size", 1, integer=True)
     _number(t.log_every, "training.log_every", 1, integer=True)
     for name in ("ckpt_every", "sample_every", "eval_every"):
@@ -600,6 +613,8 @@ def _validate_training(c) -> None:
             fix="use 0 (use ema_decay) or a half-life in images such as 500000 (EDM)")
     _number(t.get("max_param_abs", 0.0), "training.max_param_abs", 0,
             fix="use 0 (only the finiteness check) or a bound on |θ| such as 1e4")
+    _number(t.get("blowup_ratio", 0.0), "training.blowup_ratio", 0,
+            fix="use 0 (off) or a factor such as 1000 (three orders of magnitude above the recent median)")
     _number(t.label_dropout, "training.label_dropout", 0, 1, hi_open=True)
     _choice(t.get("compute_dtype", "float32"), "training.compute_dtype", ("float32", "bfloat16"))
     _number(t.get("grad_accumulation", 1), "training.grad_accumulation", 1, integer=True)

@@ -23,6 +23,7 @@ import importlib
 import logging as std_logging
 import os
 import re
+import shlex
 import sys
 import tempfile
 import textwrap
@@ -34,6 +35,7 @@ from ml_collections import config_flags
 from ml_collections.config_flags.config_flags import ConfigFileFlagParser
 
 from consistency.config import ConfigError
+from consistency.stopping import Stopped, set_resume_hint
 
 HELP_FLAGS = ("--help", "-help", "-h", "-?", "--helpshort", "--helpfull")
 MAX_INFO_CHARS = 500   # longer INFO records (Orbax/hparams dumps) are dropped unless --verbosity is given
@@ -41,6 +43,9 @@ WIDTH = 110
 # Warnings redundant with our own one-line errors: TFDS's data-directory lookup ("Variant folder … has no
 # dataset_info.json") precedes the DataUnavailableError that says what to do.
 QUIET_WARNING_SOURCES = (os.path.join("tensorflow_datasets", "core", "utils", "file_utils.py"),)
+# Orbax's ERROR records (with a traceback) of a failed background save, which checkpoint.CheckpointWriteError reports
+# in one line with the last good step.
+ORBAX_REPORTED_FAILURES = ("in background save thread", "Save Finalize thread")
 
 
 class CommandLineError(Exception):
@@ -123,6 +128,12 @@ def field_problem(config, path: str) -> str | None:
     for key in path.split("."):
         if not isinstance(node, ml_collections.ConfigDict):
             return f"{walked}: is {node!r}, not a section; override {walked} itself"
+        if key not in node and walked == "config" and key.startswith("optim_"):
+            blocks = ["optim"] + sorted(k for k in node.keys() if k.startswith("optim_"))
+            method = node.get("method", "?")
+            return (f"config.{key}: no such optimizer block: method {method!r} trains no set {key[6:]!r} with its own "
+                    f"optimizer (this config's optimizer blocks: {', '.join(blocks)}); override one of those, e.g. "
+                    f"--config.{blocks[-1]}.lr=...")
         if key not in node:
             fields = sorted(node.keys())
             close = difflib.get_close_matches(key, fields, n=1)
@@ -144,7 +155,8 @@ def _config_file_problem(spec: str | None, error: Exception) -> str:
     if not path or not os.path.exists(path):
         return (f"--config: {path!r} does not exist; give a config file such as configs/digits_edm.py "
                 "(one per method and dataset in configs/)")
-    return f"--config: {path} could not be loaded: {_last_line(str(error))}"
+    return (f"--config: {path} could not be loaded ({type(error).__name__}: {_last_line(str(error))}); fix that "
+            "file: its get_config() must run and return a ConfigDict")
 
 
 def _last_line(text: str) -> str:
@@ -169,8 +181,17 @@ def _flag_error_line(error: flags.Error, argv: Sequence[str], flag_values: flags
     return " ".join(text.split())
 
 
+class _NoneConfigWarning(std_logging.Filter):
+    """Drops ml_collections' warning that get_config() returned None: :func:`read_command` says it in its line."""
+
+    def filter(self, record: std_logging.LogRecord) -> bool:
+        return "returned None, did you forget a return statement" not in str(record.msg)
+
+
 def parse_flags(argv: Sequence[str], flag_values: flags.FlagValues = flags.FLAGS) -> list[str]:
     """``flag_values(argv)``; CommandLineError (one line) for any flag ml_collections or absl refuses."""
+    quiet = _NoneConfigWarning()
+    logging.get_absl_logger().addFilter(quiet)
     try:
         return flag_values(list(argv))
     except flags.Error as e:
@@ -179,6 +200,10 @@ def parse_flags(argv: Sequence[str], flag_values: flags.FlagValues = flags.FLAGS
         raise CommandLineError(_unknown_override(argv, e)) from None
     except OSError as e:                           # overrides on a config file that failed to load
         raise CommandLineError(_config_file_problem(_config_argument(argv), e)) from None
+    except Exception as e:  # noqa: BLE001 — the config file itself raised (its code, a bad import) while loading
+        raise CommandLineError(_config_file_problem(_config_argument(argv), e)) from None
+    finally:
+        logging.get_absl_logger().removeFilter(quiet)
 
 
 def _unknown_override(argv: Sequence[str], error: Exception) -> str:
@@ -206,6 +231,9 @@ def read_command(flag_values: flags.FlagValues = flags.FLAGS, rest: Sequence[str
             config.get("method")   # a config file that failed to load raises its error on any access
         except OSError as e:
             raise CommandLineError(_config_file_problem(flag_values["config"].config_filename, e)) from None
+    elif flag_values["config"].present:
+        raise CommandLineError(f"--config: get_config() of {flag_values['config'].config_filename} returned None; "
+                               "end it with `return config`")
     elif flag_values["mode"].value == "train":
         raise CommandLineError("--config: required for --mode=train; e.g. --config=configs/digits_edm.py")
     verbose = "verbosity" in flag_values and flag_values["verbosity"].present
@@ -303,6 +331,11 @@ def workdir_problem(workdir: str, mode: str) -> str | None:
             os.makedirs(workdir, exist_ok=True)
             with tempfile.TemporaryFile(dir=workdir):
                 pass
+            if mode == "train":   # also WORKDIR/checkpoints (another user's run, a read-only share)
+                from consistency import checkpoint
+                problem = checkpoint.storage_problem(workdir)
+                if problem:
+                    return problem
     except Exception as e:  # noqa: BLE001 — OSError locally; a bucket client raises its own errors
         reason = getattr(e, "strerror", None) or _last_line(str(e)) or type(e).__name__
         return (f"--workdir: cannot write to {workdir!r} ({reason}); choose a directory or bucket path you can "
@@ -406,10 +439,22 @@ def expected_errors(mode: str | None = None):
         yield
     except (CommandLineError, ConfigError) as e:
         fail(str(e))
+    except KeyboardInterrupt:         # Ctrl-C before the loop took over the signal (loading, compiling)
+        sys.stderr.write("stopped by SIGINT before the first step; nothing was trained or saved\n")
+        sys.stderr.flush()
+        sys.exit(130)
+    except Stopped as e:              # SIGTERM/SIGINT: the step was saved; 128 + signum, like a shell
+        sys.stderr.write(" ".join(str(e).split()) + "\n")
+        sys.stderr.flush()
+        sys.exit(e.exit_status)
     except FloatingPointError as e:   # train.NonFiniteMetricError, or a non-finite state refused by a checkpoint save
         fail(str(e))
     except FileNotFoundError as e:    # sample/eval: no run or no checkpoint there
         if mode == "train":
+            raise
+        fail(str(e))
+    except OSError as e:              # checkpoint.CheckpointWriteError: a full disk or read-only directory mid-run
+        if type(e).__name__ != "CheckpointWriteError":
             raise
         fail(str(e))
 
@@ -427,6 +472,8 @@ class ProgressOnly(std_logging.Filter):
     def filter(self, record: std_logging.LogRecord) -> bool:
         if any(s in record.pathname for s in QUIET_WARNING_SOURCES):
             return record.levelno >= std_logging.ERROR
+        if "orbax" in record.pathname and any(m in str(record.msg) for m in ORBAX_REPORTED_FAILURES):
+            return False  # a failed background save: consistency.checkpoint reports it in one line
         if record.levelno >= std_logging.WARNING:
             return True
         return any(s in record.pathname for s in self._sources) and len(record.getMessage()) <= MAX_INFO_CHARS
@@ -507,7 +554,13 @@ def parse_flags_or_exit(argv: Sequence[str]) -> list[str]:
         return parse_flags(argv)
 
 
+def resume_command(argv: Sequence[str]) -> str:
+    """The command line that started this process, to print when a signal stops it."""
+    return shlex.join([os.path.basename(sys.executable), "-m", "consistency.main", *argv[1:]])
+
+
 def main(argv: Sequence[str]) -> None:
+    set_resume_hint(resume_command(sys.argv))
     with expected_errors():
         command = read_command(flags.FLAGS, argv)
     configure_logging(command.verbose)

@@ -27,27 +27,42 @@ class TrainedRun:
     params: Any
 
 
+# Methods whose student may run at another resolution than its teacher (PaGoDA's growing stages, §9).
+RESOLUTION_GROWING_METHODS = ("pagoda",)
+
+
+def check_teacher_data(config: Any) -> None:
+    """The teacher in ``config.teacher.workdir`` was trained on this run's data (``data.name``) at its resolution
+    (``data.resolution``); else one ConfigError line naming the teacher's workdir and both values."""
+    try:
+        teacher = load_run_config(config.teacher.workdir)
+    except (FileNotFoundError, ValueError):
+        return   # a teacher without config.json: teachers.load_teacher reports it
+    fields = ["name"] + ([] if config.method in RESOLUTION_GROWING_METHODS else ["resolution"])
+    for field in fields:
+        mine, theirs = config.data.get(field), teacher.data.get(field)
+        if mine != theirs:
+            raise ConfigError(
+                f"config.data.{field}: the teacher in {config.teacher.workdir!r} was trained with data.{field} = "
+                f"{theirs!r}, this run has {mine!r}; use --config.data.{field}={theirs} or a teacher trained on "
+                f"{mine!r}")
+
+
 def load_sampling_params(workdir: str, step: int | None = None) -> TrainedRun:
     """The sampling EMA params (of the set named in the checkpoint's meta, 'online' for EDM) of ``workdir``'s
-    checkpoint ``step`` (None → the latest), as numpy arrays. FileNotFoundError when there is none."""
-    import orbax.checkpoint as ocp
+    checkpoint ``step`` (None → the newest that restores and matches its digests), as numpy arrays.
+    FileNotFoundError (one line) when there is none."""
     from consistency import checkpoint
     config = load_run_config(workdir)
-    steps = checkpoint.available_steps(workdir)
-    if not steps:
-        raise FileNotFoundError(f"no finished checkpoint in {checkpoint.checkpoint_dir(workdir)}")
-    step = steps[-1] if step is None else int(step)
-    step_dir = fileio.join(checkpoint.checkpoint_dir(workdir), str(step))
-    meta = checkpoint.read_meta(step_dir)
-    name = meta.get("sample_params", "online")
-    checkpointer = ocp.PyTreeCheckpointer()
-    tree = checkpointer.metadata(os.path.join(step_dir, "state")).item_metadata.tree
-    group = "ema" if name in tree.get("ema", {}) else "params"
-    item = {group: {name: tree[group][name]}}
-    restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), item)
-    restored = checkpointer.restore(os.path.join(step_dir, "state"),
-                                    args=ocp.args.PyTreeRestore(item=item, restore_args=restore_args,
-                                                                partial_restore=True))
+    picked = {}
+
+    def choose(tree, meta):
+        name = meta.get("sample_params", "online")
+        group = "ema" if name in tree.get("ema", {}) else "params"
+        picked.update(group=group, name=name)
+        return {group: {name: tree[group][name]}}
+    step, restored, _ = checkpoint.read_step_items(workdir, choose, step)
+    group, name = picked["group"], picked["name"]
     return TrainedRun(config=config, step=step, params=restored[group][name])
 
 

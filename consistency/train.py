@@ -23,6 +23,7 @@ import functools
 import json
 import math
 import os
+import sys
 from typing import Any, Callable
 
 import jax
@@ -33,7 +34,7 @@ from absl import logging
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from consistency import checkpoint, fileio, methods
+from consistency import blowup, checkpoint, fileio, methods, stopping
 from consistency.methods import base
 from consistency.sampling import (accepts_keyword, draw_samples, make_sampler, reference_points,  # noqa: F401
                                   render_samples, sample_labels, to_host, write_sample_grid)
@@ -81,6 +82,9 @@ def validate_run_config(config: ml_collections.ConfigDict, num_devices: int | No
     if teacher_dir and checkpoint.latest_step(teacher_dir) is None:
         raise ConfigError(f"config.teacher.workdir: no finished checkpoint in {teacher_dir!r}; train an EDM teacher "
                           "there first (e.g. configs/digits_edm.py)")
+    if teacher_dir:
+        from consistency import teachers
+        teachers.check_teacher_data(config)
     if config.eval.inception_weights:   # every tensor's name and shape (the config check reads a few names only)
         from consistency import features
         path = config.eval.inception_weights
@@ -508,10 +512,25 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
     maybe_initialize_distributed(config)
     prefer_fast_cpu_random()
     validate_run_config(config)
-    from clu import metric_writers, periodic_actions  # imports TensorFlow (≈5 s): only once a run will start
     workdir = fileio.absolute(workdir)
+    from consistency import runlock
     from consistency import workdir as run_directory  # (the argument is named workdir)
-    run_directory.prepare(config, workdir)  # check against WORKDIR/config.json before anything is written
+    run_directory.check_workdir(config, workdir)  # against WORKDIR/config.json, before anything is written
+    problem = checkpoint.storage_problem(workdir) if jax.process_index() == 0 else None
+    if problem:
+        raise ConfigError(problem)
+    lock = runlock.acquire_for_job(workdir)       # one training process per workdir (process 0 holds it)
+    try:
+        return _train_locked(config, workdir)
+    finally:
+        lock.release()
+
+
+def _train_locked(config: ml_collections.ConfigDict, workdir: str):
+    """:func:`train_and_evaluate` once this process (process 0 of the job) holds the workdir lock."""
+    from clu import metric_writers, periodic_actions  # imports TensorFlow (≈5 s): only once a run will start
+    from consistency import workdir as run_directory
+    run_directory.prepare(config, workdir)  # check against WORKDIR/config.json, then write it (process 0)
     t = config.training
     num_steps = int(t.num_steps)
 
@@ -522,11 +541,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
     state_sharding = placement.state_shardings(state_shapes(method, dataset, init_key))
     root_key = jax.device_put(root_key, placement.replicated)
 
+    need = sum(int(np.prod(x.shape)) * np.dtype(x.dtype).itemsize
+               for x in jax.tree.leaves(state_shapes(method, dataset, init_key)))
+    problem = checkpoint.storage_problem(workdir, need)   # read-only or full: one line before any step
+    if problem:
+        raise ConfigError(problem)
     manager = checkpoint.make_manager(workdir, keep=int(t.keep_checkpoints))
     checkpoint.guard_saves(manager, float(t.get("max_param_abs", checkpoint.DEFAULT_MAX_PARAM_ABS)))
     restored = (checkpoint.restore_latest(manager, restore_target(method, dataset, init_key, placement))
                 if manager.latest_step() is not None else None)  # skips (and moves aside) broken steps
     latest = None if restored is None else restored[2]
+    restored_meta: dict = {}
     if latest is None:
         example = global_batch(dataset.batch(0), placement.batch)
         state = jax.jit(functools.partial(base.init_state, method), out_shardings=state_sharding)(init_key, example)
@@ -536,6 +561,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
     else:
         state, meta, _ = restored
         _check_meta(meta, config, workdir)
+        restored_meta = meta
         logging.info("%s: resumed from step %d of %s", config.method, latest, checkpoint.checkpoint_dir(workdir))
     start = int(to_host(state.step))
 
@@ -553,23 +579,74 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
         write_sample_grid(writer, workdir, f"step_{step}", step, samples, dataset, reference)
 
     averager, last_metrics, last_saved = MetricAverager(), {}, latest
+    progress = {"step": start, "saved": latest}   # for the line a second signal prints
+
+    def stop_now_line(signum):
+        saved = checkpoint.latest_step(workdir)     # the last committed step (a save in flight is not one)
+        kept = f"checkpoint {saved} is the last saved" if saved is not None else "no checkpoint was saved yet"
+        return (f"stopped at once by a second {stopping.signal_name(signum)} at step {progress['step']} of "
+                f"{config.method}; {kept} in {checkpoint.checkpoint_dir(workdir)}; resume: {stopping.RESUME_HINT}")
+
+    guard = blowup.BlowUpGuard(float(t.get("blowup_ratio", blowup.DEFAULT_RATIO)), method.trained_names,
+                               restored_meta.get("blowup"))
+
+    def blew_up(step, set_name, what):
+        checkpoint.finish(manager)
+        good = manager.latest_step()
+        block = f"optim_{set_name}" if f"optim_{set_name}" in config else "optim"
+        lr = config[block].get("lr") or config.optim.lr
+        resume = (f"the last good checkpoint is step {good} in {checkpoint.checkpoint_dir(workdir)}: rerun to resume "
+                  "from it" if good is not None else "no checkpoint was saved yet: rerun to start again")
+        raise checkpoint.DivergedStateError(
+            f"training blew up in set {set_name!r} at step {step}: {what}; step {step} was not saved; {resume} with "
+            f"a lower {block}.lr (e.g. --config.{block}.lr={float(lr) / 10:g}) or a longer {block}.warmup_steps "
+            "(--config.training.blowup_ratio=0 turns this check off)")
+
+    def save_step(step):
+        """Save ``step`` unless its parameters jumped since the last save (then :func:`blew_up`)."""
+        checkpoint.check_state(state, step, checkpoint.max_param_abs_of(manager), manager.latest_step)  # absolute
+        jump = guard.check_params(checkpoint.set_max_abs(state.params))
+        if jump:
+            blew_up(step, *jump)
+        checkpoint.save(manager, step, state, {**meta, "step": step, "blowup": guard.history()})
+        progress["saved"] = step
+
+    def stop(signum, step):
+        """Save ``step`` (unless it is saved already), wait for the write, raise :class:`stopping.Stopped`."""
+        if progress["saved"] != step and step > 0:
+            save_step(step)
+        checkpoint.finish(manager)
+        progress["saved"] = step
+        raise stopping.Stopped(signum, step, (
+            f"stopped by {stopping.signal_name(signum)} after step {step} of {num_steps} ({config.method}): "
+            f"saved checkpoint {step} in {checkpoint.checkpoint_dir(workdir)}; resume: {stopping.RESUME_HINT}"))
+
+    graceful = stopping.GracefulStop(stop_now_line)
+    graceful.__enter__()
     try:
         batch = global_batch(dataset.batch(start), placement.batch) if start < num_steps else None
         for step in range(start, num_steps):
+            progress["step"] = step
             state, device_metrics = phased_step(step)(state, batch, root_key)
             if step + 1 < num_steps:  # prepare the next batch while the device works on this step
                 batch = global_batch(dataset.batch(step + 1), placement.batch)
             step_metrics = to_host(device_metrics)  # blocks on the step (PLATFORM.md §4a)
             done = step + 1
+            progress["step"] = done
             check_finite(step_metrics, done, config.method)
+            jump = guard.check_losses(step_metrics)   # before any save of this step
+            if jump:
+                blew_up(done, *jump)
             averager.add(step_metrics)
             last_metrics.update(step_metrics)  # the latest value of every metric (sets may update on other steps)
             report(done)
             if _is_due(done, t.log_every) or done == num_steps:
                 writer.write_scalars(done, averager.flush())
             if _is_due(done, t.ckpt_every) or done == num_steps:
-                checkpoint.save(manager, done, state, {**meta, "step": done})
+                save_step(done)
                 last_saved = done
+            if graceful.stop_requested(done, manager):   # every process agrees on this step (multi-host)
+                stop(graceful.signum, done)
             if _is_due(done, t.sample_every) and done != num_steps:
                 write_samples(done)
             if _is_due(done, t.eval_every) and done != num_steps:
@@ -578,18 +655,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
 
         final = max(start, num_steps)
         if last_saved != final and final > 0:
-            checkpoint.save(manager, final, state, {**meta, "step": final})
-        manager.wait_until_finished()
+            save_step(final)
+        checkpoint.finish(manager)
+        if graceful.signum is not None:   # a signal while the final step was saved: stop before sampling
+            stop(graceful.signum, final)
         write_samples(final)
         results = run_eval(config, workdir, state, method, dataset, final, last_metrics)
         writer.write_scalars(final, _numeric(results))
     finally:  # also on a NaN or an interrupt: finish in-flight checkpoint writes, flush the logs
+        propagating = sys.exc_info()[0] is not None   # the body raised: that error is the one to report
         if hasattr(dataset, "close"):
             dataset.close()   # Grain's read-ahead threads (a later batch() starts them again)
-        manager.wait_until_finished()
+        try:
+            manager.wait_until_finished()
+        except Exception:  # noqa: BLE001 — a write failure already raised (CheckpointWriteError) is the one reported
+            if not propagating:
+                raise
         manager.close()
         writer.flush()
         writer.close()
+        graceful.__exit__(None, None, None)
     logging.info("%s: finished at step %d: %s", config.method, final, results)
     return state
 

@@ -49,7 +49,7 @@ CONFIG_FILE = "config.json"
 
 SAFE_OVERRIDES = (
     "training.num_steps", "training.log_every", "training.ckpt_every", "training.sample_every",
-    "training.eval_every", "training.keep_checkpoints", "training.max_param_abs", "training.init_from",
+    "training.eval_every", "training.keep_checkpoints", "training.max_param_abs", "training.blowup_ratio", "training.init_from",
     "training.init_sets", "training.compute_dtype", "training.grad_accumulation", "model.remat",
     "training.fsdp",
     "optim.lr", "optim.warmup_steps", "optim.schedule", "optim.grad_clip",

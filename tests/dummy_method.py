@@ -6,6 +6,8 @@ depend on the device count), optimizer from ``config.optim``, sampling EMA ``tra
 It does NOT advance ``state.step`` itself: the loop owns the counter.
 ``dummy_sgd``: the same with plain SGD (for exact multi-device comparisons; PLATFORM.md §4a).
 ``dummy_nan``: the same but its loss metric is NaN from step ``NAN_FROM_STEP`` on (NaN-guard test).
+``dummy_blowup``: the same but, while ``optim.lr`` > ``BLOWUP_ABOVE_LR``, its loss is 10⁸ times larger from step
+``BLOWUP_FROM_STEP`` on: a finite blow-up that a lower lr avoids (blow-up guard test).
 
 Dataset ``config.data.name = 'fake:toy'`` (2-D points) or ``'fake:image'`` (4×4×1 images in [-1, 1]): a fixed
 bank of 256 examples with labels in {0, 1}; example i of the stream is bank[(i · 37) mod 256] and the batch of
@@ -30,6 +32,8 @@ from consistency.config import base_config
 from consistency.methods.base import Method, Trained, example_keys, per_example_normal
 
 NAN_FROM_STEP = 3
+BLOWUP_FROM_STEP = 14
+BLOWUP_ABOVE_LR = 5e-3
 HIDDEN = 8
 BANK_SIZE = 256
 # How often each dummy_pair loss was traced (one compiled step per distinct tuple of due sets).
@@ -64,7 +68,8 @@ class FakeDataset:
         return self._x, self._labels
 
 
-def make(config, dataset, sgd_lr: float | None = None, nan_from_step: int | None = None, name: str = "dummy"):
+def make(config, dataset, sgd_lr: float | None = None, nan_from_step: int | None = None, name: str = "dummy",
+         blowup_from_step: int | None = None):
     dim = int(np.prod(dataset.example_shape))
     shape = tuple(dataset.example_shape)
     if sgd_lr is not None:
@@ -88,6 +93,8 @@ def make(config, dataset, sgd_lr: float | None = None, nan_from_step: int | None
         value = jnp.mean(jnp.sum((denoise(p, x + 0.5 * noise) - x) ** 2, axis=-1))
         if nan_from_step is not None:
             value = jnp.where(state.step >= nan_from_step, jnp.nan, value)
+        if blowup_from_step is not None and float(config.optim.lr) > BLOWUP_ABOVE_LR:
+            value = jnp.where(state.step >= blowup_from_step, 1e8 * (1.0 + value), value)
         return value, {}
 
     def sample(state, rng, num_samples, labels=None):
@@ -156,6 +163,7 @@ def register_all() -> None:
     methods.register("dummy_sgd", functools.partial(make, sgd_lr=0.1, name="dummy_sgd"))
     methods.register("dummy_nan", functools.partial(make, nan_from_step=NAN_FROM_STEP, name="dummy_nan"))
     methods.register("dummy_pair", make_pair)
+    methods.register("dummy_blowup", functools.partial(make, blowup_from_step=BLOWUP_FROM_STEP, name="dummy_blowup"))
     _route_fake_data()
 
 

@@ -412,3 +412,152 @@ def test_blown_up_state_is_not_saved_and_a_rerun_resumes_from_the_last_good_chec
     straight = train.train_and_evaluate(dummy_method.tiny_config(num_steps=4, ckpt_every=1, sample_every=0),
                                         str(tmp_path / "straight"))
     assert _same_state(straight, resumed)  # resumed from the good step 2, not from a blown-up state
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Integrity: per-leaf digests recorded on save, verified on every restore (issue 33)
+# ----------------------------------------------------------------------------------------------------------
+
+def _change_bytes(path: str, count: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    data = bytearray(open(path, "rb").read())
+    for i in rng.choice(len(data), size=count, replace=False):
+        data[i] = (data[i] + int(rng.integers(1, 256))) % 256
+    with open(path, "r+b") as f:  # in place: same size, same name, same mtime resolution — only values change
+        f.write(bytes(data))
+
+
+def _value_file(step_dir: str) -> str:
+    """The largest array data file of a step's ``state`` item (the one holding the values)."""
+    paths = [p for p in glob.glob(os.path.join(step_dir, "state", "**", "d", "*"), recursive=True) if os.path.isfile(p)]
+    return max(paths, key=os.path.getsize)
+
+
+def test_digests_are_recorded_and_a_changed_value_is_refused():
+    state = _tiny_state(2.0, width=64)
+    digests = checkpoint.leaf_digests(state)
+    assert sorted(digests) == ["params.online.w", "step"] and digests["params.online.w"].startswith("crc32:")
+    checkpoint.verify_digests(state, {"digests": digests}, "here")          # the same bytes pass
+    changed = {**state, "params": {"online": {"w": state["params"]["online"]["w"].at[17].set(2.0000002)}}}
+    with pytest.raises(checkpoint.CorruptCheckpointError,
+                       match=r"^here: the bytes of params\.online\.w differ from the digest recorded"):
+        checkpoint.verify_digests(changed, {"digests": digests}, "here")
+    checkpoint.verify_digests(changed, {}, "here")                          # no digests (older checkpoints): passes
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_byte_damage_in_a_saved_array_is_detected_and_the_previous_step_restored(tmp_path, seed):
+    wd = str(tmp_path / "run")
+    manager = checkpoint.make_manager(wd, keep=None)
+    states = {step: jax.tree.map(lambda x: x + step, _tiny_state(0.0, width=4096)) for step in (1, 2)}
+    for step, state in states.items():
+        checkpoint.save(manager, step, state, {"step": step})
+    manager.wait_until_finished()
+    _change_bytes(_value_file(os.path.join(wd, "checkpoints", "2")), 1 + 12 * seed, seed)
+
+    lines = []
+    target = jax.tree.map(ocp.utils.to_shape_dtype_struct, states[2])
+    restored, meta, step = checkpoint.restore_latest(manager, target, on_skip=lines.append)
+    manager.close()
+    assert step == 1 and meta == {"step": 1} and _leaves_equal(restored, states[1])
+    assert len(lines) == 1 and lines[0].startswith("broken checkpoint step 2 in "), lines
+    assert os.path.isdir(os.path.join(wd, "checkpoints_broken", "2"))
+
+
+def test_teacher_and_init_from_loads_verify_digests_and_fall_back_with_one_line(tmp_path):
+    wd = str(tmp_path / "run")
+    train.train_and_evaluate(dummy_method.tiny_config(num_steps=4, ckpt_every=2, sample_every=0), wd)
+    with open(os.path.join(wd, "checkpoints", "4", "meta", "metadata")) as f:
+        meta = json.load(f)
+    meta["digests"]["params.online.w1"] = "crc32:00000000:float32:2x8"   # as if w1's bytes had changed on disk
+    with open(os.path.join(wd, "checkpoints", "4", "meta", "metadata"), "w") as f:
+        json.dump(meta, f)
+
+    lines = []
+    step, restored, _ = checkpoint.read_step_items(wd, lambda tree, meta: {"params": tree["params"]},
+                                                   on_skip=lines.append)
+    assert step == 2 and len(lines) == 1 and "differ from the digest" in lines[0], lines
+    assert os.path.isdir(os.path.join(wd, "checkpoints", "4"))       # another run's workdir: left in place
+    step, sets = checkpoint.read_parameter_sets(wd)                    # training.init_from
+    assert step == 2 and "online" in sets["params"]
+    with pytest.raises(checkpoint.CorruptCheckpointError):             # an explicit step is never replaced
+        checkpoint.read_parameter_sets(wd, step=4)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Finite blow-ups: caught against the run's own history, before they are saved (issue 33)
+# ----------------------------------------------------------------------------------------------------------
+
+def test_finite_blow_up_is_not_saved_and_the_suggested_lr_resumes_from_the_good_step(tmp_path):
+    wd = str(tmp_path / "run")
+    config = dummy_method.tiny_config("dummy_blowup", num_steps=20, ckpt_every=4, sample_every=0,
+                                      keep_checkpoints=10)
+    with pytest.raises(checkpoint.DivergedStateError) as error:
+        train.train_and_evaluate(config, wd)
+    message = str(error.value)
+    first = dummy_method.BLOWUP_FROM_STEP + 1      # the first step whose loss is 10⁸ times larger
+    assert re.match(rf"^training blew up in set 'online' at step {first}: metric 'loss' = [\d.]+e\+08, [\d.]+e\+0\d× "
+                    rf"the median \|loss\| of its last {first - 1} updates \([\d.e-]+\); step {first} was not saved; "
+                    r"the last good checkpoint is step 12 in .*checkpoints: rerun to resume from it with a lower "
+                    r"optim\.lr \(e\.g\. --config\.optim\.lr=0\.001\)", message), message
+    assert checkpoint.available_steps(wd) == [4, 8, 12]          # nothing after the jump was saved
+    meta = checkpoint.read_meta(os.path.join(wd, "checkpoints", "12"))
+    assert len(meta["blowup"]["losses"]["loss"]) == 12           # the history travels with the checkpoint
+
+    config.optim.lr = 1e-3                                        # the suggested change
+    resumed = train.train_and_evaluate(config, wd)
+    assert int(resumed.step) == 20 and checkpoint.available_steps(wd) == [4, 8, 12, 16, 20]
+    straight = str(tmp_path / "straight")                         # 12 steps at lr 1e-2, then 8 at 1e-3
+    train.train_and_evaluate(dummy_method.tiny_config("dummy_blowup", num_steps=12, ckpt_every=4, sample_every=0,
+                                                      keep_checkpoints=10), straight)
+    assert _same_state(train.train_and_evaluate(config, straight), resumed)   # resumed from the good step 12
+
+
+def test_blowup_guard_compares_with_the_runs_own_history():
+    from consistency import blowup
+    guard = blowup.BlowUpGuard(1e3, ("generator", "fake"))
+    for k in range(20):
+        assert guard.check_losses({"generator/loss": 0.5 + 0.01 * k, "fake/loss": 1e-4, "fake/grad_norm": 3.0}) is None
+    assert guard.check_losses({"generator/loss": 0.6, "fake/loss": 50.0}) is None   # 5·10⁵ × a near-zero loss: noise
+    name, what = guard.check_losses({"generator/loss": 0.6, "fake/loss": 3.4e17})
+    assert name == "fake" and what.startswith("metric 'fake/loss' = 3.4e+17, 3.4e+17× the median |fake/loss|")
+    assert guard.check_params({"generator": 2.0, "fake": 3.0}) is None
+    assert guard.check_params({"generator": 2.5e3, "fake": 3.0})[0] == "generator"
+    restored = blowup.BlowUpGuard(1e3, ("generator", "fake"), guard.history())    # as read back from a checkpoint
+    assert restored.check_losses({"generator/loss": 0.6, "fake/loss": 4.4e14})[0] == "fake"
+    assert blowup.BlowUpGuard(0.0, (), guard.history()).check_losses({"fake/loss": 4.4e14}) is None   # 0: off
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Broken sources of a run: a truncated teacher / init_from checkpoint, --mode=sample with every step broken
+# ----------------------------------------------------------------------------------------------------------
+
+def test_truncated_init_from_checkpoint_is_one_line_and_orbax_stays_quiet(tmp_path, caplog):
+    source = str(tmp_path / "source")
+    train.train_and_evaluate(dummy_method.tiny_config(num_steps=4, ckpt_every=2, sample_every=0), source)
+    _truncate_state_data(os.path.join(source, "checkpoints", "4"))
+    warm = dummy_method.tiny_config(num_steps=2, sample_every=0, init_from=source)
+    with caplog.at_level("WARNING"):
+        state = train.train_and_evaluate(warm, str(tmp_path / "warm"))   # falls back to the source's step 2
+    assert int(state.step) == 2
+    skipped = [r.getMessage() for r in caplog.records if "broken checkpoint" in r.getMessage()]
+    assert len(skipped) == 1 and "step 4" in skipped[0] and "restored step 2 instead" in skipped[0], skipped
+    assert not [r for r in caplog.records if "Metadata file does not exist" in r.getMessage()]
+
+    _truncate_state_data(os.path.join(source, "checkpoints", "2"))          # now none restores: one ConfigError line
+    with pytest.raises(ConfigError, match=r"^config\.training\.init_from: no checkpoint in .* restores \(4: .*; 2: "):
+        train.train_and_evaluate(warm, str(tmp_path / "warm2"))
+
+
+def test_sample_with_every_checkpoint_broken_is_one_line(cli_files, trained_workdir, tmp_path):
+    wd = str(tmp_path / "run")
+    shutil.copytree(trained_workdir, wd)
+    for step in checkpoint.available_steps(wd):
+        _truncate_state_data(os.path.join(wd, "checkpoints", str(step)))
+    proc = subprocess.run(["timeout", "-s", "KILL", "300", sys.executable, "-m", "consistency.main", "--mode=sample",
+                           f"--workdir={wd}", "--imports=dummy_method"], cwd=REPO, env=_cli_env(cli_files),
+                          capture_output=True, text=True)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert lines[-1].startswith("error: no checkpoint in ") and "can be restored" in lines[-1], proc.stderr[-3000:]
+    assert len(lines) <= 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]   # at most the skip line first

@@ -52,6 +52,22 @@ CONFIG_FILES = {
             presets.consistency_training(c, s0=200, s1=150)
             return c
     """,
+    "raises": """
+        def get_config(variant=None):
+            raise RuntimeError("no such dataset version")
+    """,
+    "bad_import": """
+        from consistency import no_such_module
+
+        def get_config(variant=None):
+            return no_such_module.config()
+    """,
+    "no_return": """
+        from consistency import presets
+
+        def get_config(variant=None):
+            c = presets.toy(presets.new("edm"), "edm")
+    """,
     "with_optim_block": """
         from consistency import config, presets
 
@@ -72,7 +88,11 @@ BAD_INPUTS = [
     (["--config=configs/nope.py", "--config.optim.lr=1"], "--config: 'configs/nope.py' does not exist"),
     ([TOY_EDM.replace(".py", ".py:nope")], "--config: configs/toy_edm.py: unknown variant 'nope'"),
     ([TOY_EDM, "--config.optim.lrr=1"], "config.optim.lrr: no such field (did you mean 'lr'?)"),
-    ([TOY_EDM, "--config.optim_fake.lr=1e-4"], "config.optim_fake: no such field"),
+    ([TOY_EDM, "--config.optim_fake.lr=1e-4"], "config.optim_fake: no such optimizer block: method 'edm' trains no "
+     "set 'fake' with its own optimizer (this config's optimizer blocks: optim)"),
+    (["FILE:raises"], "--config: FILE could not be loaded (RuntimeError: no such dataset version); fix that file"),
+    (["FILE:bad_import"], "--config: FILE could not be loaded (ImportError: cannot import name 'no_such_module'"),
+    (["FILE:no_return"], "--config: get_config() of FILE returned None; end it with `return config`"),
     ([TOY_EDM, "--config.seed.x=1"], "config.seed: is 0, not a section"),
     ([TOY_EDM, "--config.optim.lr=abc"], "config.optim.lr: 'abc' is not valid"),
     ([TOY_EDM, "--config.training.num_steps=1.5"], "config.training.num_steps: '1.5' is not valid"),
@@ -153,6 +173,19 @@ BAD_INPUTS = [
      "config.teacher.oracle: 'mixture' needs a Gaussian-mixture toy"),
     ([TOY_CT, "--config.teacher.oracle=mixture"], "config.teacher.oracle: method 'ct' does not use a teacher"),
     ([DIGITS_CD, "--config.teacher.workdir=NO_TEACHER"], "config.teacher.workdir: no finished checkpoint in"),
+    ([DIGITS_CD, "--config.teacher.workdir=TEACHER_8PX"], "config.data.resolution: the teacher in 'TEACHER_8PX' was "
+     "trained with data.resolution = 8, this run has 0; use --config.data.resolution=8 or a teacher trained on 0"),
+    ([DIGITS_CD, "--config.teacher.workdir=TEACHER_TOY"], "config.data.name: the teacher in 'TEACHER_TOY' was trained "
+     "with data.name = 'toy:8gaussians', this run has 'digits'"),
+    ([TOY_EDM, "--config.training.num_steps=0"], "config.training.num_steps: 0 is not >= 1"),
+    ([TOY_EDM, "--config.model.depth=0"], "config.model.depth: must be an integer >= 1, got 0"),
+    ([TOY_EDM, "--config.data.toy_size=100"], "config.data.toy_size: 100 points are fewer than one batch "
+     "(training.batch_size = 512); use data.toy_size >= 512"),
+    ([TOY_EDM, "--config.data.latents=/some/inversion"], "config.data.latents: '/some/inversion' is set, but method "
+     "'edm' reads no inverted latents"),
+    (["--config=configs/toy_pagoda.py", "--config.data.latents="], "config.data.latents: '' but PaGoDA trains on "
+     "(example, inverted latent) pairs; make them with python launch/invert.py --oracle=mixture "
+     "--data=toy:8gaussians --out=DIR"),
     # the environment: cluster, data, workdir
     ([TOY_EDM, "--config.distributed=True"], "config.distributed: jax.distributed.initialize() found no cluster"),
     (["--config=configs/cifar_edm.py:cpu", "--config.data.data_dir=DATA_DIR"], "config.data.name: cifar10 is not "
@@ -164,6 +197,21 @@ BAD_INPUTS = [
 
 # Lines worded by absl, the data loader and consistency.nets, whose messages have their own form.
 NOT_OUR_WORDING = ("Unknown command line flag", "flag --", "config.data.name: cifar10 is not prepared", "config.model.")
+
+
+# Teacher workdirs (a config.json and an empty finished step: what the checks before training read), by placeholder.
+FAKE_TEACHERS = {"TEACHER_8PX": {"name": "digits", "resolution": 8},
+                 "TEACHER_TOY": {"name": "toy:8gaussians", "resolution": 0}}
+
+
+def _fake_teacher(workdir, data_fields) -> str:
+    from consistency.config import base_config
+    c = base_config()
+    c.method = "edm"
+    c.data.update(data_fields)
+    os.makedirs(workdir / "checkpoints" / "1", exist_ok=True)
+    (workdir / "config.json").write_text(c.to_json())
+    return str(workdir)
 
 
 def _argv(args, tmp_path) -> list[str]:
@@ -190,6 +238,9 @@ def _argv(args, tmp_path) -> list[str]:
             (tmp_path / "junk.pth").write_text("not a checkpoint")
             arg = arg.replace("JUNK_FILE", str(tmp_path / "junk.pth"))
         arg = arg.replace("DATA_DIR", str(tmp_path / "tfds")).replace("NO_TEACHER", str(tmp_path / "no_teacher"))
+        for name, fields in FAKE_TEACHERS.items():
+            if name in arg:
+                arg = arg.replace(name, _fake_teacher(tmp_path / name.lower(), fields))
         out.append(arg)
     return out + ([f"--workdir={workdir}"] if workdir else [])
 
@@ -204,6 +255,10 @@ def test_bad_input_is_one_line_and_exit_2(args, starts, tmp_path, capsys):
     with pytest.raises(SystemExit) as exited:
         main.check(_argv(args, tmp_path))
     err = capsys.readouterr().err
+    for name in FAKE_TEACHERS:                                   # the placeholders stand for the real paths
+        err = err.replace(str(tmp_path / name.lower()), name)
+    for key in CONFIG_FILES:
+        err = err.replace(str(tmp_path / f"{key}.py"), "FILE")
     assert exited.value.code == 2, err
     assert err.count("\n") == 1 and err.startswith(f"error: {starts}"), err
     if not starts.startswith(NOT_OUR_WORDING):

@@ -79,9 +79,10 @@ def validate_config(config) -> None:
     add.validate_augment(config, "pagoda.augment")
     distillation.check_head_block(config)
     toy = str(config.data.name).startswith("toy:")
-    distillation.require(bool(config.data.latents), "data.latents", "'' but PaGoDA trains on (image, inverted "
-                         "latent) pairs", "make them with python launch/invert.py --teacher=WORKDIR --out=DIR and set "
-                         "data.latents=DIR")
+    invert = (f"python launch/invert.py --oracle={config.teacher.oracle or 'mixture'} --data={config.data.name} "
+              "--out=DIR" if toy else "python launch/invert.py --teacher=WORKDIR --out=DIR")
+    distillation.require(bool(config.data.latents), "data.latents", "'' but PaGoDA trains on (example, inverted "
+                         "latent) pairs", f"make them with {invert} and set data.latents=DIR")
     distillation.require(not toy or p.stage == 1, "pagoda.stage", f"{p.stage}, but 2-D points have no resolution to "
                          "grow", "use 1 for toys")
     distillation.require(not toy or (p.features == "input" and p.distance != "feature"), "pagoda.features",

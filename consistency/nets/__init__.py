@@ -136,7 +136,7 @@ def _check_edm_fields(m) -> None:
 
 def _check_mlp_fields(m) -> None:
     _check_int(m, "hidden", 1, "the MLP width")
-    _check_int(m, "depth", 0, "the number of residual layers")
+    _check_int(m, "depth", 1, "the number of residual layers (0 would leave no hidden layer to learn with)")
     embed_dim = _check_int(m, "embed_dim", 2, "the number of sinusoidal noise features")
     smallest = 4 if _read(m, "embedding") == "positional" else 2
     if embed_dim % 2 or embed_dim < smallest:
