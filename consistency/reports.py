@@ -22,6 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from absl import logging
+
 from consistency import evaluate, fileio, sampling
 from consistency.config import validate_sigma_list
 
@@ -44,12 +46,14 @@ def reference_set(config, dataset):
 def score_samples(config, dataset, samples: np.ndarray, seed: int = 0) -> dict[str, float]:
     """All metrics for ``samples`` with their ``*_floor`` values."""
     reference = reference_set(config, dataset)
+    bootstrap = int(config.eval.get("bootstrap", 0))
     if dataset.kind == "toy":
-        return evaluate.evaluate_points(samples, reference, mixture=getattr(dataset, "mixture", None), seed=seed)
+        return evaluate.evaluate_points(samples, reference, mixture=getattr(dataset, "mixture", None), seed=seed,
+                                        bootstrap=bootstrap)
     if config.data.name in ("digits", "mnist5k"):
         from consistency.features import load_or_train_dataset_features
         features = load_or_train_dataset_features(config.data)
-        return evaluate.evaluate_images(samples, reference, features, seed=seed)
+        return evaluate.evaluate_images(samples, reference, features, seed=seed, bootstrap=bootstrap)
     metrics = {"pixel_sliced_wasserstein": evaluate.sliced_wasserstein(samples, reference[: len(samples)], seed=seed)}
     if config.eval.inception_path:
         from consistency.features import inception_features_fn
@@ -89,6 +93,8 @@ def evaluate_state(config, method, state, dataset, step: int, workdir: str, writ
         if metrics["finite_fraction"] == 1.0:
             metrics.update(score_samples(config, dataset, samples, seed=config.seed))
         report[f"nfe_{nfe}"] = metrics
+        if "num_reference" in metrics:
+            logging.info("eval step %d, NFE %d: %s", step, nfe, evaluate.sizes_line(metrics))
         if writer is not None:
             writer.write_scalars(step, {f"eval/nfe{nfe}/{k}": v for k, v in metrics.items() if np.isscalar(v)})
         sampling.write_sample_grid(None, workdir, f"eval_{step}_nfe{nfe}", step, samples[:100], dataset, reference)
