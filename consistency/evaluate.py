@@ -398,23 +398,52 @@ def bootstrap_mmd2_interval(kernel_fn: Callable[[Array, Array], Array], a: Array
 
     Resampling with replacement puts copies of one point in a set, and the pair (x, x) then enters the
     "i ≠ j" sums with k(x, x), which biases the U-statistic upwards (by ≈ 2(k(x,x) − k(x,x'))/n). Each
-    replicate therefore sums only over pairs of *distinct original* points (the pairs whose source indices
-    differ), which keeps it unbiased. The kernel matrices are computed once; replicates index into them.
+    replicate therefore sums only over pairs of *distinct original* points. With the resampling counts w
+    (w_i copies of point i, Σ w = n) that sum is wᵀKw − Σ w_i² K_ii over (Σ w)² − Σ w_i² pairs, and the cross
+    term is w_aᵀ K_ab w_b / (n m): the kernel matrices are computed once and all replicates are three matrix
+    products.
     """
     a, b = _flat(a), _flat(b)
     kaa, kbb, kab = kernel_fn(a, a), kernel_fn(b, b), kernel_fn(a, b)
     rng = np.random.default_rng(seed)
-    values = []
-    for _ in range(num_resamples):
-        i, j = rng.integers(0, len(a), len(a)), rng.integers(0, len(b), len(b))
-        values.append(_mmd2_distinct(kaa[np.ix_(i, i)], i) + _mmd2_distinct(kbb[np.ix_(j, j)], j)
-                      - 2.0 * float(np.mean(kab[np.ix_(i, j)])))
+    wa = rng.multinomial(len(a), np.full(len(a), 1.0 / len(a)), size=num_resamples).astype(np.float64)
+    wb = rng.multinomial(len(b), np.full(len(b), 1.0 / len(b)), size=num_resamples).astype(np.float64)
+    values = (_mmd2_distinct(kaa, wa) + _mmd2_distinct(kbb, wb)
+              - 2.0 * np.einsum("ri,ij,rj->r", wa, kab, wb) / (len(a) * len(b)))
     return _percentiles(values, level)
 
 
-def _mmd2_distinct(k: Array, index: Array) -> float:
-    distinct = index[:, None] != index[None, :]
-    return float(np.sum(k, where=distinct) / max(1, np.count_nonzero(distinct)))
+def _mmd2_distinct(k: Array, w: Array) -> Array:
+    """Mean of K over the pairs of distinct original points of each resample (rows of counts ``w``)."""
+    pairs = np.einsum("ri,ij,rj->r", w, k, w) - (w * w) @ np.diagonal(k)
+    return pairs / (w.sum(1) ** 2 - (w * w).sum(1))
+
+
+def bootstrap_sliced_wasserstein_interval(a: Array, b: Array, num_projections: int = 256, seed: int = 0,
+                                          num_resamples: int = 200, level: float = 0.95) -> tuple[float, float]:
+    """:func:`bootstrap_interval` of :func:`sliced_wasserstein` (p = 1, unit scale, the same directions) without
+    re-sorting: each projection is sorted once, and a resample with counts w is the sorted sequence with the
+    value of rank r repeated w(point of rank r) times. Equal to the generic bootstrap replicate by replicate."""
+    x, y = _flat(a), _flat(b)
+    dirs = random_unit_directions(x.shape[1], num_projections, seed)
+    px, py = dirs @ x.T, dirs @ y.T
+    ox, oy = np.argsort(px, axis=1), np.argsort(py, axis=1)
+    sx, sy = np.take_along_axis(px, ox, 1), np.take_along_axis(py, oy, 1)
+    rng = np.random.default_rng(seed)
+    scale = projected_norm_constant(x.shape[1], 1.0)
+    values = []
+    for _ in range(num_resamples):
+        rx = _resampled_sorted(sx, ox, rng.multinomial(len(x), np.full(len(x), 1.0 / len(x))))
+        ry = _resampled_sorted(sy, oy, rng.multinomial(len(y), np.full(len(y), 1.0 / len(y))))
+        values.append(float(np.mean(_wasserstein_pp_sorted(rx, ry, 1.0))) / scale)
+    return _percentiles(values, level)
+
+
+def _resampled_sorted(sorted_values: Array, order: Array, counts: Array) -> Array:
+    k, n = sorted_values.shape
+    per_rank = counts[order]                                          # copies of the point at each rank
+    index = np.repeat(np.tile(np.arange(n), k), per_rank.ravel()).reshape(k, n)
+    return np.take_along_axis(sorted_values, index, 1)
 
 
 def seed_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
@@ -463,12 +492,13 @@ def noise_floor(metric_fn: Callable[[Array, Array], Any], real: RealSource, n: i
     return metric_fn(a, b)
 
 
-def reference_draws(real: RealSource, n: int, seed: int = 0) -> tuple[Array, Array]:
+def reference_draws(real: RealSource, n: int, seed: int = 0, max_reference: int = 4096) -> tuple[Array, Array]:
     """(A, B): the reference A that samples are scored against and the real stand-in B for the floor.
 
     With a sampler ``(n, seed) -> array`` both have size ``n`` (the number of samples scored). With an array of
-    N real examples (one seeded permutation, disjoint): B takes min(n, N // 2) rows, A all the others — the
-    largest reference the data allow. The floor metric(A, B) is then at the samples' size whenever N ≥ 2n;
+    N real examples (one seeded permutation, disjoint): B takes min(n, N // 2) rows, A the others up to
+    max(n, ``max_reference``) of them — the largest reference the data allow, capped so that the O(|A|²) kernel
+    metrics stay in memory for large toy pools. The floor metric(A, B) is then at the samples' size whenever N ≥ 2n;
     below that B is smaller than the sample set (the sizes are reported as ``num_reference`` / ``num_floor``).
     """
     if callable(real):
@@ -478,7 +508,7 @@ def reference_draws(real: RealSource, n: int, seed: int = 0) -> tuple[Array, Arr
     if m < 2:
         raise ValueError(f"the noise floor needs at least 4 real examples, got {len(real)}")
     perm = np.random.default_rng(seed).permutation(len(real))
-    return real[perm[m:]], real[perm[:m]]
+    return real[perm[m:m + max(n, max_reference)]], real[perm[:m]]
 
 
 def sizes_line(metrics: dict, prefix: str = "") -> str:
@@ -570,8 +600,7 @@ def evaluate_points(samples: Array, reference: RealSource | None = None,
             out["mode_coverage" + suffix] = cov["mode_coverage"]
             out["high_quality" + suffix] = cov["high_quality"]
     if bootstrap:
-        out["swd_ci"] = bootstrap_interval(lambda x, y: sliced_wasserstein(x, y, num_projections, seed),
-                                           ref_a, fake, bootstrap, seed)
+        out["swd_ci"] = bootstrap_sliced_wasserstein_interval(ref_a, fake, num_projections, seed, bootstrap)
         out["mmd_ci"] = bootstrap_mmd2_interval(lambda x, y: rbf_kernel_sum(x, y, bw), ref_a, fake, bootstrap, seed)
     return out
 

@@ -176,10 +176,10 @@ def guidance_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def replace_block(page: str, key: str, body: str) -> str:
-    """``page`` with the text between ``<!-- science:key -->`` and ``<!-- /science:key -->`` replaced by ``body``
+def replace_block(page: str, key: str, body: str, namespace: str = "science") -> str:
+    """``page`` with the text between ``<!-- namespace:key -->`` and ``<!-- /namespace:key -->`` replaced by ``body``
     (the markers appended at the end when absent)."""
-    start, end = f"<!-- science:{key} -->", f"<!-- /science:{key} -->"
+    start, end = f"<!-- {namespace}:{key} -->", f"<!-- /{namespace}:{key} -->"
     block = f"{start}\n{body.rstrip()}\n{end}"
     pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
     if pattern.search(page):
