@@ -173,8 +173,17 @@ def row_config(suite: str, row: Row, seed: int, steps: int, batch: int, workroot
     return config
 
 
-def ensure_teacher_products(config) -> None:
-    """DMD's ODE pairs and PaGoDA's inverted latents, made once from the suite's teacher when missing."""
+def ensure_teacher_products(config, lock_dir: str) -> None:
+    """DMD's ODE pairs and PaGoDA's inverted latents, made once from the suite's teacher when missing (under a file
+    lock, so that parts of the suite run in parallel make them once)."""
+    import fcntl
+    os.makedirs(lock_dir, exist_ok=True)
+    with open(os.path.join(lock_dir, ".teacher_products.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _ensure_teacher_products(config)
+
+
+def _ensure_teacher_products(config) -> None:
     from consistency.recipes import ensure_ode_pairs
     ensure_ode_pairs(config)
     if config.method == "pagoda" and not os.path.exists(os.path.join(config.data.latents, "meta.json")) \
@@ -219,7 +228,7 @@ def train_run(suite: str, row: Row, seed: int, steps: int, batch: int, workroot:
         return done
     from consistency import train
     config = row_config(suite, row, 0 if row.shared else seed, steps, batch, workroot)
-    ensure_teacher_products(config)
+    ensure_teacher_products(config, suite_dir(workroot, suite))
     logging.info("benchmark: training %s (%s, seed %d, %d steps × %d)", workdir, row.config, seed, steps, batch)
     cpu, wall = time.process_time(), time.time()
     train.train_and_evaluate(config, workdir)
