@@ -442,7 +442,12 @@ def ranking_sentences(suite: str, entries: list[dict]) -> str:
                 f"At {nfe} NFE the highest mean {label} is {best['row']} ({_cell(best[key])}); ")
         text += ("its interval overlaps " + ", ".join(tied) + ", so it is *not* ranked above them; " if tied else
                  "its interval overlaps no other row's; ")
-        text += (f"it is separated from the other {len(separated)} rows." if separated else "it separates no row.")
+        text += (f"it is better than {', '.join(separated)} (intervals disjoint)." if separated else
+                 "it is separated from no row.")
+        single = [e["row"] for e in at if e[key].get("interval") == "bootstrap"]
+        if single:
+            text += (f" ({', '.join(single)}: one training seed so far, so the interval is the bootstrap over samples"
+                     " and leaves out the seed-to-seed spread.)")
         floor = best[key].get("floor")
         if floor is not None:
             text += (f" Its interval lies above the noise floor ({_fmt(floor)})." if best[key]["low"] > floor else

@@ -47,7 +47,7 @@ def test_ranking_claims_only_what_the_intervals_separate():
     def entry(row, mean, half):
         return {"row": row, "nfe": 1, "swd": {"mean": mean, "low": mean - half, "high": mean + half, "floor": 0.05}}
     text = benchmark.ranking_sentences("toy", [entry("A", 0.10, 0.02), entry("B", 0.11, 0.02), entry("C", 0.5, 0.1)])
-    assert "lowest mean sliced W1 is A" in text and "overlaps B" in text and "separated from the other 1 rows" in text
+    assert "lowest mean sliced W1 is A" in text and "overlaps B" in text and "better than C (intervals disjoint)" in text
     assert "C" not in text.split("overlaps")[1].split(";")[0]
 
 
