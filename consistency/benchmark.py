@@ -562,6 +562,12 @@ def write_report(suite: str, out: str, readme: str, collected: dict, command: st
             + ", ".join(f"{a} / {b} / {c}" for a, b, c in sizes) + ".",
             f"CPU time of the results on this page: training {train_cpu / 3600:.2f} h, evaluation {eval_cpu / 3600:.2f} h "
             "(process CPU-seconds, all threads)."]
+    missing = [r.name for r in suite_rows(suite) if r.name not in collected]
+    if missing:
+        meta.append("Rows with no finished run yet (not in the table): " + ", ".join(missing) + ".")
+    fewer = sorted({f"{e['row']} ({e['seeds']})" for e in entries if e["seeds"] < len(seeds)})
+    if fewer:
+        meta.append("Rows with fewer seeds than the others so far (seeds): " + ", ".join(fewer) + ".")
     if failures:
         meta.append("Failed in the last invocation (not in the table): " + "; ".join(failures) + ".")
     page = open(out).read() if os.path.exists(out) else "# Benchmark\n"
