@@ -463,17 +463,14 @@ def _overlap(a: dict, b: dict) -> bool:
 
 
 def readme_table(suite: str, entries: list[dict]) -> str:
-    """Compact pivot for the README: rows × (1, 2, 4, 8 NFE and the teacher's), headline mean ± half-width."""
+    """Compact pivot for the README: rows × (1, 2, 4, 8 NFE and the teacher's), headline mean [95 % interval]."""
     key, label, _ = SUITES[suite]["metrics"][0]
     rows: dict[str, dict[int, str]] = {}
     for e in entries:
-        stat = e.get(key)
-        if stat is None:
-            continue
-        half = (stat["high"] - stat["low"]) / 2 if not math.isnan(stat["low"]) else float("nan")
-        rows.setdefault(e["row"], {})[e["nfe"]] = _fmt(stat["mean"]) + ("" if math.isnan(half) else f" ± {_fmt(half)}")
+        if e.get(key) is not None:
+            rows.setdefault(e["row"], {})[e["nfe"]] = _cell(e[key])
     cols = (1, 2, 4, 8)
-    lines = [f"| {suite}: {label} (95 % CI half-width) | " + " | ".join(f"{c} NFE" for c in cols) + " | other NFE |",
+    lines = [f"| {suite}: {label} [95 % CI] | " + " | ".join(f"{c} NFE" for c in cols) + " | other NFE |",
              "|---|" + "---|" * (len(cols) + 1)]
     for name, by in rows.items():
         other = ", ".join(f"{v} @ {n}" for n, v in sorted(by.items()) if n not in cols)
