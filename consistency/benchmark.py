@@ -497,7 +497,7 @@ def write_plots(suite: str, entries: list[dict], folder: str) -> list[str]:
         y = [e[key]["mean"] for e in es]
         err = [[max(0.0, e[key]["mean"] - e[key]["low"]) if not math.isnan(e[key]["low"]) else 0 for e in es],
                [max(0.0, e[key]["high"] - e[key]["mean"]) if not math.isnan(e[key]["high"]) else 0 for e in es]]
-        ax.errorbar(x, y, yerr=err, marker="o", ms=3, capsize=2, label=row, color=plt.cm.tab20(i % 20))
+        ax.errorbar(x, y, yerr=err, marker="os^Dv"[i % 5], ms=3, capsize=2, label=row, color=plt.cm.tab20(i % 20))
     floor = _mean_floor(entries, key)
     if floor is not None:
         ax.axhline(floor, color="k", ls="--", lw=1, label="noise floor")
@@ -514,7 +514,7 @@ def write_plots(suite: str, entries: list[dict], folder: str) -> list[str]:
             continue
         lo = e[key]["mean"] - e[key]["low"] if not math.isnan(e[key]["low"]) else 0
         hi = e[key]["high"] - e[key]["mean"] if not math.isnan(e[key]["high"]) else 0
-        ax.errorbar([e["train_cpu_seconds"]], [e[key]["mean"]], yerr=[[max(lo, 0)], [max(hi, 0)]], marker="o",
+        ax.errorbar([e["train_cpu_seconds"]], [e[key]["mean"]], yerr=[[max(lo, 0)], [max(hi, 0)]], marker="os^Dv"[i % 5],
                     capsize=2, color=plt.cm.tab20(i % 20), label=f"{row} @ {e['nfe']} NFE")
     if floor is not None:
         ax.axhline(floor, color="k", ls="--", lw=1, label="noise floor")
