@@ -332,6 +332,7 @@ def base_config() -> ml_collections.ConfigDict:
     e.inception_weights = ""     # pytorch-fid's pt_inception-2015-12-05-6726825d.pth: turns on FID (docs/fid.md)
     e.fid_reference = ""         # published reference statistics (.npz with mu, sigma); '' → computed from the
                                  # training split once and cached
+    e.bootstrap = 0              # > 0: that many bootstrap replicates → 95 % intervals (fd_ci, kid_ci / swd_ci, mmd_ci)
     c.distributed = False        # call jax.distributed.initialize() (multi-host)
     return c
 
@@ -703,6 +704,7 @@ def _validate_sampling(c) -> None:
 def _validate_eval(c) -> None:
     e = c.eval
     _number(e.num_samples, "eval.num_samples", 1, integer=True)
+    _number(e.get("bootstrap", 0), "eval.bootstrap", 0, integer=True)
     nfes = e.nfes
     _require(isinstance(nfes, (tuple, list)), "eval.nfes", f"{nfes!r} is not a tuple", "use e.g. (1, 2, 4)")
     for n in nfes:

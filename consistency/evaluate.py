@@ -142,22 +142,28 @@ def kernel_inception_distance(real_features: Array, fake_features: Array, num_su
     :func:`mmd2_unbiased` with :func:`cubic_polynomial_kernel`. The estimate is unbiased, so it is ≈ 0
     (and can be negative) when both sets come from one distribution. ``normalize`` first applies
     :func:`standardize_jointly` to the two full sets (set False for the raw KID of the papers, e.g. on
-    Inception pool3 features). Returns ``(mean, std)`` over subsets; when ``m`` equals both set
-    sizes every subset is the full set and the std is 0.
+    Inception pool3 features). Returns ``(mean, std)`` over subsets. When ``subset_size`` covers both sets
+    every subset would be the full set: the MMD² of the full sets (sizes may differ) is computed once and the std is NaN (one value has no spread; the
+    sampling uncertainty of that value is :func:`bootstrap_interval`'s job, see :func:`evaluate_images`).
     """
     real = np.asarray(real_features, np.float64).reshape(len(real_features), -1)
     fake = np.asarray(fake_features, np.float64).reshape(len(fake_features), -1)
     if normalize:
         real, fake = standardize_jointly(real, fake)
+    if subset_size >= max(len(real), len(fake)):
+        return _kid_full(real, fake), float("nan")
     m = min(subset_size, len(real), len(fake))
     rng = np.random.default_rng(seed)
     values = []
     for _ in range(num_subsets):
         x = real[rng.choice(len(real), m, replace=False)]
         y = fake[rng.choice(len(fake), m, replace=False)]
-        values.append(mmd2_unbiased(cubic_polynomial_kernel(x, x), cubic_polynomial_kernel(y, y),
-                                    cubic_polynomial_kernel(x, y)))
+        values.append(_kid_full(x, y))
     return float(np.mean(values)), float(np.std(values))
+
+
+def _kid_full(x: Array, y: Array) -> float:
+    return mmd2_unbiased(cubic_polynomial_kernel(x, x), cubic_polynomial_kernel(y, y), cubic_polynomial_kernel(x, y))
 
 
 def _flat(a: Array) -> Array:
@@ -361,6 +367,102 @@ def mode_coverage(samples: Array, means: Array, stds: Array, weights: Array | No
 
 
 # --------------------------------------------------------------------------------------------------
+# Confidence intervals: bootstrap over samples, t-interval over training seeds
+# --------------------------------------------------------------------------------------------------
+
+
+def bootstrap_interval(statistic: Callable[[Array, Array], float], a: Array, b: Array, num_resamples: int = 200,
+                       seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval (Efron & Tibshirani 1993, §13.3) of ``statistic(a, b)`` over both samples.
+
+    Each of ``num_resamples`` replicates draws the rows of ``a`` and of ``b`` independently with replacement (each
+    set keeps its size) and evaluates the statistic; the interval is the (1 − level)/2 and (1 + level)/2 quantiles
+    of the replicates. It describes the variation of a metric due to the finite sample sizes alone (one trained
+    model, one reference set); its width shrinks like 1/√n.
+    """
+    a, b = np.asarray(a), np.asarray(b)
+    rng = np.random.default_rng(seed)
+    values = [statistic(a[rng.integers(0, len(a), len(a))], b[rng.integers(0, len(b), len(b))])
+              for _ in range(num_resamples)]
+    return _percentiles(values, level)
+
+
+def _percentiles(values, level: float) -> tuple[float, float]:
+    lo, hi = np.quantile(np.asarray(values, np.float64), [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
+
+
+def bootstrap_mmd2_interval(kernel_fn: Callable[[Array, Array], Array], a: Array, b: Array,
+                            num_resamples: int = 200, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of the unbiased MMD² (:func:`mmd2_unbiased`) with kernel ``kernel_fn``.
+
+    Resampling with replacement puts copies of one point in a set, and the pair (x, x) then enters the
+    "i ≠ j" sums with k(x, x), which biases the U-statistic upwards (by ≈ 2(k(x,x) − k(x,x'))/n). Each
+    replicate therefore sums only over pairs of *distinct original* points. With the resampling counts w
+    (w_i copies of point i, Σ w = n) that sum is wᵀKw − Σ w_i² K_ii over (Σ w)² − Σ w_i² pairs, and the cross
+    term is w_aᵀ K_ab w_b / (n m): the kernel matrices are computed once and all replicates are three matrix
+    products.
+    """
+    a, b = _flat(a), _flat(b)
+    kaa, kbb, kab = kernel_fn(a, a), kernel_fn(b, b), kernel_fn(a, b)
+    rng = np.random.default_rng(seed)
+    wa = rng.multinomial(len(a), np.full(len(a), 1.0 / len(a)), size=num_resamples).astype(np.float64)
+    wb = rng.multinomial(len(b), np.full(len(b), 1.0 / len(b)), size=num_resamples).astype(np.float64)
+    values = (_mmd2_distinct(kaa, wa) + _mmd2_distinct(kbb, wb)
+              - 2.0 * np.einsum("ri,ij,rj->r", wa, kab, wb) / (len(a) * len(b)))
+    return _percentiles(values, level)
+
+
+def _mmd2_distinct(k: Array, w: Array) -> Array:
+    """Mean of K over the pairs of distinct original points of each resample (rows of counts ``w``)."""
+    pairs = np.einsum("ri,ij,rj->r", w, k, w) - (w * w) @ np.diagonal(k)
+    return pairs / (w.sum(1) ** 2 - (w * w).sum(1))
+
+
+def bootstrap_sliced_wasserstein_interval(a: Array, b: Array, num_projections: int = 256, seed: int = 0,
+                                          num_resamples: int = 200, level: float = 0.95) -> tuple[float, float]:
+    """:func:`bootstrap_interval` of :func:`sliced_wasserstein` (p = 1, unit scale, the same directions) without
+    re-sorting: each projection is sorted once, and a resample with counts w is the sorted sequence with the
+    value of rank r repeated w(point of rank r) times. Equal to the generic bootstrap replicate by replicate."""
+    x, y = _flat(a), _flat(b)
+    dirs = random_unit_directions(x.shape[1], num_projections, seed)
+    px, py = dirs @ x.T, dirs @ y.T
+    ox, oy = np.argsort(px, axis=1), np.argsort(py, axis=1)
+    sx, sy = np.take_along_axis(px, ox, 1), np.take_along_axis(py, oy, 1)
+    rng = np.random.default_rng(seed)
+    scale = projected_norm_constant(x.shape[1], 1.0)
+    values = []
+    for _ in range(num_resamples):
+        rx = _resampled_sorted(sx, ox, rng.multinomial(len(x), np.full(len(x), 1.0 / len(x))))
+        ry = _resampled_sorted(sy, oy, rng.multinomial(len(y), np.full(len(y), 1.0 / len(y))))
+        values.append(float(np.mean(_wasserstein_pp_sorted(rx, ry, 1.0))) / scale)
+    return _percentiles(values, level)
+
+
+def _resampled_sorted(sorted_values: Array, order: Array, counts: Array) -> Array:
+    k, n = sorted_values.shape
+    per_rank = counts[order]                                          # copies of the point at each rank
+    index = np.repeat(np.tile(np.arange(n), k), per_rank.ravel()).reshape(k, n)
+    return np.take_along_axis(sorted_values, index, 1)
+
+
+def seed_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
+    """(mean, low, high): the Student-t interval of the mean of per-seed values, mean ± t_{(1+level)/2, S−1}·s/√S.
+
+    Each training seed draws its own samples, so the spread s of the per-seed values contains both the training
+    variation and the sampling variation of the metric: this one interval covers both (no separate bootstrap
+    term is added). With a single seed there is no spread and (mean, NaN, NaN) is returned.
+    """
+    from scipy import stats
+    v = np.asarray(values, np.float64)
+    mean = float(np.mean(v))
+    if len(v) < 2:
+        return mean, float("nan"), float("nan")
+    half = float(stats.t.ppf((1 + level) / 2, len(v) - 1) * np.std(v, ddof=1) / math.sqrt(len(v)))
+    return mean, mean - half, mean + half
+
+
+# --------------------------------------------------------------------------------------------------
 # Noise floor and reports
 # --------------------------------------------------------------------------------------------------
 
@@ -390,18 +492,29 @@ def noise_floor(metric_fn: Callable[[Array, Array], Any], real: RealSource, n: i
     return metric_fn(a, b)
 
 
-def _eval_size(samples: Array, reference: RealSource) -> int:
-    n = len(samples)
-    return n if callable(reference) else min(n, len(reference) // 2)
+def reference_draws(real: RealSource, n: int, seed: int = 0, max_reference: int = 4096) -> tuple[Array, Array]:
+    """(A, B): the reference A that samples are scored against and the real stand-in B for the floor.
+
+    With a sampler ``(n, seed) -> array`` both have size ``n`` (the number of samples scored). With an array of
+    N real examples (one seeded permutation, disjoint): B takes min(n, N // 2) rows, A the others up to
+    max(n, ``max_reference``) of them — the largest reference the data allow, capped so that the O(|A|²) kernel
+    metrics stay in memory for large toy pools. The floor metric(A, B) is then at the samples' size whenever N ≥ 2n;
+    below that B is smaller than the sample set (the sizes are reported as ``num_reference`` / ``num_floor``).
+    """
+    if callable(real):
+        return np.asarray(real(n, seed)), np.asarray(real(n, seed + 1))
+    real = np.asarray(real)
+    m = min(n, len(real) // 2)
+    if m < 2:
+        raise ValueError(f"the noise floor needs at least 4 real examples, got {len(real)}")
+    perm = np.random.default_rng(seed).permutation(len(real))
+    return real[perm[m:m + max(n, max_reference)]], real[perm[:m]]
 
 
-def _subset(samples: Array, n: int, seed: int) -> Array:
-    """``samples`` itself when it has n rows, else n rows drawn without replacement (seeded), so that
-    class-ordered samples are not cut to their first classes."""
-    samples = np.asarray(samples)
-    if len(samples) == n:
-        return samples
-    return samples[np.sort(np.random.default_rng(seed).choice(len(samples), n, replace=False))]
+def sizes_line(metrics: dict, prefix: str = "") -> str:
+    """``scored N samples against R reference points (floor: R vs F real)`` from an evaluation's size entries."""
+    return (f"scored {metrics[prefix + 'num_samples']} samples against {metrics[prefix + 'num_reference']} reference "
+            f"points (floor: {metrics[prefix + 'num_reference']} vs {metrics[prefix + 'num_floor']} real)")
 
 
 def _batched(feature_fn: Callable[[Array], Array], images: Array) -> Array:
@@ -417,45 +530,53 @@ def images_to_float(images: Array) -> Array:
 
 
 def evaluate_images(samples: Array, reference: RealSource, feature_fn: Callable[[Array], Array], *,
-                    seed: int = 0, kid_subsets: int = 50, kid_subset_size: int = 1000, pr_k: int = 3,
-                    pixel_projections: int = 256, prefix: str = "") -> dict:
+                    seed: int = 0, kid_subsets: int = 50, kid_subset_size: int = 100_000, pr_k: int = 3,
+                    pixel_projections: int = 256, bootstrap: int = 0, prefix: str = "") -> dict:
     """FD, KID, precision/recall (on features) and pixel SW1 of image ``samples`` against real data.
 
-    Images are NHWC, float in [-1, 1] or uint8 (see :func:`images_to_float`). The real ``reference``
-    (an array or a sampler) gives two disjoint draws A, B of size
-    n = min(len(samples), len(reference) // 2) (so pass ≥ 2× as many real images as samples; otherwise
-    a seeded random subset of n samples is scored). Every metric is computed as metric(A, samples) and
-    its floor as metric(A, B), i.e. the same computation with the samples replaced by real data. Keys
-    (``prefix`` prepended, e.g. 'inception_' for FID): fd, kid, kid_std, precision, recall, pixel_swd, each
-    with ``_floor``, and num_samples.
+    Images are NHWC, float in [-1, 1] or uint8 (see :func:`images_to_float`). Every sample is scored. The real
+    ``reference`` (an array or a sampler) gives A and B (:func:`reference_draws`); every metric is metric(A,
+    samples) and its floor metric(A, B), the same computation with the samples replaced by real data. KID is the
+    unbiased MMD² of the full sets (subsets only when ``kid_subset_size`` is smaller than a set). With
+    ``bootstrap`` > 0, ``fd_ci`` and ``kid_ci`` hold the 95 % percentile bootstrap intervals over both samples
+    (:func:`bootstrap_interval`, :func:`bootstrap_mmd2_interval`) with that many replicates. Keys (``prefix``
+    prepended, e.g. 'inception_' for FID): fd, kid, precision, recall, pixel_swd, each with ``_floor``, and the
+    sizes num_samples (scored), num_reference (|A|), num_floor (|B|).
     """
-    n = _eval_size(samples, reference)
-    ref_a, ref_b = (images_to_float(r) for r in two_real_draws(reference, n, seed))
-    fake = images_to_float(_subset(samples, n, seed))
+    samples = np.asarray(samples)
+    ref_a, ref_b = (images_to_float(r) for r in reference_draws(reference, len(samples), seed))
+    fake = images_to_float(samples)
     fa, fb, fs = (_batched(feature_fn, x) for x in (ref_a, ref_b, fake))
     stats_a = gaussian_stats(fa)
-    out = {"num_samples": n}
+    out = {"num_samples": len(fake), "num_reference": len(ref_a), "num_floor": len(ref_b)}
     for suffix, other, other_f in (("", fake, fs), ("_floor", ref_b, fb)):
         out["fd" + suffix] = frechet_distance(*gaussian_stats(other_f), *stats_a)
-        kid, kid_std = kernel_inception_distance(fa, other_f, kid_subsets, kid_subset_size, seed)
-        out["kid" + suffix], out["kid_std" + suffix] = kid, kid_std
+        out["kid" + suffix] = kernel_inception_distance(fa, other_f, kid_subsets, kid_subset_size, seed)[0]
         out["precision" + suffix], out["recall" + suffix] = precision_recall(fa, other_f, pr_k)
         out["pixel_swd" + suffix] = sliced_wasserstein(ref_a, other, pixel_projections, seed)
+    if bootstrap:
+        out["fd_ci"] = bootstrap_interval(lambda x, y: frechet_distance(*gaussian_stats(y), *gaussian_stats(x)),
+                                          fa, fs, bootstrap, seed)
+        za, zs = standardize_jointly(fa, fs)
+        out["kid_ci"] = bootstrap_mmd2_interval(cubic_polynomial_kernel, za, zs, bootstrap, seed)
     return {prefix + k: v for k, v in out.items()}
 
 
 def evaluate_points(samples: Array, reference: RealSource | None = None,
                     mixture: GaussianMixture | dict | None = None, *, seed: int = 0,
-                    num_projections: int = 256, bandwidths: Sequence[float] | None = None) -> dict:
+                    num_projections: int = 256, bandwidths: Sequence[float] | None = None,
+                    bootstrap: int = 0) -> dict:
     """SW1, RBF MMD², energy distance (and for a known mixture: log-likelihood, mode coverage,
     high-quality fraction) of 1-D / 2-D ``samples`` against real data, each with its ``_floor``.
 
-    ``reference``: real points (array, needs ≥ 2 × len(samples) of them, else a seeded random subset of
-    half its size is scored) or a sampler ``(n, seed) -> (n, d)``; when None it is drawn from
-    ``mixture`` (a :class:`GaussianMixture`, a dict of its fields, or a ``(weights, means, stds)`` tuple).
-    Distances are metric(A, samples) and floors metric(A, B) for two independent real draws A, B. The
-    mixture scores (higher is better) are those of the samples and, as ``_floor``, of B: the score of
-    real data. MMD bandwidths default to :func:`median_bandwidths` of A and are shared by value and floor.
+    ``reference``: real points (an array: see :func:`reference_draws` for the sizes) or a sampler
+    ``(n, seed) -> (n, d)``; when None it is drawn from ``mixture`` (a :class:`GaussianMixture`, a dict of its
+    fields, or a ``(weights, means, stds)`` tuple). Every sample is scored. Distances are metric(A, samples) and
+    floors metric(A, B) for two independent real draws A, B. The mixture scores (higher is better) are those of
+    the samples and, as ``_floor``, of B: the score of real data. MMD bandwidths default to
+    :func:`median_bandwidths` of A and are shared by value and floor. With ``bootstrap`` > 0, ``swd_ci`` and
+    ``mmd_ci`` hold 95 % percentile bootstrap intervals over both samples. Sizes: num_samples, num_reference,
+    num_floor.
     """
     if isinstance(mixture, dict):
         mixture = GaussianMixture(**mixture)
@@ -465,12 +586,10 @@ def evaluate_points(samples: Array, reference: RealSource | None = None,
         if mixture is None:
             raise ValueError("evaluate_points needs real reference points or a mixture to draw them from")
         reference = lambda n, s: sample_gaussian_mixture(mixture, n, s)  # noqa: E731
-    samples = _flat(samples)
-    n = _eval_size(samples, reference)
-    ref_a, ref_b = (_flat(r) for r in two_real_draws(reference, n, seed))
-    fake = _subset(samples, n, seed)
+    fake = _flat(samples)
+    ref_a, ref_b = (_flat(r) for r in reference_draws(reference, len(fake), seed))
     bw = tuple(bandwidths) if bandwidths is not None else median_bandwidths(ref_a)
-    out = {"num_samples": n}
+    out = {"num_samples": len(fake), "num_reference": len(ref_a), "num_floor": len(ref_b)}
     for suffix, other in (("", fake), ("_floor", ref_b)):
         out["swd" + suffix] = sliced_wasserstein(ref_a, other, num_projections, seed)
         out["mmd" + suffix] = mmd_rbf(ref_a, other, bw)
@@ -480,16 +599,23 @@ def evaluate_points(samples: Array, reference: RealSource | None = None,
             cov = mode_coverage(other, mixture.means, mixture.stds, mixture.weights)
             out["mode_coverage" + suffix] = cov["mode_coverage"]
             out["high_quality" + suffix] = cov["high_quality"]
+    if bootstrap:
+        out["swd_ci"] = bootstrap_sliced_wasserstein_interval(ref_a, fake, num_projections, seed, bootstrap)
+        out["mmd_ci"] = bootstrap_mmd2_interval(lambda x, y: rbf_kernel_sum(x, y, bw), ref_a, fake, bootstrap, seed)
     return out
 
 
 def format_with_floor(metrics: dict, digits: int = 4) -> str:
-    """One line per metric: ``name value (floor f)`` for every key with a ``_floor`` partner."""
+    """One line per metric: ``name value [CI] (floor f)`` (CI when a ``_ci`` entry exists), then the sample sizes."""
     lines = []
     for key, value in metrics.items():
-        if key.endswith("_floor") or not isinstance(value, (int, float)):
+        if key.endswith("_floor") or not isinstance(value, (int, float)) or key.startswith("num_"):
             continue
-        floor = metrics.get(key + "_floor")
+        floor, ci = metrics.get(key + "_floor"), metrics.get(key + "_ci")
         text = f"{key} {value:.{digits}g}"
+        if ci is not None:
+            text += f" [{ci[0]:.{digits}g}, {ci[1]:.{digits}g}]"
         lines.append(text if floor is None else f"{text} (floor {floor:.{digits}g})")
+    if "num_samples" in metrics and "num_reference" in metrics:
+        lines.append(sizes_line(metrics))
     return "\n".join(lines)

@@ -12,13 +12,14 @@ in-project classifier", not FID), always printed with its noise floor (two disjo
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
 import time
 
 from absl import app, flags, logging
+
+from consistency.recipes import ensure_ode_pairs, load_config_file, scaled_recipe as _scaled  # noqa: F401
 
 _WORKROOT = flags.DEFINE_string("workroot", "workdirs/compare", "Folder holding one workdir per run.")
 _OUT = flags.DEFINE_string("out", "docs/results.md", "Markdown report to write (pictures go beside it).")
@@ -33,13 +34,6 @@ PAPER_CIFAR10 = {"edm": "1.97 @ 35 NFE", "cd": "3.55 / 2.93 (LPIPS)", "ct": "8.7
                  "add": "—", "ctm": "1.98 / 1.87", "mcm_vp": "— (ImageNet-64 1.4 @ 8)", "mcm_ve": "—"}
 
 
-def load_config_file(path: str, variant: str = ""):
-    spec = importlib.util.spec_from_file_location("experiment_config", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(variant)
-
-
 def run_one(config, workdir: str) -> dict:
     """Train (or resume / reuse) and evaluate one run; returns its eval report and wall time."""
     from consistency import api, reports, train
@@ -48,26 +42,6 @@ def run_one(config, workdir: str) -> dict:
     loaded = api.load(workdir)
     report = reports.evaluate_state(config, loaded.method, loaded.state, loaded.dataset, loaded.step, workdir)
     return {"report": report, "seconds": time.time() - start, "workdir": workdir}
-
-
-def _scaled(config, scale: float):
-    config.training.num_steps = max(1, int(round(config.training.num_steps * scale)))
-    for field in ("sample_every", "ckpt_every"):
-        config.training[field] = config.training.num_steps
-    if config.method == "ecm":
-        config.ecm.steps_per_stage = max(1, int(round(config.ecm.steps_per_stage * scale)))
-    if config.method == "mcm" and config.mcm.num_steps_start != config.mcm.num_steps_end:   # N(i) ramps over the
-        config.mcm.num_steps_ramp = max(1, int(round(config.mcm.num_steps_ramp * scale)))      # run's own length
-    return config
-
-
-def ensure_ode_pairs(config) -> None:
-    """DMD's regression pairs (``config.dmd.pairs``), made from ``config.teacher`` when the file is missing."""
-    if config.method != "dmd" or float(config.dmd.regression_weight) <= 0 or os.path.exists(config.dmd.pairs):
-        return
-    from consistency import teachers
-    logging.info("experiments: making DMD ODE pairs %s", config.dmd.pairs)
-    teachers.write_ode_pairs(config, config.dmd.pairs, num=4096 if config.teacher.oracle else 2000)
 
 
 def suite_runs(suite: str, scale: float):

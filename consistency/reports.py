@@ -25,6 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from absl import logging
+
 from consistency import evaluate, fileio, sampling
 from consistency.config import validate_sigma_list
 
@@ -49,12 +51,14 @@ def reference_set(config, dataset):
 def score_samples(config, dataset, samples: np.ndarray, seed: int = 0) -> dict[str, float]:
     """All metrics for ``samples`` with their ``*_floor`` values."""
     reference = reference_set(config, dataset)
+    bootstrap = int(config.eval.get("bootstrap", 0))
     if dataset.kind == "toy":
-        return evaluate.evaluate_points(samples, reference, mixture=getattr(dataset, "mixture", None), seed=seed)
+        return evaluate.evaluate_points(samples, reference, mixture=getattr(dataset, "mixture", None), seed=seed,
+                                        bootstrap=bootstrap)
     if config.data.name in ("digits", "mnist5k"):
         from consistency.features import load_or_train_dataset_features
         features = load_or_train_dataset_features(config.data)
-        metrics = evaluate.evaluate_images(samples, reference, features, seed=seed)
+        metrics = evaluate.evaluate_images(samples, reference, features, seed=seed, bootstrap=bootstrap)
     else:
         metrics = {"pixel_sliced_wasserstein": evaluate.sliced_wasserstein(samples, reference[: len(samples)],
                                                                           seed=seed)}
@@ -125,6 +129,8 @@ def evaluate_state(config, method, state, dataset, step: int, workdir: str, writ
         if metrics["finite_fraction"] == 1.0:
             metrics.update(score_samples(config, dataset, samples, seed=config.seed))
         report[f"nfe_{nfe}"] = metrics
+        if "num_reference" in metrics:
+            logging.info("eval step %d, NFE %d: %s", step, nfe, evaluate.sizes_line(metrics))
         if writer is not None:
             writer.write_scalars(step, {f"eval/nfe{nfe}/{k}": v for k, v in metrics.items() if np.isscalar(v)})
         sampling.write_sample_grid(None, workdir, f"eval_{step}_nfe{nfe}", step, samples[:100], dataset, reference)
@@ -206,10 +212,10 @@ def guidance_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def replace_block(page: str, key: str, body: str) -> str:
-    """``page`` with the text between ``<!-- science:key -->`` and ``<!-- /science:key -->`` replaced by ``body``
+def replace_block(page: str, key: str, body: str, namespace: str = "science") -> str:
+    """``page`` with the text between ``<!-- namespace:key -->`` and ``<!-- /namespace:key -->`` replaced by ``body``
     (the markers appended at the end when absent)."""
-    start, end = f"<!-- science:{key} -->", f"<!-- /science:{key} -->"
+    start, end = f"<!-- {namespace}:{key} -->", f"<!-- /{namespace}:{key} -->"
     block = f"{start}\n{body.rstrip()}\n{end}"
     pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
     if pattern.search(page):

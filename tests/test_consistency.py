@@ -125,6 +125,30 @@ def test_posterior_average_over_whole_dataset_equals_empirical_denoiser_target()
                                np.asarray(x_bar), atol=1e-6)
 
 
+def test_blocked_nearest_neighbours_match_brute_force_top_k():
+    """The blocked k-NN (running k smallest over bank tiles, last tile padded) returns exactly the brute-force
+    neighbours, and the k-NN posterior mean equals the softmax over those k computed densely."""
+    rng = np.random.default_rng(0)
+    q = jnp.asarray(rng.standard_normal((7, 3)), jnp.float32)
+    bank = jnp.asarray(rng.standard_normal((1000, 3)), jnp.float32)
+    d = np.sum((np.asarray(q)[:, None] - np.asarray(bank)[None]) ** 2, -1)
+    for k, block in ((5, 128), (1, 1000)):
+        sq, index = cm_obj.nearest_neighbours(q, bank, k, block=block)
+        np.testing.assert_array_equal(np.asarray(index), np.argsort(d, 1)[:, :k])
+        np.testing.assert_allclose(np.asarray(sq), np.sort(d, 1)[:, :k], rtol=1e-5, atol=1e-5)
+    values = jnp.asarray([[3.0, 1.0, 2.0, 1.0, 0.5]])
+    found, where = cm_obj.smallest_k(values, 3)
+    assert np.asarray(where).tolist() == [[4, 1, 3]] and np.asarray(found).tolist() == [[0.5, 1.0, 1.0]]
+    sigma = jnp.full((7,), 0.6)
+    idx = np.argsort(d, 1)[:, :5]
+    logits = -np.take_along_axis(d, idx, 1) / (2 * 0.36)
+    w = np.exp(logits - logits.max(1, keepdims=True))
+    w /= w.sum(1, keepdims=True)
+    expected = np.einsum("bk,bkd->bd", w, np.asarray(bank)[idx])
+    np.testing.assert_allclose(np.asarray(cm_obj.posterior_mean_estimate(q, sigma, bank, top_k=5)), expected,
+                               rtol=1e-5, atol=1e-5)
+
+
 def test_single_point_posterior_reduces_to_ct_target():
     x0 = jax.random.normal(jax.random.PRNGKey(5), (6, 3))
     z = jax.random.normal(jax.random.PRNGKey(6), (6, 3))

@@ -136,7 +136,7 @@ def test_kid_single_subset_matches_brute_force_cubic_kernel():
     cubic = lambda u, v: (u @ v / 4 + 1.0) ** 3  # noqa: E731  Bińkowski et al. 2018
     mean, std = ev.kernel_inception_distance(x, y, num_subsets=3, subset_size=25, normalize=False)
     assert mean == pytest.approx(_loop_mmd2_unbiased(x, y, cubic), rel=1e-10)
-    assert std < 1e-12  # every subset is the full set
+    assert np.isnan(std)  # every subset would be the full set: one value, no spread
     # normalised KID = raw KID on features standardised with the mean and std of the union
     union = np.concatenate([x, y])
     xs, ys = (x - union.mean(0)) / union.std(0), (y - union.mean(0)) / union.std(0)
@@ -279,7 +279,10 @@ def test_evaluate_points_reads_against_floor():
     as_tuple = ev.evaluate_points(good, mixture=tuple(mix))  # the (weights, means, stds) of data/toys.py
     assert as_tuple == m_good
     m_pool = ev.evaluate_points(good, ev.sample_gaussian_mixture(mix, 600, seed=2))
-    assert m_pool["num_samples"] == 300 and "mode_coverage" not in m_pool
+    # a finite real pool: every sample scored, the floor's real draw B at most half the pool, A the rest
+    assert (m_pool["num_samples"], m_pool["num_reference"], m_pool["num_floor"]) == (500, 300, 300)
+    assert "mode_coverage" not in m_pool
+    assert ev.evaluate_points(good[:100], ev.sample_gaussian_mixture(mix, 600, seed=2))["num_reference"] == 500
     text = ev.format_with_floor(m_good)
     assert f"swd {m_good['swd']:.4g} (floor {m_good['swd_floor']:.4g})" in text.splitlines()
 
@@ -373,14 +376,16 @@ def test_reference_stats_cache_and_evaluate_images(digits, monkeypatch):
 
     rng = np.random.default_rng(1)
     noisy = np.clip(x_test + 0.5 * rng.standard_normal(x_test.shape), -1, 1)
-    m = ev.evaluate_images(noisy, x_train, extractor, kid_subsets=10, kid_subset_size=200)
-    assert m["num_samples"] == len(x_test)
+    m = ev.evaluate_images(noisy, x_train, extractor, bootstrap=50)
+    assert (m["num_samples"], m["num_floor"], m["num_reference"]) == (len(x_test), len(x_test), len(x_train) - len(x_test))
     for key in ("fd", "kid", "precision", "recall", "pixel_swd"):
         assert key + "_floor" in m
-    assert m["fd"] > 2 * m["fd_floor"] and m["kid"] > m["kid_floor"] + 3 * m["kid_std"]
+    assert "kid_std" not in m
+    assert m["fd_ci"][0] < m["fd"] < m["fd_ci"][1] and m["kid_ci"][0] < m["kid"] < m["kid_ci"][1]
+    assert m["fd_ci"][0] > 2 * m["fd_floor"] and m["kid_ci"][0] > m["kid_floor"]
     assert m["pixel_swd"] > m["pixel_swd_floor"]
     print("evaluate_images, held-out + N(0, 0.5²) noise vs train:\n" + ev.format_with_floor(m))
-    real = ev.evaluate_images(x_test, x_train, extractor, kid_subsets=10, kid_subset_size=200, prefix="x_")
+    real = ev.evaluate_images(x_test, x_train, extractor, prefix="x_")
     print("evaluate_images, held-out real vs train:\n" + ev.format_with_floor(real))
     assert real["x_fd"] < 2 * real["x_fd_floor"] and real["x_fd"] < m["fd"] / 2
 
@@ -401,3 +406,106 @@ def test_export_samples_npz_format(tmp_path):
     features.export_samples_npz(tmp_path / "gray.npz", x, to_rgb=False)
     with np.load(tmp_path / "gray.npz") as data:
         assert data["arr_0"].shape == (6, 4, 4, 1)
+
+
+# ------------------------------------------------------------------ confidence intervals
+
+
+def _gaussian_pair(n, seed):
+    mu1, mu2 = np.array([0.0, 0.0]), np.array([1.0, -0.5])
+    c1, c2 = np.array([[1.0, 0.3], [0.3, 0.5]]), np.array([[2.0, -0.4], [-0.4, 1.0]])
+    r = np.random.default_rng(seed)
+    return (r.multivariate_normal(mu1, c1, n), r.multivariate_normal(mu2, c2, n),
+            ev.frechet_distance(mu1, c1, mu2, c2))
+
+
+def _fd(x, y):
+    return ev.frechet_distance(*ev.gaussian_stats(x), *ev.gaussian_stats(y))
+
+
+def test_fd_bootstrap_interval_covers_the_closed_form_of_two_gaussians():
+    covered = 0
+    for seed in range(10):
+        a, b, exact = _gaussian_pair(3000, seed)
+        lo, hi = ev.bootstrap_interval(_fd, a, b, num_resamples=200, seed=seed)
+        assert lo < _fd(a, b) < hi
+        covered += lo <= exact <= hi
+    assert covered >= 8   # a 95 % interval: P(≤ 7 of 10) ≈ 1e-3
+
+
+def test_bootstrap_width_shrinks_like_one_over_root_n():
+    widths = {}
+    for n in (400, 3200):
+        a, b, _ = _gaussian_pair(n, 1)
+        lo, hi = ev.bootstrap_interval(_fd, a, b, num_resamples=300, seed=2)
+        widths[n] = hi - lo
+    assert widths[400] / widths[3200] == pytest.approx(np.sqrt(8), rel=0.3)
+
+
+def test_bootstrap_mmd2_interval_is_unbiased_on_one_distribution():
+    """KID (cubic kernel) of two draws of one distribution: the estimate and the bootstrap centre are ≈ 0; copies
+    of a point in a resample would push a naive bootstrap up by ≈ 2(k(x,x) − k(x,x'))/n ≫ its width."""
+    rng = np.random.default_rng(3)
+    kids = [ev.kernel_inception_distance(rng.standard_normal((300, 8)), rng.standard_normal((200, 8)))[0]
+            for _ in range(60)]
+    assert abs(np.mean(kids)) < 3 * np.std(kids) / np.sqrt(len(kids))
+    a, b = ev.standardize_jointly(rng.standard_normal((500, 8)), rng.standard_normal((500, 8)))
+    lo, hi = ev.bootstrap_mmd2_interval(ev.cubic_polynomial_kernel, a, b, num_resamples=200, seed=0)
+    assert lo < 0 < hi
+    naive_bias = 2 * (np.mean(ev.cubic_polynomial_kernel(a, a).diagonal()) - 1.0) / len(a)
+    assert abs((lo + hi) / 2) < 0.2 * naive_bias
+
+
+def test_fast_bootstraps_equal_the_naive_resamples():
+    """The sort-once sliced-W1 bootstrap and the count-weighted MMD² bootstrap equal, replicate by replicate, the
+    metric recomputed on the resampled sets (MMD: over pairs of distinct original points)."""
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((120, 2)), rng.standard_normal((90, 2)) + 0.3
+    fast = ev.bootstrap_sliced_wasserstein_interval(a, b, 32, seed=3, num_resamples=20)
+    r, values = np.random.default_rng(3), []
+    for _ in range(20):
+        ca, cb = r.multinomial(120, np.full(120, 1 / 120)), r.multinomial(90, np.full(90, 1 / 90))
+        values.append(ev.sliced_wasserstein(np.repeat(a, ca, 0), np.repeat(b, cb, 0), 32, seed=3))
+    assert fast == pytest.approx(ev._percentiles(values, 0.95), rel=1e-10)
+
+    def kernel(u, v):
+        return ev.rbf_kernel_sum(u, v, (0.5, 1.0))
+
+    fast = ev.bootstrap_mmd2_interval(kernel, a, b, num_resamples=20, seed=4)
+    r, values = np.random.default_rng(4), []
+    wa, wb = r.multinomial(120, np.full(120, 1 / 120), size=20), r.multinomial(90, np.full(90, 1 / 90), size=20)
+
+    def distinct_mean(index, x):
+        return kernel(x[index], x[index])[index[:, None] != index[None, :]].mean()
+    for i in range(20):
+        ia, ib = np.repeat(np.arange(120), wa[i]), np.repeat(np.arange(90), wb[i])
+        values.append(distinct_mean(ia, a) + distinct_mean(ib, b) - 2 * kernel(a[ia], b[ib]).mean())
+    assert fast == pytest.approx(ev._percentiles(values, 0.95), rel=1e-10)
+
+
+def test_kid_of_full_sets_is_one_value_without_a_std():
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((50, 4)), rng.standard_normal((70, 4)) + 1
+    kid, std = ev.kernel_inception_distance(a, b, normalize=False)
+    assert np.isnan(std)
+    assert kid == pytest.approx(ev.mmd2_unbiased(ev.cubic_polynomial_kernel(a, a), ev.cubic_polynomial_kernel(b, b),
+                                                 ev.cubic_polynomial_kernel(a, b)))
+
+
+def test_seed_interval_is_the_student_t_interval():
+    from scipy import stats
+    values = [1.0, 1.4, 0.9, 1.2]
+    mean, lo, hi = ev.seed_interval(values)
+    expected = stats.t.interval(0.95, 3, loc=np.mean(values), scale=stats.sem(values))
+    assert (lo, hi) == pytest.approx(expected) and mean == pytest.approx(np.mean(values))
+    assert np.isnan(ev.seed_interval([2.0])[1])
+
+
+def test_evaluate_points_bootstrap_and_sizes_line():
+    mix = _ring_mixture()
+    good = ev.sample_gaussian_mixture(mix, 400, seed=5)
+    m = ev.evaluate_points(good, mixture=mix, bootstrap=30)
+    assert m["swd_ci"][0] < m["swd"] < m["swd_ci"][1] and m["mmd_ci"][0] < m["mmd_ci"][1]
+    text = ev.format_with_floor(m)
+    assert "scored 400 samples against 400 reference points (floor: 400 vs 400 real)" in text
+    assert f"swd {m['swd']:.4g} [{m['swd_ci'][0]:.4g}, {m['swd_ci'][1]:.4g}]" in text

@@ -63,17 +63,69 @@ def posterior_mean_estimate(x_noisy, sigma, bank, top_k: int = 0):
 
     Softmax weights w_j ∝ exp(−‖x_σ − x^j‖²/(2σ²)) over ``bank`` [M, …] (the minibatch or the whole dataset). With the
     whole training set this is exactly the empirical ideal denoiser of seed eq. 6. ``top_k > 0`` keeps only the k nearest
-    neighbours (the notebook's k-NN estimate; a growing neighbourhood in σ comes for free from the softmax).
+    neighbours (the notebook's k-NN estimate; a growing neighbourhood in σ comes for free from the softmax); they are
+    found by :func:`nearest_neighbours` (blocked, never an [B, M] matrix) and the softmax runs over those k alone.
     """
     xf = x_noisy.reshape(x_noisy.shape[0], -1)
     bf = bank.reshape(bank.shape[0], -1)
+    if top_k and top_k < bf.shape[0]:
+        sq, index = nearest_neighbours(xf, bf, top_k)
+        w = jax.nn.softmax(-sq / (2.0 * sigma[:, None] ** 2), axis=1)
+        return jnp.einsum("bk,bkd->bd", w, bf[index]).reshape(x_noisy.shape)
     sq = jnp.sum(xf ** 2, 1, keepdims=True) - 2.0 * xf @ bf.T + jnp.sum(bf ** 2, 1)[None]
     logits = -jnp.maximum(sq, 0.0) / (2.0 * sigma[:, None] ** 2)
-    if top_k and top_k < bf.shape[0]:
-        kth = jax.lax.top_k(logits, top_k)[0][:, -1:]
-        logits = jnp.where(logits >= kth, logits, -jnp.inf)
     w = jax.nn.softmax(logits, axis=1)
     return (w @ bf).reshape(x_noisy.shape)
+
+
+def smallest_k(values, k: int):
+    """(the k smallest entries of each row, ascending, and their columns; ties → the lowest column, as ``top_k``).
+
+    k passes of min-and-mask, each built from plain ``min`` reductions: O(k·n) per row. On XLA-CPU this is much
+    faster for small k than ``lax.top_k`` (a sort) and than ``argmin`` (a variadic reduction), both of which were
+    measured 5–10× slower than ``min`` on the same [512, 100000] array (docs/science.md (f)).
+    """
+    columns = jnp.arange(values.shape[1])
+    found, where = [], []
+    for _ in range(k):
+        smallest = jnp.min(values, axis=1, keepdims=True)
+        j = jnp.min(jnp.where(values == smallest, columns[None], values.shape[1]), axis=1)
+        found.append(smallest[:, 0])
+        where.append(j)
+        values = jnp.where(columns[None] == j[:, None], jnp.inf, values)
+    return jnp.stack(found, 1), jnp.stack(where, 1).astype(jnp.int32)
+
+
+def nearest_neighbours(queries, bank, k: int, block: int = 4096):
+    """(squared distances [B, k] ascending, indices [B, k]) of the k rows of ``bank`` [M, D] nearest to each query.
+
+    Exact k-NN by a blocked distance matmul with a running top-k: the bank is cut into blocks of ``block`` rows (the
+    last one padded with rows at infinite distance); a ``lax.scan`` computes each [B, block] distance tile as
+    ‖q‖² − 2 q·b + ‖b‖² and keeps the k smallest of (the k so far ∪ the tile). Memory is O(B·(k + block)) instead of
+    the O(B·M) of one ``top_k`` over the whole bank, and the selection is :func:`smallest_k` (k min-passes) instead
+    of XLA's sort-based ``top_k``, which on CPU is the slow part (docs/science.md (f)).
+    """
+    m, d = bank.shape
+    block = int(min(block, m))
+    num_blocks = -(-m // block)
+    pad = num_blocks * block - m
+    tiles = jnp.pad(bank, ((0, pad), (0, 0))).reshape(num_blocks, block, d)
+    valid = (jnp.arange(num_blocks * block) < m).reshape(num_blocks, block)
+    q2 = jnp.sum(queries ** 2, 1, keepdims=True)
+
+    def merge(carry, inputs):
+        best_sq, best_index = carry
+        tile, ok, offset = inputs
+        sq = jnp.maximum(q2 - 2.0 * queries @ tile.T + jnp.sum(tile ** 2, 1)[None], 0.0)
+        sq = jnp.where(ok[None], sq, jnp.inf)
+        index = jnp.broadcast_to(offset + jnp.arange(block), sq.shape)
+        new_sq, pos = smallest_k(jnp.concatenate([best_sq, sq], 1), k)
+        return (new_sq, jnp.take_along_axis(jnp.concatenate([best_index, index], 1), pos, 1)), None
+
+    init = (jnp.full((queries.shape[0], k), jnp.inf, queries.dtype), jnp.zeros((queries.shape[0], k), jnp.int32))
+    offsets = jnp.arange(num_blocks, dtype=jnp.int32) * block
+    (best_sq, best_index), _ = jax.lax.scan(merge, init, (tiles, valid, offsets))
+    return best_sq, best_index
 
 
 def constant_denoiser_step(x_hi, sigma_hi, sigma_lo, x0_estimate):

@@ -1,0 +1,86 @@
+"""consistency.benchmark (issue 31): the toy suite end to end on two rows, one seed and a few steps — the page's
+marked blocks are written, and a second invocation reuses the finished workdirs instead of training or sampling."""
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from consistency import benchmark, evaluate
+from consistency.config import ConfigError
+
+
+def test_rows_cover_every_method_of_the_issue():
+    keys = benchmark.method_keys("toy")
+    for key in ("teacher", "edm", "cd", "ct", "ict", "ecm", "sct", "scd", "mcm_vp", "mcm_ve", "ctm", "dmd", "dmd2",
+                "add", "sid", "pagoda"):
+        assert key in keys
+    names = [r.name for r in benchmark.suite_rows("toy")]
+    assert {"MCM VE T=1", "MCM VE T=8", "MCM VP T=4", "CTM γ=0", "CTM γ=1"} <= set(names)
+    assert len({benchmark.row_slug(r) for r in benchmark.suite_rows("toy")}) == len(names)
+    digits = benchmark.suite_rows("digits")
+    assert [r.name for r in digits if r.shared] == ["EDM teacher"]
+
+
+def test_matched_budget_scales_the_step_counted_fields(tmp_path):
+    rows = {r.name: r for r in benchmark.suite_rows("toy")}
+    ecm = benchmark.row_config("toy", rows["ECT"], 3, 1000, 256, str(tmp_path))
+    assert (ecm.training.num_steps, ecm.training.batch_size, ecm.seed) == (1000, 256, 3)
+    assert ecm.ecm.steps_per_stage == 125                       # 500 of the recipe's 4000 steps
+    sct = benchmark.row_config("toy", rows["sCT"], 0, 2000, 256, str(tmp_path))
+    assert sct.scm.tangent_warmup_steps == 500                  # 2000 of the recipe's 8000 steps
+    mcm = benchmark.row_config("toy", rows["MCM VE T=2"], 0, 2000, 256, str(tmp_path))
+    assert mcm.mcm.segments == 2 and tuple(mcm.eval.nfes) == (2,)
+    digits_cd = benchmark.row_config("digits", benchmark.suite_rows("digits")[1], 0, 10, 16, str(tmp_path))
+    assert digits_cd.teacher.workdir == benchmark.teacher_dir(str(tmp_path))
+
+
+def test_flags_are_checked_in_one_line():
+    with pytest.raises(ConfigError, match="--methods: unknown"):
+        benchmark.validate_flags("toy", ["cd", "nope"], ["0"])
+    with pytest.raises(ConfigError, match="--seeds"):
+        benchmark.validate_flags("toy", ["cd"], ["a"])
+
+
+def test_ranking_claims_only_what_the_intervals_separate():
+    def entry(row, mean, half):
+        return {"row": row, "nfe": 1, "swd": {"mean": mean, "low": mean - half, "high": mean + half, "floor": 0.05}}
+    text = benchmark.ranking_sentences("toy", [entry("A", 0.10, 0.02), entry("B", 0.11, 0.02), entry("C", 0.5, 0.1)])
+    assert "lowest mean sliced W1 is A" in text and "overlaps B" in text and "better than C (intervals disjoint)" in text
+    assert "C" not in text.split("overlaps")[1].split(";")[0]
+
+
+@pytest.mark.slow
+def test_toy_smoke_writes_the_blocks_and_reuses_workdirs(tmp_path, monkeypatch):
+    workroot, out, readme = str(tmp_path / "w"), str(tmp_path / "benchmark.md"), str(tmp_path / "README.md")
+    with open(readme, "w") as f:
+        f.write("# r\n\n<!-- benchmark:toy_readme -->\nold\n<!-- /benchmark:toy_readme -->\n")
+    args = dict(suite="toy", methods=["teacher", "cd"], seeds=[0], steps=4, batch=32, num=64, bootstrap=5,
+                workroot=workroot)
+    assert benchmark.run(**args) == []
+    collected = benchmark.collect("toy", workroot, 64, 5)
+    assert set(collected) == {"exact teacher (Heun/Euler)", "CD"}
+    entries = benchmark.write_report("toy", out, readme, collected, "test")
+    page = open(out).read()
+    for block in ("toy_meta", "toy_table", "toy_ranking", "toy_plots"):
+        assert f"<!-- benchmark:{block} -->" in page and f"<!-- /benchmark:{block} -->" in page
+    assert "| CD | 1 |" in page and "4 × 32" in page
+    assert os.path.exists(tmp_path / "benchmark" / "toy_quality_vs_nfe.png")
+    assert json.load(open(tmp_path / "benchmark" / "toy.json"))["entries"]
+    assert "old" not in open(readme).read() and "| CD |" in open(readme).read()
+    cd = next(e for e in entries if e["row"] == "CD" and e["nfe"] == 1)
+    assert cd["num_samples"] == 64 and cd["swd"]["interval"] == "bootstrap"
+    # a rerun trains nothing and samples nothing
+    from consistency import api, train
+    monkeypatch.setattr(train, "train_and_evaluate", lambda *a, **k: pytest.fail("retrained a finished run"))
+    monkeypatch.setattr(api, "load", lambda *a, **k: pytest.fail("re-evaluated a finished run"))
+    assert benchmark.run(**args) == []
+    assert benchmark.collect("toy", workroot, 64, 5) == collected
+    # a second seed for the teacher row gives a t-interval over seeds
+    benchmark.run(**{**args, "methods": ["teacher"], "seeds": [1]})
+    two = benchmark.summarize("toy", benchmark.collect("toy", workroot, 64, 5))
+    teacher = next(e for e in two if e["row"].startswith("exact") and e["nfe"] == 35)
+    values = teacher["swd"]["values"]
+    assert teacher["swd"]["interval"] == "t" and len(values) == 2
+    assert (teacher["swd"]["low"], teacher["swd"]["high"]) == pytest.approx(evaluate.seed_interval(values)[1:])
