@@ -145,29 +145,6 @@ def timestep_sigmas(config, block, timesteps) -> list[float]:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Gradient hygiene
-# ----------------------------------------------------------------------------------------------------------------
-
-@jax.custom_vjp
-def nan_to_num_gradient(tree):
-    """Identity on the forward pass; the gradient flowing back into ``tree`` passes through ``jnp.nan_to_num``
-    (DMD2 `nan_to_num` on g, SiD `nan_to_num` on the generator gradients: METHODS.md §12 "Pitfalls", §18 item 5).
-    Apply it to a set's params at the start of its loss."""
-    return tree
-
-
-def _nan_to_num_fwd(tree):
-    return tree, None
-
-
-def _nan_to_num_bwd(_, cotangent):
-    return (jax.tree.map(jnp.nan_to_num, cotangent),)
-
-
-nan_to_num_gradient.defvjp(_nan_to_num_fwd, _nan_to_num_bwd)
-
-
-# ----------------------------------------------------------------------------------------------------------------
 # Initialisation
 # ----------------------------------------------------------------------------------------------------------------
 

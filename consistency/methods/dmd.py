@@ -192,7 +192,6 @@ def build(config, dataset, name: str) -> base.Method:
         return loss, metrics
 
     def generator_loss(params, state, batch, rng):
-        params = distillation.nan_to_num_gradient(params)
         keys = base.example_keys(rng, batch["index"])
         labels = common.batch_labels(config, batch)
         batch_size = batch["x"].shape[0]
