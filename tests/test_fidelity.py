@@ -190,3 +190,22 @@ def test_ctm_dsm_sigmas_half_lognormal_half_rho_uniform_on_0318_80():
     logs = np.log(sigma[::2])
     for q in (-2.0, -1.2, 0.0):
         assert abs(np.mean(logs <= q) - norm.cdf((q + 1.2) / 1.2)) < 0.02
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 4. ECT's t is not clipped (locuslab/ect `training/loss.py`)
+# ----------------------------------------------------------------------------------------------------------------
+
+def test_ect_t_is_lognormal_without_clipping_unless_asked():
+    from scipy.stats import norm
+    from consistency.methods import ecm
+    keys = jax.random.split(jax.random.PRNGKey(5), 40000)
+    t = np.asarray(ecm.sample_t(keys, -1.1, 2.0), np.float64)
+    outside = np.mean((t < 0.002) | (t > 80.0))
+    expected = norm.cdf((math.log(0.002) + 1.1) / 2.0) + norm.sf((math.log(80.0) + 1.1) / 2.0)
+    assert expected == pytest.approx(0.0083, abs=2e-4)
+    assert abs(outside - expected) < 4 * math.sqrt(expected / t.size)
+    clipped = np.asarray(ecm.sample_t(keys, -1.1, 2.0, (0.002, 80.0)))
+    assert clipped.min() >= 0.002 * (1 - 1e-6) and clipped.max() <= 80.0 * (1 + 1e-6)
+    inside = (t >= 0.002) & (t <= 80.0)
+    np.testing.assert_array_equal(clipped[inside], t[inside].astype(np.float32))

@@ -177,8 +177,9 @@ def make(config, dataset) -> base.Method:
         target_params = target_of(state, online)
 
         uniform_dsm = jax.vmap(lambda key: jax.random.uniform(jax.random.fold_in(key, 7), ()))(keys)
-        lognormal_rows = (batch["index"] % 2 == 0) if b.dsm_sigmas == "half_uniform" else jnp.ones_like(uniform_dsm,
-                                                                                                         bool)
+        lognormal_rows = batch["index"] % 2 == 0                                # CTM: half the batch lognormal
+        if b.dsm_sigmas == "lognormal":
+            lognormal_rows = jnp.ones_like(lognormal_rows)
         sigma_dsm = ctm_obj.dsm_sigmas(distillation.normal_like(keys, 5, ()), uniform_dsm, lognormal_rows,
                                        float(b.p_mean), float(b.p_std), f.sigma_min, f.sigma_max, f.rho,
                                        float(b.dsm_uniform_fraction))
