@@ -155,6 +155,9 @@ def test_short_run_through_the_loop(tmp_path):
     ("target_ema", 1.0, r"^config\.ctm\.target_ema: 1\.0 is not"),
     ("distance", "lpips", r"^config\.ctm\.distance: 'lpips' is not one of"),
     ("gamma", 1.5, r"^config\.ctm\.gamma: 1\.5 is not"),
+    ("heun_step_strategy", "linear", r"^config\.ctm\.heun_step_strategy: 'linear' is not one of 'weighted', 'uniform'"),
+    ("dsm_sigmas", "uniform", r"^config\.ctm\.dsm_sigmas: 'uniform' is not one of 'half_uniform', 'lognormal'"),
+    ("dsm_uniform_fraction", 0.0, r"^config\.ctm\.dsm_uniform_fraction: 0\.0 is not"),
 ])
 def test_bad_ctm_fields_are_one_line_errors(field, value, match):
     from consistency.config import ConfigError, validate
