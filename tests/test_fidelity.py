@@ -3,6 +3,7 @@ the gradient sanitiser of every trained set (SiD), sCM's two tangent normalisati
 pairs and DSM noise levels (sony/ctm), ECT's unclipped t, FastGen's truncated lognormal."""
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -127,6 +128,7 @@ def test_truncated_lognormal_matches_its_cdf():
 # 3. CTM's training pairs (sony/ctm `karras_diffusion.py` get_num_heun_step / ctm_losses, `resample.py`)
 # ----------------------------------------------------------------------------------------------------------------
 
+@functools.lru_cache(maxsize=None)
 def _ctm_draws(num_scales, max_k, batches=3000, per_batch=16, strategy="weighted"):
     from consistency.objectives import ctm as obj
 
