@@ -4,9 +4,8 @@ G_θ(x, t, s) is the teacher's DDIM jump at initialisation).
 
 CTM's recipe where it transfers: N = 18, k ≤ 17 teacher Heun steps, θ⁻ EMA 0.999, DSM with the adaptive weight, lr
 4e-4 (CTM CIFAR-10); l2 in place of LPIPS (no VGG weights offline). Scaled for a CPU: batch 128, 400 steps, the
-heun_steps cap 4 (every teacher step is two U-Net evaluations and the masked per-example Heun loop always runs the
-cap, so a step holds 8 teacher passes besides the jump-map passes: 0.2–0.3 steps/s measured here while other runs
-shared the 2 cores), sampling EMA 0.99.
+heun_steps cap 4 (every teacher step is two U-Net evaluations; one k per batch with P(k) ∝ k as CTM, so a step
+holds 2k teacher passes, 6 on average, besides the jump-map passes), sampling EMA 0.99.
 
 python -m consistency.main --config=configs/digits_ctm.py --workdir=workdirs/digits_ctm
 

@@ -163,6 +163,7 @@ def base_config() -> ml_collections.ConfigDict:
     ecm.steps_per_stage = 25_000  # CIFAR-10: double = 250 ticks of 12.8k images at batch 128 → 25k iterations
     ecm.huber_c = 0.0            # 0 → un-squared ‖·‖₂ (ECT default); > 0 → pseudo-Huber
     ecm.sigma_min_eval = 0.003   # CM boundary of the sampling consistency function (ECMPrecond, METHODS.md §7)
+    ecm.clip_t = False           # False: t = e^{P_mean + P_std n} as drawn (locuslab/ect loss.py); True: clip to [σ_min, σ_max]
 
     # Score distillation (METHODS.md §10–§12; consistency/methods/distillation.py). Shared fields: init 'teacher' copies
     # the teacher network into G and D_fake (an oracle teacher is first fitted for init_fit_steps Adam steps) |
@@ -191,6 +192,8 @@ def base_config() -> ml_collections.ConfigDict:
     dmd2.generator_sigma = 0.0   # σ_g of a one-step G; 0 → diffusion.sigma_max (DMD2 EDM code)
     dmd2.generator_timesteps = ()  # K-step G by backward simulation: descending, from T−1, e.g. (999, 749, 499, 249)
     dmd2.ttur = 5                # DMD2 TTUR: fake score + GAN head every step, generator every 5th
+    dmd2.generator_first = True  # DMD2 code: generator at steps ≡ 0 mod ttur, before that step's fake update;
+                                 # False: at steps ≡ ttur − 1, after the fake side's ttur updates
     dmd2.num_train_timesteps = 1000  # teacher grid T (DMD2 EDM code)
     dmd2.min_step_fraction = 0.02  # DM index ~ U[20, 980] of 1000 (DMD2 `min_step_percent`)
     dmd2.max_step_fraction = 0.98  # (DMD2 `max_step_percent`)
@@ -252,13 +255,16 @@ def base_config() -> ml_collections.ConfigDict:
     ctm.init = "teacher"         # 'teacher' copies the EDM teacher (CTM initialises from it) | 'scratch'
     ctm.init_fit_steps = 0       # oracle teacher + init='teacher': Adam steps fitting the net to the oracle first
     ctm.num_scales = 18          # N of the Karras grid t, u, s live on (CTM: 18 CIFAR-10, 40 ImageNet-64)
-    ctm.heun_steps = 17          # k ~ U{1 … heun_steps} teacher Heun steps from t to u (CTM: up to N − 1)
+    ctm.heun_steps = 17          # K: k ∈ {1 … K} teacher Heun steps from t to u, one k per batch (CTM: up to N − 1)
+    ctm.heun_step_strategy = "weighted"  # P(k) ∝ k (CTM's default) | 'uniform' 1/K
     ctm.target_ema = 0.999       # μ of θ⁻ (CTM); 0 → θ⁻ = sg θ
     ctm.distance = "l2"          # soft-consistency d: 'l2' | 'pseudo_huber' (CTM: LPIPS, not available offline)
     ctm.huber_c = -1.0           # pseudo-Huber c; < 0 → 0.00054·√d (iCT)
     ctm.dsm_weight = 1.0         # DSM auxiliary weight (× the adaptive ratio when adaptive_dsm); 0 → no DSM
     ctm.adaptive_dsm = True      # λ_DSM = ‖∇_last L_CTM‖ / ‖∇_last L_DSM‖ (CTM)
-    ctm.p_mean = -1.2            # DSM ln σ ~ N(p_mean, p_std²) (EDM)
+    ctm.dsm_sigmas = "half_uniform"  # DSM σ: half lognormal, half ρ-uniform (CTM's halflognormal) | 'lognormal'
+    ctm.dsm_uniform_fraction = 0.7   # the ρ-uniform half covers this fraction of the σ_max → σ_min ramp (CTM: 0.7)
+    ctm.p_mean = -1.2            # DSM ln σ ~ N(p_mean, p_std²) (EDM; CTM's lognormal half)
     ctm.p_std = 1.2
     ctm.gamma = 0.0              # γ-sampling: 0 deterministic long jumps … 1 CM-style re-noising
     ctm.gan_weight = 0.0         # > 0: hinge GAN on x_est, × clip(‖∇_last L_CTM‖/‖∇_last L_GAN‖, 0.01, 10) (CTM's GAN
@@ -298,6 +304,8 @@ def base_config() -> ml_collections.ConfigDict:
     scm.p_std = 1.4
     scm.tangent_warmup_steps = 10_000  # r = min(1, k / this) (sCM §4.2)
     scm.tangent_norm_const = 0.1  # c of g / (‖g‖ + c) (sCM §4.2)
+    scm.tangent_norm = "paper"   # 'paper' g/(‖g‖ + c) (sCM §4.2) | 'fastgen' g/(‖g‖/√d + c) (docs/fidelity.md)
+    scm.t_sampling = "clip"      # lognormal σ 'clip'ped to [σ_min, σ_max] | 'truncate'd to it (FastGen)
     scm.jvp = "jvp"              # 'jvp' (jax.jvp, exact) | 'finite_difference' (central, ε = 1e-3·t)
     scm.mid_t = 1.1              # 2-step sampler's intermediate t (sCM 1.1; FastGen arctan(0.821/σ_d) = 1.0238)
     scm.cfg_scale = 1.0          # sCD teacher guidance w: dx = dx_c + (w − 1)(dx_c − dx_∅)
@@ -794,6 +802,7 @@ def _validate_ecm(c) -> None:
     _number(e.steps_per_stage, "ecm.steps_per_stage", 1, integer=True)
     _number(e.huber_c, "ecm.huber_c", 0, fix="use 0 (un-squared L2, ECT) or a pseudo-Huber c > 0")
     _number(e.sigma_min_eval, "ecm.sigma_min_eval", 0, c.diffusion.sigma_max, lo_open=True, hi_open=True)
+    _flag(e.clip_t, "ecm.clip_t")
 
 
 def _validate_method_block(c) -> None:

@@ -79,15 +79,14 @@ def test_exact_gaussian_trajectory_map_zeroes_the_soft_consistency_loss():
     grid = jnp.flip(schedules.karras_sigmas(200, SIGMA_MIN, SIGMA_MAX, 7.0))
     n = 512
     key = jax.random.PRNGKey(0)
-    i = jax.random.randint(key, (n,), 0, 150)
-    k = jax.random.randint(jax.random.fold_in(key, 1), (n,), 1, 20)
-    u_index = jnp.minimum(i + k, 199)
-    j = jax.vmap(lambda kk, lo: jax.random.randint(kk, (), lo, 200))(jax.random.split(key, n), u_index)
+    k = jnp.asarray(19, jnp.int32)                           # one k per batch (sony/ctm)
+    i, j = obj.draw_pair_indices(jax.random.split(key, n), k, 200)
+    u_index = i + k
     t, u, s = grid[i], grid[u_index], grid[j]
     x0 = MEAN + STD * jax.random.normal(jax.random.fold_in(key, 2), (n, 1))
     x_t = x0 + t[:, None] * jax.random.normal(jax.random.fold_in(key, 3), (n, 1))
     teacher = oracles.gaussian_denoiser(MEAN, STD)
-    x_u = obj.teacher_heun_steps(lambda y, sg: teacher(y, sg), x_t, grid, i, u_index, 20)
+    x_u = obj.teacher_heun_chain(lambda y, sg: teacher(y, sg), x_t, grid, i, k)
     np.testing.assert_allclose(np.asarray(x_u), np.asarray(oracles.gaussian_flow(x_t, t, u, MEAN, STD)), rtol=1e-3,
                                atol=1e-4)
     G = obj.trajectory_map(exact_g)
@@ -101,15 +100,17 @@ def test_exact_gaussian_trajectory_map_zeroes_the_soft_consistency_loss():
     assert float(jnp.mean((est_off - tgt_off) ** 2)) > 100 * float(jnp.mean((x_est - x_tgt) ** 2))
 
 
-def test_masked_heun_steps_equal_per_example_loops():
+@pytest.mark.parametrize("k", [0, 1, 4])
+def test_heun_chain_equals_per_example_loops(k):
     grid = jnp.flip(schedules.karras_sigmas(10, SIGMA_MIN, SIGMA_MAX, 7.0))
     teacher = oracles.gaussian_denoiser(MEAN, STD)
     x = jax.random.normal(jax.random.PRNGKey(0), (4, 1)) * 20
-    start, stop = jnp.array([0, 2, 5, 8]), jnp.array([3, 2, 9, 9])
-    out = obj.teacher_heun_steps(lambda y, sg: teacher(y, sg), x, grid, start, stop, 4)
+    start = jnp.array([0, 2, 5, 9 - k])
+    out = jax.jit(lambda xx, kk: obj.teacher_heun_chain(lambda y, sg: teacher(y, sg), xx, grid, start, kk))(
+        x, jnp.asarray(k, jnp.int32))
     for b in range(4):
         y = x[b:b + 1]
-        for n in range(int(start[b]), int(stop[b])):
+        for n in range(int(start[b]), int(start[b]) + k):
             y = solvers.heun_step(lambda z, sg, c=None: teacher(z, sg), y, grid[n], grid[n + 1])
         np.testing.assert_allclose(np.asarray(out[b]), np.asarray(y[0]), rtol=1e-6, atol=1e-6)
 
@@ -117,8 +118,8 @@ def test_masked_heun_steps_equal_per_example_loops():
 def test_adaptive_weight_is_the_ratio_of_gradient_norms():
     a = {"kernel": jnp.array([[3.0, 0.0]]), "bias": jnp.array([4.0])}
     b = {"kernel": jnp.array([[1.0, 0.0]]), "bias": jnp.array([0.0])}
-    assert float(obj.adaptive_weight(a, b)) == pytest.approx(5.0, rel=1e-6)
-    assert float(obj.adaptive_weight(a, jax.tree.map(jnp.zeros_like, b))) == pytest.approx(1e4)
+    assert float(obj.adaptive_weight(a, b)) == pytest.approx(5.0 / (1.0 + 1e-4), rel=1e-6)   # sony/ctm's ε = 1e-4
+    assert float(obj.adaptive_weight(a, jax.tree.map(jnp.zeros_like, b))) == pytest.approx(1e4)  # 5/1e-4 clipped
 
 
 @pytest.mark.parametrize("gamma", [0.0, 0.5, 1.0])
@@ -154,6 +155,9 @@ def test_short_run_through_the_loop(tmp_path):
     ("target_ema", 1.0, r"^config\.ctm\.target_ema: 1\.0 is not"),
     ("distance", "lpips", r"^config\.ctm\.distance: 'lpips' is not one of"),
     ("gamma", 1.5, r"^config\.ctm\.gamma: 1\.5 is not"),
+    ("heun_step_strategy", "linear", r"^config\.ctm\.heun_step_strategy: 'linear' is not one of 'weighted', 'uniform'"),
+    ("dsm_sigmas", "uniform", r"^config\.ctm\.dsm_sigmas: 'uniform' is not one of 'half_uniform', 'lognormal'"),
+    ("dsm_uniform_fraction", 0.0, r"^config\.ctm\.dsm_uniform_fraction: 0\.0 is not"),
 ])
 def test_bad_ctm_fields_are_one_line_errors(field, value, match):
     from consistency.config import ConfigError, validate

@@ -45,6 +45,22 @@ def tiny(method: str, steps: int = STEPS, **overrides):
     return c
 
 
+@pytest.mark.parametrize("generator_first", [True, False])
+def test_dmd2_order_in_each_ttur_cycle(generator_first):
+    """DMD2's code (tianweiy/DMD2 `main/edm/train_edm.py`) updates the generator at steps ≡ 0 mod 5, before that step's
+    fake update (the default); generator_first=False puts it at steps ≡ 4 mod 5, after the fake side's 5 updates."""
+    c = tiny("dmd2", dmd2__generator_first=generator_first)
+    method = methods.get_method(c, train.build_dataset(c))
+    due = [base.due_sets(method, k) for k in range(10)]
+    if generator_first:
+        assert due[0] == due[5] == ("generator", "fake")
+        assert all(due[k] == ("fake",) for k in (1, 2, 3, 4, 6, 9))
+    else:
+        assert due[4] == due[9] == ("fake", "generator")
+        assert all(due[k] == ("fake",) for k in (0, 1, 2, 3, 5, 8))
+    assert sum("generator" in d for d in due) == 2
+
+
 def make_pairs(path, num=64):
     spec = importlib.util.spec_from_file_location("make_ode_pairs", os.path.join(ROOT, "launch", "make_ode_pairs.py"))
     module = importlib.util.module_from_spec(spec)

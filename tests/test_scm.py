@@ -200,6 +200,8 @@ def test_sampling_times_and_time_sampler():
     ("tangent_norm_const", 0.0, r"^config\.scm\.tangent_norm_const: 0\.0 is not"),
     ("time_input", "trigflow", r"^config\.scm\.time_input: 'trigflow', but init='teacher' copies an EDM network"),
     ("mid_t", 1.6, r"^config\.scm\.mid_t: 1\.6 is not"),
+    ("tangent_norm", "spatial", r"^config\.scm\.tangent_norm: 'spatial' is not one of 'paper', 'fastgen'"),
+    ("t_sampling", "normal", r"^config\.scm\.t_sampling: 'normal' is not one of 'clip', 'truncate'"),
 ])
 def test_bad_scm_fields_are_one_line_errors(field, value, match):
     c = tiny_config()
@@ -216,9 +218,12 @@ def test_sct_with_an_oracle_is_refused():
         validate(c)
 
 
-@pytest.mark.parametrize("mode,jvp", [("distill", "jvp"), ("train", "finite_difference")])
-def test_short_runs_through_the_loop(tmp_path, mode, jvp):
+@pytest.mark.parametrize("mode,jvp,fastgen", [("distill", "jvp", False), ("train", "finite_difference", False),
+                                              ("distill", "jvp", True)])
+def test_short_runs_through_the_loop(tmp_path, mode, jvp, fastgen):
     c = tiny_config(mode=mode, jvp=jvp, time_input="edm" if mode == "distill" else "trigflow")
+    if fastgen:   # FastGen's tangent normalisation and truncated lognormal (docs/fidelity.md)
+        c.scm.update(dict(tangent_norm="fastgen", t_sampling="truncate"))
     state = train.train_and_evaluate(c, str(tmp_path / mode))
     assert int(state.step) == 4 and set(state.params["online"]) == {"net", "weighting"}
     report = json.load(open(os.path.join(tmp_path, mode, "eval", "metrics_4.json")))

@@ -193,7 +193,6 @@ def make(config, dataset) -> base.Method:
         return discriminator_hinge_loss(disc, params, state.frozen, labels, rng, batch["x"], x_fake, a.r1_weight)
 
     def generator_loss(params, state, batch, rng):
-        params = distillation.nan_to_num_gradient(params)
         keys = base.example_keys(rng, batch["index"])
         labels = common.batch_labels(config, batch)
         x_hat = student_output(params, batch, keys, labels)

@@ -183,6 +183,9 @@ def train_step(method: Method, state: TrainState, batch: dict, rng: jax.Array,
                due: tuple[str, ...], micro_batches: int = 1) -> tuple[TrainState, dict]:
     """Update the ``due`` sets in spec order, each from its own loss; then the moving sets that follow them.
 
+    Every set's gradient passes through :func:`sanitize_gradients` before its optimizer (NaN → 0, ±inf → ±1e5, as
+    SiD's training loop does for both its networks); ``grad_norm`` is the norm of the sanitised gradient.
+
     The first set takes ``rng`` itself, set i > 0 takes ``fold_in(rng, i)``. ``state.step`` is left alone (the loop
     advances it). ``micro_batches`` > 1 accumulates each set's gradient over that many micro-batches
     (:func:`loss_and_grads`; ``config.training.grad_accumulation``).
@@ -194,6 +197,7 @@ def train_step(method: Method, state: TrainState, batch: dict, rng: jax.Array,
             continue
         key = rng if index == 0 else jax.random.fold_in(rng, index)
         (loss, aux), grads = loss_and_grads(spec.loss, state.params[spec.name], state, batch, key, micro_batches)
+        grads = sanitize_gradients(grads)
         count = state.updates[spec.name]
         state = _apply_update(state, spec, grads)
         for m in method.moving:
@@ -214,6 +218,24 @@ def full_step(method: Method) -> Callable[[TrainState, dict, jax.Array], tuple[T
         new_state, metrics = train_step(method, state, batch, rng, method.trained_names)
         return new_state.replace(step=state.step + 1), metrics
     return step
+
+
+GRADIENT_INF_VALUE = 1e5   # ±inf gradient entries become ±this (SiD `training/sid_training_loop.py`)
+
+
+def sanitize_gradients(grads: PyTree) -> PyTree:
+    """NaN → 0, +inf → +1e5, −inf → −1e5 in every leaf; finite entries pass unchanged, bit for bit (also those above
+    1e5). This is SiD's ``torch.nan_to_num(param.grad, nan=0, posinf=1e5, neginf=-1e5)`` (mingyuanzhou/SiD,
+    ``training/sid_training_loop.py``, on the fake score's and the generator's gradients), applied here to every
+    trained set of every method. ``jnp.nan_to_num``'s default ±float-max would make Adam's second moment
+    (1 − β₂)·g² overflow to inf and every later update of that entry 0: the parameter would freeze for good.
+    Leaves whose dtype cannot hold 1e5 (float16) get their dtype's largest finite value."""
+    def leaf(g):
+        if not jnp.issubdtype(g.dtype, jnp.floating):
+            return g
+        big = min(GRADIENT_INF_VALUE, float(jnp.finfo(g.dtype).max))
+        return jnp.nan_to_num(g, nan=0.0, posinf=big, neginf=-big)
+    return jax.tree.map(leaf, grads)
 
 
 def _apply_update(state: TrainState, spec: Trained, grads: PyTree) -> TrainState:

@@ -8,13 +8,17 @@ notebook's VE multistep CM (seed eq. 51) is this map with s fixed to a segment b
 Trained set 'online' (sampled; θ⁻ = the Moving set 'target', μ = ``ctm.target_ema``) with the loss, per example
 (``config.ctm``; grid = the descending ``num_scales``-point Karras grid, index 0 = σ_max):
 
-* t = grid[i], i ~ U{0 … N−2}; u = grid[i + k], k ~ U{1 … heun_steps} (clipped at the grid end): the teacher's Heun
-  solver from t to u, k steps; s = grid[j], j ~ U{i + k … N−1} (s ≤ u ≤ t; METHODS.md §13.1 "s ~ U[0, t]" on the
-  grid below u, so that the target's jump u → s is backward);
+* one k per batch, P(k) ∝ k on {1 … heun_steps} (``heun_step_strategy='weighted'``, CTM's default; 'uniform'
+  1/K); per example t = grid[i], i ~ U{0 … N−1−k}; u = grid[i + k] (never past σ_min, so never clipped): the
+  teacher's Heun solver from t to u, k steps; s = grid[j], j ~ U{i + k … N−1} (s ≤ u ≤ t; METHODS.md §13.1
+  "s ~ U[0, t]" on the grid below u, so that the target's jump u → s is backward) — as sony/ctm draws them
+  (`karras_diffusion.py` ``get_num_heun_step``/``ctm_losses``, `resample.py` ``sample_t``/``sample_s``);
 * soft consistency (METHODS.md §13.1): d(G_{sg θ⁻}(G_θ(x_t, t, s), s, σ_min), sg G_{θ⁻}(G_{sg θ}(x_u, u, s), s, σ_min)),
   d = ``ctm.distance``;
-* DSM auxiliary (METHODS.md §13.1): λ_EDM(σ)‖g_θ(x + σn, σ, σ) − x‖², ln σ ~ N(P_mean, P_std²), weighted by
-  ``ctm.dsm_weight`` × (the adaptive ratio ‖∇_last L_CTM‖/‖∇_last L_DSM‖ when ``ctm.adaptive_dsm``), the gradients
+* DSM auxiliary (METHODS.md §13.1): λ_EDM(σ)‖g_θ(x + σn, σ, σ) − x‖², σ as CTM's ``halflognormal`` sampler
+  (``dsm_sigmas='half_uniform'``: examples of even global index ln σ ~ N(P_mean, P_std²), odd ones ρ-uniform on the
+  first ``dsm_uniform_fraction`` = 0.7 of the σ_max → σ_min ramp, [0.318, 80]; 'lognormal': all lognormal), weighted by
+  ``ctm.dsm_weight`` × (the adaptive ratio ‖∇_last L_CTM‖/(‖∇_last L_DSM‖ + 1e-4) when ``ctm.adaptive_dsm``), the gradients
   taken with respect to the network's last layer ('dense_out' / 'conv_out');
 * GAN (``ctm.gan_weight`` > 0; CTM's GAN stage, METHODS.md §13.1): a trained set 'discriminator' (updated first in
   each step) — ``config.discriminator`` heads on frozen features (``ctm.gan_features``, the ADD choices: raw input,
@@ -40,6 +44,8 @@ from consistency.methods import base, common, distillation
 from consistency.objectives import ctm as ctm_obj
 
 NAME = "ctm"
+HEUN_STEPS_STREAM = 7       # fold_in tag of the step key for the batch's number of Heun steps
+DSM_SIGMAS = ("half_uniform", "lognormal")
 DISTANCES = ("l2", "pseudo_huber")
 LAST_LAYERS = ("dense_out", "conv_out")
 
@@ -51,6 +57,10 @@ def validate_config(config) -> None:
     distillation.number(b.num_scales, "ctm.num_scales", 2, integer=True, fix="use CTM's 18 (CIFAR-10) or 40 (ImageNet)")
     distillation.number(b.heun_steps, "ctm.heun_steps", 1, b.num_scales - 1, integer=True,
                         fix=f"use 1 … num_scales − 1 = {b.num_scales - 1}")
+    distillation.choice(b.heun_step_strategy, "ctm.heun_step_strategy", ctm_obj.HEUN_STEP_STRATEGIES)
+    distillation.choice(b.dsm_sigmas, "ctm.dsm_sigmas", DSM_SIGMAS)
+    distillation.number(b.dsm_uniform_fraction, "ctm.dsm_uniform_fraction", 0, 1, lo_open=True,
+                        fix="use CTM's 0.7 (σ ρ-uniform on [0.318, 80])")
     distillation.number(b.target_ema, "ctm.target_ema", 0, 1, hi_open=True, fix="use CTM's 0.999, or 0 for θ⁻ = sg θ")
     distillation.choice(b.distance, "ctm.distance", DISTANCES)
     distillation.number(b.huber_c, "ctm.huber_c", fix="use a pseudo-Huber c > 0, or < 0 for 0.00054·√d")
@@ -138,15 +148,14 @@ def make(config, dataset) -> base.Method:
         keys = base.example_keys(rng, batch["index"])
         labels = common.batch_labels(config, batch)
         teacher = distillation.teacher_fn(nets, state, labels)
-        last = num_scales - 1
-        i = distillation.per_example_uniform_index(keys, 1, 0, last - 1)
-        k = distillation.per_example_uniform_index(keys, 2, 1, int(b.heun_steps))
-        u_index = jnp.minimum(i + k, last)
-        j = jax.vmap(lambda key, lo: jax.random.randint(jax.random.fold_in(key, 3), (), lo, last + 1))(keys, u_index)
+        k = ctm_obj.draw_heun_steps(jax.random.fold_in(rng, HEUN_STEPS_STREAM), int(b.heun_steps),
+                                    b.heun_step_strategy)                     # one k per batch, as CTM
+        i, j = ctm_obj.draw_pair_indices(keys, k, num_scales)
+        u_index = i + k
         t, u, s = grid[i], grid[u_index], grid[j]
         x_t = x + broadcast_to_data(t, x) * distillation.normal_like(keys, 4, shape)
-        x_u = jax.lax.stop_gradient(ctm_obj.teacher_heun_steps(teacher, x_t, grid, i, u_index, int(b.heun_steps)))
-        return keys, labels, (t, u, s, x_t, x_u), (u_index - i).astype(jnp.float32)
+        x_u = jax.lax.stop_gradient(ctm_obj.teacher_heun_chain(teacher, x_t, grid, i, k))
+        return keys, labels, (t, u, s, x_t, x_u), k.astype(jnp.float32)
 
     def target_of(state, online):
         return jax.lax.stop_gradient(state.moving["target"] if float(b.target_ema) > 0 else online)
@@ -167,7 +176,13 @@ def make(config, dataset) -> base.Method:
         keys, labels, (t, u, s, x_t, x_u), steps_taken = draw(state, batch, rng)
         target_params = target_of(state, online)
 
-        sigma_dsm = jnp.exp(float(b.p_mean) + float(b.p_std) * distillation.normal_like(keys, 5, ()))  # EDM §5
+        uniform_dsm = jax.vmap(lambda key: jax.random.uniform(jax.random.fold_in(key, 7), ()))(keys)
+        lognormal_rows = batch["index"] % 2 == 0                                # CTM: half the batch lognormal
+        if b.dsm_sigmas == "lognormal":
+            lognormal_rows = jnp.ones_like(lognormal_rows)
+        sigma_dsm = ctm_obj.dsm_sigmas(distillation.normal_like(keys, 5, ()), uniform_dsm, lognormal_rows,
+                                       float(b.p_mean), float(b.p_std), f.sigma_min, f.sigma_max, f.rho,
+                                       float(b.dsm_uniform_fraction))
         dsm_noise = distillation.normal_like(keys, 6, shape)
         x_dsm = x + broadcast_to_data(sigma_dsm, x) * dsm_noise
         dsm_lambda = 1.0 / sigma_dsm ** 2 + 1.0 / f.sigma_data ** 2            # EDM λ(σ) (EDM eq. 8)

@@ -6,8 +6,9 @@ contract (``consistency/methods/base.py``), never around it:
 * trained sets, run in this order inside one compiled step (the second set's loss sees the first set just updated):
   'fake' (DMD/DMD2/SiD: the fake denoiser D_fake, with DMD2's diffusion-GAN head inside it) or 'discriminator'
   (ADD: heads on frozen features), then 'generator' (G_θ, ``sampled=True``: its EMA is what samples and evaluation
-  use). Update ratios are ``every`` periods read from the method's config block (DMD2 TTUR: the generator is due
-  at steps k ≡ ttur − 1 mod ttur, so the fake/GAN side takes ``ttur`` updates before each generator update);
+  use). Update ratios are ``every`` periods read from the method's config block (TTUR: the generator is due
+  at steps k ≡ ttur − 1 mod ttur, so the fake/GAN side takes ``ttur`` updates before each generator update;
+  DMD2 with ``dmd2.generator_first`` — its default, as DMD2's code — runs 'generator' first, at steps ≡ 0);
 * frozen sets, arguments of the compiled step (METHODS.md §18 item 2): 'teacher' (a trained EDM run's EMA params or
   a closed-form oracle's arrays, :func:`consistency.teachers.load_teacher`), DMD's 'pairs', the feature-net params.
 
@@ -142,29 +143,6 @@ def timestep_sigmas(config, block, timesteps) -> list[float]:
     sig = dmd_objective.sigmas_at_timesteps(jnp.asarray(tuple(int(t) for t in timesteps)),
                                             int(block.num_train_timesteps), f.sigma_min, f.sigma_max, f.rho)
     return [float(s) for s in np.asarray(sig)]
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Gradient hygiene
-# ----------------------------------------------------------------------------------------------------------------
-
-@jax.custom_vjp
-def nan_to_num_gradient(tree):
-    """Identity on the forward pass; the gradient flowing back into ``tree`` passes through ``jnp.nan_to_num``
-    (DMD2 `nan_to_num` on g, SiD `nan_to_num` on the generator gradients: METHODS.md §12 "Pitfalls", §18 item 5).
-    Apply it to a set's params at the start of its loss."""
-    return tree
-
-
-def _nan_to_num_fwd(tree):
-    return tree, None
-
-
-def _nan_to_num_bwd(_, cotangent):
-    return (jax.tree.map(jnp.nan_to_num, cotangent),)
-
-
-nan_to_num_gradient.defvjp(_nan_to_num_fwd, _nan_to_num_bwd)
 
 
 # ----------------------------------------------------------------------------------------------------------------

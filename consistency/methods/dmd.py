@@ -192,7 +192,6 @@ def build(config, dataset, name: str) -> base.Method:
         return loss, metrics
 
     def generator_loss(params, state, batch, rng):
-        params = distillation.nan_to_num_gradient(params)
         keys = base.example_keys(rng, batch["index"])
         labels = common.batch_labels(config, batch)
         batch_size = batch["x"].shape[0]
@@ -226,9 +225,15 @@ def build(config, dataset, name: str) -> base.Method:
         return loss, jax.lax.stop_gradient(metrics)
 
     every = int(b.ttur)
-    trained = (common.trained_set(config, "fake", fake_loss),
-               common.trained_set(config, "generator", generator_loss, every=every,
-                                  phase=distillation.ttur_phase(every), sampled=True))
+    fake_set = common.trained_set(config, "fake", fake_loss)
+    if b.get("generator_first", False):
+        # DMD2's order (tianweiy/DMD2 `main/edm/train_edm.py`, train_one_step): at steps ≡ 0 mod ttur the generator
+        # updates first, then the fake score + GAN head, which update at every step.
+        trained = (common.trained_set(config, "generator", generator_loss, every=every, phase=0, sampled=True),
+                   fake_set)
+    else:
+        trained = (fake_set, common.trained_set(config, "generator", generator_loss, every=every,
+                                                phase=distillation.ttur_phase(every), sampled=True))
     return base.Method(name=name, init=init, trained=trained, sample=distillation.make_sample(nets, sigmas),
                        sample_params="generator", nfe_kwargs=distillation.nfe_kwargs,
                        default_nfes=distillation.default_nfes(num_levels))

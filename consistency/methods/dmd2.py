@@ -4,7 +4,9 @@ METHODS.md §10.2). Built by the distribution-matching family builder of ``consi
 Changes from DMD (METHODS.md §10.2):
 1. no regression loss (no ODE pairs);
 2. TTUR: the fake score and the GAN head update every step, the generator every ``config.dmd2.ttur`` = 5th step
-   (``every=5``, due at steps ≡ 4 mod 5, so the fake side has taken its 5 updates on the current generator first);
+   (``every=5``). ``config.dmd2.generator_first`` (default, DMD2's `main/edm/train_edm.py`): the generator is due at
+   steps ≡ 0 mod 5 and updates before that step's fake update; False: at steps ≡ 4 mod 5, after the fake side's 5
+   updates on the current generator;
 3. a diffusion GAN on real data. **The head lives inside the 'fake' trained set**, as in DMD2 (its ``guidance_model``
    holds the fake U-Net and ``cls_pred_branch`` under one optimizer): params ``{'denoiser', 'head'}``; the head is
    ``config.discriminator`` (default: DMD2's classifier on the fake U-Net's encoder output ``'enc_<coarsest>'``;
@@ -28,6 +30,7 @@ def validate_config(config) -> None:
     """``config.dmd2`` and, with the GAN on, ``config.discriminator`` (one ConfigError line naming the field)."""
     b = config.dmd2
     dmd.validate_family(config, NAME)
+    distillation.flag(b.generator_first, "dmd2.generator_first")
     distillation.number(b.gan_generator_weight, "dmd2.gan_generator_weight", 0,
                         fix="use DMD2's 3e-3, or 0 (no GAN term)")
     distillation.number(b.gan_discriminator_weight, "dmd2.gan_discriminator_weight", 0,

@@ -237,7 +237,6 @@ def make(config, dataset) -> base.Method:
                                             guidance=w)
 
     def generator_loss(params, state, batch, rng):
-        params = distillation.nan_to_num_gradient(params)
         keys = base.example_keys(rng, batch["index"])
         labels = common.batch_labels(config, batch)
         k_augment = jax.random.fold_in(rng, add.AUGMENT_STREAM)

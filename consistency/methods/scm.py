@@ -14,7 +14,9 @@ of 'net'. Per example (``config.scm``):
   scratch in TrigFlow);
 * J from one ``jax.jvp`` of F_{sg θ} (``jvp='jvp'``) or a central difference (``'finite_difference'``), sharing the
   dropout key with the online pass; the tangent g with warm-up r = min(1, k/``tangent_warmup_steps``), normalised
-  by ‖g‖ + ``tangent_norm_const``; L = e^{−w_φ(t)}·mean_d‖F_θ − sg F_θ − g‖² + w_φ(t).
+  by ‖g‖ + ``tangent_norm_const`` (``tangent_norm='paper'``, sCM §4.2) or ‖g‖/√d + c (``'fastgen'``, FastGen's
+  default); L = e^{−w_φ(t)}·mean_d‖F_θ − sg F_θ − g‖² + w_φ(t). ln σ ~ N(p_mean, p_std²) clipped to
+  [σ_min, σ_max] (``t_sampling='clip'``) or truncated to it (``'truncate'``, FastGen); docs/fidelity.md.
 
 Network: the project's U-Net / MLP as they are. sCM's adaptive double normalisation (a stability change of its
 ImageNet networks) is not built: nothing here shows it to matter yet, and an unchanged EDM network keeps the exact
@@ -53,6 +55,8 @@ def validate_config(config) -> None:
     distillation.number(s.p_mean, "scm.p_mean")
     distillation.number(s.tangent_warmup_steps, "scm.tangent_warmup_steps", 0, integer=True,
                         fix="use 0 (no warm-up) or a step count (sCM: 10000)")
+    distillation.choice(s.tangent_norm, "scm.tangent_norm", scm_obj.TANGENT_NORMS)
+    distillation.choice(s.t_sampling, "scm.t_sampling", scm_obj.T_SAMPLINGS)
     distillation.number(s.tangent_norm_const, "scm.tangent_norm_const", 0, lo_open=True, fix="use sCM's 0.1")
     distillation.number(s.mid_t, "scm.mid_t", 0, scm_obj.t_max_for(f.sigma_max, f.sigma_data), lo_open=True,
                         hi_open=True, fix=f"use sCM's {scm_obj.PAPER_MID_T} or FastGen's "
@@ -146,7 +150,13 @@ def make(config, dataset) -> base.Method:
         x = batch["x"]
         keys = base.example_keys(rng, batch["index"])
         labels = common.batch_labels(config, batch)
-        t = scm_obj.sample_t(distillation.normal_like(keys, 1, ()), float(s.p_mean), float(s.p_std), sd, t_min, t_max)
+        if s.t_sampling == "truncate":
+            uniform = jax.vmap(lambda k: jax.random.uniform(jax.random.fold_in(k, 1), ()))(keys)
+            t = scm_obj.sample_t_truncated(uniform, float(s.p_mean), float(s.p_std), sd, float(f.sigma_min),
+                                           float(f.sigma_max))
+        else:
+            t = scm_obj.sample_t(distillation.normal_like(keys, 1, ()), float(s.p_mean), float(s.p_std), sd, t_min,
+                                 t_max)
         z = sd * distillation.normal_like(keys, 2, shape)
         x_t = scm_obj.forward(x, z, t)
         if distilling:
@@ -164,7 +174,7 @@ def make(config, dataset) -> base.Method:
         r = scm_obj.tangent_warmup(state.step, int(s.tangent_warmup_steps))
         g = scm_obj.tangent(F_minus_value, J, x_t, t, dxdt, sd, r)
         g_norm = scm_obj.tangent_norm(g)
-        g = scm_obj.normalize_tangent(g, float(s.tangent_norm_const))
+        g = scm_obj.normalize_tangent(g, float(s.tangent_norm_const), s.tangent_norm)
         F_theta = F(online["net"], x_t, t, labels, train=True, dropout_rng=dropout_rng)
         log_weight = weight_net.apply({"params": online["weighting"]}, t)
         per_example, unweighted = scm_obj.scm_loss(F_theta, g, log_weight)

@@ -10,8 +10,8 @@ each on a freshly generated batch; ``config.sid.ttur`` > 1 updates the generator
   sampler (u ~ U[0, 0.8]), summed over pixels and scaled by 100/batch (SiD `loss_scaling_G`). Gradients flow through
   x_g and through the *inputs* of both denoisers; only their parameters are frozen
   (:func:`consistency.objectives.dmd.with_frozen_parameters`). The fake set's params it sees are the ones just
-  updated in this step. Non-finite examples are masked out (0/1 mask, renormalised mean) and the generator gradient
-  goes through ``nan_to_num`` (METHODS.md §12 "Pitfalls").
+  updated in this step. Non-finite examples are masked out (0/1 mask, renormalised mean); both sets' gradients
+  go through SiD's NaN → 0, ±inf → ±1e5 in the loop (:func:`consistency.methods.base.sanitize_gradients`).
 
 Frozen: {'teacher'}. Sampling: one step, G(σ_init z), from the generator's EMA (SiD: half-life 0.5M images).
 """
@@ -69,7 +69,6 @@ def make(config, dataset) -> base.Method:
         return loss, {"kept_fraction": jnp.mean(mask.astype(jnp.float32))}
 
     def generator_loss(params, state, batch, rng):
-        params = distillation.nan_to_num_gradient(params)                     # SiD nan_to_num on G's gradients
         keys = base.example_keys(rng, batch["index"])
         labels = common.batch_labels(config, batch)
         z = distillation.normal_like(keys, 1, shape)

@@ -29,23 +29,62 @@ def trajectory_map(g: Callable) -> Callable:
     return lambda x, t, s: jump(g(x, t, s), x, t, s)
 
 
-def teacher_heun_steps(teacher: Callable, x_t: jax.Array, grid: jax.Array, start: jax.Array, stop: jax.Array,
-                       max_steps: int) -> jax.Array:
-    """x_u: the teacher's Heun solver (EDM Alg. 1) from grid[start] to grid[stop] one grid interval at a time,
-    per example (``start``, ``stop`` int [B], grid descending, stop − start ≤ ``max_steps``). Steps past an example's
-    ``stop`` leave it unchanged (a masked ``fori_loop`` of ``max_steps`` Heun steps: CTM's k random teacher steps)."""
-    last = grid.shape[0] - 1
+HEUN_STEP_STRATEGIES = ("weighted", "uniform")
+ADAPTIVE_EPS = 1e-4   # ‖∇ L_main‖ / (‖∇ L_aux‖ + 1e-4) (sony/ctm `karras_diffusion.py`, calculate_adaptive_weight)
 
+
+def heun_step_probabilities(max_steps: int, strategy: str = "weighted") -> jax.Array:
+    """P(k), k = 1 … ``max_steps``, of the number of teacher Heun steps of one batch (sony/ctm `karras_diffusion.py`,
+    ``get_num_heun_step``): ``'weighted'`` (CTM's default, ``heun_step_multiplier`` 1) p(k) = k/Σk = 2k/(K(K+1));
+    ``'uniform'`` p(k) = 1/K."""
+    if strategy not in HEUN_STEP_STRATEGIES:
+        raise ValueError(f"heun step strategy {strategy!r} is not one of {HEUN_STEP_STRATEGIES}")
+    k = jnp.arange(1, int(max_steps) + 1, dtype=jnp.float32)
+    weights = k if strategy == "weighted" else jnp.ones_like(k)
+    return weights / jnp.sum(weights)
+
+
+def draw_heun_steps(rng: jax.Array, max_steps: int, strategy: str = "weighted") -> jax.Array:
+    """One k for the whole batch (CTM draws it once per step on rank 0 and broadcasts it), int32 scalar."""
+    p = heun_step_probabilities(max_steps, strategy)
+    return jax.random.choice(rng, p.shape[0], p=p).astype(jnp.int32) + 1
+
+
+def draw_pair_indices(keys: jax.Array, k: jax.Array, num_scales: int) -> tuple[jax.Array, jax.Array]:
+    """Per example (i, j) on the descending N-point grid (index 0 = σ_max) for a batch's k (sony/ctm `resample.py`,
+    ``UniformSampler.sample_t`` / ``sample_s``, strategy 'uniform'): i ~ U{0 … N−1−k}, so u = grid[i + k] never
+    passes σ_min (no clipping), and j ~ U{i + k … N−1}, so s ≤ u. ``keys``: one key per example."""
+    last = int(num_scales) - 1
+
+    def one(key):
+        i = jax.random.randint(jax.random.fold_in(key, 1), (), 0, last - k + 1)
+        j = jax.random.randint(jax.random.fold_in(key, 3), (), i + k, last + 1)
+        return i, j
+    return jax.vmap(one)(keys)
+
+
+def teacher_heun_chain(teacher: Callable, x_t: jax.Array, grid: jax.Array, start: jax.Array,
+                       num_steps: jax.Array) -> jax.Array:
+    """x_u: ``num_steps`` (one traced scalar for the batch) teacher Heun steps (EDM Alg. 1) from grid[start] down the
+    descending grid, one interval at a time, per example ``start`` [B] with start + num_steps ≤ N − 1 (sony/ctm
+    `karras_diffusion.py`, ``heun_solver``). Runs exactly ``num_steps`` steps (a ``fori_loop`` with a traced bound):
+    no masked steps."""
     def body(j, x):
-        here = jnp.minimum(start + j, last)
-        nxt = jnp.minimum(here + 1, last)
-        active = start + j < stop
-        sigma, sigma_next = grid[here], grid[nxt]
-        safe_next = jnp.where(active, sigma_next, sigma * 0.5)       # inactive rows step harmlessly, then are masked
-        stepped = solvers.heun_step(lambda y, sg, c=None: teacher(y, sg), x, sigma, safe_next)
-        return jnp.where(broadcast_to_data(active, x), stepped, x)
+        sigma, sigma_next = grid[start + j], grid[start + j + 1]
+        return solvers.heun_step(lambda y, sg, c=None: teacher(y, sg), x, sigma, sigma_next)
 
-    return jax.lax.fori_loop(0, int(max_steps), body, x_t)
+    return jax.lax.fori_loop(0, num_steps, body, x_t)
+
+
+def dsm_sigmas(normal: jax.Array, uniform: jax.Array, lognormal: jax.Array, p_mean: float, p_std: float,
+               sigma_min: float, sigma_max: float, rho: float, fraction: float) -> jax.Array:
+    """DSM noise levels per example (sony/ctm `resample.py`, ``HalfLogNormalHalfUniformSampler``): where
+    ``lognormal`` (bool [B]) σ = exp(P_mean + P_std·n), else σ on the ρ-ramp at u·``fraction``:
+    σ = (σ_max^{1/ρ} + u·fraction·(σ_min^{1/ρ} − σ_max^{1/ρ}))^ρ, u ~ U[0, 1) — with CTM's fraction 0.7 σ is
+    ρ-uniform on [0.318, 80] (EDM eq. 5's spacing)."""
+    lo, hi = sigma_min ** (1.0 / rho), sigma_max ** (1.0 / rho)
+    ramp = (hi + uniform * fraction * (lo - hi)) ** rho
+    return jnp.where(lognormal, jnp.exp(p_mean + p_std * normal), ramp)
 
 
 def soft_consistency_points(G_online: Callable, G_target: Callable, G_sg_online: Callable, x_t, t, x_u, u, s,
@@ -62,9 +101,10 @@ def soft_consistency_points(G_online: Callable, G_target: Callable, G_sg_online:
     return x_est, jax.lax.stop_gradient(x_tgt)
 
 
-def adaptive_weight(grad_main, grad_aux, eps: float = 1e-8, max_weight: float = 1e4,
+def adaptive_weight(grad_main, grad_aux, eps: float = ADAPTIVE_EPS, max_weight: float = 1e4,
                     min_weight: float = 0.0) -> jax.Array:
-    """λ = ‖∇_last L_main‖ / ‖∇_last L_aux‖ under sg (METHODS.md §13.1: CTM's DSM and GAN weights, VQGAN-style),
+    """λ = ‖∇_last L_main‖ / (‖∇_last L_aux‖ + ε) under sg (METHODS.md §13.1: CTM's DSM and GAN weights,
+    VQGAN-style; ε = 1e-4 and the clip to [0, 1e4] as sony/ctm `karras_diffusion.py` ``calculate_adaptive_weight``),
     clipped to [min_weight, max_weight] (GAN: [0.01, 10]) so an aux gradient that vanishes cannot blow it up."""
     def norm(tree):
         return jnp.sqrt(sum(jnp.sum(jnp.square(leaf)) for leaf in jax.tree.leaves(tree)))

@@ -18,6 +18,7 @@ Training signal (sCM §4, Alg. 1; FastGen ``sCM.py``): with θ⁻ = sg θ,
     J = cos t·sin t·dF_{θ⁻}/dt                     one jvp with tangents (cos t·sin t·dx_t/dt, cos t·sin t)
     g = −cos²t·(σ_d F_{θ⁻} − dx_t/dt) − r·(cos t·sin t·x_t + σ_d·J)        (= cos t·df_{θ⁻}/dt at r = 1)
     g ← g / (‖g‖ + c)                                 tangent normalisation, per example, c = 0.1
+                                                      (FastGen: g / (‖g‖/√d + c), ``scm.tangent_norm``)
     L = e^{−w_φ(t)}·mean_d ‖F_θ − sg F_θ − g‖² + w_φ(t)                      adaptive weighting w_φ
 
 so ∇_θ L = −2e^{−w}·g·∂F_θ/∂θ / d. The e^{−w}/d + w form is METHODS.md §13.2 (FastGen's logvar: e^{−logvar}·… +
@@ -37,6 +38,8 @@ import jax.numpy as jnp
 from consistency.diffusion.processes import broadcast_to_data
 
 TANGENT_NORM_CONST = 0.1   # c of g/(‖g‖ + c) (sCM §4.2; FastGen tangent_warmup_const)
+TANGENT_NORMS = ("paper", "fastgen")   # g/(‖g‖ + c) (sCM §4.2) | g/(‖g‖/√d + c) (FastGen sCM.py)
+T_SAMPLINGS = ("clip", "truncate")     # lognormal σ clipped to [σ_min, σ_max] | truncated to it (FastGen)
 FD_RELATIVE_STEP = 1e-3    # finite-difference JVP: ε = 1e-3·t (FastGen jvp_finite_diff_eps)
 PAPER_MID_T = 1.1          # sCM 2-step intermediate time (paper) [unverified: METHODS.md §17 item 20]
 FASTGEN_MID_SIGMA = 0.821  # FastGen's 2-step intermediate σ, t = arctan(0.821/σ_d) [unofficial code]
@@ -96,6 +99,18 @@ def sample_t(normal, p_mean: float, p_std: float, sigma_data: float, t_min: floa
     return jnp.clip(t, t_min, t_max)
 
 
+def sample_t_truncated(uniform, p_mean: float, p_std: float, sigma_data: float, sigma_min: float, sigma_max: float):
+    """t = arctan(σ/σ_d) with ln σ ~ N(P_mean, P_std²) *truncated* to [ln σ_min, ln σ_max] by inverse-CDF sampling:
+    ln σ = P_mean + P_std·Φ⁻¹(Φ(a) + u·(Φ(b) − Φ(a))), a, b the standardised bounds, u ~ U[0, 1) per example
+    (NVlabs/FastGen ``fastgen/networks/noise_schedule.py``, ``_truncated_lognormal_sample``; bounds 0.002 and 80).
+    :func:`sample_t` instead clips the untruncated draw, which puts the tails' mass on the two ends."""
+    lo = jax.scipy.stats.norm.cdf((math.log(sigma_min) - p_mean) / p_std)
+    hi = jax.scipy.stats.norm.cdf((math.log(sigma_max) - p_mean) / p_std)
+    z = jax.scipy.special.ndtri(lo + uniform * (hi - lo))
+    sigma = jnp.clip(jnp.exp(p_mean + p_std * z), sigma_min, sigma_max)   # float rounding only
+    return t_from_sigma(sigma, sigma_data)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Tangent and loss
 # ----------------------------------------------------------------------------------------------------------------
@@ -133,9 +148,20 @@ def tangent_norm(g):
     return jnp.sqrt(jnp.sum(g.reshape(g.shape[0], -1) ** 2, axis=1))
 
 
-def normalize_tangent(g, c: float = TANGENT_NORM_CONST):
-    """g / (‖g‖₂ + c), the norm per example (sCM §4.2; FastGen)."""
-    return g / broadcast_to_data(tangent_norm(g) + c, g)
+def normalize_tangent(g, c: float = TANGENT_NORM_CONST, form: str = "paper"):
+    """The tangent normalisation, per example over d = the example's number of entries (``config.scm.tangent_norm``):
+
+    * ``'paper'``:   g / (‖g‖₂ + c)        (sCM §4.2, the form of docs/methods.md §13.2);
+    * ``'fastgen'``: g / (‖g‖₂/√d + c)     (NVlabs/FastGen ``fastgen/methods/consistency_model/sCM.py``,
+      ``g_norm_spatial_invariance=True`` by default: the norm made invariant to the image size). On CIFAR-10
+      (d = 3072) the normalisation takes over at ‖g‖ ≈ c·√d = 5.54 instead of 0.1.
+    """
+    if form not in TANGENT_NORMS:
+        raise ValueError(f"tangent normalisation {form!r} is not one of {TANGENT_NORMS}")
+    norm = tangent_norm(g)
+    if form == "fastgen":
+        norm = norm / math.sqrt(math.prod(g.shape[1:]))
+    return g / broadcast_to_data(norm + c, g)
 
 
 def tangent_warmup(step, warmup_steps: int):
