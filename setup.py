@@ -18,9 +18,9 @@ setup(
         "tensorflow-datasets>=4.9.10",
         "grain>=0.2.18",  # input pipelines (consistency/data/pipeline.py); import name grain
         "array_record>=0.8",  # ArrayRecord files of launch/prepare_data.py and TFDS data sources
-        "importlib_resources>=6.0",  # tfds builders import it lazily (PLATFORM.md 1b)
+        "importlib_resources>=6.0",  # tfds builders import it lazily (docs/platform.md §1b)
         "clu>=0.0.12",
-        "tensorboard>=2.21.0",  # clu.metric_writers needs it (PLATFORM.md 7)
+        "tensorboard>=2.21.0",  # clu.metric_writers needs it (docs/platform.md §7)
         "absl-py>=2.0",
         "numpy>=1.26",
         "scipy>=1.11",

@@ -154,7 +154,7 @@ CELLS = [
     code(r"""
     mog = make_dataset({"name": "toy:mog1d"}, global_batch_size=1, seed=0)
     mog_weights, mog_means, mog_stds = (jnp.asarray(a, jnp.float32) for a in mog.mixture)
-    exact_denoiser = oracles.mixture_denoiser(mog_weights, mog_means, mog_stds)  # E[x0 | x], METHODS.md §15 O3
+    exact_denoiser = oracles.mixture_denoiser(mog_weights, mog_means, mog_stds)  # E[x0 | x], docs/methods.md §15 O3
 
     ode_sigmas = karras_sigmas(128, SIGMA_MIN, SIGMA_MAX)[::-1]  # 80 → 0.002 (EDM eq. 5), descending
 

@@ -1,5 +1,5 @@
 """CTM on CIFAR-10 (unconditional) from the EDM teacher (configs/cifar_edm.py), the CTM+DSM stage of `sony/ctm`
-(METHODS.md §13.1): N = 18 Karras grid, k ≤ 17 teacher Heun steps, s ≤ u on the grid, θ⁻ EMA 0.999, DSM with the
+(docs/methods.md §13.1): N = 18 Karras grid, k ≤ 17 teacher Heun steps, s ≤ u on the grid, θ⁻ EMA 0.999, DSM with the
 adaptive weight ‖∇_last L_CTM‖/‖∇_last L_DSM‖, lr 4e-4, batch 256. CTM measures d with LPIPS, whose VGG weights
 cannot be fetched offline: l2 here (pseudo_huber with --config.ctm.distance). The iteration count is [unverified].
 

@@ -1,7 +1,7 @@
 """DMD on CIFAR-10 (unconditional) from the EDM teacher (configs/cifar_edm.py) (Yin et al. 2023; no official code):
 distribution matching with the per-sample normaliser, fake score 1:1, λ_reg = 0.25 regression onto the teacher's
 35-NFE Heun ODE pairs. DMD regresses with LPIPS, whose VGG weights cannot be fetched offline: l2 here (pseudo_huber
-with --config.dmd.regression_distance). lr, batch and length follow DMD2's EDM scripts (METHODS.md §10.2); DMD's own
+with --config.dmd.regression_distance). lr, batch and length follow DMD2's EDM scripts (docs/methods.md §10.2); DMD's own
 CIFAR-10 numbers are [unverified]. CIFAR-10 uncond 3.77 [unverified].
 The network is EDM's DDPM++ (config.model.name='ddpmpp', NVlabs/edm train.py --arch=ddpmpp: 128 channels, (2, 2, 2), 4 blocks,
 attention at 16, augment_dim 9; 55.7M parameters), the architecture of the public teacher `edm-cifar10-32x32-uncond-vp.pkl`

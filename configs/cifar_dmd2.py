@@ -1,5 +1,5 @@
 """DMD2 on CIFAR-10 (unconditional) from the EDM teacher (configs/cifar_edm.py), with the optimiser recipe of
-`tianweiy/DMD2`'s EDM (ImageNet-64) scripts, the only one METHODS.md §10.2 records: AdamW (0.9, 0.999), weight decay
+`tianweiy/DMD2`'s EDM (ImageNet-64) scripts, the only one docs/methods.md §10.2 records: AdamW (0.9, 0.999), weight decay
 0.01, lr 2e-6 for both networks, 500 warm-up updates, grad-norm clip 10, batch 280 (40 × 7 GPUs), TTUR 5 (fake score +
 GAN head every step, generator every 5th), GAN weights 3e-3 (generator) / 1e-2 (guidance), diffusion GAN on the fake
 U-Net's encoder output (enc_8), no EMA, generator a copy of the teacher. The iteration count is [unverified]

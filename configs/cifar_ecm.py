@@ -1,4 +1,4 @@
-"""ECT (easy consistency tuning) on CIFAR-10, `locuslab/ect` (METHODS.md §7): initialised from the EDM teacher, batch 128,
+"""ECT (easy consistency tuning) on CIFAR-10, `locuslab/ect` (docs/methods.md §7): initialised from the EDM teacher, batch 128,
 RAdam lr 1e-4, dropout 0.2, 200k iterations (25.6M images), stage doubles every 25k iterations (q = 2, k = 8, b = 1),
 ln t ~ N(−1.1, 2.0²), un-squared ℓ2 metric, EMA 0.9999. FID 3.60 / 2.11 at 400k iterations [official code].
 The network is EDM's DDPM++ (config.model.name='ddpmpp', NVlabs/edm train.py --arch=ddpmpp: 128 channels, (2, 2, 2), 4 blocks,

@@ -1,7 +1,7 @@
-"""Improved consistency training on CIFAR-10 (Song & Dhariwal 2023; METHODS.md §6): θ⁻ = sg θ, pseudo-Huber with
+"""Improved consistency training on CIFAR-10 (Song & Dhariwal 2023; docs/methods.md §6): θ⁻ = sg θ, pseudo-Huber with
 c = 0.00054·√3072 = 0.0299, λ = 1/Δσ, lognormal pairs (−1.1, 2.0), s0 = 10 → s1 = 1280 doubling, dropout 0.3,
 Fourier scale 0.02, batch 1024, 400k iterations, RAdam lr 1e-4, sampling EMA 0.99993 (the last four are recalled in
-METHODS.md as [unverified]). FID 2.83 / 2.46.
+docs/methods.md §6 as [unverified]). FID 2.83 / 2.46.
 """
 from consistency import presets
 

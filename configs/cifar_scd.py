@@ -1,5 +1,5 @@
 """sCD on CIFAR-10 (unconditional) from the EDM teacher (configs/cifar_edm.py), FastGen's CIFAR-10 recipe where
-METHODS.md §13.2 gives it [unofficial code]: the student is the teacher's network copied (an EDM-preconditioned network
+docs/methods.md §13.2 gives it [unofficial code]: the student is the teacher's network copied (an EDM-preconditioned network
 is an sCM consistency function as is, consistency/objectives/scm.py), P_mean −1.0, P_std 1.4, dropout 0, RAdam, batch
 512, 500k iterations, tangent warm-up 10k and normalisation c = 0.1 (sCM §4.2), adaptive weighting, the JVP in float32,
 2-step sampling at FastGen's σ = 0.821 (t = arctan(0.821/0.5)). The lr and the sampling EMA are [unverified].

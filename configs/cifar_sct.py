@@ -1,4 +1,4 @@
-"""sCT on CIFAR-10 (unconditional), FastGen's CIFAR-10 recipe where METHODS.md §13.2 gives it [unofficial code]:
+"""sCT on CIFAR-10 (unconditional), FastGen's CIFAR-10 recipe where docs/methods.md §13.2 gives it [unofficial code]:
 started from an EDM checkpoint (configs/cifar_edm.py; its weights only — sCT uses the data's conditional velocity
 cos t·z − sin t·x₀, no teacher), P_mean −1.0, P_std 1.8 (sCT from an EDM checkpoint), dropout 0.2, RAdam, batch 512,
 350k iterations, tangent warm-up 10k, normalisation c = 0.1, adaptive weighting, the JVP in float32, 2-step sampling at

@@ -1,4 +1,4 @@
-"""SiD on CIFAR-10 (unconditional), the recipe of `mingyuanzhou/SiD` (METHODS.md §12): G and the fake denoiser are
+"""SiD on CIFAR-10 (unconditional), the recipe of `mingyuanzhou/SiD` (docs/methods.md §12): G and the fake denoiser are
 copies of the EDM teacher (configs/cifar_edm.py), x_g = G(2.5 z, 2.5), α = 1.2, t_max = 800, Adam β₁ = 0 / β₂ = 0.999
 / eps 1e-8 for both networks, lr 1e-5, batch 256, alternating 1:1 (one fake and one generator update per step, each on
 a fresh batch), EMA half-life 0.5M images, 500M images seen ≈ 1.95M generator iterations. FID 1.923 [official code].

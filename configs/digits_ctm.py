@@ -1,4 +1,4 @@
-"""CTM (Kim et al. 2023; METHODS.md §13.1) on sklearn digits from the digits EDM teacher (workdirs/digits_teacher): the
+"""CTM (Kim et al. 2023; docs/methods.md §13.1) on sklearn digits from the digits EDM teacher (workdirs/digits_teacher): the
 jump map starts as a copy of the teacher U-Net (the target-level embedding is new and starts at zero, so
 G_θ(x, t, s) is the teacher's DDIM jump at initialisation).
 
@@ -9,7 +9,7 @@ holds 2k teacher passes, 6 on average, besides the jump-map passes), sampling EM
 
 python -m consistency.main --config=configs/digits_ctm.py --workdir=workdirs/digits_ctm
 
-The second stage (CTM's GAN fine-tuning, METHODS.md §13.1) starts from that run (training.init_from): the hinge GAN
+The second stage (CTM's GAN fine-tuning, docs/methods.md §13.1) starts from that run (training.init_from): the hinge GAN
 on the in-project classifier's conv maps (the stand-in for CTM's StyleGAN-XL feature nets), nonlinear patch heads,
 DiffAugment on the discriminator inputs, discriminator lr 2e-3 (CTM), the generator's GAN weight adaptive:
 
@@ -44,5 +44,5 @@ def gan_stage(c, init_from: str):
     c.ctm.gan_features = "classifier"
     c.ctm.gan_augment = "color,translation,cutout"
     c.discriminator.update(dict(name="multiscale", features=(), channels=64, end_size=2, reduce="concat"))
-    c.optim_discriminator = optim_override(lr=2e-3)   # CTM's discriminator lr (METHODS.md §13.1)
+    c.optim_discriminator = optim_override(lr=2e-3)   # CTM's discriminator lr (docs/methods.md §13.1)
     return c

@@ -1,4 +1,4 @@
-"""DMD (METHODS.md §10.1) on sklearn digits from the digits EDM teacher (workdirs/digits_teacher): G and the fake
+"""DMD (docs/methods.md §10.1) on sklearn digits from the digits EDM teacher (workdirs/digits_teacher): G and the fake
 denoiser are copies of the teacher U-Net; λ_reg = 0.25 regression onto the teacher's 35-NFE Heun ODE pairs with the
 LPIPS-like feature distance of the in-project digits classifier (DMD uses LPIPS, which cannot be fetched offline).
 

@@ -1,4 +1,4 @@
-"""DMD2 (METHODS.md §10.2) on sklearn digits from the digits EDM teacher (workdirs/digits_teacher): G and the fake
+"""DMD2 (docs/methods.md §10.2) on sklearn digits from the digits EDM teacher (workdirs/digits_teacher): G and the fake
 denoiser are copies of the teacher U-Net; the diffusion-GAN head is DMD2's classifier on the fake U-Net's encoder
 output (enc_4: 4×4×64 for the digits U-Net) and trains inside the fake set.
 

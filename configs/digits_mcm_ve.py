@@ -1,4 +1,4 @@
-"""VE multistep consistency distillation, the notebook's own form (seed eq. 48–54; METHODS.md §8.2), on sklearn digits
+"""VE multistep consistency distillation, the notebook's own form (seed eq. 48–54; docs/methods.md §8.2), on sklearn digits
 from the digits EDM teacher (workdirs/digits_teacher); the student starts from the teacher's weights.
 f_θ(x, σ, b) = (b/σ)x + (1 − b/σ)x^θ (eq. 51), the teacher Euler step (eq. 50), l2 loss of eq. 52, 4 equal segments
 of the 17-interval Karras grid (CD's N = 18); batch 128, lr 1e-4, 2000 steps, sampling EMA 0.99 (scaled for a CPU).

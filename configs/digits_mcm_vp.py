@@ -1,4 +1,4 @@
-"""VP multistep consistency distillation (MCM, Heek et al. 2024; METHODS.md §8.1) on sklearn digits from the digits EDM
+"""VP multistep consistency distillation (MCM, Heek et al. 2024; docs/methods.md §8.1) on sklearn digits from the digits EDM
 teacher (workdirs/digits_teacher, read in VP as x̂ = D(z_t/α_t, σ_t/α_t)); the student starts from the teacher's
 weights. The paper's recipe: aDDIM teacher steps (η = 0.75), x̂-space loss with SNR + 1 weighting and pseudo-Huber
 (1e-4), N(i) annealed 64 → 1280 — over this run's 2000 steps instead of the paper's 100k; 4 segments; batch 128,

@@ -1,4 +1,4 @@
-"""PaGoDA (METHODS.md §9) on sklearn digits from the digits EDM teacher (workdirs/digits_teacher, 8×8), with
+"""PaGoDA (docs/methods.md §9) on sklearn digits from the digits EDM teacher (workdirs/digits_teacher, 8×8), with
 progressive growing to 16×16 and 32×32. The pipeline, each line one command:
 
 python launch/invert.py --teacher=workdirs/digits_teacher --out=workdirs/digits_teacher/inversion

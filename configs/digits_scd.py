@@ -1,4 +1,4 @@
-"""sCD (Lu & Song 2024; METHODS.md §13.2) on sklearn digits from the positional-embedding digits EDM teacher
+"""sCD (Lu & Song 2024; docs/methods.md §13.2) on sklearn digits from the positional-embedding digits EDM teacher
 (workdirs/digits_teacher_pos, ``configs/digits_edm.py:quick_positional``; 300 steps, FD 57.6 at 35 NFE): the
 student is a copy of the teacher U-Net (an EDM-preconditioned network is an sCM consistency function as is, so it
 starts as the teacher's one-step DDIM jump), the teacher read as the TrigFlow velocity, one jax.jvp per step, tangent

@@ -1,4 +1,4 @@
-"""sCT (Lu & Song 2024; METHODS.md §13.2) on sklearn digits, started from the positional-embedding digits EDM checkpoint
+"""sCT (Lu & Song 2024; docs/methods.md §13.2) on sklearn digits, started from the positional-embedding digits EDM checkpoint
 (workdirs/digits_teacher_pos, ``configs/digits_edm.py:quick_positional``, for the reason in configs/digits_scd.py; its
 weights only — sCT trains on the data's conditional velocity cos t·z − sin t·x₀, as
 FastGen's CIFAR-10 sCT starts from an EDM checkpoint with P_std 1.8). Tangent warm-up and normalisation, adaptive

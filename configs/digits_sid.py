@@ -1,4 +1,4 @@
-"""SiD (METHODS.md §12) on sklearn digits from the digits EDM teacher (configs/digits_edm.py, here
+"""SiD (docs/methods.md §12) on sklearn digits from the digits EDM teacher (configs/digits_edm.py, here
 workdirs/digits_teacher): G and the fake denoiser are copies of the teacher U-Net.
 
 SiD's recipe where it transfers: α = 1.2, σ_init = 2.5, Adam β₁ = 0 for both networks, alternating 1:1 updates on

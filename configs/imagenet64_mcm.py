@@ -1,11 +1,11 @@
-"""MCM on class-conditional ImageNet-64 (Heek et al. 2024; METHODS.md §8.1), the paper's headline setting: 8 segments
+"""MCM on class-conditional ImageNet-64 (Heek et al. 2024; docs/methods.md §8.1), the paper's headline setting: 8 segments
 (FID 1.4 at 8 steps [paper]), VP DDIM/aDDIM (η = 0.75) distillation from an EDM-class teacher, x̂-space loss with SNR + 1
 weighting and pseudo-Huber 1e-4, teacher steps annealed 64 → 1280 over 100k steps [unofficial code], CFG on the
 teacher. The network is EDM's ADM (config.model.name='adm', NVlabs/edm DhariwalUNet: 192 channels, (1, 2, 3, 4),
 3 blocks, attention at 32, 16, 8; 296M parameters), that of the public `edm-imagenet-64x64-cond-adm.pkl` (EDM
 preconditioning), which `python launch/import_edm.py --pkl=edm-imagenet-64x64-cond-adm.pkl --out=EDM_IN64_DIR` turns
 into the teacher workdir; the student is initialised from the teacher (mcm.init_from_teacher). Batch, lr, iteration
-count and w are not given by METHODS.md: the values below are [unverified] placeholders.
+count and w are not given by the paper (docs/methods.md §8.1): the values below are [unverified] placeholders.
 
 ImageNet-64 comes from TFDS 'imagenet_resized/64x64', which needs its files in <data_dir>/downloads/manual (nothing
 is downloaded here); offline, use configs/digits_mcm_vp.py.

@@ -1,6 +1,6 @@
-"""PaGoDA on class-conditional ImageNet (Kim et al. 2024; METHODS.md §9; `sony/pagoda`): a one-step generator from
+"""PaGoDA on class-conditional ImageNet (Kim et al. 2024; docs/methods.md §9; `sony/pagoda`): a one-step generator from
 the 64×64 EDM teacher's inversion (Heun, 40 steps, images and their mirror images), grown 64 → 128 → 256 → 512.
-The official stage table (METHODS.md §9 [official code]):
+The official stage table (docs/methods.md §9 [official code]):
 
 | variant  | output | batch | discriminator weight |
 |----------|--------|-------|----------------------|
@@ -54,7 +54,7 @@ def get_config(variant: str = ""):
     c.optim_discriminator = optim_override(lr=2e-3)
     c.training.batch_size = batch
     c.training.ema_decay = 0.999
-    c.training.num_steps = 200_000   # [unverified]: METHODS.md §9 gives no iteration count
+    c.training.num_steps = 200_000   # [unverified]: docs/methods.md §9 gives no iteration count
     if stage > 1:
         c.training.init_from = {2: "W1", 3: "W2", 4: "W3"}[stage]   # the previous stage's workdir: set it
         c.training.init_sets = ("generator",)

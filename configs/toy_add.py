@@ -1,4 +1,4 @@
-"""ADD (METHODS.md §11) on a 2-D mixture (toy:8gaussians) with the EXACT mixture denoiser as teacher
+"""ADD (docs/methods.md §11) on a 2-D mixture (toy:8gaussians) with the EXACT mixture denoiser as teacher
 (teacher.oracle='mixture'): the student starts from the MLP fitted to the oracle (presets.toy_distillation).
 
 ADD's recipe: student on forward-diffused real points at the four levels {999, 749, 499, 249} (σ ≈ 80, 17.5, 2.5,
@@ -9,7 +9,7 @@ an MLP.
 Scaled from ADD for a GAN on 2-D points: Adam β₁ = 0.5 (the usual GAN setting), discriminator lr 1e-3 against the
 student's 1e-4 (TTUR by learning rate), R1 γ = 0.01 (ADD's 1e-5 is for DINOv2 features; on raw 2-D inputs it leaves
 the critic unregularised and the pair oscillates), 4000 steps. With ADD's own numbers (lr 5e-4 both, γ = 1e-5) the
-student collapses to the data mean, as METHODS.md §11 predicts for the distillation term alone.
+student collapses to the data mean, as docs/methods.md §11 predicts for the distillation term alone.
 
 python -m consistency.main --config=configs/toy_add.py --workdir=workdirs/toy_add
 """

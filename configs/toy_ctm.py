@@ -1,4 +1,4 @@
-"""CTM (Kim et al. 2023; METHODS.md §13.1) on the 2-D 8-Gaussians mixture with the EXACT mixture denoiser as teacher
+"""CTM (Kim et al. 2023; docs/methods.md §13.1) on the 2-D 8-Gaussians mixture with the EXACT mixture denoiser as teacher
 (teacher.oracle='mixture'): the jump map G_θ(x_t, t, s) starts from the MLP fitted to the oracle
 (presets.toy_distillation), soft consistency over k ≤ 17 teacher Heun steps on the N = 18 grid, DSM with the adaptive
 weight, θ⁻ EMA 0.999 (CTM's recipe). Scaled for a 2-D MLP on a CPU: lr 5e-4 (paper 4e-4 at batch 256), batch 256,

@@ -1,4 +1,4 @@
-"""DMD (METHODS.md §10.1) on a 2-D mixture (toy:8gaussians) with the EXACT mixture denoiser as teacher
+"""DMD (docs/methods.md §10.1) on a 2-D mixture (toy:8gaussians) with the EXACT mixture denoiser as teacher
 (teacher.oracle='mixture'): G and the fake denoiser start from the MLP fitted to the oracle (presets.toy_distillation).
 
 DMD's recipe: the distribution-matching gradient with the per-sample normaliser, fake score trained 1:1 on sg G(z),
@@ -8,7 +8,7 @@ python launch/make_ode_pairs.py --oracle=mixture --data=toy:8gaussians --num=409
     --out=workdirs/ode_pairs_8gaussians.npz
 python -m consistency.main --config=configs/toy_dmd.py --workdir=workdirs/toy_dmd
 
---config.dmd.regression_weight=0 runs DMD without the regression loss (allowed to drop modes, METHODS.md §10.1).
+--config.dmd.regression_weight=0 runs DMD without the regression loss (allowed to drop modes, docs/methods.md §10.1).
 """
 from consistency import presets
 

@@ -1,4 +1,4 @@
-"""DMD2 (METHODS.md §10.2) on a 2-D mixture (toy:8gaussians) with the EXACT mixture denoiser as teacher
+"""DMD2 (docs/methods.md §10.2) on a 2-D mixture (toy:8gaussians) with the EXACT mixture denoiser as teacher
 (teacher.oracle='mixture'): G and the fake denoiser start from the MLP fitted to the oracle (presets.toy_distillation).
 
 DMD2's recipe where it transfers: TTUR 5 (fake score + GAN head every step, generator every 5th), no regression, the

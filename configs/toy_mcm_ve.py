@@ -1,7 +1,7 @@
-"""VE multistep consistency distillation, the notebook's own derivation (seed eq. 48–54; METHODS.md §8.2), on the 2-D
+"""VE multistep consistency distillation, the notebook's own derivation (seed eq. 48–54; docs/methods.md §8.2), on the 2-D
 8-Gaussians mixture with the EXACT mixture denoiser as teacher: f_θ(x, σ, b) = (b/σ)x + (1 − b/σ)x^θ (eq. 51), the
 teacher Euler step (eq. 50), loss d(f_θ(x_n, σ_n, b), sg f_θ⁻(x^φ_{n−1}, σ_{n−1}, b)) (eq. 52), T equal segments of
-the 17-interval Karras grid (CD's N = 18 grid, METHODS.md §4).
+the 17-interval Karras grid (CD's N = 18 grid, docs/methods.md §4).
 
 python -m consistency.main --config=configs/toy_mcm_ve.py --workdir=workdirs/toy_mcm_ve --config.mcm.segments=2
 Explicit boundaries: --config.mcm.boundaries='(0.002, 0.5, 80.0)' --config.mcm.segments=2.

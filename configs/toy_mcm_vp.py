@@ -1,4 +1,4 @@
-"""VP multistep consistency distillation (MCM, Heek et al. 2024; METHODS.md §8.1) on the 2-D 8-Gaussians mixture with
+"""VP multistep consistency distillation (MCM, Heek et al. 2024; docs/methods.md §8.1) on the 2-D 8-Gaussians mixture with
 the EXACT mixture denoiser as teacher (teacher.oracle='mixture', read in VP as x̂ = D(z_t/α_t, σ_t/α_t)): aDDIM teacher
 steps (η = 0.75), x̂-space loss with SNR + 1 weighting and pseudo-Huber, N(i) annealed 64 → 1280.
 
@@ -16,9 +16,9 @@ def get_config(variant: str = ""):
     m.process = "vp"
     m.mode = "distill"
     m.segments = 4
-    m.teacher_solver = "addim"     # METHODS.md §8.1 step 2
+    m.teacher_solver = "addim"     # docs/methods.md §8.1 step 2
     m.addim_eta = 0.75
-    m.loss_space = "x"             # METHODS.md §8.1 step 4
+    m.loss_space = "x"             # docs/methods.md §8.1 step 4
     m.weighting = "snr+1"
     m.distance = "pseudo_huber"
     m.huber_c = 1e-4

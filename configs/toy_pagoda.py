@@ -1,4 +1,4 @@
-"""PaGoDA (METHODS.md §9) on a 2-D mixture (toy:8gaussians) with the EXACT mixture denoiser as teacher
+"""PaGoDA (docs/methods.md §9) on a 2-D mixture (toy:8gaussians) with the EXACT mixture denoiser as teacher
 (teacher.oracle='mixture'). First invert the 20,000 training points with the exact PF-ODE (Heun, 40 steps):
 
 python launch/invert.py --oracle=mixture --data=toy:8gaussians --toy_size=20000 --out=workdirs/toy_pagoda_inversion

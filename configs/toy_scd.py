@@ -1,4 +1,4 @@
-"""sCD (Lu & Song 2024; METHODS.md §13.2) on the 2-D 8-Gaussians mixture with the EXACT mixture denoiser as teacher
+"""sCD (Lu & Song 2024; docs/methods.md §13.2) on the 2-D 8-Gaussians mixture with the EXACT mixture denoiser as teacher
 (teacher.oracle='mixture', read as the TrigFlow velocity (cos t·x_t − D(x_t/cos t, σ_d tan t))/sin t): the student's
 network is EDM-preconditioned, so F_θ starts as the MLP fitted to the oracle (presets.toy_distillation) and f_θ as its
 one-step DDIM jump. The tangent from one jax.jvp, warm-up, normalisation c = 0.1, adaptive weighting w_φ(t), t from

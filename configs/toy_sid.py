@@ -1,4 +1,4 @@
-"""SiD (METHODS.md §12) on a 2-D mixture (toy:8gaussians) with the EXACT mixture denoiser as teacher
+"""SiD (docs/methods.md §12) on a 2-D mixture (toy:8gaussians) with the EXACT mixture denoiser as teacher
 (teacher.oracle='mixture'): G and the fake denoiser start from the MLP fitted to the oracle (presets.toy_distillation).
 
 SiD's recipe where it transfers: α = 1.2, σ_init = 2.5, Adam β₁ = 0 for both networks, alternating 1:1 updates, each

@@ -2,7 +2,7 @@
 
 Each step directory holds ``state`` (the whole TrainState pytree) and ``meta`` (a small JSON: step, method).
 Orbax writes a step into a temporary directory and renames it when complete, so a killed run never leaves a
-half-written step behind: :func:`available_steps` lists only finished ones (PLATFORM.md §6).
+half-written step behind: :func:`available_steps` lists only finished ones (docs/platform.md §6).
 
 Never lose a run (issue 8):
 

@@ -1,4 +1,4 @@
-"""One config schema for every method (DESIGN.md, "One config schema").
+"""One config schema for every method (docs/architecture.md, "One config schema").
 
 Config files under ``configs/`` start from :func:`base_config` and override fields; every field can be
 overridden on the command line (``--config.optim.lr=1e-4``). :func:`validate` turns a bad value into
@@ -128,7 +128,7 @@ def base_config() -> ml_collections.ConfigDict:
     s.num_samples = 64
     s.clip = True                # clip x0 to the data range after each CM step
 
-    # Consistency models (CD, CT, iCT and the notebook's variants; METHODS.md §4–§6). Defaults: CM paper CIFAR-10 CD.
+    # Consistency models (CD, CT, iCT and the notebook's variants; docs/methods.md §4–§6). Defaults: CM paper CIFAR-10 CD.
     c.cm = cm = ml_collections.ConfigDict()
     cm.num_scales = 18           # N of the Karras grid when curriculum == 'fixed' (CD CIFAR-10: 18)
     cm.curriculum = "fixed"      # 'fixed' (N = num_scales) | 'ct' (Song 2023 N(k)) | 'ict' (doubling N(k))
@@ -137,7 +137,7 @@ def base_config() -> ml_collections.ConfigDict:
     cm.target_ema = 0.0          # μ of θ⁻ when target_schedule == 'fixed'; 0 → θ⁻ = stopgrad(θ), no copy kept
     cm.target_schedule = "fixed"  # 'fixed' | 'ct' (μ(k) from mu0, s0, s1)
     cm.mu0 = 0.9                 # CT μ₀
-    cm.mu_form = "code"          # 'code' μ₀^{s₀/(N−1)} (jcm/cm) | 'paper' μ₀^{s₀/N} (METHODS.md §17.1)
+    cm.mu_form = "code"          # 'code' μ₀^{s₀/(N−1)} (jcm/cm) | 'paper' μ₀^{s₀/N} (docs/methods.md §17 item 1)
     cm.distance = "l2"           # 'l2' | 'l1' | 'pseudo_huber' | 'feature' (LPIPS-like, in-project feature net)
     cm.huber_c = -1.0            # pseudo-Huber c; < 0 → 0.00054·√d (iCT)
     cm.weighting = "uniform"     # 'uniform' | 'snr' | 'snr+1' | 'truncated_snr' | 'inv_delta' (iCT 1/Δσ)
@@ -153,7 +153,7 @@ def base_config() -> ml_collections.ConfigDict:
     cm.posterior_k = 0           # > 0: k nearest neighbours only
     cm.init_from_teacher = True  # CD: start the student from the teacher's EMA weights
 
-    # ECT, Geng et al. 2024 (METHODS.md §7).
+    # ECT, Geng et al. 2024 (docs/methods.md §7).
     c.ecm = ecm = ml_collections.ConfigDict()
     ecm.p_mean = -1.1
     ecm.p_std = 2.0
@@ -162,30 +162,30 @@ def base_config() -> ml_collections.ConfigDict:
     ecm.b = 1.0
     ecm.steps_per_stage = 25_000  # CIFAR-10: double = 250 ticks of 12.8k images at batch 128 → 25k iterations
     ecm.huber_c = 0.0            # 0 → un-squared ‖·‖₂ (ECT default); > 0 → pseudo-Huber
-    ecm.sigma_min_eval = 0.003   # CM boundary of the sampling consistency function (ECMPrecond, METHODS.md §7)
+    ecm.sigma_min_eval = 0.003   # CM boundary of the sampling consistency function (ECMPrecond, docs/methods.md §7)
     ecm.clip_t = False           # False: t = e^{P_mean + P_std n} as drawn (locuslab/ect loss.py); True: clip to [σ_min, σ_max]
 
-    # Score distillation (METHODS.md §10–§12; consistency/methods/distillation.py). Shared fields: init 'teacher' copies
+    # Score distillation (docs/methods.md §10–§12; consistency/methods/distillation.py). Shared fields: init 'teacher' copies
     # the teacher network into G and D_fake (an oracle teacher is first fitted for init_fit_steps Adam steps) |
     # 'scratch'; ttur = fake (or discriminator) updates per generator update; a 1000-point Karras grid of timesteps.
-    # DMD, Yin et al. 2023 (METHODS.md §10.1).
+    # DMD, Yin et al. 2023 (docs/methods.md §10.1).
     c.dmd = dmd = ml_collections.ConfigDict()
     dmd.init = "teacher"         # G and D_fake start from the teacher (DMD §3.1)
     dmd.init_fit_steps = 0       # oracle teacher + init='teacher': Adam steps fitting the net to the oracle first
     dmd.generator_sigma = 0.0    # σ_g of G(z) = D_θ(σ_g z, σ_g); 0 → diffusion.sigma_max (DMD2 EDM code)
     dmd.ttur = 1                 # fake updates per generator update (DMD: 1:1 [unverified])
     dmd.num_train_timesteps = 1000  # teacher grid T (DMD2 EDM code: 1000-point Karras grid, index 0 = σ_min)
-    dmd.min_step_fraction = 0.02  # DM-gradient t ~ U[0.02 T, 0.98 T] (DMD §3.2; METHODS.md §1.4)
+    dmd.min_step_fraction = 0.02  # DM-gradient t ~ U[0.02 T, 0.98 T] (DMD §3.2; docs/methods.md §1.4)
     dmd.max_step_fraction = 0.98
     dmd.normalise = True         # g = (D_fake − D_real)/mean|x − D_real| (DMD §3.2 weight); False → s_fake − s_real
     dmd.reduce = "mean"          # surrogate ½‖x − sg(x − g)‖²: 'mean' over B·d (DMD2 code) | 'sum' over pixels
     dmd.fake_weighting = "edm"   # fake DSM λ: 'edm' 1/σ² + 1/σ_d² (DMD2 code) | 'uniform' (seed eq. 66)
-    dmd.regression_weight = 0.25  # λ_reg (DMD [unverified], METHODS.md §10.1); 0 → no regression term
+    dmd.regression_weight = 0.25  # λ_reg (DMD [unverified], docs/methods.md §10.1); 0 → no regression term
     dmd.regression_distance = "l2"  # 'l2' | 'pseudo_huber' | 'feature' (LPIPS-like in-project net; DMD uses LPIPS)
     dmd.huber_c = -1.0           # pseudo-Huber c; < 0 → 0.00054·√d (iCT)
     dmd.pairs = ""               # .npz of teacher ODE pairs (z, y): launch/make_ode_pairs.py (DMD §3.3)
 
-    # DMD2, Yin et al. 2024 (METHODS.md §10.2; tianweiy/DMD2 EDM code): no regression, TTUR, diffusion GAN.
+    # DMD2, Yin et al. 2024 (docs/methods.md §10.2; tianweiy/DMD2 EDM code): no regression, TTUR, diffusion GAN.
     c.dmd2 = dmd2 = ml_collections.ConfigDict()
     dmd2.init = "teacher"        # G and D_fake start from the teacher (DMD2: the generator is a copy of the teacher)
     dmd2.init_fit_steps = 0      # oracle teacher + init='teacher': Adam steps fitting the net to the oracle first
@@ -198,13 +198,13 @@ def base_config() -> ml_collections.ConfigDict:
     dmd2.min_step_fraction = 0.02  # DM index ~ U[20, 980] of 1000 (DMD2 `min_step_percent`)
     dmd2.max_step_fraction = 0.98  # (DMD2 `max_step_percent`)
     dmd2.normalise = True        # g / mean|x − D_real| (DMD2 `compute_distribution_matching_loss`)
-    dmd2.reduce = "mean"         # DM surrogate mean over B·d (DMD2 code, METHODS.md §10.2)
+    dmd2.reduce = "mean"         # DM surrogate mean over B·d (DMD2 code, docs/methods.md §10.2)
     dmd2.fake_weighting = "edm"  # fake DSM λ = 1/σ² + 1/σ_d² (DMD2 `compute_loss_fake`)
     dmd2.gan_generator_weight = 3e-3  # softplus(−D(G(z))) weight (DMD2 `gen_cls_loss_weight`); 0 → no GAN
     dmd2.gan_discriminator_weight = 1e-2  # discriminator loss weight in the fake set (DMD2 `guidance_cls_loss_weight`)
     dmd2.gan_max_timestep = 1000  # diffusion-GAN noise index ~ U[0, gan_max_timestep) (DMD2 `diffusion_gan_max_timestep`)
 
-    # ADD, Sauer et al. 2023 (METHODS.md §11; no training code: several defaults [unverified]).
+    # ADD, Sauer et al. 2023 (docs/methods.md §11; no training code: several defaults [unverified]).
     c.add = add = ml_collections.ConfigDict()
     add.init = "teacher"         # the student starts from the teacher (ADD §3.1)
     add.init_fit_steps = 0       # oracle teacher + init='teacher': Adam steps fitting the net to the oracle first
@@ -222,7 +222,7 @@ def base_config() -> ml_collections.ConfigDict:
     add.augment = ""             # DiffAugment policy on the discriminator's real and fake inputs, e.g.
                                  # 'color,translation,cutout' (Projected GAN / StyleGAN-T); images only
 
-    # SiD, Zhou et al. 2024 (METHODS.md §12; mingyuanzhou/SiD).
+    # SiD, Zhou et al. 2024 (docs/methods.md §12; mingyuanzhou/SiD).
     c.sid = sid = ml_collections.ConfigDict()
     sid.init = "teacher"         # G and D_fake start from the teacher (SiD)
     sid.init_fit_steps = 0       # oracle teacher + init='teacher': Adam steps fitting the net to the oracle first
@@ -249,7 +249,7 @@ def base_config() -> ml_collections.ConfigDict:
     h.cmap_dim = 64              # projection dimension of a conditional head (StyleGAN-XL / CTM: 64)
     h.reduce = "concat"          # multiscale: 'concat' patch logits (Projected GAN) | 'mean'
 
-    # Consistency trajectory models, CTM (Kim et al. 2023; METHODS.md §13.1; consistency/methods/ctm.py). Defaults:
+    # Consistency trajectory models, CTM (Kim et al. 2023; docs/methods.md §13.1; consistency/methods/ctm.py). Defaults:
     # the CIFAR-10 CTM+DSM recipe of `sony/ctm` (N = 18, θ⁻ EMA 0.999, adaptive DSM weight).
     c.ctm = ctm = ml_collections.ConfigDict()
     ctm.init = "teacher"         # 'teacher' copies the EDM teacher (CTM initialises from it) | 'scratch'
@@ -272,10 +272,10 @@ def base_config() -> ml_collections.ConfigDict:
     ctm.gan_features = "input"   # frozen discriminator features, as add.features: 'input' | 'classifier' | 'teacher'
     ctm.gan_augment = ""         # DiffAugment policy of the GAN's discriminator inputs, as add.augment
 
-    # Multistep consistency models, MCM (Heek et al. 2024; seed eq. 44–54; METHODS.md §8; consistency/methods/mcm.py,
-    # checked by consistency.methods.mcm.validate_config). Defaults: the VP MCD recipe of METHODS.md §8.1.
+    # Multistep consistency models, MCM (Heek et al. 2024; seed eq. 44–54; docs/methods.md §8; consistency/methods/mcm.py,
+    # checked by consistency.methods.mcm.validate_config). Defaults: the VP MCD recipe of docs/methods.md §8.1.
     c.mcm = mcm = ml_collections.ConfigDict()
-    mcm.process = "vp"           # 'vp' DDIM/aDDIM form (METHODS.md §8.1) | 've' the notebook's eq. 51 form (§8.2)
+    mcm.process = "vp"           # 'vp' DDIM/aDDIM form (docs/methods.md §8.1) | 've' the notebook's eq. 51 form (§8.2)
     mcm.mode = "distill"         # 'distill' MCD (teacher step) | 'train' MCT (data in place of the teacher, §8.1 step 2)
     mcm.segments = 4             # T: segments = sampling steps; T = 1 is a CM (MCM paper: 1…16, ImageNet-64 at 8)
     mcm.boundaries = ()          # VE only: ascending σ boundaries b_0 < … < b_T (T + 1 values); () → T + 1 Karras points
@@ -283,18 +283,18 @@ def base_config() -> ml_collections.ConfigDict:
     mcm.num_steps_end = 1280.0   # N(i) after the ramp (§8.1 step 5); equal to num_steps_start → a fixed grid
     mcm.num_steps_ramp = 100_000  # i at which the log-linear ramp of N(i) ends (§8.1 step 5)
     mcm.teacher_solver = "addim"  # 'addim' (§8.1) | 'ddim' (= VE Euler, seed eq. 50) | 'heun' (EDM, in VE coordinates)
-    mcm.addim_eta = 0.75         # η of aDDIM's v_x = η·‖x̂_tch − x‖²/d (METHODS.md §8.1)
+    mcm.addim_eta = 0.75         # η of aDDIM's v_x = η·‖x̂_tch − x‖²/d (docs/methods.md §8.1)
     mcm.loss_space = "x"         # 'x' x̂_θ vs invDDIM target (§8.1 step 4) | 'eps' corrected nb (47) (§17 item 11) |
                                  # 'jump' F_θ vs ẑ at the segment start (nb (46); VE: nb (52))
     mcm.weighting = "snr+1"      # λ(t): 'snr+1' (§8.1 step 4) | 'snr' | 'uniform'
     mcm.distance = "pseudo_huber"  # 'pseudo_huber' (§8.1 step 4) | 'l2'
     mcm.huber_c = 1e-4           # pseudo-Huber c ("ε = 1e-4", §8.1 step 4, unofficial port); < 0 → 0.00054·√d (iCT)
     mcm.target_ema = 0.0         # μ of the target θ⁻ (§8.1 step 4: "θ⁻ an EMA", no value given); 0 → θ⁻ = sg θ
-    mcm.cfg_scale = 1.0          # w of the guided teacher D_w = D_∅ + w(D_c − D_∅) (METHODS.md §2; nb (44))
+    mcm.cfg_scale = 1.0          # w of the guided teacher D_w = D_∅ + w(D_c − D_∅) (docs/methods.md §2; nb (44))
     mcm.init_from_teacher = True  # workdir teacher: the student starts from the teacher's EMA weights
 
-    # Continuous-time consistency models in TrigFlow, sCM (Lu & Song 2024; METHODS.md §13.2; consistency/methods/scm.py).
-    # Defaults: FastGen's CIFAR-10 sCD recipe where METHODS.md gives one.
+    # Continuous-time consistency models in TrigFlow, sCM (Lu & Song 2024; docs/methods.md §13.2; consistency/methods/scm.py).
+    # Defaults: FastGen's CIFAR-10 sCD recipe where docs/methods.md §13.2 gives one.
     c.scm = scm = ml_collections.ConfigDict()
     scm.mode = "distill"         # 'distill' sCD (teacher velocity) | 'train' sCT (conditional velocity cos t z − sin t x₀)
     scm.init = "teacher"         # 'teacher' copies the EDM teacher (sCD; sCT from an EDM checkpoint) | 'scratch'
@@ -310,7 +310,7 @@ def base_config() -> ml_collections.ConfigDict:
     scm.mid_t = 1.1              # 2-step sampler's intermediate t (sCM 1.1; FastGen arctan(0.821/σ_d) = 1.0238)
     scm.cfg_scale = 1.0          # sCD teacher guidance w: dx = dx_c + (w − 1)(dx_c − dx_∅)
 
-    # PaGoDA, Kim et al. 2024 (METHODS.md §9; consistency/methods/pagoda.py). Defaults: the official 64→64 stage.
+    # PaGoDA, Kim et al. 2024 (docs/methods.md §9; consistency/methods/pagoda.py). Defaults: the official 64→64 stage.
     c.pagoda = pg = ml_collections.ConfigDict()
     pg.init = "teacher"          # the base generator starts as a copy of the teacher (PaGoDA) | 'scratch'
     pg.init_fit_steps = 0        # oracle teacher + init='teacher': Adam steps fitting the net to the oracle first

@@ -5,7 +5,7 @@ Everything here is numpy / scipy on host arrays; the feature networks live in ``
 Image metrics work on *features* ``(N, D)`` from any ``feature_fn(images) -> (N, D)``:
 
 * :func:`frechet_distance` on :func:`gaussian_stats` (Heusel et al. 2017). With the in-project digits
-  classifier this is "FD on an in-project digits classifier", never FID (PLATFORM.md §3); with a
+  classifier this is "FD on an in-project digits classifier", never FID (docs/platform.md §3); with a
   user-supplied Inception-v3 SavedModel (``features.inception_features_fn``) it is the usual FID.
 * :func:`kernel_inception_distance`: unbiased MMD² with the cubic polynomial kernel (Bińkowski et al. 2018).
 * :func:`precision_recall`: k-NN manifold precision and recall (Kynkäänniemi et al. 2019).
@@ -117,7 +117,7 @@ def cubic_polynomial_kernel(x: Array, y: Array) -> Array:
 def standardize_jointly(a: Array, b: Array) -> tuple[Array, Array]:
     """Per-dimension z-score of both sets with the mean and std of their union (zero std → 1).
 
-    KID normalisation (PLATFORM.md §3): raw classifier features have an arbitrary scale, which makes the
+    KID normalisation (docs/platform.md §3): raw classifier features have an arbitrary scale, which makes the
     cubic kernel's x·y/d term, and so KID, hard to read. After this map x·y/d is of order 1 and KID no
     longer depends on a per-feature affine rescaling of the feature network. The map is fitted on the
     union, not on the real set alone, because it must treat the two sets alike for the estimator to stay

@@ -28,7 +28,7 @@ _SUITES = flags.DEFINE_list("suite", ["toy", "digits"], "Which suites: toy (2-D 
 _METHODS = flags.DEFINE_list("methods", ["cd", "ct", "ict", "ecm"], "Students to train.")
 _STEPS = flags.DEFINE_float("steps_scale", 1.0, "Multiply every run's num_steps (e.g. 0.05 for a smoke run).")
 
-# Context only: CIFAR-10 FID from the papers (METHODS.md §16); our digits numbers are not comparable to these.
+# Context only: CIFAR-10 FID from the papers (docs/methods.md §16); our digits numbers are not comparable to these.
 PAPER_CIFAR10 = {"edm": "1.97 @ 35 NFE", "cd": "3.55 / 2.93 (LPIPS)", "ct": "8.70 / 5.83", "ict": "2.83 / 2.46",
                  "ecm": "3.60 / 2.11", "dmd": "3.77 (1 step)", "dmd2": "c 2.13 (1 step)", "sid": "1.92 (1 step)",
                  "add": "—", "ctm": "1.98 / 1.87", "mcm_vp": "— (ImageNet-64 1.4 @ 8)", "mcm_ve": "—"}

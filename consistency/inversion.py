@@ -1,4 +1,4 @@
-"""Teacher inversion: the PF-ODE run from data to noise, E(x) = x_T (PaGoDA §3; METHODS.md §9 "Inversion").
+"""Teacher inversion: the PF-ODE run from data to noise, E(x) = x_T (PaGoDA §3; docs/methods.md §9 "Inversion").
 
 The encoder of PaGoDA is the teacher's deterministic sampler run backwards: x at σ_min integrated up the ascending
 Karras grid to σ_max with Heun (the official code: EDM teacher, Heun, 40 steps, σ_max = 80, once on the images and
@@ -28,7 +28,7 @@ image gave the same 19.3 … 78.5, so the narrowing is the teacher's transport, 
 8-Gaussian oracle gives 80.4. ``pagoda.prior='latent'`` samples z from the per-coordinate Gaussian of the inverted
 latents instead (:func:`latent_prior`).
 
-Exact answers (METHODS.md §15 O8): for x ~ N(μ, s²) the inversion is linear, x_T = μ + √((s² + σ_max²)/s²)(x − μ)
+Exact answers (docs/methods.md §15 O8): for x ~ N(μ, s²) the inversion is linear, x_T = μ + √((s² + σ_max²)/s²)(x − μ)
 (:func:`gaussian_encoder`), so inverted latents have variance s² + σ_max² while sampling draws σ_max·ε — PaGoDA's
 small train/test mismatch.
 """
@@ -50,7 +50,7 @@ from consistency.diffusion import schedules, solvers
 
 META = "meta.json"
 ROUNDTRIP = "roundtrip.json"
-PAGODA_STEPS = 40                 # PaGoDA's inversion: Heun, 40 steps (METHODS.md §9 [official code])
+PAGODA_STEPS = 40                 # PaGoDA's inversion: Heun, 40 steps (docs/methods.md §9 [official code])
 KINDS = ("plain", "mirrored")
 
 
@@ -77,7 +77,7 @@ def reconstruct(denoiser: Callable, x_T, sigmas, solver: str = "heun", cond=None
 
 
 def gaussian_encoder(x, mean, std, sigma_max):
-    """The exact inversion of N(μ, s²) data (METHODS.md §15 O8): x_T = μ + √((s² + σ_max²)/s²)·(x − μ)."""
+    """The exact inversion of N(μ, s²) data (docs/methods.md §15 O8): x_T = μ + √((s² + σ_max²)/s²)·(x − μ)."""
     return mean + jnp.sqrt((std ** 2 + sigma_max ** 2) / std ** 2) * (x - mean)
 
 

@@ -2,7 +2,7 @@
 
 Below ``methods/`` (methods and teacher loading both use it). A *network apply* has the signature
 ``apply(params, x, sigma, labels=None, train=False, dropout_rng=None, guidance=None)`` and returns x0_hat; binding
-``params`` gives the DESIGN.md contract ``D(x, sigma, cond)``.
+``params`` gives the contract of docs/architecture.md ("A denoiser is a function") ``D(x, sigma, cond)``.
 """
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ def _low_precision_layers(dtype):
 
 class MixedPrecisionNet:
     """A flax module whose matmuls and convolutions run in ``compute_dtype``, with float32 master weights
-    (METHODS.md §18 item 6).
+    (docs/methods.md §18 item 6).
 
     ``apply`` runs the module under :func:`_low_precision_layers`: every Dense/Conv computes in bfloat16 on
     bfloat16-cast inputs and weights and returns float32, so the FLOPs are bfloat16 while the parameters the optimizer
@@ -113,12 +113,12 @@ def _preconditioned_apply(net, scalings_fn) -> NetworkApply:
 
 
 def edm_denoiser(net, sigma_data: float) -> NetworkApply:
-    """D_φ(x, σ) = c_skip x + c_out F(c_in x, c_noise) with EDM Table 1 scalings (METHODS.md §1.1)."""
+    """D_φ(x, σ) = c_skip x + c_out F(c_in x, c_noise) with EDM Table 1 scalings (docs/methods.md §1.1)."""
     return _preconditioned_apply(net, functools.partial(preconditioning.edm_scalings, sigma_data=sigma_data))
 
 
 def consistency_function(net, sigma_min: float, sigma_data: float) -> NetworkApply:
-    """f_θ(x, σ) with the CM boundary scalings, so f_θ(x, σ_min) = x exactly (seed eq. 8; METHODS.md §1.1)."""
+    """f_θ(x, σ) with the CM boundary scalings, so f_θ(x, σ_min) = x exactly (seed eq. 8; docs/methods.md §1.1)."""
     return _preconditioned_apply(net, functools.partial(preconditioning.consistency_scalings, sigma_min=sigma_min,
                                                         sigma_data=sigma_data))
 

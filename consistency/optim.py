@@ -1,6 +1,6 @@
 """Optimizers from ``config.optim``: Adam, RAdam or AdamW, each wrapped in the same warm-up, schedule and clipping.
 
-The wrappers are applied to *every* choice (METHODS.md §18 item 8: jcm's RAdam path silently dropped warm-up and
+The wrappers are applied to *every* choice (docs/methods.md §18 item 8: jcm's RAdam path silently dropped warm-up and
 clipping, so its learning rate was constant and its gradients unclipped).
 
 ``config.optim`` fields: name ('adam' | 'radam' | 'adamw'), lr, warmup_steps (linear ramp from 0), schedule

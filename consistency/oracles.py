@@ -1,10 +1,10 @@
-"""Closed-form oracle denoisers and exact maps, for tests and toy teachers (METHODS.md §15).
+"""Closed-form oracle denoisers and exact maps, for tests and toy teachers (docs/methods.md §15).
 
 Every denoiser here has the contract ``D(x, sigma, cond=None) -> x0_hat`` (x: [B, ...], σ: [B] or scalar, VE
 coordinates; ``cond`` is ignored) or, for the ``*_vp`` variants, ``D(z_t, t, cond=None)``.  The score of each is
 (D − x)/σ² (``consistency.diffusion.denoisers.score_from_denoiser``); ``*_log_density`` functions give log p_σ so the
 score can be checked against ``jax.grad``.  Gaussians are isotropic per coordinate: ``mean`` broadcasts against one
-example, ``std`` is a scalar.  All formulas are [derived] in METHODS.md §15 (O1–O5).
+example, ``std`` is a scalar.  All formulas are [derived] in docs/methods.md §15 (O1–O5).
 """
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def _squared_distances(queries: jax.Array, bank: jax.Array, chunk_size: int | No
 
 def empirical_posterior_weights(x: jax.Array, sigma, data: jax.Array, data_scale=1.0,
                                 chunk_size: int | None = None, log_prior: jax.Array | None = None) -> jax.Array:
-    """Posterior weights w_bj = softmax_j(−‖x_b − a·x^j‖²/(2σ²)) over a data bank (seed eq. 6; METHODS.md §15 O4).
+    """Posterior weights w_bj = softmax_j(−‖x_b − a·x^j‖²/(2σ²)) over a data bank (seed eq. 6; docs/methods.md §15 O4).
 
     ``a`` = ``data_scale`` (1 for VE, α_t for VP).  ``log_prior`` [B, M] is added to the logits (−inf removes a bank
     entry for that query).  Computed in float32 at least, with the max logit subtracted (``jax.nn.softmax``), so
@@ -64,7 +64,7 @@ def empirical_posterior_weights(x: jax.Array, sigma, data: jax.Array, data_scale
 
 def empirical_denoiser(data: jax.Array, chunk_size: int | None = None) -> Callable:
     """Ideal denoiser of the empirical distribution of ``data`` [M, ...]: D(x, σ) = Σ_j w_j x^j,
-    w = softmax_j(−‖x − x^j‖²/(2σ²)) (seed eq. 6; METHODS.md §15 O4).  Cost O(B·M·d); ``chunk_size`` bounds the
+    w = softmax_j(−‖x − x^j‖²/(2σ²)) (seed eq. 6; docs/methods.md §15 O4).  Cost O(B·M·d); ``chunk_size`` bounds the
     [B, chunk, d] difference tensor."""
     data = jnp.asarray(data)
 
@@ -80,7 +80,7 @@ def class_conditional_empirical_denoiser(data: jax.Array, data_labels: jax.Array
                                          chunk_size: int | None = None) -> Callable:
     """Ideal denoiser of the class-conditional empirical distribution: D(x, σ, c) = Σ_{j: y_j = c} w_j x^j with the
     softmax restricted to class c's bank entries, and for c = ``null_label`` (CFG's ∅ class) the unconditional
-    :func:`empirical_denoiser` over all M entries — so D_∅ = Σ_c p(c) D_c exactly, the CFG identity behind METHODS.md
+    :func:`empirical_denoiser` over all M entries — so D_∅ = Σ_c p(c) D_c exactly, the CFG identity behind docs/methods.md
     §2 / seed (44).  ``cond`` None is also unconditional.  Every class in [0, null_label) must occur in the bank."""
     data, data_labels = jnp.asarray(data), jnp.asarray(data_labels, jnp.int32)
 
@@ -98,7 +98,7 @@ def class_conditional_empirical_denoiser(data: jax.Array, data_labels: jax.Array
 
 
 def empirical_denoiser_vp(data: jax.Array, schedule: str = "cosine", chunk_size: int | None = None) -> Callable:
-    """VP empirical denoiser x̂(z_t, t) = Σ_j w_j x^j, w = softmax_j(−‖z_t − α_t x^j‖²/(2σ_t²)) (METHODS.md §15 O4)."""
+    """VP empirical denoiser x̂(z_t, t) = Σ_j w_j x^j, w = softmax_j(−‖z_t − α_t x^j‖²/(2σ_t²)) (docs/methods.md §15 O4)."""
     data = jnp.asarray(data)
 
     def denoiser(z_t, t, cond=None):
@@ -124,7 +124,7 @@ def empirical_log_density(x: jax.Array, sigma, data: jax.Array) -> jax.Array:
 # ----------------------------------------------------------------------------------------------------------------
 
 def point_mass_denoiser(c) -> Callable:
-    """Data = δ(x − c): D(x, σ) = c, score −(x − c)/σ² (seed eq. 30–31; METHODS.md §15 O1)."""
+    """Data = δ(x − c): D(x, σ) = c, score −(x − c)/σ² (seed eq. 30–31; docs/methods.md §15 O1)."""
     c = jnp.asarray(c)
 
     def denoiser(x, sigma, cond=None):
@@ -134,7 +134,7 @@ def point_mass_denoiser(c) -> Callable:
 
 
 def point_mass_flow(x: jax.Array, sigma, sigma_to, c) -> jax.Array:
-    """Exact PF-ODE map of a point mass: x(σ′) = c + (σ′/σ)(x(σ) − c) (seed eq. 19, 33; METHODS.md §15 O1)."""
+    """Exact PF-ODE map of a point mass: x(σ′) = c + (σ′/σ)(x(σ) − c) (seed eq. 19, 33; docs/methods.md §15 O1)."""
     ratio = broadcast_to_data(_as_float(sigma_to) / _as_float(sigma), x)
     return c + ratio * (x - c)
 
@@ -174,7 +174,7 @@ def point_mass_prediction(mu: float, lr: float = 1e-3, num_scales: int = 18, sig
 
 
 def gaussian_denoiser(mean, std) -> Callable:
-    """Data = N(μ, s²I): D(x, σ) = μ + s²/(s²+σ²)·(x − μ), score −(x−μ)/(s²+σ²) (METHODS.md §15 O2)."""
+    """Data = N(μ, s²I): D(x, σ) = μ + s²/(s²+σ²)·(x − μ), score −(x−μ)/(s²+σ²) (docs/methods.md §15 O2)."""
     mean = jnp.asarray(mean)
 
     def denoiser(x, sigma, cond=None):
@@ -185,13 +185,13 @@ def gaussian_denoiser(mean, std) -> Callable:
 
 
 def gaussian_flow(x: jax.Array, sigma, sigma_to, mean, std) -> jax.Array:
-    """Exact PF-ODE map of N(μ, s²I): x(σ′) − μ = √((s²+σ′²)/(s²+σ²))·(x(σ) − μ) (METHODS.md §15 O2)."""
+    """Exact PF-ODE map of N(μ, s²I): x(σ′) − μ = √((s²+σ′²)/(s²+σ²))·(x(σ) − μ) (docs/methods.md §15 O2)."""
     ratio = jnp.sqrt((std**2 + _as_float(sigma_to) ** 2) / (std**2 + _as_float(sigma) ** 2))
     return mean + broadcast_to_data(ratio, x) * (x - mean)
 
 
 def gaussian_consistency_function(x: jax.Array, sigma, mean, std, sigma_min: float = 0.002) -> jax.Array:
-    """Exact consistency function of N(μ, s²I): f* = μ + √((s²+ε²)/(s²+σ²))·(x − μ) (METHODS.md §15 O2)."""
+    """Exact consistency function of N(μ, s²I): f* = μ + √((s²+ε²)/(s²+σ²))·(x − μ) (docs/methods.md §15 O2)."""
     return gaussian_flow(x, sigma, sigma_min, mean, std)
 
 
@@ -216,7 +216,7 @@ def _mixture_terms(x, sigma, weights, means, stds):
 
 
 def mixture_denoiser(weights, means, stds) -> Callable:
-    """Isotropic Gaussian mixture Σ_k π_k N(μ_k, s_k²I) (METHODS.md §15 O3):
+    """Isotropic Gaussian mixture Σ_k π_k N(μ_k, s_k²I) (docs/methods.md §15 O3):
     D(x, σ) = Σ_k π̃_k(x)·[μ_k + s_k²/(s_k²+σ²)(x − μ_k)], π̃_k ∝ π_k N(x; μ_k, (s_k²+σ²)I) by log-sum-exp.
 
     ``weights`` [K] (sum to 1), ``means`` [K, *example_shape], ``stds`` [K].
@@ -242,18 +242,18 @@ def mixture_log_density(x: jax.Array, sigma, weights, means, stds) -> jax.Array:
 # ----------------------------------------------------------------------------------------------------------------
 
 def vp_gaussian_posterior_mean(z_t: jax.Array, alpha_t, sigma_t, mean, std) -> jax.Array:
-    """E[x | z_t] = μ + α_t s²/(α_t²s² + σ_t²)·(z_t − α_t μ) for x ~ N(μ, s²I) (METHODS.md §15 O5)."""
+    """E[x | z_t] = μ + α_t s²/(α_t²s² + σ_t²)·(z_t − α_t μ) for x ~ N(μ, s²I) (docs/methods.md §15 O5)."""
     a, sg = broadcast_to_data(alpha_t, z_t), broadcast_to_data(sigma_t, z_t)
     return mean + a * std**2 / (a**2 * std**2 + sg**2) * (z_t - a * mean)
 
 
 def vp_gaussian_posterior_variance(alpha_t, sigma_t, std):
-    """Var[x | z_t] = s²σ_t²/(α_t²s² + σ_t²) per coordinate (METHODS.md §15 O5)."""
+    """Var[x | z_t] = s²σ_t²/(α_t²s² + σ_t²) per coordinate (docs/methods.md §15 O5)."""
     return std**2 * sigma_t**2 / (alpha_t**2 * std**2 + sigma_t**2)
 
 
 def vp_gaussian_flow(z_t: jax.Array, alpha_t, sigma_t, alpha_s, sigma_s, mean, std) -> jax.Array:
-    """Exact VP PF-ODE map: z_s − α_s μ = √((α_s²s² + σ_s²)/(α_t²s² + σ_t²))·(z_t − α_t μ) (METHODS.md §15 O5)."""
+    """Exact VP PF-ODE map: z_s − α_s μ = √((α_s²s² + σ_s²)/(α_t²s² + σ_t²))·(z_t − α_t μ) (docs/methods.md §15 O5)."""
     b = lambda v: broadcast_to_data(v, z_t)  # noqa: E731
     ratio = jnp.sqrt((alpha_s**2 * std**2 + sigma_s**2) / (alpha_t**2 * std**2 + sigma_t**2))
     return b(alpha_s) * mean + b(ratio) * (z_t - b(alpha_t) * mean)

@@ -150,7 +150,7 @@ def quick(c, num_steps: int):
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Score distillation (DMD, DMD2, ADD, SiD; METHODS.md §10–§12, consistency/methods/distillation.py)
+# Score distillation (DMD, DMD2, ADD, SiD; docs/methods.md §10–§12, consistency/methods/distillation.py)
 # ----------------------------------------------------------------------------------------------------------
 
 def toy_distillation(c, method: str, fit_steps: int = 2000):
@@ -193,7 +193,7 @@ def digits_distillation(c, method: str, teacher_workdir: str = "workdirs/digits_
 
 
 def sid_recipe(c):
-    """SiD's recipe where it transfers to the CPU toys and digits (METHODS.md §12): α = 1.2, σ_init = 2.5, Adam β₁ = 0
+    """SiD's recipe where it transfers to the CPU toys and digits (docs/methods.md §12): α = 1.2, σ_init = 2.5, Adam β₁ = 0
     for both networks; lr 1e-4 (paper 1e-5 at batch 256 on a 56M-parameter U-Net)."""
     from consistency.config import optim_override
     c.sid.alpha = 1.2
@@ -205,7 +205,7 @@ def sid_recipe(c):
 
 
 def dmd2_recipe(c):
-    """DMD2's TTUR and GAN weights (METHODS.md §10.2): fake score + GAN head every step, generator every 5th,
+    """DMD2's TTUR and GAN weights (docs/methods.md §10.2): fake score + GAN head every step, generator every 5th,
     softplus GAN weights 3e-3 (generator) / 1e-2 (guidance)."""
     c.dmd2.ttur = 5
     c.dmd2.gan_generator_weight = 3e-3
@@ -215,7 +215,7 @@ def dmd2_recipe(c):
 
 def cifar_scm(mode: str, dropout: float, p_std: float, num_steps: int):
     """sCD (``mode='distill'``) / sCT (``'train'``) on CIFAR-10 from the EDM teacher's network, FastGen's CIFAR-10
-    recipe where METHODS.md §13.2 gives it: P_mean −1.0, RAdam, batch 512, tangent warm-up 10k, 2-step sampling at
+    recipe where docs/methods.md §13.2 gives it: P_mean −1.0, RAdam, batch 512, tangent warm-up 10k, 2-step sampling at
     σ = 0.821; lr 1e-4 and the sampling EMA 0.9999 are [unverified]."""
     import math
     c = cifar_network(new("scm"), dropout=dropout, arch="ddpmpp")   # the teacher's DDPM++ (configs/cifar_edm.py)

@@ -17,7 +17,7 @@ from consistency import images
 
 
 def to_host(tree):
-    """Replicated device values → numpy (on multi-host, from this host's first replica; PLATFORM.md §4b)."""
+    """Replicated device values → numpy (on multi-host, from this host's first replica; docs/platform.md §4b)."""
     if jax.process_count() == 1:
         return jax.device_get(tree)
 

@@ -1,4 +1,4 @@
-"""Teachers: any denoiser whose parameters are an argument of the compiled step (DESIGN.md "A denoiser is a function").
+"""Teachers: any denoiser whose parameters are an argument of the compiled step (docs/architecture.md "A denoiser is a function").
 
 * a trained EDM workdir: its saved ``config.json`` builds the network and only the sampling EMA params are read from
   the checkpoint (an Orbax partial restore: no Method, no dataset, no optimizer state is built or loaded);
@@ -132,7 +132,7 @@ def load_teacher(config, dataset) -> tuple[Any, networks.NetworkApply]:
 
 
 def make_ode_pairs(config, num: int, num_steps: int = 18, solver: str = "heun", seed: int = 0, chunk: int = 512):
-    """Teacher ODE pairs for DMD's regression loss (DMD §3.3; METHODS.md §10.1): z ~ N(0, I) and y = the teacher's
+    """Teacher ODE pairs for DMD's regression loss (DMD §3.3; docs/methods.md §10.1): z ~ N(0, I) and y = the teacher's
     deterministic sampler from σ_max·z (EDM Alg. 1 on ``num_steps`` Karras points; 18 = 35 NFE). Returns
     (z, y, σ_max) with float32 arrays [num, *example_shape]."""
     from consistency import train
@@ -168,7 +168,7 @@ def write_ode_pairs(config, path: str, num: int, num_steps: int = 18, solver: st
 
 
 def guided_teacher(teacher_apply, params, labels, cfg_scale: float, null_label: int) -> Callable:
-    """D_φ(x, σ) or, for w ≠ 1 and labels, D_w = D_∅ + w(D_c − D_∅) (METHODS.md §2 CFG; nb (44))."""
+    """D_φ(x, σ) or, for w ≠ 1 and labels, D_w = D_∅ + w(D_c − D_∅) (docs/methods.md §2 CFG; nb (44))."""
     def plain(x, sigma, cond=None):
         return teacher_apply(params, x, sigma, cond)
     if labels is None:

@@ -1,6 +1,6 @@
 """The one training loop: it builds, shards, steps, checkpoints, logs, samples and evaluates any method.
 
-The loop never names a method (DESIGN.md): it reads the method's declarative spec (:mod:`consistency.methods.base`:
+The loop never names a method (docs/architecture.md, "The loop never names a method"): it reads the method's declarative spec (:mod:`consistency.methods.base`:
 trained sets with their optimizers and update periods, moving and frozen sets) and treats the
 :class:`~consistency.methods.base.TrainState` as an opaque pytree. At loop step k it runs the compiled step of the
 sets due at k (:class:`PhasedStep`: one compilation per distinct due tuple) and averages each metric over the steps
@@ -9,11 +9,11 @@ that produced it.
 * **Sharding.** One :class:`jax.sharding.Mesh` over every device of every host with axis ``'data'``; the batch is
   split over it (``P('data')``), the state is replicated, and the step is ``jax.jit``-ed with those shardings and
   the state donated. Each step is blocked on (its metrics are fetched to the host): sharded ``jit`` on CPU
-  deadlocks in the all-reduce rendezvous otherwise (PLATFORM.md §4a), and the NaN guard needs the values anyway.
+  deadlocks in the all-reduce rendezvous otherwise (docs/platform.md §4a), and the NaN guard needs the values anyway.
 * **Randomness.** The step key is ``fold_in(PRNGKey(config.seed), step)`` and the batch is a pure function of
   ``(seed, step)``, so a resumed run repeats an uninterrupted one bit for bit.
 * **State.step** is owned by the loop: after ``train_step`` it is set to the number of steps taken.
-* **Workdir** (DESIGN.md): ``config.json``, ``checkpoints/<step>/`` (Orbax), ``samples/step_<k>.png``,
+* **Workdir** (docs/architecture.md, "Workdir layout"): ``config.json``, ``checkpoints/<step>/`` (Orbax), ``samples/step_<k>.png``,
   ``eval/metrics_<k>.json``, TensorBoard ``events.out.tfevents.*`` (clu writers).
 """
 from __future__ import annotations
@@ -419,7 +419,7 @@ class PhasedStep:
 
 
 def check_finite(metrics: dict, step: int, method_name: str) -> None:
-    """NaN/Inf guard (METHODS.md §18 item 5): raise naming the step, the metric and the method."""
+    """NaN/Inf guard (docs/methods.md §18 item 5): raise naming the step, the metric and the method."""
     for name, value in metrics.items():
         if not np.all(np.isfinite(value)):
             raise NonFiniteMetricError(
@@ -630,7 +630,7 @@ def _train_locked(config: ml_collections.ConfigDict, workdir: str):
             state, device_metrics = phased_step(step)(state, batch, root_key)
             if step + 1 < num_steps:  # prepare the next batch while the device works on this step
                 batch = global_batch(dataset.batch(step + 1), placement.batch)
-            step_metrics = to_host(device_metrics)  # blocks on the step (PLATFORM.md §4a)
+            step_metrics = to_host(device_metrics)  # blocks on the step (docs/platform.md §4a)
             done = step + 1
             progress["step"] = done
             check_finite(step_metrics, done, config.method)

@@ -1,6 +1,6 @@
 """How close does each consistency method get to the exact consistency function? (a closed-form study)
 
-Data N(0.7, 0.3²) has the exact f*(x, σ) = μ + √((s² + σ_min²)/(s² + σ²))·(x − μ) (METHODS.md §15 O2). This trains
+Data N(0.7, 0.3²) has the exact f*(x, σ) = μ + √((s² + σ_min²)/(s² + σ²))·(x − μ) (docs/methods.md §15 O2). This trains
 CD (exact Gaussian teacher), CT and iCT with a small MLP through the real train step and prints, per σ, the mean
 |f_θ − f*| over x ∈ μ ± 2√(s² + σ²) (the typical inputs at that σ).
 

@@ -1,4 +1,4 @@
-"""Invert a teacher's training split, data → noise, for PaGoDA (``consistency/inversion.py``; METHODS.md §9).
+"""Invert a teacher's training split, data → noise, for PaGoDA (``consistency/inversion.py``; docs/methods.md §9).
 
 Every row of the split (decoded as the teacher was trained on it, so at the teacher's resolution) is integrated up
 the PF-ODE with Heun (default 40 steps, PaGoDA's official setting) and written as resumable shards; ``--flip`` also

@@ -1,4 +1,4 @@
-"""Teacher ODE pairs (z, y) for DMD's regression loss (DMD §3.3; METHODS.md §10.1; ``config.dmd.pairs``).
+"""Teacher ODE pairs (z, y) for DMD's regression loss (DMD §3.3; docs/methods.md §10.1; ``config.dmd.pairs``).
 
 z ~ N(0, I) and y = the teacher's deterministic sampler from σ_max·z (EDM Alg. 1: Heun on ``--num_steps`` Karras
 points, Euler to σ = 0; 18 points = 35 NFE), stored as an .npz with the arrays 'z', 'y' and the scalars 'sigma_max',

@@ -2,7 +2,7 @@
 
     python launch/param_counts.py
 
-(a) the CIFAR-10 NCSN++ recipe (METHODS.md §2: nf 128, ch (2,2,2), 4 blocks, attention at 16; the
+(a) the CIFAR-10 NCSN++ recipe (docs/methods.md §2: nf 128, ch (2,2,2), 4 blocks, attention at 16; the
 papers report ≈56M), (b)–(c) the CPU U-Nets, (d) the default toy MLP.
 """
 from __future__ import annotations

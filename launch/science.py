@@ -227,7 +227,7 @@ def per_sigma_error(config, method, state, dataset, n: int = 1000) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# (h) SiD's L¹ vs L² on the notebook's 1-D Gaussian (seed eq. 73–83, METHODS.md §15 O7)
+# (h) SiD's L¹ vs L² on the notebook's 1-D Gaussian (seed eq. 73–83, docs/methods.md §15 O7)
 # ----------------------------------------------------------------------------------------------------------
 
 H_LOSSES = ("L¹ = E‖x_φ − x_ψ‖² (seed eq. 73)", "L² = SiD, α = 1.2 (seed eq. 81–82, code sign)",

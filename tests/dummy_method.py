@@ -4,7 +4,7 @@ Method ``dummy``: a residual one-hidden-layer MLP denoiser g(x̃) = x̃ + tanh(x
 ‖g(x + ½ε) − x‖² with per-example noise ε (keys folded from the global example index, so the result does not
 depend on the device count), optimizer from ``config.optim``, sampling EMA ``training.ema_decay``.
 It does NOT advance ``state.step`` itself: the loop owns the counter.
-``dummy_sgd``: the same with plain SGD (for exact multi-device comparisons; PLATFORM.md §4a).
+``dummy_sgd``: the same with plain SGD (for exact multi-device comparisons; docs/platform.md §4a).
 ``dummy_nan``: the same but its loss metric is NaN from step ``NAN_FROM_STEP`` on (NaN-guard test).
 ``dummy_blowup``: the same but, while ``optim.lr`` > ``BLOWUP_ABOVE_LR``, its loss is 10⁸ times larger from step
 ``BLOWUP_FROM_STEP`` on: a finite blow-up that a lower lr avoids (blow-up guard test).

@@ -1,5 +1,5 @@
 """CM methods inside the real train step: convergence to the closed-form consistency function, schedules traced
-from the step without recompiling, the boundary condition through a real network (METHODS.md §3–§7)."""
+from the step without recompiling, the boundary condition through a real network (docs/methods.md §3–§7)."""
 import jax
 import jax.numpy as jnp
 import numpy as np

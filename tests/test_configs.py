@@ -1,4 +1,4 @@
-"""The config files: every variant validates, the CIFAR-10 defaults are the papers' recipes (METHODS.md §2, §4–§7),
+"""The config files: every variant validates, the CIFAR-10 defaults are the papers' recipes (docs/methods.md §2, §4–§7),
 and a CIFAR recipe really starts (on tfds mock data, since CIFAR-10 cannot be downloaded here)."""
 import glob
 import math
@@ -85,7 +85,7 @@ def test_paper_recipes_build_the_papers_networks():
 
 
 def test_distillation_recipes_carry_the_papers_numbers():
-    """METHODS.md §10.2 (DMD2 EDM scripts), §12 (SiD), §13.1 (CTM), §8.1 (MCM)."""
+    """docs/methods.md §10.2 (DMD2 EDM scripts), §12 (SiD), §13.1 (CTM), §8.1 (MCM)."""
     sid = load("cifar_sid.py")
     assert (sid.sid.alpha, sid.sid.sigma_init, sid.sid.t_max_fraction, sid.sid.ttur) == (1.2, 2.5, 0.8, 1)
     assert (sid.optim.lr, sid.optim.b1, sid.optim.b2, sid.optim_fake.b1) == (1e-5, 0.0, 0.999, 0.0)
@@ -102,7 +102,7 @@ def test_distillation_recipes_carry_the_papers_numbers():
     gan = load("cifar_ctm.py", "gan")   # CTM's second stage: GAN fine-tuning from the CTM+DSM run
     assert (gan.training.init_from, gan.training.batch_size, gan.ctm.gan_weight) == ("workdirs/cifar_ctm", 528, 1.0)
     assert gan.optim_discriminator.lr == 2e-3
-    scd, sct = load("cifar_scd.py"), load("cifar_sct.py")   # FastGen's CIFAR-10 sCM recipe (METHODS.md §13.2)
+    scd, sct = load("cifar_scd.py"), load("cifar_sct.py")   # FastGen's CIFAR-10 sCM recipe (docs/methods.md §13.2)
     assert (scd.scm.mode, scd.scm.p_mean, scd.scm.p_std, scd.model.dropout, scd.training.batch_size) == (
         "distill", -1.0, 1.4, 0.0, 512)
     assert (sct.scm.mode, sct.scm.p_std, sct.model.dropout, sct.training.num_steps) == ("train", 1.8, 0.2, 350_000)
@@ -131,7 +131,7 @@ def test_cifar_ct_cpu_variant_trains_on_mock_cifar10(tmp_path):
 
 
 def test_pagoda_configs_carry_the_official_stage_table():
-    """METHODS.md §9: batch 96/256/360/512 and discriminator weight 0.2 adaptive / 1 / 1 / 1 at 64/128/256/512;
+    """docs/methods.md §9: batch 96/256/360/512 and discriminator weight 0.2 adaptive / 1 / 1 / 1 at 64/128/256/512;
     RAdam, generator lr 8e-6, discriminator lr 2e-3, EMA 0.999; growing stages warm-start the generator only."""
     table = {"": (64, 96, 0.2, True), "stage2": (128, 256, 1.0, False), "stage3": (256, 360, 1.0, False),
              "stage4": (512, 512, 1.0, False)}

@@ -1,4 +1,4 @@
-"""Consistency objectives against exact answers (seed §1–§2; METHODS.md §4–§7, §15 O1, O2, O4)."""
+"""Consistency objectives against exact answers (seed §1–§2; docs/methods.md §4–§7, §15 O1, O2, O4)."""
 import dataclasses
 
 import jax
@@ -13,7 +13,7 @@ from consistency.objectives import consistency as cm_obj
 from consistency.objectives import ecm as ecm_obj
 
 SIGMA_MIN = 0.002
-MU, S = 0.7, 0.3  # METHODS.md §15 O2
+MU, S = 0.7, 0.3  # docs/methods.md §15 O2
 
 
 def f_star(x, sigma):
@@ -34,7 +34,7 @@ def _pairs(sigma_hi, ratio, n=4096, seed=0):
 
 
 def test_ct_loss_at_exact_f_is_order_delta_sigma_squared_not_zero():
-    # METHODS.md §15 O2 and §17 item 7: for Gaussian data CT's L2 loss at f* is O(Δσ²) > 0 (not 0).
+    # docs/methods.md §15 O2 and §17 item 7: for Gaussian data CT's L2 loss at f* is O(Δσ²) > 0 (not 0).
     expected = {0.9: 8.3e-5, 0.99: 6.9e-7, 0.999: 6.8e-9}
     for ratio, ref in expected.items():
         x0, z, hi, lo = _pairs(1.0, ratio, n=200_000)
@@ -70,7 +70,7 @@ def test_ct_loss_is_exactly_zero_for_point_mass_at_f_star():
 
 
 def test_cd_target_with_exact_point_mass_teacher_equals_ct_target():
-    # METHODS.md §15 O1: CD with the exact teacher equals CT for point-mass data (seed eq. 38).
+    # docs/methods.md §15 O1: CD with the exact teacher equals CT for point-mass data (seed eq. 38).
     c = -0.2
     x0 = jnp.full((16, 2), c)
     z = jax.random.normal(jax.random.PRNGKey(2), (16, 2))

@@ -1,4 +1,4 @@
-"""CTM (METHODS.md §13.1) against exact answers: the jump map's identities through a real network, the exact Gaussian
+"""CTM (docs/methods.md §13.1) against exact answers: the jump map's identities through a real network, the exact Gaussian
 trajectory map zeroing the soft-consistency loss, the masked per-example teacher Heun steps, the adaptive DSM weight,
 γ-sampling with the exact map, and a short run through the loop (teacher untouched, every NFE finite)."""
 from __future__ import annotations
@@ -42,7 +42,7 @@ def tiny_config(steps=10):
 
 
 def test_jump_identities_through_a_real_network():
-    """G(x, t, t) = x (METHODS.md §15 O9); at init g(x, t, s) = the teacher-copied D(x, t) for every s (the target
+    """G(x, t, t) = x (docs/methods.md §15 O9); at init g(x, t, s) = the teacher-copied D(x, t) for every s (the target
     embedding starts at zero), so G(x, t, s) is the teacher's DDIM jump."""
     c = tiny_config()
     dataset = train.build_dataset(c)
@@ -189,7 +189,7 @@ def test_gan_stage_trains_a_discriminator_and_weights_the_generator_term_adaptiv
 
 
 def test_gan_stage_warm_starts_from_a_finished_ctm_run(tmp_path):
-    """CTM's two-stage recipe (METHODS.md §13.1: CTM+DSM, then GAN fine-tuning of that model): training.init_from
+    """CTM's two-stage recipe (docs/methods.md §13.1: CTM+DSM, then GAN fine-tuning of that model): training.init_from
     copies the finished run's jump map, its sampling EMA and θ⁻; the new discriminator and every optimizer state
     start fresh; a run of another width is refused in one line."""
     from consistency.config import ConfigError

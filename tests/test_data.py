@@ -33,7 +33,7 @@ def data_config(**overrides) -> ml_collections.ConfigDict:
 
 @pytest.fixture
 def no_network(monkeypatch):
-    """Any AF_INET/AF_INET6 connection raises (PLATFORM.md: how the offline TFDS facts were checked)."""
+    """Any AF_INET/AF_INET6 connection raises (docs/platform.md: how "offline" was checked)."""
     real_connect = socket.socket.connect
 
     def guarded(self, address):
@@ -385,7 +385,7 @@ def test_tfds_wrong_manual_file_is_one_line_error_without_network(tmp_path, no_n
 
 
 def test_tfds_prepared_local_dataset_real_path(tmp_path, no_network):
-    """A real (unmocked) TFDS dataset written offline (PLATFORM.md §1b) is read back exactly."""
+    """A real (unmocked) TFDS dataset written offline (docs/platform.md §1b) is read back exactly."""
     tfds = pytest.importorskip("tensorflow_datasets")
     x_ref, y_ref = sklearn_digits()
     raw = np.round((x_ref[:40] + 1.0) * 127.5).astype(np.uint8)           # 0..16 → 0..255 on the uint8 grid

@@ -35,7 +35,7 @@ def test_broadcast_to_data_and_ve_perturb():
 
 
 def _cosine_alpha_bar_numpy(t, s=0.008):
-    # METHODS.md §2: ᾱ(t) = cos²(((t+s)/(1+s))·π/2), normalised so that ᾱ(0) = 1.
+    # docs/methods.md §2: ᾱ(t) = cos²(((t+s)/(1+s))·π/2), normalised so that ᾱ(0) = 1.
     f = lambda u: np.cos((u + s) / (1 + s) * np.pi / 2) ** 2  # noqa: E731
     return f(t) / f(0.0)
 
@@ -80,14 +80,14 @@ def test_vp_conversions_round_trip(schedule):
 
 
 def test_linear_vp_is_edm_vp_sigma():
-    # EDM's "VP" schedule: σ(t) = √(exp(½β_d t² + β_min t) − 1) with β_d = 19.9, β_min = 0.1 (METHODS.md §2).
+    # EDM's "VP" schedule: σ(t) = √(exp(½β_d t² + β_min t) − 1) with β_d = 19.9, β_min = 0.1 (docs/methods.md §2).
     t = np.linspace(1e-3, 1.0, 40)
     expected = np.sqrt(np.exp(0.5 * 19.9 * t**2 + 0.1 * t) - 1.0)
     np.testing.assert_allclose(processes.vp_to_ve_sigma(jnp.asarray(t, jnp.float32), "linear"), expected, rtol=1e-5)
 
 
 def test_vp_denoiser_from_ve_matches_vp_gaussian_posterior():
-    # A VE Gaussian oracle, converted, must equal the VP posterior mean of METHODS.md §15 O5.
+    # A VE Gaussian oracle, converted, must equal the VP posterior mean of docs/methods.md §15 O5.
     mean, std = 0.3, 0.6
     z_t = jax.random.normal(jax.random.PRNGKey(1), (6, 3))
     t = jnp.linspace(0.05, 0.9, 6)
@@ -114,7 +114,7 @@ def test_edm_scalings_match_table_1():
     np.testing.assert_allclose(c_out, sigma * sd / np.sqrt(sigma**2 + sd**2), rtol=1e-6)
     np.testing.assert_allclose(c_in, 1 / np.sqrt(sigma**2 + sd**2), rtol=1e-6)
     np.testing.assert_allclose(c_noise, 0.25 * np.log(sigma), rtol=1e-6, atol=1e-7)
-    # The EDM training target weight λ = 1/c_out² (EDM §5) equals 1/σ² + 1/σ_d² (METHODS.md §2).
+    # The EDM training target weight λ = 1/c_out² (EDM §5) equals 1/σ² + 1/σ_d² (docs/methods.md §2).
     np.testing.assert_allclose(1 / np.asarray(c_out) ** 2, 1 / sigma**2 + 1 / sd**2, rtol=1e-5)
 
 
@@ -189,7 +189,7 @@ def test_multistep_boundary():
     x = jax.random.normal(jax.random.PRNGKey(5), (4, 3))
     x0_hat = jax.random.normal(jax.random.PRNGKey(6), (4, 3))
     sigma = jnp.array([0.5, 1.0, 2.0, 40.0])
-    # f(x, b, b) = x exactly (METHODS.md §8.2).
+    # f(x, b, b) = x exactly (docs/methods.md §8.2).
     np.testing.assert_array_equal(preconditioning.multistep_boundary(x, sigma, sigma, x0_hat), x)
     # seed eq. 51 with b = σ_min and x̂ = c is the point-mass consistency function, seed eq. 34.
     c = 0.7
@@ -212,7 +212,7 @@ def test_score_and_drift_from_denoiser():
     x = jax.random.normal(jax.random.PRNGKey(7), (5, 2)) * 2
     sigma = jnp.array([0.05, 0.3, 1.0, 3.0, 20.0])
     s = np.asarray(sigma)[:, None]
-    # Gaussian score −(x − μ)/(s² + σ²) (METHODS.md §15 O2).
+    # Gaussian score −(x − μ)/(s² + σ²) (docs/methods.md §15 O2).
     np.testing.assert_allclose(denoisers.score_from_denoiser(denoise, x, sigma),
                                -(np.asarray(x) - mean) / (std**2 + s**2), rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(denoisers.ode_drift(denoise, x, sigma),

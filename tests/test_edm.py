@@ -1,5 +1,5 @@
 """The EDM teacher learns (issue 3): on the 2-D 8-Gaussian mixture a short CPU run's samples beat the untrained
-model's by sliced Wasserstein, and its denoiser approaches the closed-form mixture denoiser (METHODS.md §15 O3)."""
+model's by sliced Wasserstein, and its denoiser approaches the closed-form mixture denoiser (docs/methods.md §15 O3)."""
 import jax
 import jax.numpy as jnp
 import numpy as np

@@ -1,7 +1,7 @@
 """FSDP layout (issue 14 item 4): on 8 simulated CPU devices, a ('data', 'fsdp') = (2, 4) mesh with the state split over
 'fsdp' gives the same two training steps as the replicated layout on the same 8 devices — the same losses and, after the
 second step, the same parameters (atol 1e-6 with Adam ε = 1; only the all-reduce order differs) — and the large leaves really are split.
-Runs in a subprocess: the device count must be set before jax starts (PLATFORM.md §4a)."""
+Runs in a subprocess: the device count must be set before jax starts (docs/platform.md §4a)."""
 from __future__ import annotations
 
 import json
@@ -25,7 +25,7 @@ SCRIPT = textwrap.dedent("""
         c = presets.toy(presets.new("edm"), "edm")
         c.model.hidden, c.model.depth = 256, 2
         c.optim.eps = 1.0   # Adam ≈ momentum SGD: ε = 1e-8 would turn the reduction-order noise of near-zero
-                            # gradients into ±lr steps (PLATFORM.md §4a), hiding a real layout bug behind a loose bound
+                            # gradients into ±lr steps (docs/platform.md §4a), hiding a real layout bug behind a loose bound
         c.training.update(dict(num_steps=2, batch_size=64, log_every=1, ckpt_every=2, sample_every=0, fsdp=fsdp))
         c.eval.num_samples, c.eval.nfes, c.sampling.num_samples = 64, (3,), 16
         state = train.train_and_evaluate(c, workdir)

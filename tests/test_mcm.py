@@ -1,4 +1,4 @@
-"""Multistep consistency models (METHODS.md §8) against exact answers (§15 O1, O2, O5, O9): the DDIM/invDDIM target
+"""Multistep consistency models (docs/methods.md §8) against exact answers (§15 O1, O2, O5, O9): the DDIM/invDDIM target
 chain, boundary identities, the exact Gaussian student as the MCM optimum (loss and gradient zero), the two VE limits
 of §8.2 by value, the T-step sampler with the exact student, N(i) traced from the step, the config validator, and a
 short run through the real loop that beats the untrained model."""
@@ -34,12 +34,12 @@ def ve_level(sigma):
 
 
 def exact_flow(z, frm: Level, to: Level, mean=MU, std=S):
-    """Exact PF-ODE map of N(mean, std²) between two levels of z = αx + σε (METHODS.md §15 O2/O5)."""
+    """Exact PF-ODE map of N(mean, std²) between two levels of z = αx + σε (docs/methods.md §15 O2/O5)."""
     return oracles.vp_gaussian_flow(z, frm.alpha, frm.sigma, to.alpha, to.sigma, mean, std)
 
 
 def exact_student(boundaries_of, mean=MU, std=S):
-    """The MCM optimum per segment: x̂*(z, t) = invDDIM_{t→b}(exact z_b, z) (METHODS.md §15 O5)."""
+    """The MCM optimum per segment: x̂*(z, t) = invDDIM_{t→b}(exact z_b, z) (docs/methods.md §15 O5)."""
     def x0(z, tau, level_of):
         t, b = level_of(tau), level_of(boundaries_of(tau))
         return obj.x0_reference(exact_flow(z, t, b, mean, std), z, t, b)
@@ -51,7 +51,7 @@ def exact_student(boundaries_of, mean=MU, std=S):
 # ----------------------------------------------------------------------------------------------------------
 
 def test_o5_vector_through_the_teacher_step():
-    # METHODS.md §15 O5: α_t = cos(πt/2), μ = 0, s = 0.5, z_t = 1, t = 0.9 → 0.5: x̂ 0.03984, DDIM 0.73963,
+    # docs/methods.md §15 O5: α_t = cos(πt/2), μ = 0, s = 0.5, z_t = 1, t = 0.9 → 0.5: x̂ 0.03984, DDIM 0.73963,
     # aDDIM (exact posterior variance) 0.79899, exact 0.79793.
     def lvl(t):
         t = jnp.full((1,), t, jnp.float32)
@@ -73,7 +73,7 @@ def test_o5_vector_through_the_teacher_step():
 def test_boundary_identities():
     z, x0 = jnp.array([[0.3, -1.2]]), jnp.array([[0.9, 0.1]])
     t = vp_level(jnp.array([0.4]))
-    # DDIM_{t→t}(x̂, z_t) = z_t (METHODS.md §15 O9), by the formula and exactly through the boundary switch.
+    # DDIM_{t→t}(x̂, z_t) = z_t (docs/methods.md §15 O9), by the formula and exactly through the boundary switch.
     np.testing.assert_allclose(obj.jump_to_boundary(x0, z, t, t, jnp.array([False])), z, rtol=1e-6)
     assert bool(jnp.all(obj.jump_to_boundary(x0, z, t, t, jnp.array([True])) == z))
     # VE: f(x, b, b) = x (seed eq. 51), in both the preconditioning form and the α ≡ 1 jump.
@@ -127,7 +127,7 @@ def test_target_chain_matches_a_direct_computation():
 
 @pytest.mark.parametrize("space", obj.LOSS_SPACES)
 def test_exact_gaussian_student_has_zero_loss_and_zero_gradient(space):
-    """METHODS.md §15 O5: with the exact teacher (the exact flow t → s) the MCM optimum per segment,
+    """docs/methods.md §15 O5: with the exact teacher (the exact flow t → s) the MCM optimum per segment,
     invDDIM(exact z_{t_step}, z_t), has loss 0 and a vanishing gradient; a perturbed student does not."""
     num_segments, steps = 4, 8
     process = mcm.vp_process(num_segments, 80.0, "cosine")
@@ -156,7 +156,7 @@ def test_exact_gaussian_student_has_zero_loss_and_zero_gradient(space):
 
 
 def test_t_step_sampler_with_the_exact_student_is_the_exact_flow():
-    """Sampling (METHODS.md §8.1 / §8.2) with the per-segment optimum reproduces the exact PF-ODE map from the top
+    """Sampling (docs/methods.md §8.1 / §8.2) with the per-segment optimum reproduces the exact PF-ODE map from the top
     level to b_0, in T network evaluations, for both processes."""
     shape = (16, 1)
     for name, process in (("vp", mcm.vp_process(3, 80.0, "cosine")),
@@ -179,7 +179,7 @@ def test_t_step_sampler_with_the_exact_student_is_the_exact_flow():
 
 
 # ----------------------------------------------------------------------------------------------------------
-# The VE limits of METHODS.md §8.2
+# The VE limits of docs/methods.md §8.2
 # ----------------------------------------------------------------------------------------------------------
 
 def _xtheta(x, sigma):
@@ -203,7 +203,7 @@ def test_ve_one_segment_is_a_cm_with_skip_sigma_min_over_sigma():
     per, _ = obj.multistep_consistency_loss(_xtheta, _xtheta, x, noise, t, s, b, z_s, space="jump",
                                             weighting="uniform", distance=distances.l2)
 
-    def cm_f(y, sig):  # CM with c_skip = σ_min/σ, c_out = 1 − σ_min/σ (METHODS.md §8.2 "Limits")
+    def cm_f(y, sig):  # CM with c_skip = σ_min/σ, c_out = 1 − σ_min/σ (docs/methods.md §8.2 "Limits")
         c_skip = (sigma_min / sig)[:, None]
         return c_skip * y + (1 - c_skip) * _xtheta(y, sig)
     x_n = x + t.sigma[:, None] * noise
@@ -211,7 +211,7 @@ def test_ve_one_segment_is_a_cm_with_skip_sigma_min_over_sigma():
     want = distances.l2(cm_f(x_n, t.sigma), cm_f(x_euler, s.sigma))
     np.testing.assert_allclose(per, want, rtol=1e-5, atol=1e-9)
     np.testing.assert_allclose(cm_f(x, jnp.full((32,), sigma_min)), x, rtol=1e-6)  # f(x, σ_min) = x
-    # Point-mass data (METHODS.md §15 O1): the exact CM c + (σ_min/σ)(x − c) is this family with x^θ ≡ c: loss 0.
+    # Point-mass data (docs/methods.md §15 O1): the exact CM c + (σ_min/σ)(x − c) is this family with x^θ ≡ c: loss 0.
     point = lambda z, sig: jnp.full_like(z, 0.2)  # noqa: E731
     per0, _ = obj.multistep_consistency_loss(point, point, x, noise, t, s, b, z_s, space="jump", weighting="uniform",
                                              distance=distances.l2)

@@ -1,14 +1,14 @@
 """Multi-process runs on this machine (issue 14): two ``python -m consistency.main`` processes joined by
-``jax.distributed`` on 127.0.0.1 (gloo CPU collectives, PLATFORM.md §4b), each with simulated CPU devices, against one
+``jax.distributed`` on 127.0.0.1 (gloo CPU collectives, docs/platform.md §4b), each with simulated CPU devices, against one
 process holding the same number of devices and the same global batch.
 
 What must hold: each host loads its own rows of the global batch (consistency/data/pipeline.py), the losses and the final
 parameters equal the single-process run's, a run stopped at a checkpoint resumes to the same parameters, only process 0
 writes logs and sample grids, every process takes part in Orbax checkpointing, and processes that disagree get a one-line
-error instead of a hang. Every subprocess runs under ``timeout -s KILL`` (JAX catches SIGTERM, PLATFORM.md §4b).
+error instead of a hang. Every subprocess runs under ``timeout -s KILL`` (JAX catches SIGTERM, docs/platform.md §4b).
 
 Tolerance: the single- and two-process runs reduce the same 4 per-device gradients, but the two-process all-reduce goes
-through gloo in another order, so they agree to float32 rounding amplified by Adam (PLATFORM.md §4a measured 1.2e-7
+through gloo in another order, so they agree to float32 rounding amplified by Adam (docs/platform.md §4a measured 1.2e-7
 after one Adam step): losses to rtol 1e-5, parameters to atol 1e-5 after 6 steps.
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Closed-form oracle denoisers and exact maps against brute force, quadrature and Tweedie (METHODS.md §15)."""
+"""Closed-form oracle denoisers and exact maps against brute force, quadrature and Tweedie (docs/methods.md §15)."""
 import math
 
 import jax
@@ -44,7 +44,7 @@ def test_empirical_denoiser_equals_brute_force_posterior_mean(bank, chunk_size):
 
 
 def test_empirical_denoiser_limits_small_and_large_sigma(bank):
-    # σ → σ_min: the nearest data point, with logits of order 1e7 and no NaN (METHODS.md §15 O4).
+    # σ → σ_min: the nearest data point, with logits of order 1e7 and no NaN (docs/methods.md §15 O4).
     noise = jax.random.normal(jax.random.PRNGKey(2), (4, 2, 3))
     idx = jnp.array([3, 0, 7, 7])
     x = bank[idx] + SIGMA_MIN * noise
@@ -75,7 +75,7 @@ def test_empirical_denoiser_vp_matches_brute_force_and_ve_form(bank):
     t = jnp.array([0.1, 0.4, 0.7, 0.95])
     alpha, sigma = processes.vp_alpha_sigma(t, "cosine")
     out = oracles.empirical_denoiser_vp(bank, "cosine")(z_t, t)
-    # w = softmax(−‖z_t − α_t x^j‖²/(2σ_t²)) (METHODS.md §15 O4, VP version)
+    # w = softmax(−‖z_t − α_t x^j‖²/(2σ_t²)) (docs/methods.md §15 O4, VP version)
     expected = np.stack([_brute_force_posterior_mean(np.asarray(z_t[b:b + 1]), np.asarray(sigma[b:b + 1]), bank,
                                                      float(alpha[b]))[0] for b in range(4)]).reshape(z_t.shape)
     np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-5)
@@ -128,7 +128,7 @@ def test_mixture_denoiser_equals_quadrature_posterior_mean_in_1d():
 def test_gaussian_flow_and_consistency_function():
     mu, s = 0.7, 0.3
     x = jnp.full((1, 1), mu + 104.0)
-    # METHODS.md §15 O2 test vector.
+    # docs/methods.md §15 O2 test vector.
     assert round(float(oracles.gaussian_consistency_function(x, 80.0, mu, s, SIGMA_MIN)[0, 0]), 5) == 1.09001
     # Boundary f*(x, ε) = x, and the flow composes.
     y = jax.random.normal(jax.random.PRNGKey(7), (3, 2)) * 5
@@ -182,7 +182,7 @@ def test_vp_gaussian_posterior_by_quadrature_and_exact_map():
         assert float(oracles.vp_gaussian_posterior_mean(zz, alpha, sigma, mu, s)[0, 0]) == pytest.approx(post_mean,
                                                                                                       abs=1e-5)
         assert float(oracles.vp_gaussian_posterior_variance(alpha, sigma, s)) == pytest.approx(post_var, rel=1e-4)
-    # The exact VP map is the VE Gaussian flow in VE coordinates x = z/α, σ_VE = σ_t/α_t (METHODS.md §0).
+    # The exact VP map is the VE Gaussian flow in VE coordinates x = z/α, σ_VE = σ_t/α_t (docs/methods.md §0).
     z = jax.random.normal(jax.random.PRNGKey(9), (3, 2))
     a_t, s_t = processes.vp_alpha_sigma(0.8)
     a_s, s_s = processes.vp_alpha_sigma(0.3)

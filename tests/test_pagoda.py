@@ -1,4 +1,4 @@
-"""PaGoDA (METHODS.md §9, §15 O8) against exact answers: the teacher inversion of a 1-D Gaussian is the closed-form
+"""PaGoDA (docs/methods.md §9, §15 O8) against exact answers: the teacher inversion of a 1-D Gaussian is the closed-form
 linear encoder and its optimal linear decoder is the inverse, inversion then sampling returns the data to solver
 precision (Gaussian and empirical-data oracles), the adaptive GAN weight equals the hand-computed last-layer ratio, a
 grown generator reproduces the bilinear upsampling of its previous stage before training, the sharded inversion

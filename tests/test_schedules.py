@@ -1,4 +1,4 @@
-"""Schedules and distances against the papers' numbers (METHODS.md §5, §6, §7, §15 O10)."""
+"""Schedules and distances against the papers' numbers (docs/methods.md §5, §6, §7, §15 O10)."""
 import math
 
 import jax

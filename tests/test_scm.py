@@ -1,4 +1,4 @@
-"""sCM in TrigFlow (METHODS.md §13.2, §15 O6, O9) against exact answers: the TrigFlow Gaussian's velocity and
+"""sCM in TrigFlow (docs/methods.md §13.2, §15 O6, O9) against exact answers: the TrigFlow Gaussian's velocity and
 consistency function, the EDM → TrigFlow conversion for the Gaussian and mixture oracles, a zero tangent at the exact
 consistency function and a loss gradient that points back to it, jax.jvp against a float64 central difference
 through a real network, f(x, 0) = x, an EDM-preconditioned network being an sCM consistency function as is, the

@@ -1,6 +1,6 @@
-"""DMD / DMD2, ADD and SiD objectives against exact answers (seed eq. 59–83; METHODS.md §10–§12, §15 O7 and O11).
+"""DMD / DMD2, ADD and SiD objectives against exact answers (seed eq. 59–83; docs/methods.md §10–§12, §15 O7 and O11).
 
-Toys (METHODS.md §15 O7), every coordinate independent:
+Toys (docs/methods.md §15 O7), every coordinate independent:
 - the notebook's toy: data N(0, 1), x_g = θ + z, fake denoiser (x_t + φσ²)/(1 + σ²), i.e. the exact denoiser of N(φ, 1);
 - two parameters: data N(0.7, 0.3²), G = a·z + b, with the *exact* fake denoiser of the current generator, N(b, a²),
   whose parameters are frozen in the generator step (they are the oracle of sg(a, b)).
@@ -18,7 +18,7 @@ from consistency import oracles
 from consistency.diffusion import distances
 from consistency.objectives import add, dmd, sid
 
-MU, S = 0.7, 0.3            # METHODS.md §15 O7 "two parameters"
+MU, S = 0.7, 0.3            # docs/methods.md §15 O7 "two parameters"
 DIM = 16                    # coordinates per example: keeps the per-sample normalisers mean_CHW|·| concentrated
 TOY_STEPS = 600             # gradient-descent steps of every toy training run (they share one set of draws)
 SIGMAS = np.array([0.002, 0.05, 0.3, 1.0, 2.5, 10.0, 24.4, 80.0])  # numpy: float64 once the fixture enables x64
@@ -35,12 +35,12 @@ def float64():
 # ----------------------------------------------------------------------------------------------------------------
 
 def gaussian_apply(params, x, sigma):
-    """Exact denoiser of N(mean, std²) per coordinate (METHODS.md §15 O2), with (mean, std) as parameters."""
+    """Exact denoiser of N(mean, std²) per coordinate (docs/methods.md §15 O2), with (mean, std) as parameters."""
     return oracles.gaussian_denoiser(params["mean"], params["std"])(x, sigma)
 
 
 def generator_apply(params, z):
-    """G = a·z + b (METHODS.md §15 O7)."""
+    """G = a·z + b (docs/methods.md §15 O7)."""
     return params["a"] * z + params["b"]
 
 
@@ -84,7 +84,7 @@ def _notebook_toy(theta, phi, seed=0, batch=64):
 
 def printed_seed_eq_83(x_generated, noise, sigma, real_denoiser, fake_denoiser, alpha):
     """Seed eq. 83 *as printed* (w = 1): σ⁻²⟨x_φ − x_ψ, x_ψ − G⟩ − α‖x_φ − x_ψ‖², the notebook's x_ψ = real, x_φ = fake.
-    Its first term has the opposite sign of seed eq. 81 and the SiD code (METHODS.md §17 item 19). Test-only."""
+    Its first term has the opposite sign of seed eq. 81 and the SiD code (docs/methods.md §17 item 19). Test-only."""
     noisy = x_generated + sigma[:, None] * noise
     d_r, d_f = real_denoiser(noisy, sigma), fake_denoiser(noisy, sigma)
     first = jnp.sum((d_f - d_r) * (d_r - x_generated), axis=1) / sigma ** 2
@@ -92,7 +92,7 @@ def printed_seed_eq_83(x_generated, noise, sigma, real_denoiser, fake_denoiser, 
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Notebook toy (METHODS.md §15 O7)
+# Notebook toy (docs/methods.md §15 O7)
 # ----------------------------------------------------------------------------------------------------------------
 
 @jax.jit
@@ -137,13 +137,13 @@ def test_sid_gradient_on_notebook_toy_is_c_squared_phi_and_printed_eq_83_flips_i
     phi = 0.6
     sigma, code, printed = _sid_toy_gradients(alpha)
     c = sigma ** 2 / (1.0 + sigma ** 2)
-    # METHODS.md §15 O7: dL/dθ = c²φ for any α (c² ≈ 1.6e-11 at σ = 0.002 is a cancellation of O(1) terms: 1e-6).
+    # docs/methods.md §15 O7: dL/dθ = c²φ for any α (c² ≈ 1.6e-11 at σ = 0.002 is a cancellation of O(1) terms: 1e-6).
     np.testing.assert_allclose(code, c ** 2 * phi, rtol=1e-6)
     np.testing.assert_allclose(printed, -c ** 2 * phi / sigma ** 2, rtol=1e-6)   # opposite sign
 
 
 def _notebook_toy_step(loss_fn, lr):
-    """One gradient-descent step on θ (x_g = θ + z) with the exact fake score φ = sg θ (METHODS.md §15 O7)."""
+    """One gradient-descent step on θ (x_g = θ + z) with the exact fake score φ = sg θ (docs/methods.md §15 O7)."""
     real = oracles.gaussian_denoiser(0.0, 1.0)
 
     def step(theta, draws):
@@ -174,7 +174,7 @@ def test_sid_code_sign_drives_theta_to_zero_and_printed_sign_diverges():
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Two-parameter generator G = a z + b on N(0.7, 0.3²) (METHODS.md §15 O7)
+# Two-parameter generator G = a z + b on N(0.7, 0.3²) (docs/methods.md §15 O7)
 # ----------------------------------------------------------------------------------------------------------------
 
 def _two_parameter_generator_loss(method, x, noise, sigma, fake, alpha):
@@ -245,7 +245,7 @@ def test_two_parameter_generator_converges_to_data_with_exact_fake_score(method,
 def _train_with_learned_fake_score(method, alpha, ratio, steps, seed=0):
     """G = a z + b against a *learned* fake denoiser: the Gaussian denoiser with its own (mean, std), trained by
     DSM (EDM λ, fake σ sampler) on fresh sg G(z) draws, ``ratio`` fake Adam steps per generator Adam step (the
-    TTUR k:1 of METHODS.md §10.2; 1:1 SiD/DMD). Returns the generator trajectory."""
+    TTUR k:1 of docs/methods.md §10.2; 1:1 SiD/DMD). Returns the generator trajectory."""
     import optax
     batch = 128
     gen_opt, fake_opt = optax.adam(1e-2), optax.adam(2e-2)
@@ -292,7 +292,7 @@ def _train_with_learned_fake_score(method, alpha, ratio, steps, seed=0):
 @pytest.mark.parametrize("method,alpha,ratio", [("dmd", 1.0, 1), ("dmd", 1.0, 5), ("sid", 1.2, 1), ("sid", 1.2, 5),
                                                 ("sid", 0.5, 1)])
 def test_two_parameter_generator_converges_with_a_learned_fake_score(method, alpha, ratio):
-    """METHODS.md §15 O7 with the fake score *learned* online (TTUR 1:1 and 5:1): (a, b) → (0.3, 0.7). Tolerance
+    """docs/methods.md §15 O7 with the fake score *learned* online (TTUR 1:1 and 5:1): (a, b) → (0.3, 0.7). Tolerance
     0.03 on the mean of the last 200 of 1500 generator steps (Adam noise keeps them jittering around the optimum).
     Measured (a, b): DMD 1:1 (0.298, 0.700), 5:1 (0.300, 0.700); SiD α=1.2 1:1 (0.300, 0.700), 5:1 (0.300, 0.700);
     SiD α=0.5 1:1 (0.287, 0.700)."""
@@ -302,7 +302,7 @@ def test_two_parameter_generator_converges_with_a_learned_fake_score(method, alp
 
 
 def test_add_distillation_term_alone_collapses_the_spread():
-    # METHODS.md §11, §15 O7: L_distill alone drives a → 0 (point mass at the data mean), b → μ.
+    # docs/methods.md §11, §15 O7: L_distill alone drives a → 0 (point mass at the data mean), b → μ.
     trajectory = _train_two_parameter_generator("add-distillation", lr=0.5)
     a, b = trajectory["a"], trajectory["b"]
     assert abs(float(jnp.mean(a[-100:]))) < 2e-3 and float(jnp.max(jnp.abs(a[-100:]))) < 1e-2, a[-5:]
@@ -310,7 +310,7 @@ def test_add_distillation_term_alone_collapses_the_spread():
 
 
 def test_add_distillation_gradient_has_no_teacher_jacobian():
-    # METHODS.md §11: ∇ L_distill = 2c(t)(x̂_θ − x̂_ψ)/d per element — the teacher's Jacobian never enters.
+    # docs/methods.md §11: ∇ L_distill = 2c(t)(x̂_θ − x̂_ψ)/d per element — the teacher's Jacobian never enters.
     x, noise = _normals(4, (8, DIM), (8, DIM))
     sigma = SIGMAS
     grad = jax.jit(jax.grad(lambda y: jnp.sum(add.distillation_loss(y, REAL, noise, sigma))))(x)
@@ -338,7 +338,7 @@ def test_surrogate_gradient_equals_distribution_matching_gradient():
 
 
 def test_r1_penalty_equals_finite_differences():
-    # METHODS.md §15 O11: R1 = ‖∇ₓD(x_real)‖², checked by central differences coordinate by coordinate.
+    # docs/methods.md §15 O11: R1 = ‖∇ₓD(x_real)‖², checked by central differences coordinate by coordinate.
     params = _discriminator_params(2)
     x_real = _normals(6, (5, 2))[0]
     disc = jax.jit(lambda x: discriminator_apply(params, x))

@@ -1,4 +1,4 @@
-"""VE/VP solvers and samplers against exact flow maps (issue 2 item 5; METHODS.md §1.2, §8.1, §15)."""
+"""VE/VP solvers and samplers against exact flow maps (issue 2 item 5; docs/methods.md §1.2, §8.1, §15)."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,7 +8,7 @@ from consistency import oracles
 from consistency.diffusion import processes, solvers
 from consistency.diffusion.schedules import karras_sigmas
 
-MU, STD = 0.7, 0.3  # METHODS.md §15 O2 test vector
+MU, STD = 0.7, 0.3  # docs/methods.md §15 O2 test vector
 SIGMA_MIN, SIGMA_MAX = 0.002, 80.0
 SECOND_ORDER = ["heun", "dpm_solver_2", "dpmpp_2m"]
 
@@ -25,7 +25,7 @@ def test_euler_step_formula_both_directions():
     denoise = oracles.gaussian_denoiser(MU, STD)
     x = jax.random.normal(jax.random.PRNGKey(0), (3, 2)) * 4
     for sigma, sigma_next in [(2.0, 1.5), (1.5, 2.0)]:
-        expected = x + (sigma_next - sigma) * (x - denoise(x, jnp.full((3,), sigma))) / sigma  # METHODS.md §1.2
+        expected = x + (sigma_next - sigma) * (x - denoise(x, jnp.full((3,), sigma))) / sigma  # docs/methods.md §1.2
         np.testing.assert_allclose(solvers.euler_step(denoise, x, sigma, sigma_next), expected, rtol=1e-5,
                                    atol=1e-6)
 
@@ -44,7 +44,7 @@ def test_ct_euler_step_with_data_as_denoiser_is_exact():
 
 @pytest.mark.parametrize("solver", sorted(solvers.SOLVERS))
 def test_every_solver_is_exact_for_a_point_mass(solver):
-    # A constant denoiser makes the ODE linear with the exact map c + (σ'/σ)(x − c) (nb (19); METHODS.md §15 O1),
+    # A constant denoiser makes the ODE linear with the exact map c + (σ'/σ)(x − c) (nb (19); docs/methods.md §15 O1),
     # and every step (Euler, Heun, midpoint, 2M) reproduces it.
     c = jnp.array([0.3, -1.2])
     x = c + 80.0 * jax.random.normal(jax.random.PRNGKey(2), (4, 2))
@@ -69,7 +69,7 @@ def test_heun_step_formula():
     denoise = oracles.gaussian_denoiser(MU, STD)
     x = jax.random.normal(jax.random.PRNGKey(4), (2, 3)) * 2
     sigma, sigma_next = 1.2, 0.7
-    d = (x - denoise(x, jnp.full((2,), sigma))) / sigma  # METHODS.md §1.2
+    d = (x - denoise(x, jnp.full((2,), sigma))) / sigma  # docs/methods.md §1.2
     x_tilde = x + (sigma_next - sigma) * d
     d_next = (x_tilde - denoise(x_tilde, jnp.full((2,), sigma_next))) / sigma_next
     np.testing.assert_allclose(solvers.heun_step(denoise, x, sigma, sigma_next),
@@ -118,7 +118,7 @@ def test_edm_sampling_sigmas():
 def test_o2_test_vector_and_heun_lands_on_the_flow_map():
     x = _o2_start()
     exact = oracles.gaussian_consistency_function(x, SIGMA_MAX, MU, STD, SIGMA_MIN)
-    assert round(float(exact[0, 0]), 5) == 1.09001  # METHODS.md §15 O2
+    assert round(float(exact[0, 0]), 5) == 1.09001  # docs/methods.md §15 O2
     errors = []
     for n in (16, 64, 256):
         grid = karras_sigmas(n + 1, SIGMA_MIN, SIGMA_MAX)[::-1]
@@ -163,7 +163,7 @@ def test_deterministic_sampler_matches_exact_flow_and_stochastic_with_no_churn()
     deterministic = solvers.sample_deterministic(denoise, rng, shape, sigmas, "heun")
     stochastic = solvers.sample_edm_stochastic(denoise, rng, shape, sigmas, s_churn=0.0)
     np.testing.assert_allclose(stochastic, deterministic, rtol=1e-6, atol=1e-6)
-    # The same initial noise, carried by the exact Gaussian flow from σ_max to 0 (METHODS.md §15 O2).  With the
+    # The same initial noise, carried by the exact Gaussian flow from σ_max to 0 (docs/methods.md §15 O2).  With the
     # EDM grid the sampler's error relative to |x − μ| is 6.5% at 18 steps (this Gaussian is sharp, s = 0.3) and
     # shrinks with refinement.
     z = jax.random.normal(jax.random.split(rng)[0], shape)
@@ -192,7 +192,7 @@ def test_inversion_lands_on_exact_encoding_and_sampling_returns(solver):
     x0 = MU + STD * jax.random.normal(jax.random.PRNGKey(8), (8, 3))
     ascending = karras_sigmas(64, SIGMA_MIN, SIGMA_MAX)
     encoded = solvers.invert(denoise, x0, ascending, solver)
-    # Exact encoder x_T = μ + √((s²+σ_max²)/(s²+σ_min²))(x − μ) (METHODS.md §15 O8 with σ_min start).
+    # Exact encoder x_T = μ + √((s²+σ_max²)/(s²+σ_min²))(x − μ) (docs/methods.md §15 O8 with σ_min start).
     exact = oracles.gaussian_flow(x0, SIGMA_MIN, SIGMA_MAX, MU, STD)
     # Measured on this grid: 0.39% (Heun) / 0.38% (2M) of |x_T − μ|; round trip 2.4e-4 / 5.0e-4.
     assert float(jnp.max(jnp.abs(encoded - exact) / jnp.abs(exact - MU))) < 6e-3
@@ -205,7 +205,7 @@ def test_inversion_lands_on_exact_encoding_and_sampling_returns(solver):
 # ---------------------------------------------------------------------------------------------------------------
 
 def _o5_coefficients():
-    # METHODS.md §15 O5: α_t = cos(πt/2), step t = 0.9 → 0.5.
+    # docs/methods.md §15 O5: α_t = cos(πt/2), step t = 0.9 → 0.5.
     t, s = 0.9, 0.5
     return np.cos(np.pi * t / 2), np.sin(np.pi * t / 2), np.cos(np.pi * s / 2), np.sin(np.pi * s / 2)
 
@@ -226,7 +226,7 @@ def test_ddim_matches_notebook_eq_45_and_inverse_is_identity():
     b = jnp.full((4,), 1.0)
     np.testing.assert_allclose(solvers.ddim_step(x0_hat, z_t, a_t * b, s_t * b, a_s * b, s_s * b), z_s, rtol=1e-6,
                                atol=1e-6)
-    # DDIM_{t→t} = identity (METHODS.md §15 O9).
+    # DDIM_{t→t} = identity (docs/methods.md §15 O9).
     np.testing.assert_allclose(solvers.ddim_step(x0_hat, z_t, a_t, s_t, a_t, s_t), z_t, rtol=1e-6)
 
 
@@ -234,7 +234,7 @@ def test_ddim_is_exact_for_point_mass_and_not_for_gaussian():
     a_t, s_t, a_s, s_s = _o5_coefficients()
     z_t = jax.random.normal(jax.random.PRNGKey(10), (5, 2))
     c = 0.4
-    # Point mass: x̂ = c, exact map = Gaussian map with s → 0 (METHODS.md §15 O5).
+    # Point mass: x̂ = c, exact map = Gaussian map with s → 0 (docs/methods.md §15 O5).
     ddim_pm = solvers.ddim_step(jnp.full_like(z_t, c), z_t, a_t, s_t, a_s, s_s)
     np.testing.assert_allclose(ddim_pm, oracles.vp_gaussian_flow(z_t, a_t, s_t, a_s, s_s, c, 0.0), rtol=1e-5,
                                atol=1e-6)
@@ -254,7 +254,7 @@ def test_addim_reduces_ddim_variance_deficit_on_gaussian_data():
     a_t, s_t, a_s, s_s = _o5_coefficients()
     std = 0.5
     var_t = a_t**2 * std**2 + s_t**2
-    target = a_s**2 * std**2 + s_s**2  # 0.625 (METHODS.md §15 O5)
+    target = a_s**2 * std**2 + s_s**2  # 0.625 (docs/methods.md §15 O5)
     assert target == pytest.approx(0.625)
     # 1-D expectation over z_t ~ N(0, var_t) by Gauss–Hermite quadrature (aDDIM is nonlinear in z_t for d = 1).
     nodes, weights = np.polynomial.hermite_e.hermegauss(120)
@@ -269,7 +269,7 @@ def test_addim_reduces_ddim_variance_deficit_on_gaussian_data():
     k = a_t * std**2 / var_t
     coef = a_s * k + (s_s / s_t) * (1 - a_t * k)
     assert var_ddim == pytest.approx(coef**2 * var_t, rel=1e-4)
-    assert var_ddim == pytest.approx(0.537, abs=2e-3)  # METHODS.md quotes 0.538
+    assert var_ddim == pytest.approx(0.537, abs=2e-3)  # docs/methods.md §15 O5 quotes 0.538
     assert var_addim == pytest.approx(0.629, abs=2e-3)
     assert abs(var_addim - target) < 0.2 * abs(var_ddim - target)
     # v_x = 0 is DDIM.
@@ -296,7 +296,7 @@ def test_corrected_eps_target_recovers_eps_and_printed_eq_47_does_not():
 
 
 def test_ddim_solve_is_euler_in_ve_coordinates_and_samples_point_mass_exactly():
-    # VP-DDIM with x̂ from a VE denoiser equals VE Euler on x = z/α (METHODS.md §0, §1.2).
+    # VP-DDIM with x̂ from a VE denoiser equals VE Euler on x = z/α (docs/methods.md §0, §1.2).
     ts = jnp.linspace(0.95, 0.05, 7)
     denoise = oracles.gaussian_denoiser(MU, STD)
     z = jax.random.normal(jax.random.PRNGKey(12), (4, 2))

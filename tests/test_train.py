@@ -76,7 +76,7 @@ def _reference_run(name, grads, p0, lr, warmup, total, schedule, clip, b1, b2, e
 @pytest.mark.parametrize("name", ["adam", "radam", "adamw"])
 @pytest.mark.parametrize("schedule", ["constant", "cosine"])
 def test_optimizer_matches_recurrences_with_warmup_and_clipping(name, schedule):
-    # METHODS.md §18 item 8: warm-up and clipping must wrap every optimizer (jcm's RAdam path dropped them).
+    # docs/methods.md §18 item 8: warm-up and clipping must wrap every optimizer (jcm's RAdam path dropped them).
     o = base_config().optim
     o.update(dict(name=name, lr=0.1, warmup_steps=3, grad_clip=1.0, b1=0.8, b2=0.9, eps=1e-8, schedule=schedule,
                   weight_decay=0.05 if name == "adamw" else 0.0))
@@ -309,7 +309,7 @@ _SHARDED_SCRIPT = textwrap.dedent("""
 
 
 def test_eight_devices_match_one_device(tmp_path):
-    """PLATFORM.md §4a: a few SGD steps sharded over 8 host devices give the 1-device loss and params."""
+    """docs/platform.md §4a: a few SGD steps sharded over 8 host devices give the 1-device loss and params."""
     kw = dict(method="dummy_sgd", batch_size=16, num_steps=3, log_every=1, ckpt_every=0, sample_every=0)
     wd8 = str(tmp_path / "eight")
     script = tmp_path / "sharded.py"

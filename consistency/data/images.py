@@ -71,7 +71,7 @@ def fixed_split(n: int, num_train: int, split: str, name: str) -> np.ndarray:
 
 @functools.lru_cache(maxsize=None)
 def _digits_all():
-    from sklearn.datasets import load_digits  # ships in the scikit-learn wheel (PLATFORM.md §2)
+    from sklearn.datasets import load_digits  # ships in the scikit-learn wheel (docs/platform.md §2)
 
     digits = load_digits()
     return digits.images.astype(np.float32)[..., None], digits.target.astype(np.int32)
@@ -106,7 +106,7 @@ def load_mnist5k_split(split: str) -> ImageArrays:
 
 def _manual_files(builder) -> list[str]:
     """File names the builder would download (its registered URL checksums), as TFDS looks for them in
-    <data_dir>/downloads/manual/ before downloading (PLATFORM.md §1c)."""
+    <data_dir>/downloads/manual/ before downloading (docs/platform.md §1c)."""
     try:
         urls = builder.url_infos or {}
     except Exception:  # noqa: BLE001 — builders without a checksums file

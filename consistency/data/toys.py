@@ -14,8 +14,8 @@ name              d    definition
                        std 0.1.  Mixture.
 25gaussians       2    25 equal-weight isotropic Gaussians on the grid {−1, −0.5, 0, 0.5, 1}², std 0.05.
                        Mixture.
-gaussian1d        1    N(0.7, 0.3²): the single-Gaussian oracle of METHODS.md §15 O2 / O7.  Mixture (K = 1).
-mog1d             1    ½ N(−0.5, 0.1²) + ½ N(0.5, 0.1²): two-Gaussian 1-D toy (METHODS.md §15 O3; MCM
+gaussian1d        1    N(0.7, 0.3²): the single-Gaussian oracle of docs/methods.md §15 O2 / O7.  Mixture (K = 1).
+mog1d             1    ½ N(−0.5, 0.1²) + ½ N(0.5, 0.1²): two-Gaussian 1-D toy (docs/methods.md §15 O3; MCM
                        Fig. 1 uses a two-Gaussian 1-D toy).  Mixture.
 swissroll         2    t ~ U[1.5π, 4.5π], x = (t cos t, t sin t) / 10 − m + N(0, 0.05² I), with m the exact
                        mean of (t cos t, t sin t) / 10, so that the mean is 0.
@@ -30,7 +30,7 @@ Labels: for mixtures the label is the mixture component (num_classes = K), for m
 swissroll and checkerboard have no labels (num_classes = 0, labels are all 0).
 
 Mixtures expose their exact parameters through :func:`toy_mixture` as ``(weights [K], means [K, d],
-stds [K])`` with isotropic components, so the closed-form mixture denoiser (METHODS.md §15 O3) can serve as
+stds [K])`` with isotropic components, so the closed-form mixture denoiser (docs/methods.md §15 O3) can serve as
 an exact teacher.
 """
 from __future__ import annotations
@@ -58,7 +58,7 @@ def _grid_mixture(side: int = 5, spacing: float = 0.5, std: float = 0.05) -> Mix
 _MIXTURES = {
     "8gaussians": _circle_mixture(),
     "25gaussians": _grid_mixture(),
-    "gaussian1d": (np.array([1.0]), np.array([[0.7]]), np.array([0.3])),       # METHODS.md §15 O7
+    "gaussian1d": (np.array([1.0]), np.array([[0.7]]), np.array([0.3])),       # docs/methods.md §15 O7
     "mog1d": (np.array([0.5, 0.5]), np.array([[-0.5], [0.5]]), np.array([0.1, 0.1])),
 }
 

@@ -1,4 +1,4 @@
-"""Consistency-model samplers (Song et al. 2023, Alg. 1; METHODS.md §3).
+"""Consistency-model samplers (Song et al. 2023, Alg. 1; docs/methods.md §3).
 
 ``sigmas`` is an explicit descending list of noise levels τ₁ = σ_max > τ₂ > … > τ_n, one per network evaluation:
 * step 1:  x ← f(τ₁·z, τ₁)                              (one-step generation)
@@ -13,7 +13,7 @@ import numpy as np
 
 
 def default_cm_sigmas(num_steps: int, sigma_max: float = 80.0, second: float = 0.821, last: float = 0.1):
-    """Default σ list for ``num_steps`` CM steps: [σ_max], then 0.821 (ECT's CIFAR-10 2-step point, METHODS.md §3),
+    """Default σ list for ``num_steps`` CM steps: [σ_max], then 0.821 (ECT's CIFAR-10 2-step point, docs/methods.md §3),
     then geometrically down to ``last`` for more steps. Override with ``config.sampling.sigmas``."""
     if num_steps < 1:
         raise ValueError(f"num_steps must be >= 1, got {num_steps}")

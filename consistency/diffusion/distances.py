@@ -1,4 +1,4 @@
-"""Per-example distances d(a, b) → shape [B] (METHODS.md §1.3).
+"""Per-example distances d(a, b) → shape [B] (docs/methods.md §1.3).
 
 Every distance reduces over all non-batch axes and returns one value per example, so weights λ(σ) apply per example.
 """
@@ -29,7 +29,7 @@ def pseudo_huber_constant(dim: int) -> float:
 
 
 def pseudo_huber(a, b, c: float | None = None):
-    """√(‖a − b‖₂² + c²) − c over the whole per-example vector (seed eq. 43; iCT §3.3; METHODS.md §17 item 6).
+    """√(‖a − b‖₂² + c²) − c over the whole per-example vector (seed eq. 43; iCT §3.3; docs/methods.md §17 item 6).
 
     ``c=None`` uses 0.00054·√d. ``c=0`` gives the un-squared ℓ2 norm ‖a − b‖₂ (ECT's default metric).
     """

@@ -1,7 +1,7 @@
 """Preconditioning D or f = c_skip·x + c_out·F(c_in·x, c_noise), and the multistep boundary form.
 
-Sources: EDM (Karras et al. 2022) Table 1; jcm `get_distiller_fn` for the consistency boundary; METHODS.md §1.1;
-seed eq. 8 (boundary condition) and eq. 51 (multistep boundary, METHODS.md §8.2).
+Sources: EDM (Karras et al. 2022) Table 1; jcm `get_distiller_fn` for the consistency boundary; docs/methods.md §1.1;
+seed eq. 8 (boundary condition) and eq. 51 (multistep boundary, docs/methods.md §8.2).
 
 A *scalings* function maps σ (scalar or [B]) to the tuple (c_skip, c_out, c_in, c_noise), each of σ's shape.
 """
@@ -18,7 +18,7 @@ Scalings = tuple  # (c_skip, c_out, c_in, c_noise)
 
 
 def edm_scalings(sigma, sigma_data: float = 0.5) -> Scalings:
-    """EDM x-prediction preconditioning (EDM Table 1; METHODS.md §1.1), c_noise = ¼ ln σ (jcm NCSN++).
+    """EDM x-prediction preconditioning (EDM Table 1; docs/methods.md §1.1), c_noise = ¼ ln σ (jcm NCSN++).
 
     c_skip = σ_d²/(σ²+σ_d²), c_out = σσ_d/√(σ²+σ_d²), c_in = 1/√(σ²+σ_d²).
     """
@@ -32,7 +32,7 @@ def edm_scalings(sigma, sigma_data: float = 0.5) -> Scalings:
 
 
 def consistency_scalings(sigma, sigma_min: float = 0.002, sigma_data: float = 0.5) -> Scalings:
-    """Consistency-model boundary parameterization (METHODS.md §1.1 "CM boundary"; jcm `get_distiller_fn`).
+    """Consistency-model boundary parameterization (docs/methods.md §1.1 "CM boundary"; jcm `get_distiller_fn`).
 
     c_skip = σ_d²/((σ−ε)²+σ_d²), c_out = σ_d(σ−ε)/√(σ²+σ_d²), c_in = 1/√(σ²+σ_d²), c_noise = ¼ ln σ.
     At σ = ε: c_skip = 1 and c_out = 0 exactly, so f(x, ε) = x (seed eq. 8).  Note the c_out denominator uses σ²,
@@ -48,7 +48,7 @@ def consistency_scalings(sigma, sigma_min: float = 0.002, sigma_data: float = 0.
 
 
 def vp_eps_scalings(sigma, num_train_steps: int = 1000) -> Scalings:
-    """EDM-VP ε-prediction preconditioning (NVlabs EDM `VPPrecond`; METHODS.md §1.1 "EDM-VP").
+    """EDM-VP ε-prediction preconditioning (NVlabs EDM `VPPrecond`; docs/methods.md §1.1 "EDM-VP").
 
     c_skip = 1, c_out = −σ, c_in = 1/√(σ²+1), c_noise = (M−1)·t(σ) with t(σ) the linear-VPSDE time of VE level σ
     (β_min = 0.1, β_d = 19.9) and M = ``num_train_steps``.
@@ -76,7 +76,7 @@ EDM_PRECONDITIONERS = {"EDMPrecond": edm_scalings, "VPPrecond": vp_eps_scalings,
 
 
 def precondition(net_apply: Callable, x: jax.Array, sigma, scalings, **net_kwargs) -> jax.Array:
-    """c_skip·x + c_out·net_apply(c_in·x, c_noise, **net_kwargs) (EDM eq. 7; METHODS.md §1.1).
+    """c_skip·x + c_out·net_apply(c_in·x, c_noise, **net_kwargs) (EDM eq. 7; docs/methods.md §1.1).
 
     ``scalings`` is either a function σ ↦ (c_skip, c_out, c_in, c_noise) (e.g. ``edm_scalings`` or
     ``functools.partial(consistency_scalings, sigma_min=..., sigma_data=...)``) or that tuple already evaluated at
@@ -89,7 +89,7 @@ def precondition(net_apply: Callable, x: jax.Array, sigma, scalings, **net_kwarg
 
 
 def multistep_boundary(x: jax.Array, sigma, boundary, x0_hat: jax.Array) -> jax.Array:
-    """Multistep (VE) consistency jump to a segment boundary b: (b/σ)·x + (1 − b/σ)·x̂ (seed eq. 51; METHODS.md §8.2).
+    """Multistep (VE) consistency jump to a segment boundary b: (b/σ)·x + (1 − b/σ)·x̂ (seed eq. 51; docs/methods.md §8.2).
 
     This is VE-DDIM from σ to b with the student's x̂; it equals x exactly when b = σ (boundary condition).
     """

@@ -1,16 +1,16 @@
 """Noise processes as pure jnp functions: VE/EDM and VP (cosine, linear), and conversions between them.
 
-Conventions (METHODS.md §0):
+Conventions (docs/methods.md §0):
 - Data ``x`` has a leading batch axis ``[B, ...]``; noise levels are scalars or shape ``[B]``.
 - VE / EDM: x_σ = x + σ·z.
 - VP: z_t = α_t·x + σ_t·ε with α_t² + σ_t² = 1, t ∈ [0, 1]; logSNR λ_t = ln(α_t²/σ_t²).
 - VE ↔ VP: z_t = α_t·x_σ with σ = σ_t/α_t, so a VE denoiser serves VP as x̂ = D(z_t/α_t, σ_t/α_t).
 
 Schedules:
-- ``'cosine'`` (Nichol & Dhariwal 2021, as in the unofficial MCM port; METHODS.md §2):
+- ``'cosine'`` (Nichol & Dhariwal 2021, as in the unofficial MCM port; docs/methods.md §2):
   ᾱ(t) = cos²(((t+s)/(1+s))·π/2) / cos²((s/(1+s))·π/2), s = 0.008, so α_0 = 1 and α_1 = 0 (t = 1 is pure noise,
   λ_1 = −∞; pass t < 1 where a finite logSNR is needed).
-- ``'linear'`` (score_sde VPSDE, METHODS.md §2): β(t) = 0.1 + 19.9·t, ln α_t = −¼·19.9·t² − ½·0.1·t, which in VE
+- ``'linear'`` (score_sde VPSDE, docs/methods.md §2): β(t) = 0.1 + 19.9·t, ln α_t = −¼·19.9·t² − ½·0.1·t, which in VE
   coordinates is EDM's "VP" σ(t) = √(exp(½β_d t² + β_min t) − 1).
 
 Every closed form is written without catastrophic cancellation (expm1/log1p, product-of-sines), so t, σ and λ
@@ -39,12 +39,12 @@ def broadcast_to_data(v, x: jax.Array) -> jax.Array:
 
 
 def ve_perturb(x: jax.Array, sigma, noise: jax.Array) -> jax.Array:
-    """VE/EDM forward process x_σ = x + σ·z (METHODS.md §0; seed eq. 3)."""
+    """VE/EDM forward process x_σ = x + σ·z (docs/methods.md §0; seed eq. 3)."""
     return x + broadcast_to_data(sigma, x) * noise
 
 
 def vp_perturb(x: jax.Array, alpha, sigma, noise: jax.Array) -> jax.Array:
-    """VP forward process z_t = α_t·x + σ_t·ε (METHODS.md §0)."""
+    """VP forward process z_t = α_t·x + σ_t·ε (docs/methods.md §0)."""
     return broadcast_to_data(alpha, x) * x + broadcast_to_data(sigma, x) * noise
 
 
@@ -67,13 +67,13 @@ def _cosine_angles(t):
 
 
 def _linear_exponent(t):
-    """E(t) = ½β_d t² + β_min t = −2 ln α_t for the linear VPSDE (score_sde; METHODS.md §2)."""
+    """E(t) = ½β_d t² + β_min t = −2 ln α_t for the linear VPSDE (score_sde; docs/methods.md §2)."""
     t = _as_float(t)
     return 0.5 * LINEAR_BETA_D * t**2 + LINEAR_BETA_MIN * t
 
 
 def vp_alpha_sigma(t, schedule: str = "cosine"):
-    """(α_t, σ_t) of a VP schedule, α_t² + σ_t² = 1 (METHODS.md §0, §2).
+    """(α_t, σ_t) of a VP schedule, α_t² + σ_t² = 1 (docs/methods.md §0, §2).
 
     cosine: α_t = cos b / cos a, σ_t² = 1 − α_t² = sin(b−a)·sin(b+a)/cos²a (cos²a − cos²b = sin(b−a)sin(b+a)),
     with a = (s/(1+s))π/2, b = ((t+s)/(1+s))π/2.  linear: α_t = exp(−E/2), σ_t² = −expm1(−E), E = ½β_d t² + β_min t.
@@ -90,7 +90,7 @@ def vp_alpha_sigma(t, schedule: str = "cosine"):
 
 
 def vp_to_ve_sigma(t, schedule: str = "cosine"):
-    """VE noise level of VP time t: σ = σ_t/α_t (METHODS.md §0 "VE ↔ VP").
+    """VE noise level of VP time t: σ = σ_t/α_t (docs/methods.md §0 "VE ↔ VP").
 
     linear: σ = √expm1(½β_d t² + β_min t) (EDM's VP σ(t)); cosine: σ = √(sin(b−a)sin(b+a))/cos b.
     """
@@ -103,7 +103,7 @@ def vp_to_ve_sigma(t, schedule: str = "cosine"):
 
 
 def vp_logsnr(t, schedule: str = "cosine"):
-    """logSNR λ_t = ln(α_t²/σ_t²) = −2 ln(σ_t/α_t) (METHODS.md §0)."""
+    """logSNR λ_t = ln(α_t²/σ_t²) = −2 ln(σ_t/α_t) (docs/methods.md §0)."""
     _check_schedule(schedule)
     if schedule == "cosine":
         a, b_minus_a = _cosine_angles(t)
@@ -143,7 +143,7 @@ def vp_t_from_logsnr(logsnr, schedule: str = "cosine"):
 
 
 def vp_alpha_sigma_from_ve_sigma(sigma):
-    """(α, σ_t) of the VP point with VE level σ: α = 1/√(1+σ²), σ_t = σ/√(1+σ²) (METHODS.md §0)."""
+    """(α, σ_t) of the VP point with VE level σ: α = 1/√(1+σ²), σ_t = σ/√(1+σ²) (docs/methods.md §0)."""
     sigma = _as_float(sigma)
     alpha = jax.lax.rsqrt(1.0 + sigma**2)
     return alpha, sigma * alpha
@@ -152,7 +152,7 @@ def vp_alpha_sigma_from_ve_sigma(sigma):
 def vp_denoiser_from_ve(denoiser: Callable, schedule: str = "cosine") -> Callable:
     """Wrap a VE denoiser D(x, σ, cond) into a VP one x̂(z_t, t, cond) = D(z_t/α_t, σ_t/α_t, cond).
 
-    METHODS.md §0 "VE ↔ VP": z_t = α_t·x_σ with σ = σ_t/α_t.  ``t`` is a scalar or shape [B].
+    docs/methods.md §0 "VE ↔ VP": z_t = α_t·x_σ with σ = σ_t/α_t.  ``t`` is a scalar or shape [B].
     """
     _check_schedule(schedule)
 

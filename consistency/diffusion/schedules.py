@@ -1,7 +1,7 @@
 """Noise grids and training-step schedules, all jnp and jit-traceable in the step k.
 
 Sources: Karras et al. 2022 (EDM) eq. 5; Song et al. 2023 (CM) Appendix C; Song & Dhariwal 2023 (iCT) §3.3–3.5;
-Geng et al. 2024 (ECT); METHODS.md §1.4, §5, §6, §7.
+Geng et al. 2024 (ECT); docs/methods.md §1.4, §5, §6, §7.
 """
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ import jax.numpy as jnp
 
 def karras_sigmas(num: int | jax.Array, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0,
                   size: int | None = None) -> jax.Array:
-    """Ascending Karras grid σ_1 < … < σ_N (EDM eq. 5; METHODS.md §0).
+    """Ascending Karras grid σ_1 < … < σ_N (EDM eq. 5; docs/methods.md §0).
 
     σ_i = (σ_min^{1/ρ} + (i−1)/(N−1)·(σ_max^{1/ρ} − σ_min^{1/ρ}))^ρ, i = 1…N.
     ``num`` may be traced; then pass a static ``size`` ≥ num: entries past N repeat σ_max (masked by callers),
-    so a growing N never changes shapes (DESIGN.md, "A growing N must not recompile").
+    so a growing N never changes shapes (docs/architecture.md, "A growing N must not recompile").
     """
     size = int(num) if size is None else size
     i = jnp.arange(size, dtype=jnp.float32)
@@ -28,11 +28,11 @@ def karras_sigmas(num: int | jax.Array, sigma_min: float = 0.002, sigma_max: flo
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Consistency training, Song et al. 2023 (CM), Appendix C; METHODS.md §5.
+# Consistency training, Song et al. 2023 (CM), Appendix C; docs/methods.md §5.
 # ----------------------------------------------------------------------------------------------------------
 
 def ct_num_steps(step: jax.Array, total_steps: int, s0: int = 2, s1: int = 150) -> jax.Array:
-    """CT discretisation N(k) = ⌈√(k/K·((s₁+1)² − s₀²) + s₀²) − 1⌉ + 1 (CM Appendix C; METHODS.md §5).
+    """CT discretisation N(k) = ⌈√(k/K·((s₁+1)² − s₀²) + s₀²) − 1⌉ + 1 (CM Appendix C; docs/methods.md §5).
 
     N(0) = s₀ and N(K) = s₁ + 1 (CIFAR-10: 2 → 151). Traced ``step`` is fine.
     """
@@ -43,7 +43,7 @@ def ct_num_steps(step: jax.Array, total_steps: int, s0: int = 2, s1: int = 150) 
 
 def ct_target_decay(step: jax.Array, total_steps: int, s0: int = 2, s1: int = 150, mu0: float = 0.9,
                     form: str = "code") -> jax.Array:
-    """Target-network EMA rate μ(k) for CT (METHODS.md §5 and §17 errata 1).
+    """Target-network EMA rate μ(k) for CT (docs/methods.md §5 and §17 errata 1).
 
     paper: μ(k) = exp(s₀·ln μ₀ / N(k))       = μ₀^{s₀/N(k)}
     code:  μ(k) = exp(s₀·ln μ₀ / (N(k) − 1)) = μ₀^{s₀/(N(k)−1)}   (jcm get_ema_scales_fn, cm create_ema_and_scales_fn)
@@ -60,7 +60,7 @@ def ct_target_decay(step: jax.Array, total_steps: int, s0: int = 2, s1: int = 15
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Improved CT, Song & Dhariwal 2023 (iCT) §3.4–3.5; METHODS.md §6.
+# Improved CT, Song & Dhariwal 2023 (iCT) §3.4–3.5; docs/methods.md §6.
 # ----------------------------------------------------------------------------------------------------------
 
 def ict_stage_length(total_steps: int, s0: int = 10, s1: int = 1280) -> int:
@@ -77,7 +77,7 @@ def ict_num_steps(step: jax.Array, total_steps: int, s0: int = 10, s1: int = 128
 
 
 def lognormal_index_pmf(sigmas: jax.Array, num: jax.Array, p_mean: float = -1.1, p_std: float = 2.0) -> jax.Array:
-    """Discrete lognormal over grid indices i (pair σ_i < σ_{i+1}) (iCT §3.5; METHODS.md §1.4).
+    """Discrete lognormal over grid indices i (pair σ_i < σ_{i+1}) (iCT §3.5; docs/methods.md §1.4).
 
     p(i) ∝ erf((ln σ_{i+1} − P_mean)/(√2 P_std)) − erf((ln σ_i − P_mean)/(√2 P_std)), i = 0 … N−2.
     ``sigmas`` is a fixed-size ascending grid (see :func:`karras_sigmas` with ``size``); entries whose pair reaches
@@ -104,7 +104,7 @@ def sample_index(rng: jax.Array, pmf: jax.Array, shape: tuple[int, ...] = ()) ->
 
 
 # ----------------------------------------------------------------------------------------------------------
-# ECT, Geng et al. 2024 (`locuslab/ect`); METHODS.md §7.
+# ECT, Geng et al. 2024 (`locuslab/ect`); docs/methods.md §7.
 # ----------------------------------------------------------------------------------------------------------
 
 def ect_stage(step: jax.Array, steps_per_stage: int) -> jax.Array:
@@ -113,7 +113,7 @@ def ect_stage(step: jax.Array, steps_per_stage: int) -> jax.Array:
 
 
 def ect_r_from_t(t: jax.Array, stage: jax.Array, q: float = 2.0, k: float = 8.0, b: float = 1.0) -> jax.Array:
-    """ECT pairing r = max(0, t·(1 − q^{−(a+1)}·(1 + k·sigmoid(−b·t)))) (ECT loss; METHODS.md §7).
+    """ECT pairing r = max(0, t·(1 − q^{−(a+1)}·(1 + k·sigmoid(−b·t)))) (ECT loss; docs/methods.md §7).
 
     Stage 0 gives r = 0 for t ≤ ln 7 (pure denoising); later stages push r → t.
     """
@@ -122,7 +122,7 @@ def ect_r_from_t(t: jax.Array, stage: jax.Array, q: float = 2.0, k: float = 8.0,
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Continuous noise-level samplers (METHODS.md §1.4).
+# Continuous noise-level samplers (docs/methods.md §1.4).
 # ----------------------------------------------------------------------------------------------------------
 
 def lognormal_sigmas(rng: jax.Array, shape: tuple[int, ...], p_mean: float = -1.2, p_std: float = 1.2) -> jax.Array:
@@ -131,11 +131,11 @@ def lognormal_sigmas(rng: jax.Array, shape: tuple[int, ...], p_mean: float = -1.
 
 
 def edm_loss_weight(sigma: jax.Array, sigma_data: float) -> jax.Array:
-    """EDM λ(σ) = (σ² + σ_d²)/(σ·σ_d)² (EDM Table 1; METHODS.md §2)."""
+    """EDM λ(σ) = (σ² + σ_d²)/(σ·σ_d)² (EDM Table 1; docs/methods.md §2)."""
     return (sigma ** 2 + sigma_data ** 2) / (sigma * sigma_data) ** 2
 
 
 def mcm_teacher_steps(step: jax.Array, n_start: float = 64.0, n_end: float = 1280.0, ramp_steps: int = 100_000):
-    """MCM teacher-step annealing N(i) = exp(ln 64 + clip(i/100k, 0, 1)·(ln 1280 − ln 64)) (METHODS.md §8.1)."""
+    """MCM teacher-step annealing N(i) = exp(ln 64 + clip(i/100k, 0, 1)·(ln 1280 − ln 64)) (docs/methods.md §8.1)."""
     frac = jnp.clip(jnp.asarray(step, jnp.float32) / ramp_steps, 0.0, 1.0)
     return jnp.exp(jnp.log(n_start) + frac * (jnp.log(n_end) - jnp.log(n_start)))

@@ -10,12 +10,12 @@ Each VE solver is a :class:`Solver` with a uniform step ``step(D, x, sigma, sigm
 
 | name | method | order | NFE per step |
 |---|---|---|---|
-| ``euler`` | Euler = VE-DDIM (METHODS.md §1.2) | 1 | 1 |
+| ``euler`` | Euler = VE-DDIM (docs/methods.md §1.2) | 1 | 1 |
 | ``heun`` | EDM 2nd-order Heun, Euler on the step to σ = 0 (EDM Alg. 1) | 2 | 2 (1 on the last) |
 | ``dpm_solver_2`` | DPM-Solver-2 (Lu et al. 2022, Alg. 1, r₁ = ½): midpoint in log σ | 2 | 2 (1 on the last) |
 | ``dpmpp_2m`` | DPM-Solver++(2M) (Lu et al. 2022b, Alg. 2): data prediction, multistep in λ = −ln σ | 2 | 1 |
 
-VP (z_t = α_t x + σ_t ε): DDIM, its inverse invDDIM, aDDIM (METHODS.md §1.2, §8.1) and a DDIM sampler.
+VP (z_t = α_t x + σ_t ε): DDIM, its inverse invDDIM, aDDIM (docs/methods.md §1.2, §8.1) and a DDIM sampler.
 """
 from __future__ import annotations
 
@@ -37,14 +37,14 @@ from consistency.diffusion.schedules import karras_sigmas
 def ve_ddim(x: jax.Array, x0_hat: jax.Array, sigma, sigma_next) -> jax.Array:
     """Jump from σ to σ′ holding the denoised estimate fixed: (σ′/σ)·x + (1 − σ′/σ)·x̂.
 
-    The VE Euler step / VE-DDIM; exact when D is constant along the path (seed eq. 19, 24, 49; METHODS.md §1.2).
+    The VE Euler step / VE-DDIM; exact when D is constant along the path (seed eq. 19, 24, 49; docs/methods.md §1.2).
     """
     ratio = broadcast_to_data(_as_float(sigma_next) / _as_float(sigma), x)
     return ratio * x + (1.0 - ratio) * x0_hat
 
 
 def euler_step(denoiser: Denoiser, x: jax.Array, sigma, sigma_next, cond=None) -> jax.Array:
-    """Euler step x′ = x + (σ′ − σ)(x − D(x, σ))/σ (METHODS.md §1.2), written as (σ′/σ)x + (1 − σ′/σ)D."""
+    """Euler step x′ = x + (σ′ − σ)(x − D(x, σ))/σ (docs/methods.md §1.2), written as (σ′/σ)x + (1 − σ′/σ)D."""
     return ve_ddim(x, denoiser(x, batch_sigma(sigma, x), cond), sigma, sigma_next)
 
 
@@ -64,7 +64,7 @@ def _unless_final(sigma, sigma_next, x: jax.Array, first_order: Callable, second
 
 
 def heun_step(denoiser: Denoiser, x: jax.Array, sigma, sigma_next, cond=None) -> jax.Array:
-    """EDM 2nd-order Heun step (EDM Alg. 1; METHODS.md §1.2); plain Euler when σ′ = 0.
+    """EDM 2nd-order Heun step (EDM Alg. 1; docs/methods.md §1.2); plain Euler when σ′ = 0.
 
     d = (x − D(x,σ))/σ; x̃ = x + (σ′−σ)d; d′ = (x̃ − D(x̃,σ′))/σ′; x′ = x + (σ′−σ)(d + d′)/2.
     """
@@ -198,7 +198,7 @@ def solve(denoiser: Denoiser, x: jax.Array, sigmas, solver: str | Solver = "eule
 
 def edm_sampling_sigmas(num_steps: int, sigma_min: float = 0.002, sigma_max: float = 80.0,
                         rho: float = 7.0) -> jax.Array:
-    """EDM sampling grid: ``num_steps`` descending Karras points then σ = 0 (EDM eq. 5; METHODS.md §1.2).
+    """EDM sampling grid: ``num_steps`` descending Karras points then σ = 0 (EDM eq. 5; docs/methods.md §1.2).
 
     With Heun (Euler on the final step) this costs NFE = 2·num_steps − 1 (35 for N = 18).
     """
@@ -249,7 +249,7 @@ def sample_edm_stochastic(denoiser: Denoiser, rng, shape, sigmas, s_churn: float
 
 def invert(denoiser: Denoiser, x0: jax.Array, sigmas_ascending, solver: str | Solver = "heun",
            cond=None, return_trajectory: bool = False):
-    """Deterministic PF-ODE inversion data → noise along an ascending grid (PaGoDA encoder; METHODS.md §9).
+    """Deterministic PF-ODE inversion data → noise along an ascending grid (PaGoDA encoder; docs/methods.md §9).
 
     ``sigmas_ascending[0]`` must be > 0 (e.g. σ_min = 0.002): x0 is treated as the state at that level.
     """
@@ -261,7 +261,7 @@ def invert(denoiser: Denoiser, x0: jax.Array, sigmas_ascending, solver: str | So
 # ----------------------------------------------------------------------------------------------------------------
 
 def ddim_step(x0_hat: jax.Array, z_t: jax.Array, alpha_t, sigma_t, alpha_s, sigma_s) -> jax.Array:
-    """DDIM_{t→s}(x̂, z_t) = α_s·x̂ + (σ_s/σ_t)(z_t − α_t·x̂) (METHODS.md §1.2; nb (45) with ε̂ = (z_t − α_t x̂)/σ_t).
+    """DDIM_{t→s}(x̂, z_t) = α_s·x̂ + (σ_s/σ_t)(z_t − α_t·x̂) (docs/methods.md §1.2; nb (45) with ε̂ = (z_t − α_t x̂)/σ_t).
 
     Coefficients are scalars or shape [B].  s may be above t (DDIM inversion with a given x̂).
     """
@@ -271,14 +271,14 @@ def ddim_step(x0_hat: jax.Array, z_t: jax.Array, alpha_t, sigma_t, alpha_s, sigm
 
 def inv_ddim(z_s: jax.Array, z_t: jax.Array, alpha_t, sigma_t, alpha_s, sigma_s) -> jax.Array:
     """invDDIM_{t→s}(z_s, z_t) = (z_s − (σ_s/σ_t)·z_t)/(α_s − α_t·σ_s/σ_t): the x̂ that DDIM maps z_t to z_s
-    (METHODS.md §1.2, §8.1)."""
+    (docs/methods.md §1.2, §8.1)."""
     b = lambda v: broadcast_to_data(v, z_t)  # noqa: E731
     ratio = sigma_s / sigma_t
     return (z_s - b(ratio) * z_t) / b(alpha_s - alpha_t * ratio)
 
 
 def addim_step(x0_hat: jax.Array, z_t: jax.Array, alpha_t, sigma_t, alpha_s, sigma_s, var_x) -> jax.Array:
-    """aDDIM_{t→s}: DDIM with the posterior variance v_x of x added back (METHODS.md §8.1; MCM, Heek et al. 2024).
+    """aDDIM_{t→s}: DDIM with the posterior variance v_x of x added back (docs/methods.md §8.1; MCM, Heek et al. 2024).
 
     ε̂ = (z_t − α_t x̂)/σ_t;  z_s = α_s x̂ + √(σ_s² + (d/‖ε̂‖²)(α_s − α_t σ_s/σ_t)²·v_x)·ε̂, with d the per-example
     dimension and ‖ε̂‖² per example.  ``var_x`` (scalar or [B]) is the per-coordinate posterior variance, e.g. the
@@ -296,7 +296,7 @@ def addim_step(x0_hat: jax.Array, z_t: jax.Array, alpha_t, sigma_t, alpha_s, sig
 def ddim_eps_target(z_s: jax.Array, z_t: jax.Array, alpha_t, sigma_t, alpha_s, sigma_s) -> jax.Array:
     """ε* whose DDIM step maps z_t to z_s: ε* = (z_s − (α_s/α_t)·z_t)/(σ_s − (α_s/α_t)·σ_t).
 
-    This is the *corrected* nb (47) (METHODS.md §8.1, §17 item 11).  The notebook's printed eq. 47 swaps s and t
+    This is the *corrected* nb (47) (docs/methods.md §8.1, §17 item 11).  The notebook's printed eq. 47 swaps s and t
     inside both coefficients, (z_s − (α_t/α_s) z_t)/(σ_t − (α_t/α_s) σ_s), and does not recover ε.  In ᾱ notation
     the correct form is (x_s − √(ᾱ_s/ᾱ_t) x_t)/(√(1−ᾱ_s) − √(ᾱ_s/ᾱ_t)·√(1−ᾱ_t)).
     """
@@ -328,6 +328,6 @@ def ddim_solve(x0_fn: Callable, z: jax.Array, ts, schedule: str = "cosine", cond
 
 
 def sample_ddim(x0_fn: Callable, rng, shape, ts, schedule: str = "cosine", cond=None) -> jax.Array:
-    """VP DDIM sampler: z ~ N(0, I) at ts[0] (descending), then :func:`ddim_solve` (MCM sampling, METHODS.md §8.1)."""
+    """VP DDIM sampler: z ~ N(0, I) at ts[0] (descending), then :func:`ddim_solve` (MCM sampling, docs/methods.md §8.1)."""
     z = jax.random.normal(rng, shape)
     return ddim_solve(x0_fn, z, ts, schedule, cond)

@@ -1,4 +1,4 @@
-"""ADD — Adversarial Diffusion Distillation (Sauer et al. 2023, arXiv 2311.17042, no training code; METHODS.md §11).
+"""ADD — Adversarial Diffusion Distillation (Sauer et al. 2023, arXiv 2311.17042, no training code; docs/methods.md §11).
 
 Trained sets, in step order (ADD alternates G:D; ``config.add.ttur`` discriminator updates per student update):
 
@@ -13,8 +13,8 @@ Trained sets, in step order (ADD alternates G:D; ``config.add.ttur`` discriminat
   σ_s from the student set {999, 749, 499, 249} on the 1000-point grid (σ ≈ 80, 17.5, 2.50, 0.168): the hinge
   generator loss −D(F(x̂_θ)) (discriminator params frozen, gradient through its inputs) plus
   2.5·c(t)·‖x̂_θ − sg x̂_ψ(sg(x̂_θ) + σ_t ε′, σ_t)‖² with c(t) = α_t (ADD §3.2; seed eq. 67 with the σ_t (not σ_t²)
-  erratum, METHODS.md §17 item 16). The teacher input is under sg, so the teacher Jacobian never enters
-  (METHODS.md §11); alone this term collapses the student to the data mean — the GAN term is essential.
+  erratum, docs/methods.md §17 item 16). The teacher input is under sg, so the teacher Jacobian never enters
+  (docs/methods.md §11); alone this term collapses the student to the data mean — the GAN term is essential.
 
 Frozen: {'teacher', 'features' (classifier params)}. Sampling: the student's K levels as a consistency-style chain
 from its EMA; NFE 1 = x̂_θ(σ_max z, σ_max).
@@ -134,7 +134,7 @@ def discriminator_hinge_loss(disc: ProjectedDiscriminator, params, frozen, label
                              r1_weight: float = 0.0, guidance=None):
     """(loss, metrics) of the discriminator heads ``params``: hinge on sg real vs sg fake inputs, each augmented with
     its own draws, averaged over the heads' logits (ADD §3.2), plus γ·R1 = γ‖∇ₓ D(F(x₀))‖² on the real inputs when
-    ``r1_weight`` > 0 (ADD §3.2; METHODS.md §15 O11). Shared by ADD, CTM's GAN stage and PaGoDA; ``guidance`` [B] conditions the heads
+    ``r1_weight`` > 0 (ADD §3.2; docs/methods.md §15 O11). Shared by ADD, CTM's GAN stage and PaGoDA; ``guidance`` [B] conditions the heads
 on w as well as the class (PaGoDA's D(x, c, w), seed eq. 56–58)."""
     x_real, x_fake = jax.lax.stop_gradient(x_real), jax.lax.stop_gradient(x_fake)
     k_real, k_fake = jax.random.split(jax.random.fold_in(rng, AUGMENT_STREAM))   # own draws for real and fake
@@ -206,7 +206,7 @@ def make(config, dataset) -> base.Method:
         weight = add_objective.exponential_weight(sigma_t) if a.weighting == "exponential" else jnp.ones_like(sigma_t)
         distill = jnp.mean(add_objective.distillation_loss(
             x_hat, distillation.teacher_fn(nets, state, labels), distillation.normal_like(keys, 4, shape), sigma_t,
-            weight))                                                            # ADD §3.2; METHODS.md §11
+            weight))                                                            # ADD §3.2; docs/methods.md §11
         loss = adversarial + float(a.distillation_weight) * distill
         return loss, jax.lax.stop_gradient({"loss_adversarial": adversarial, "loss_distill": distill})
 

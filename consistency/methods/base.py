@@ -8,7 +8,7 @@ A method says *what* it trains and the loop does the rest. It declares
 * its **moving** sets (:class:`Moving`): parameters no optimizer touches that follow a trained set after each of
   its updates, such as the CM target θ⁻ ← μ(k)·θ⁻ + (1 − μ(k))·θ (seed eq. 12) — not frozen, not trained;
 * its **frozen** sets: returned by ``init`` (a teacher, a data bank for a closed-form denoiser, feature-net
-  params); they are arguments of the compiled step, never constants baked into it (DESIGN.md);
+  params); they are arguments of the compiled step, never constants baked into it (docs/architecture.md, "Params are arguments, never constants");
 * ``init(rng, example_batch) -> (trained_params: dict, frozen: dict)`` and
   ``sample(state, rng, num_samples, **kwargs) -> x`` (with the sampling EMA of ``sample_params``).
 
@@ -25,7 +25,7 @@ more than one trained set they are named ``<set>/<metric>``.
 A batch is a dict of numpy / jax arrays with a leading batch axis:
 ``{'x': float32 [B, ...] in [-1, 1] (images NHWC) or R^d (toys), 'label': int32 [B], 'index': int32 [B]}``
 where ``index`` is the global index of the example in the epoch stream; methods fold it into
-their rng so results do not depend on the number of devices (DESIGN.md, "Randomness is per example").
+their rng so results do not depend on the number of devices (docs/architecture.md, "Randomness is per example").
 """
 from __future__ import annotations
 
@@ -270,10 +270,10 @@ def per_example_normal(keys: jax.Array, shape: tuple[int, ...], dtype=jnp.float3
 
 
 def ema_update(ema: PyTree, params: PyTree, decay: jax.Array | float) -> PyTree:
-    """ψ ← r·ψ + (1−r)·θ (METHODS.md §1.5)."""
+    """ψ ← r·ψ + (1−r)·θ (docs/methods.md §1.5)."""
     return jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, ema, params)
 
 
 def ema_decay_from_half_life(half_life_images: float, images_per_update: int) -> float:
-    """EDM half-life → per-update decay r = 0.5^(B/H) (METHODS.md §1.5: H=0.5M, B=512 → 0.99929)."""
+    """EDM half-life → per-update decay r = 0.5^(B/H) (docs/methods.md §1.5: H=0.5M, B=512 → 0.99929)."""
     return 0.5 ** (images_per_update / half_life_images)

@@ -1,4 +1,4 @@
-"""Consistency distillation, CD (Song et al. 2023; seed eq. 12–14; METHODS.md §4).
+"""Consistency distillation, CD (Song et al. 2023; seed eq. 12–14; docs/methods.md §4).
 
 L_CD = E λ·d(f_θ(x + σ_{n+1}z, σ_{n+1}), sg f_θ⁻(x̂_n, σ_n)), x̂_n = one teacher solver step σ_{n+1} → σ_n.
 The teacher is any denoiser: a trained EDM workdir or a closed-form oracle (``config.teacher``). The notebook's

@@ -1,4 +1,4 @@
-"""The consistency-model trainer shared by CD, CT and iCT (seed §1–§2; METHODS.md §3–§6).
+"""The consistency-model trainer shared by CD, CT and iCT (seed §1–§2; docs/methods.md §3–§6).
 
 One train step, whose behaviour is set by ``config.cm`` fields (each notebook ablation is one field):
 
@@ -10,7 +10,7 @@ One train step, whose behaviour is set by ``config.cm`` fields (each notebook ab
 * grid: fixed N, CT's N(k) or iCT's doubling N(k), all traced from ``state.step`` on a fixed-size grid (no recompiles);
 * index sampling uniform or iCT's discrete lognormal; distance l2 | l1 | pseudo_huber | feature; weighting λ;
 * target network θ⁻: EMA μ (fixed or CT's μ(k)); μ = 0 means θ⁻ = stopgrad(θ) and no copy is stored (iCT).
-The online and target passes share the noise and the dropout key (METHODS.md §18 item 1).
+The online and target passes share the noise and the dropout key (docs/methods.md §18 item 1).
 """
 from __future__ import annotations
 

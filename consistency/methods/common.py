@@ -29,7 +29,7 @@ def trained_set(config, name: str, loss: base.LossFn, *, every: int = 1, phase: 
 
 def sampling_ema_decay(config) -> float:
     """Sampling EMA decay per update: a half-life in images (EDM; one update sees one global batch) overrides the
-    plain decay (METHODS.md §1.5)."""
+    plain decay (docs/methods.md §1.5)."""
     t = config.training
     if t.ema_half_life_images > 0:
         return base.ema_decay_from_half_life(t.ema_half_life_images, t.batch_size)

@@ -1,4 +1,4 @@
-"""Consistency training, CT (Song et al. 2023; seed eq. 15–27; METHODS.md §5).
+"""Consistency training, CT (Song et al. 2023; seed eq. 15–27; docs/methods.md §5).
 
 No teacher: the target input is x₀ + σ_n z with the same z (seed eq. 20), or the notebook's posterior-averaged
 E[x₀|x] (``config.cm.posterior``, seed eq. 22–25). CT's N(k)/μ(k) schedule is ``cm.curriculum='ct'`` with

@@ -1,4 +1,4 @@
-"""CTM — Consistency Trajectory Models (Kim et al. 2023, arXiv 2310.02279, `sony/ctm`; METHODS.md §13.1).
+"""CTM — Consistency Trajectory Models (Kim et al. 2023, arXiv 2310.02279, `sony/ctm`; docs/methods.md §13.1).
 
 One network jumps between any two noise levels: G_θ(x_t, t, s) = (s/t)·x_t + (1 − s/t)·g_θ(x_t, t, s), with g_θ the
 EDM-preconditioned network at t that also embeds the target level s (the nets' ``c_noise_target`` input, its own
@@ -10,17 +10,17 @@ Trained set 'online' (sampled; θ⁻ = the Moving set 'target', μ = ``ctm.targe
 
 * one k per batch, P(k) ∝ k on {1 … heun_steps} (``heun_step_strategy='weighted'``, CTM's default; 'uniform'
   1/K); per example t = grid[i], i ~ U{0 … N−1−k}; u = grid[i + k] (never past σ_min, so never clipped): the
-  teacher's Heun solver from t to u, k steps; s = grid[j], j ~ U{i + k … N−1} (s ≤ u ≤ t; METHODS.md §13.1
+  teacher's Heun solver from t to u, k steps; s = grid[j], j ~ U{i + k … N−1} (s ≤ u ≤ t; docs/methods.md §13.1
   "s ~ U[0, t]" on the grid below u, so that the target's jump u → s is backward) — as sony/ctm draws them
   (`karras_diffusion.py` ``get_num_heun_step``/``ctm_losses``, `resample.py` ``sample_t``/``sample_s``);
-* soft consistency (METHODS.md §13.1): d(G_{sg θ⁻}(G_θ(x_t, t, s), s, σ_min), sg G_{θ⁻}(G_{sg θ}(x_u, u, s), s, σ_min)),
+* soft consistency (docs/methods.md §13.1): d(G_{sg θ⁻}(G_θ(x_t, t, s), s, σ_min), sg G_{θ⁻}(G_{sg θ}(x_u, u, s), s, σ_min)),
   d = ``ctm.distance``;
-* DSM auxiliary (METHODS.md §13.1): λ_EDM(σ)‖g_θ(x + σn, σ, σ) − x‖², σ as CTM's ``halflognormal`` sampler
+* DSM auxiliary (docs/methods.md §13.1): λ_EDM(σ)‖g_θ(x + σn, σ, σ) − x‖², σ as CTM's ``halflognormal`` sampler
   (``dsm_sigmas='half_uniform'``: examples of even global index ln σ ~ N(P_mean, P_std²), odd ones ρ-uniform on the
   first ``dsm_uniform_fraction`` = 0.7 of the σ_max → σ_min ramp, [0.318, 80]; 'lognormal': all lognormal), weighted by
   ``ctm.dsm_weight`` × (the adaptive ratio ‖∇_last L_CTM‖/(‖∇_last L_DSM‖ + 1e-4) when ``ctm.adaptive_dsm``), the gradients
   taken with respect to the network's last layer ('dense_out' / 'conv_out');
-* GAN (``ctm.gan_weight`` > 0; CTM's GAN stage, METHODS.md §13.1): a trained set 'discriminator' (updated first in
+* GAN (``ctm.gan_weight`` > 0; CTM's GAN stage, docs/methods.md §13.1): a trained set 'discriminator' (updated first in
   each step) — ``config.discriminator`` heads on frozen features (``ctm.gan_features``, the ADD choices: raw input,
   the in-project classifier, the teacher's encoder) — with the hinge loss on real x vs sg x_est; the generator adds
   gan_weight·λ_GAN·(−D(x_est)), λ_GAN = clip(‖∇_last L_CTM‖/‖∇_last L_GAN‖, 0.01, 10). CTM's discriminator lr
@@ -161,7 +161,7 @@ def make(config, dataset) -> base.Method:
         return jax.lax.stop_gradient(state.moving["target"] if float(b.target_ema) > 0 else online)
 
     def estimate(p, target_params, labels, t, s, x_t):
-        """x_est = G_{sg θ⁻}(G_θ(x_t, t, s), s, σ_min) (METHODS.md §13.1)."""
+        """x_est = G_{sg θ⁻}(G_θ(x_t, t, s), s, σ_min) (docs/methods.md §13.1)."""
         return G(target_params, labels)(G(p, labels)(x_t, t, s), s, jnp.full_like(s, f.sigma_min))
 
     def discriminator_loss(params, state, batch, rng):

@@ -1,4 +1,4 @@
-"""Pieces shared by the score-distillation methods DMD, DMD2, ADD and SiD (METHODS.md §10–§12, §14).
+"""Pieces shared by the score-distillation methods DMD, DMD2, ADD and SiD (docs/methods.md §10–§12, §14).
 
 Each of them trains a one-step (or few-step) generator G_θ against a frozen teacher through the multi-network method
 contract (``consistency/methods/base.py``), never around it:
@@ -9,16 +9,16 @@ contract (``consistency/methods/base.py``), never around it:
   use). Update ratios are ``every`` periods read from the method's config block (TTUR: the generator is due
   at steps k ≡ ttur − 1 mod ttur, so the fake/GAN side takes ``ttur`` updates before each generator update;
   DMD2 with ``dmd2.generator_first`` — its default, as DMD2's code — runs 'generator' first, at steps ≡ 0);
-* frozen sets, arguments of the compiled step (METHODS.md §18 item 2): 'teacher' (a trained EDM run's EMA params or
+* frozen sets, arguments of the compiled step (docs/methods.md §18 item 2): 'teacher' (a trained EDM run's EMA params or
   a closed-form oracle's arrays, :func:`consistency.teachers.load_teacher`), DMD's 'pairs', the feature-net params.
 
-Generator (METHODS.md §10.1, §12): the teacher's denoiser architecture evaluated at one noise level,
+Generator (docs/methods.md §10.1, §12): the teacher's denoiser architecture evaluated at one noise level,
 G_θ(z) = D_θ(σ_g·z, σ_g), with σ_g = σ_max (DMD2's EDM code) or σ_init = 2.5 (SiD). A K-step generator (DMD2 backward
 simulation, ADD's student levels) evaluates D_θ at a descending σ list whose first entry is σ_g.
 
 Initialisation of G and the fake denoiser (``<block>.init``):
 
-* ``'teacher'`` — copies of the teacher network (DMD §3.1, DMD2, SiD: METHODS.md §10.1, §12). A closed-form teacher
+* ``'teacher'`` — copies of the teacher network (DMD §3.1, DMD2, SiD: docs/methods.md §10.1, §12). A closed-form teacher
   (toys, ``teacher.oracle='mixture'``) has no weights to copy, so the network is first *fitted to the oracle* for
   ``<block>.init_fit_steps`` Adam steps inside ``init`` (:func:`fit_to_teacher`: regression of D_θ(x + σn, σ) onto
   the exact D*(x + σn, σ), ln σ uniform on [ln σ_min, ln σ_max], x from the first training batch, EDM weight
@@ -90,13 +90,13 @@ def denoiser_fn(nets: Networks, params, labels=None) -> Callable:
 
 def teacher_fn(nets: Networks, state, labels=None) -> Callable:
     """The frozen teacher ``D_real(x, σ)`` with its params taken from ``state.frozen`` under sg (parameters frozen,
-    inputs not: METHODS.md §12)."""
+    inputs not: docs/methods.md §12)."""
     return dmd_objective.with_frozen_parameters(
         lambda p, x, sigma: nets.teacher_apply(p, x, sigma, labels), state.frozen["teacher"])
 
 
 def generate(nets: Networks, params, z, sigma: float, labels=None):
-    """G_θ(z) = D_θ(σ·z, σ): the generator at its input level (METHODS.md §10.1 DMD2 EDM code: σ = σ_max;
+    """G_θ(z) = D_θ(σ·z, σ): the generator at its input level (docs/methods.md §10.1 DMD2 EDM code: σ = σ_max;
     §12 SiD: σ_init = 2.5). ``z`` ~ N(0, I)."""
     return nets.denoiser(params, sigma * z, jnp.full(z.shape[:1], sigma, z.dtype), labels)
 
@@ -117,7 +117,7 @@ def per_example_uniform_index(keys, tag: int, low: int, high: int):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Noise levels on DMD2's 1000-point Karras grid (METHODS.md §1.4 "DMD2"), drawn per example
+# Noise levels on DMD2's 1000-point Karras grid (docs/methods.md §1.4 "DMD2"), drawn per example
 # ----------------------------------------------------------------------------------------------------------------
 
 def grid_sigmas(config, block, keys, tag: int, low: int, high: int):
@@ -130,7 +130,7 @@ def grid_sigmas(config, block, keys, tag: int, low: int, high: int):
 
 def distribution_matching_sigmas(config, block, keys, tag: int):
     """DM-gradient σ: index ~ U{⌊0.02T⌋ … ⌊0.98T⌋} (DMD §3.2; DMD2 `min_step_percent`/`max_step_percent`;
-    METHODS.md §1.4: U[20, 980] of 1000, σ ∈ [0.0032, 72.05])."""
+    docs/methods.md §1.4: U[20, 980] of 1000, σ ∈ [0.0032, 72.05])."""
     low, high = dmd_objective.distribution_matching_index_range(
         int(block.num_train_timesteps), float(block.min_step_fraction), float(block.max_step_fraction))
     return grid_sigmas(config, block, keys, tag, low, high)
@@ -155,7 +155,7 @@ def same_structure(a, b) -> bool:
 
 
 def copy_teacher(nets: Networks, params, block_name: str):
-    """The teacher's weights as the initial params of G / D_fake (METHODS.md §10.1, §12); the trees must match."""
+    """The teacher's weights as the initial params of G / D_fake (docs/methods.md §10.1, §12); the trees must match."""
     if not same_structure(params, nets.teacher_params):
         raise ConfigError(f"config.{block_name}.init: 'teacher' copies the teacher's weights, but config.model builds "
                           "a different network; use the teacher run's config.model or set init='scratch'")
@@ -212,7 +212,7 @@ def init_generator_and_fake(config, block_name: str, nets: Networks, rng, batch,
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Discriminator heads on inner features (DMD2: the fake-score U-Net's encoder output; METHODS.md §10.2)
+# Discriminator heads on inner features (DMD2: the fake-score U-Net's encoder output; docs/methods.md §10.2)
 # ----------------------------------------------------------------------------------------------------------------
 
 def encoder_features(nets: Networks) -> Callable:
@@ -256,7 +256,7 @@ def make_sample(nets: Networks, sigmas) -> Callable:
 
     ``sigmas`` is the generator's descending σ list (σ_g first; one entry for a one-step generator). ``num_steps`` n
     (default: all) runs the first n: x = G(σ_0 z, σ_0), then x ← G(x + σ_j n_j, σ_j) — the chain DMD2's backward
-    simulation trains (METHODS.md §10.2 item 4) and CM Alg. 1 with σ_min = 0. NFE = n.
+    simulation trains (docs/methods.md §10.2 item 4) and CM Alg. 1 with σ_min = 0. NFE = n.
     """
     sigmas = [float(s) for s in sigmas]
 
@@ -285,7 +285,7 @@ def default_nfes(num_levels: int) -> tuple[int, ...]:
 
 def ttur_phase(every: int) -> int:
     """The generator of a k:1 ratio is due at loop steps ≡ k − 1 (mod k): the fake/GAN side takes its k updates on the
-    current generator first (DMD2 TTUR, METHODS.md §10.2 item 2)."""
+    current generator first (DMD2 TTUR, docs/methods.md §10.2 item 2)."""
     return int(every) - 1
 
 

@@ -1,14 +1,14 @@
-"""DMD — Distribution Matching Distillation (Yin et al. 2023, arXiv 2311.18828; METHODS.md §10.1), and the
+"""DMD — Distribution Matching Distillation (Yin et al. 2023, arXiv 2311.18828; docs/methods.md §10.1), and the
 distribution-matching family builder that DMD2 (``consistency/methods/dmd2.py``) shares.
 
 Trained sets, in step order (fake first, so the generator's loss sees the fake score just updated):
 
 * 'fake' — D_fake, trained online on the current generator's samples: λ(σ)‖D_fake(sg x + σn, σ) − sg x‖², x = G(z),
-  σ = grid[i], i ~ U{0 … T−1} (seed eq. 66 with the sg of METHODS.md §17 item 15; DMD2 `compute_loss_fake`).
+  σ = grid[i], i ~ U{0 … T−1} (seed eq. 66 with the sg of docs/methods.md §17 item 15; DMD2 `compute_loss_fake`).
   DMD2 adds its diffusion-GAN discriminator here (the head sits on the fake U-Net's encoder and both train together).
 * 'generator' — G_θ(z) = D_θ(σ_g z, σ_g): the surrogate ½‖x − sg(x − g)‖² whose x-gradient is the distribution-
   matching gradient g = (D_fake − D_real)/sg(mean|x − D_real|) at x_t = x + σn, σ from index U{20 … 980}
-  (seed eq. 63 in VE form; METHODS.md §10.1), plus DMD's regression λ_reg·d(G(z), y) on stored teacher ODE pairs
+  (seed eq. 63 in VE form; docs/methods.md §10.1), plus DMD's regression λ_reg·d(G(z), y) on stored teacher ODE pairs
   (DMD §3.3; ``config.dmd.pairs``, made by ``launch/make_ode_pairs.py``) and/or DMD2's GAN term.
 
 Update ratio: ``<block>.ttur`` fake updates per generator update (DMD 1:1, DMD2 5:1). Frozen: {'teacher', 'pairs',
@@ -177,10 +177,10 @@ def build(config, dataset, name: str) -> base.Method:
         noise = distillation.normal_like(keys, 3, shape)
         fake = distillation.denoiser_fn(nets, params["denoiser"], labels)
         loss_fake = jnp.mean(dmd_objective.fake_score_loss(fake, x, noise, sigma, b.fake_weighting, f.sigma_data,
-                                                           "mean"))            # METHODS.md §10.2 fake-score loss
+                                                           "mean"))            # docs/methods.md §10.2 fake-score loss
         metrics = {"loss_fake": loss_fake}
         loss = loss_fake
-        if use_gan:  # DMD2 guidance turn: softplus(D(fake)) + softplus(−D(real)), both noised (METHODS.md §10.2 GAN)
+        if use_gan:  # DMD2 guidance turn: softplus(D(fake)) + softplus(−D(real)), both noised (docs/methods.md §10.2 GAN)
             high = int(b.gan_max_timestep) - 1
             sigma_real = distillation.grid_sigmas(config, b, keys, 4, 0, high)
             sigma_fake = distillation.grid_sigmas(config, b, keys, 5, 0, high)
@@ -196,12 +196,12 @@ def build(config, dataset, name: str) -> base.Method:
         labels = common.batch_labels(config, batch)
         batch_size = batch["x"].shape[0]
         x = generated(params, keys, batch_size, labels)                        # x = G_θ(z), with gradient
-        sigma = distillation.distribution_matching_sigmas(config, b, keys, 2)  # METHODS.md §1.4: U[20, 980]
+        sigma = distillation.distribution_matching_sigmas(config, b, keys, 2)  # docs/methods.md §1.4: U[20, 980]
         noise = distillation.normal_like(keys, 3, shape)
         real = distillation.teacher_fn(nets, state, labels)
         fake = distillation.denoiser_fn(nets, jax.lax.stop_gradient(state.params["fake"]["denoiser"]), labels)
         loss_dm, aux = dmd_objective.distribution_matching_loss(x, noise, sigma, real, fake, bool(b.normalise),
-                                                                b.reduce)      # seed eq. 63; METHODS.md §10.1
+                                                                b.reduce)      # seed eq. 63; docs/methods.md §10.1
         loss_dm = jnp.mean(loss_dm)
         loss = loss_dm
         metrics = {"loss_dm": loss_dm, "normaliser": jnp.mean(aux["normaliser"]),

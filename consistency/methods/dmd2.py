@@ -1,7 +1,7 @@
 """DMD2 — Improved Distribution Matching Distillation (Yin et al. 2024, arXiv 2405.14867, `tianweiy/DMD2`;
-METHODS.md §10.2). Built by the distribution-matching family builder of ``consistency/methods/dmd.py``.
+docs/methods.md §10.2). Built by the distribution-matching family builder of ``consistency/methods/dmd.py``.
 
-Changes from DMD (METHODS.md §10.2):
+Changes from DMD (docs/methods.md §10.2):
 1. no regression loss (no ODE pairs);
 2. TTUR: the fake score and the GAN head update every step, the generator every ``config.dmd2.ttur`` = 5th step
    (``every=5``). ``config.dmd2.generator_first`` (default, DMD2's `main/edm/train_edm.py`): the generator is due at
@@ -15,7 +15,7 @@ Changes from DMD (METHODS.md §10.2):
    3e-3·softplus(−D(G(z))) with the head's and the fake U-Net's parameters frozen (gradient through the inputs);
 4. optional K-step generator by backward simulation (``config.dmd2.generator_timesteps``, e.g. (999, 749, 499, 249)).
 
-Optimiser recipe (ImageNet-64, METHODS.md §10.2): AdamW (0.9, 0.999), weight decay 0.01, lr 2e-6 for both sets,
+Optimiser recipe (ImageNet-64, docs/methods.md §10.2): AdamW (0.9, 0.999), weight decay 0.01, lr 2e-6 for both sets,
 500 warm-up steps, grad clip 10, no EMA — see configs/cifar_dmd2.py.
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""ECT: easy consistency tuning (Geng et al. 2024; `locuslab/ect`; METHODS.md §7).
+"""ECT: easy consistency tuning (Geng et al. 2024; `locuslab/ect`; docs/methods.md §7).
 
 Consistency *tuning*: start D_θ from a trained EDM teacher (``config.teacher.workdir``; from scratch when unset),
 draw ln t ~ N(−1.1, 2.0²) (unclipped, as ECT; ``ecm.clip_t``), pair it with

@@ -1,4 +1,4 @@
-"""Improved consistency training, iCT (Song & Dhariwal 2023; seed §2; METHODS.md §6).
+"""Improved consistency training, iCT (Song & Dhariwal 2023; seed §2; docs/methods.md §6).
 
 CT with θ⁻ = stopgrad θ (no EMA, seed §2.1 eq. 42), pseudo-Huber distance (seed eq. 43), λ = 1/(σ_{i+1} − σ_i),
 the discrete lognormal index distribution and the doubling curriculum. Those are the defaults of

@@ -1,29 +1,29 @@
 """Multistep consistency models, MCM: T segments, each a consistency model jumping to its segment start
-(Heek et al. 2024, arXiv 2403.06807; seed §3, eq. 44–54; METHODS.md §8). ``config.method = 'mcm'``.
+(Heek et al. 2024, arXiv 2403.06807; seed §3, eq. 44–54; docs/methods.md §8). ``config.method = 'mcm'``.
 
 ``config.mcm.process``:
-* 'vp' (METHODS.md §8.1): z_t = α_t x + σ_t ε on the schedule ``config.diffusion.vp_schedule``; segment k covers
+* 'vp' (docs/methods.md §8.1): z_t = α_t x + σ_t ε on the schedule ``config.diffusion.vp_schedule``; segment k covers
   t ∈ (k/T, (k+1)/T]·t_max with t_step = k/T·t_max; F_θ(z_t, t) = DDIM_{t→t_step}(x̂_θ, z_t) (nb (44)). The time is
   rescaled so that u = t/t_max = 1 is σ_VE = ``diffusion.sigma_max`` (t_max = 0.992 for the cosine schedule at
   σ_max = 80): the cosine schedule reaches α = 0 (σ_VE = ∞) only at t = 1, where no VE teacher is defined [derived].
-* 've' (METHODS.md §8.2, the notebook's own derivation): x_σ = x + σ z; boundaries σ_min = b_0 < … < b_T = σ_max
+* 've' (docs/methods.md §8.2, the notebook's own derivation): x_σ = x + σ z; boundaries σ_min = b_0 < … < b_T = σ_max
   (``mcm.boundaries`` or T + 1 Karras points); f_θ(x, σ, b) = (b/σ)x + (1 − b/σ)x^θ(x, σ) (seed eq. 51).
 
 Both are the same algorithm with α ≡ 1 for VE (:mod:`consistency.objectives.mcm`). Within a segment the grid has
 M(i) = max(1, round(N(i)/T)) steps (uniform in t for VP, Karras-spaced in σ^{1/ρ} for VE, so T equal segments of a
-Karras grid are the global Karras grid), with N(i) the annealed teacher-step count (METHODS.md §8.1 step 5) traced
+Karras grid are the global Karras grid), with N(i) the annealed teacher-step count (docs/methods.md §8.1 step 5) traced
 from the step. Training draws a segment k ~ U{0…T−1} and a step j ~ U{1…M}: t at position k + j/M, s at
-k + (j−1)/M, boundary at k (METHODS.md §8.1 step 1).
+k + (j−1)/M, boundary at k (docs/methods.md §8.1 step 1).
 * MCD (``mcm.mode='distill'``): z_s = one teacher step (aDDIM with η, DDIM = the Euler step of seed eq. 50, or Heun);
   the teacher is ``teachers.load_teacher`` (a VE denoiser D_φ) used in VP as x̂ = D_φ(z_t/α_t, σ_t/α_t)
-  (METHODS.md §0 "VE ↔ VP"), guided with ``mcm.cfg_scale`` w (METHODS.md §2 CFG) for class-conditional models;
-* MCT (``mcm.mode='train'``): data in place of the teacher, z_s = α_s x + σ_s ε (METHODS.md §8.1 step 2).
+  (docs/methods.md §0 "VE ↔ VP"), guided with ``mcm.cfg_scale`` w (docs/methods.md §2 CFG) for class-conditional models;
+* MCT (``mcm.mode='train'``): data in place of the teacher, z_s = α_s x + σ_s ε (docs/methods.md §8.1 step 2).
 The target chain is under sg (x̂⁻ → ẑ → invDDIM); θ⁻ is an EMA (``mcm.target_ema``, a :class:`base.Moving`) or
 sg θ when μ = 0. The student is the EDM-preconditioned network in VE coordinates, x̂_θ(z, t) = D_θ(z/α, σ/α)
-(METHODS.md §1.1), so it can start from the teacher's weights; the 'eps' loss space reads it as
+(docs/methods.md §1.1), so it can start from the teacher's weights; the 'eps' loss space reads it as
 ε_θ = (z_t − α_t x̂_θ)/σ_t (nb (47) corrected).
 
-Sampling (METHODS.md §8.1 "Sampling", §8.2 last line): z at the top level (VP: z ~ N(0, I); VE: σ_max·z), then for
+Sampling (docs/methods.md §8.1 "Sampling", §8.2 last line): z at the top level (VP: z ~ N(0, I); VE: σ_max·z), then for
 k = T…1: z ← DDIM(x̂_θ(z, b_k), z, b_k → b_{k−1}). A T-segment model samples in exactly T network evaluations
 (train one model per T; :func:`validate_config` refuses ``eval.nfes`` ≠ T).
 """
@@ -87,7 +87,7 @@ def validate_config(config) -> None:
         raise _fail("mcm.num_steps_ramp", f"{m.num_steps_ramp!r} is not an integer >= 1",
                     "use the step at which N(i) reaches num_steps_end (MCM: 100000)")
     if not _is_number(m.addim_eta) or m.addim_eta < 0:
-        raise _fail("mcm.addim_eta", f"{m.addim_eta!r} is not a number >= 0", "use η = 0.75 (METHODS.md §8.1)")
+        raise _fail("mcm.addim_eta", f"{m.addim_eta!r} is not a number >= 0", "use η = 0.75 (docs/methods.md §8.1)")
     if not _is_number(m.huber_c):
         raise _fail("mcm.huber_c", f"{m.huber_c!r} is not a number", "use 1e-4, or < 0 for iCT's 0.00054·√d")
     if not _is_number(m.target_ema) or not 0 <= m.target_ema < 1:
@@ -153,7 +153,7 @@ class Process(NamedTuple):
 
 
 def vp_process(num_segments: int, sigma_max: float, schedule: str) -> Process:
-    """VP: t = (k + frac)/T·t_max, t_max = t(σ_VE = σ_max) (module doc; METHODS.md §8.1 step 1)."""
+    """VP: t = (k + frac)/T·t_max, t_max = t(σ_VE = σ_max) (module doc; docs/methods.md §8.1 step 1)."""
     t_max = float(processes.ve_sigma_to_vp_t(sigma_max, schedule))
 
     def coefficients(tau):
@@ -169,7 +169,7 @@ def vp_process(num_segments: int, sigma_max: float, schedule: str) -> Process:
         return make_level(jnp.asarray(k, jnp.float32) / num_segments * t_max)
 
     def initial(rng, shape):
-        return cm_sampling.per_sample_normal(rng, shape)  # z_1 ~ N(0, I) (METHODS.md §8.1 Sampling)
+        return cm_sampling.per_sample_normal(rng, shape)  # z_1 ~ N(0, I) (docs/methods.md §8.1 Sampling)
 
     return Process(level, boundary, coefficients, initial)
 
@@ -206,13 +206,13 @@ def make_process(config) -> Process:
 
 
 def steps_per_segment(m, step):
-    """M(i) = max(1, round(N(i)/T)) with N(i) the annealed teacher-step count (METHODS.md §8.1 step 5), traced."""
+    """M(i) = max(1, round(N(i)/T)) with N(i) the annealed teacher-step count (docs/methods.md §8.1 step 5), traced."""
     n = schedules.mcm_teacher_steps(step, float(m.num_steps_start), float(m.num_steps_end), int(m.num_steps_ramp))
     return n, jnp.maximum(1, jnp.round(n / int(m.segments))).astype(jnp.int32)
 
 
 def draw_pairs(keys, num_segments: int, steps):
-    """Per-example segment k ~ U{0…T−1} and step j ~ U{1…M} (traced M) (METHODS.md §8.1 step 1)."""
+    """Per-example segment k ~ U{0…T−1} and step j ~ U{1…M} (traced M) (docs/methods.md §8.1 step 1)."""
     k = jax.vmap(lambda key: jax.random.randint(jax.random.fold_in(key, 21), (), 0, num_segments))(keys)
     u = jax.vmap(lambda key: jax.random.uniform(jax.random.fold_in(key, 22)))(keys)
     j = jnp.clip(1 + jnp.floor(u * steps).astype(jnp.int32), 1, steps)
@@ -224,7 +224,7 @@ def draw_pairs(keys, num_segments: int, steps):
 # ----------------------------------------------------------------------------------------------------------
 
 def vp_from_ve_denoiser(ve_denoiser: Callable, coefficients: Callable) -> Callable:
-    """x̂(z, τ) = D(z/α, σ/α): a VE denoiser D(x, σ_VE) read in the process's own coordinates (METHODS.md §0
+    """x̂(z, τ) = D(z/α, σ/α): a VE denoiser D(x, σ_VE) read in the process's own coordinates (docs/methods.md §0
     "VE ↔ VP"; the identity for VE, α ≡ 1)."""
     def x0(z, tau):
         alpha, sigma = coefficients(tau)
@@ -249,7 +249,7 @@ def make(config, dataset) -> base.Method:
     num_segments = int(m.segments)
     example_shape = tuple(dataset.example_shape)
     net = common.build_net(config, example_shape)
-    student_apply = common.edm_denoiser(net, f.sigma_data)  # x̂_θ = D_θ in VE coordinates (METHODS.md §1.1)
+    student_apply = common.edm_denoiser(net, f.sigma_data)  # x̂_θ = D_θ in VE coordinates (docs/methods.md §1.1)
     conditional = common.is_conditional(config)
     process = make_process(config)
     distance = make_distance(m)
@@ -285,7 +285,7 @@ def make(config, dataset) -> base.Method:
             teacher = vp_from_ve_denoiser(teacher_ve, process.coefficients)
             z_s = mcm_obj.teacher_step(m.teacher_solver, teacher, z_t, t, s, x, float(m.addim_eta))
         else:
-            z_s = mcm_obj.perturb(x, noise, s)  # MCT: data in place of the teacher (METHODS.md §8.1 step 2)
+            z_s = mcm_obj.perturb(x, noise, s)  # MCT: data in place of the teacher (docs/methods.md §8.1 step 2)
         dropout_rng = jax.random.fold_in(rng, 24)  # one dropout key for the online and target passes (§18 item 1)
         target_params = state.moving["target"] if m.target_ema > 0 else jax.lax.stop_gradient(online)
         per_example, _ = mcm_obj.multistep_consistency_loss(
@@ -295,7 +295,7 @@ def make(config, dataset) -> base.Method:
         total = jnp.mean(per_example)
         metrics = {"loss_mcm": total, "teacher_steps": n_total, "steps_per_segment": steps.astype(jnp.float32),
                    "target_decay": jnp.asarray(m.target_ema, jnp.float32)}
-        if num_segments <= 8:  # per-segment diagnostic (jcm logs loss per σ-quartile, METHODS.md §2)
+        if num_segments <= 8:  # per-segment diagnostic (jcm logs loss per σ-quartile, docs/methods.md §2)
             for seg in range(num_segments):
                 inside = (k == seg).astype(jnp.float32)
                 metrics[f"loss_segment_{seg}"] = jnp.sum(per_example * inside) / jnp.maximum(jnp.sum(inside), 1.0)
@@ -312,7 +312,7 @@ def make(config, dataset) -> base.Method:
                                 (num_samples,) + example_shape, data_range)
 
     moving = ()
-    if m.target_ema > 0:  # θ⁻ ← μ θ⁻ + (1 − μ) θ after each update (METHODS.md §1.5, §8.1 step 4)
+    if m.target_ema > 0:  # θ⁻ ← μ θ⁻ + (1 − μ) θ after each update (docs/methods.md §1.5, §8.1 step 4)
         moving = (base.Moving("target", source="online", decay=lambda step: jnp.asarray(m.target_ema, jnp.float32)),)
     return base.Method(name=config.method, init=init,
                        trained=(common.trained_set(config, "online", loss, sampled=True),), moving=moving,
@@ -321,7 +321,7 @@ def make(config, dataset) -> base.Method:
 
 
 def multistep_sample(x0_fn: Callable, process: Process, num_segments: int, rng, shape, clip_range=None):
-    """z at b_T, then z ← DDIM_{b_k→b_{k−1}}(x0_fn(z, b_k), z) for k = T…1 (METHODS.md §8.1 Sampling; VE: f(x, b_k,
+    """z at b_T, then z ← DDIM_{b_k→b_{k−1}}(x0_fn(z, b_k), z) for k = T…1 (docs/methods.md §8.1 Sampling; VE: f(x, b_k,
     b_{k−1}) of seed eq. 51, §8.2). Returns z at b_0 (VP: t = 0, so x̂ itself; VE: σ_min). T network evaluations."""
     z = process.initial(rng, shape)
     batch = shape[0]

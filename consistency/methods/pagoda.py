@@ -1,5 +1,5 @@
 """PaGoDA — one-step generator from teacher inversion, reconstruction + adversarial loss, progressive growing
-(Kim et al. 2024, arXiv 2405.14822, ``sony/pagoda``; seed eq. 55–58; METHODS.md §9; objectives in
+(Kim et al. 2024, arXiv 2405.14822, ``sony/pagoda``; seed eq. 55–58; docs/methods.md §9; objectives in
 ``consistency/objectives/pagoda.py``).
 
 Pipeline (README "PaGoDA"): train an EDM teacher at a low resolution R; invert its training split once,
@@ -17,7 +17,7 @@ Trained sets, alternating 1:1 as in the official code (``pagoda.alternate``: D a
   sg G(σ_max ε), optional R1. One implementation with ADD and CTM (:func:`consistency.methods.add.projected_discriminator`).
 * 'generator' (sampled; EMA ``training.ema_decay``) — params {'base': the teacher's network at R, 'grow_k': the
   ×2 blocks of ``consistency/nets/growing.py``}. G(x_T) = GrowBlocks(D_base(x_T, σ_max)), i.e. the teacher's EDM
-  preconditioning applies c_in(σ_max) to the latent (G_θ(c_in(σ_max)·E(x)) of METHODS.md §9). Loss
+  preconditioning applies c_in(σ_max) to the latent (G_θ(c_in(σ_max)·E(x)) of docs/methods.md §9). Loss
   ``reconstruction_weight``·d(G(E(x)), x) + λ_adv·(−D(G(σ_max ε))), λ_adv adaptive (``pagoda.adaptive``, last
   layer = the newest block's output conv) or fixed ``discriminator_weight``.
 
@@ -244,7 +244,7 @@ def make(config, dataset) -> base.Method:
         frozen_d = dmd_objective.with_frozen_parameters(
             lambda d, x: disc.logits(d, state.frozen, labels, k_augment, w)(x), state.params["discriminator"])
 
-        def rec_loss(g):                                               # nb (55); with CFG nb (58); METHODS.md §9
+        def rec_loss(g):                                               # nb (55); with CFG nb (58); docs/methods.md §9
             x_rec = generator(g, latent, labels, w)
             return jnp.mean(obj.reconstruction_loss(x_rec, batch["x"], lambda a, b: distance(state.frozen, a, b)))
 

@@ -1,4 +1,4 @@
-"""sCM — continuous-time consistency models in TrigFlow: sCT and sCD (Lu & Song 2024, arXiv 2410.11081; METHODS.md
+"""sCM — continuous-time consistency models in TrigFlow: sCT and sCD (Lu & Song 2024, arXiv 2410.11081; docs/methods.md
 §13.2; the formulas and their derivations are in ``consistency/objectives/scm.py``).
 
 Trained set 'online' = {'net': F_θ's network, 'weighting': w_φ} (one loss trains both, as in sCM); sampled with the EMA
@@ -23,7 +23,7 @@ ImageNet networks) is not built: nothing here shows it to matter yet, and an unc
 teacher initialisation above.
 
 Sampling: f(x, t) = cos t·x − sin t·σ_d F_θ at t_max = t(σ_max), then (2 steps) at ``mid_t`` (sCM 1.1, FastGen
-arctan(0.821/σ_d) — METHODS.md §17 item 20), re-noising x = cos t·x₀ + sin t·σ_d z between steps.
+arctan(0.821/σ_d) — docs/methods.md §17 item 20), re-noising x = cos t·x₀ + sin t·σ_d z between steps.
 """
 from __future__ import annotations
 
@@ -130,7 +130,7 @@ def make(config, dataset) -> base.Method:
         data_range = None
 
     F = trigflow_network(config, net)
-    # The tangent's JVP runs in float32 even under training.compute_dtype='bfloat16' (sCM §4; METHODS.md §18 item 6).
+    # The tangent's JVP runs in float32 even under training.compute_dtype='bfloat16' (sCM §4; docs/methods.md §18 item 6).
     F_tangent = trigflow_network(config, networks.full_precision(net))
 
     def consistency_fn(params, labels):

@@ -1,6 +1,6 @@
-"""SiD — Score identity Distillation (Zhou et al. 2024, arXiv 2404.04057, `mingyuanzhou/SiD`; METHODS.md §12).
+"""SiD — Score identity Distillation (Zhou et al. 2024, arXiv 2404.04057, `mingyuanzhou/SiD`; docs/methods.md §12).
 
-Trained sets, in step order (METHODS.md §12 "Update ratio": alternating 1:1, one fake step then one generator step,
+Trained sets, in step order (docs/methods.md §12 "Update ratio": alternating 1:1, one fake step then one generator step,
 each on a freshly generated batch; ``config.sid.ttur`` > 1 updates the generator every ttur-th step):
 
 * 'fake' — D_fake, EDM DSM on sg(x_g), ln σ ~ N(−1.2, 1.2²), λ_EDM, summed over pixels, batch mean
@@ -61,10 +61,10 @@ def make(config, dataset) -> base.Method:
         z = distillation.normal_like(keys, 1, shape)
         x_g = jax.lax.stop_gradient(distillation.generate(nets, state.params["generator"], z, sigma_init, labels))
         sigma = jax.vmap(lambda k: sid_objective.sample_fake_score_sigmas(k, (), s.fake_p_mean, s.fake_p_std))(
-            distillation.fold(keys, 2))                                       # METHODS.md §1.4 EDM lognormal
+            distillation.fold(keys, 2))                                       # docs/methods.md §1.4 EDM lognormal
         noise = distillation.normal_like(keys, 3, shape)
         per_example, mask = sid_objective.fake_score_loss(distillation.denoiser_fn(nets, params, labels), x_g, noise,
-                                                          sigma, f.sigma_data, reduce="sum")   # METHODS.md §12
+                                                          sigma, f.sigma_data, reduce="sum")   # docs/methods.md §12
         loss = sid_objective.masked_mean(per_example, mask)                   # SiD: sum × ls, ls = 1/batch
         return loss, {"kept_fraction": jnp.mean(mask.astype(jnp.float32))}
 
@@ -72,7 +72,7 @@ def make(config, dataset) -> base.Method:
         keys = base.example_keys(rng, batch["index"])
         labels = common.batch_labels(config, batch)
         z = distillation.normal_like(keys, 1, shape)
-        x_g = distillation.generate(nets, params, z, sigma_init, labels)      # METHODS.md §12: G(σ_init z, σ_init)
+        x_g = distillation.generate(nets, params, z, sigma_init, labels)      # docs/methods.md §12: G(σ_init z, σ_init)
         sigma = jax.vmap(lambda k: sid_objective.sample_generator_sigmas(
             k, (), s.t_max_fraction, f.sigma_min, f.sigma_max, f.rho))(distillation.fold(keys, 2))  # §1.4 SiD
         noise = distillation.normal_like(keys, 3, shape)
@@ -80,7 +80,7 @@ def make(config, dataset) -> base.Method:
         fake = dmd_objective.with_frozen_parameters(lambda p, x, sig: nets.denoiser(p, x, sig, labels),
                                                     state.params["fake"])     # params frozen, inputs not (§12)
         per_example, aux = sid_objective.generator_loss(x_g, noise, sigma, real, fake, float(s.alpha),
-                                                        bool(s.normalise), reduce="sum")   # METHODS.md §12 code form
+                                                        bool(s.normalise), reduce="sum")   # docs/methods.md §12 code form
         loss = sid_objective.masked_mean(per_example, aux["mask"]) * float(s.generator_loss_scale)  # × 100/batch
         metrics = distillation.metric_means({"normaliser": aux["normaliser"],
                                              "score_gap": jnp.mean(jnp.abs(aux["real_denoised"] - aux["fake_denoised"])

@@ -1,7 +1,7 @@
 """Noise-level (and class-label) embeddings shared by the MLP and the U-Net.
 
 A network receives the *preconditioned* noise input ``c_noise`` (shape [B], e.g. ¼·ln σ for EDM/NCSN++;
-METHODS.md §1.1 table) and turns it into features in two stages:
+docs/methods.md §1.1 table) and turns it into features in two stages:
 
 1. fixed sinusoidal features of ``c_noise``: Gaussian random Fourier features (NCSN++) or the
    Transformer/DDPM positional embedding (DDPM++); no trainable parameters;
@@ -9,7 +9,7 @@ METHODS.md §1.1 table) and turns it into features in two stages:
 
 The positional embedding was designed for integer timesteps in [0, 1000); it resolves small inputs
 such as ¼·ln σ ∈ [−1.6, 1.1] poorly, which is why the papers scale c_noise by 1000 or 250 for it
-(METHODS.md §1.1). Choosing c_noise is the caller's job.
+(docs/methods.md §1.1). Choosing c_noise is the caller's job.
 """
 from __future__ import annotations
 
@@ -111,7 +111,7 @@ class ConditionEmbedding(nn.Module):
 
 
 def target_level_embedding(module: nn.Module, c_noise_target, batch_size: int, feature_dim: int, out_dim: int):
-    """The embedding of a second noise level (CTM's s of G(x_t, t, s): METHODS.md §13.1), added to the level
+    """The embedding of a second noise level (CTM's s of G(x_t, t, s): docs/methods.md §13.1), added to the level
     embedding: ``0`` when ``c_noise_target`` is None. Its own sinusoidal features and MLP ('target_embed'), last
     layer zero-initialised, so a network whose other weights come from a one-level teacher starts as that teacher."""
     if c_noise_target is None:

@@ -1,4 +1,4 @@
-"""Progressive-growing blocks of a PaGoDA generator (PaGoDA §3.3; METHODS.md §9 pipeline step 4).
+"""Progressive-growing blocks of a PaGoDA generator (PaGoDA §3.3; docs/methods.md §9 pipeline step 4).
 
 A stage-s generator is the stage-1 network (the teacher's architecture at the teacher's resolution R) followed by
 s − 1 :class:`GrowBlock` s, each doubling the resolution:

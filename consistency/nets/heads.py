@@ -3,9 +3,9 @@
 Every head maps ``features`` (a dict name → [B, ...] array, see :class:`~consistency.nets.unet.UNet` and
 :class:`~consistency.nets.mlp.MLP`) and optional ``labels`` [B] to logits of shape [B, P]:
 
-* :class:`DiffusionGANHead` — DMD2's classifier on the fake-score U-Net bottleneck, P = 1 (METHODS.md §10.2);
+* :class:`DiffusionGANHead` — DMD2's classifier on the fake-score U-Net bottleneck, P = 1 (docs/methods.md §10.2);
 * :class:`MultiScaleHead` — one small conv head per feature map (Projected GAN / StyleGAN-XL, the discriminator of
-  CTM and PaGoDA, METHODS.md §9, §13.1); its patch logits are *concatenated* (P = all patches of all features),
+  CTM and PaGoDA, docs/methods.md §9, §13.1); its patch logits are *concatenated* (P = all patches of all features),
   as in Projected GAN's ``MultiScaleD`` (sony/ctm ``pg_modules/discriminator.py``), or averaged to P = 1 with
   ``reduce='mean'``;
 * :class:`MLPHead` — vector features (toy data), P = 1.
@@ -18,7 +18,7 @@ StyleGAN-XL / CTM ``SingleDiscCond``: the head's last layer outputs ``cmap_dim``
 ⟨E[y], φ⟩ / √cmap_dim with a learned class embedding E of num_classes + 1 rows (row num_classes is the null label;
 ``labels=None`` means all null, as in the generator nets). PaGoDA's CFG (seed eq. 56–58) also conditions D on the
 guidance scale w: ``guidance`` [B] adds a zero-initialised embedding of w to E[y]. PaGoDA's and CTM's projected StyleGAN-XL-style
-discriminator (METHODS.md §9, §13.1) has this conditional form as an option (sony/ctm ``MultiScaleD(cond=1)`` →
+discriminator (docs/methods.md §9, §13.1) has this conditional form as an option (sony/ctm ``MultiScaleD(cond=1)`` →
 ``SingleDiscCond``), for class-conditional ImageNet; DMD2's head has none — the label reaches it through the
 fake-score U-Net that computed the bottleneck (tianweiy/DMD2 ``edm_guidance.py``, ``compute_cls_logits``).
 
@@ -91,7 +91,7 @@ def _check_image_feature(name: str, h: jax.Array, min_size: int = 1) -> None:
 
 class DiffusionGANHead(nn.Module):
     """DMD2's diffusion-GAN classifier on the fake-score U-Net bottleneck, one logit per example [B, 1]
-    (METHODS.md §10.2; tianweiy/DMD2 ``main/edm/edm_guidance.py``, ``cls_pred_branch``):
+    (docs/methods.md §10.2; tianweiy/DMD2 ``main/edm/edm_guidance.py``, ``cls_pred_branch``):
 
         conv4×4 stride 2 pad 1 → GroupNorm → SiLU → conv k×k stride k → GroupNorm → SiLU → conv1×1 → logit
 
@@ -165,7 +165,7 @@ class PatchHead(nn.Module):
 
 class MultiScaleHead(nn.Module):
     """A :class:`PatchHead` per named feature map (Projected GAN ``MultiScaleD``; the StyleGAN-XL-style projected
-    discriminator of CTM and PaGoDA, METHODS.md §9, §13.1). ``reduce='concat'``: all patch logits side by side,
+    discriminator of CTM and PaGoDA, docs/methods.md §9, §13.1). ``reduce='concat'``: all patch logits side by side,
     [B, Σ P_f] (Projected GAN, CTM); ``'mean'``: each feature's mean patch logit, averaged over features, [B, 1].
     Sub-heads are named ``head_<feature>``.
     """

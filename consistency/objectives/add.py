@@ -1,14 +1,14 @@
 """ADD (Adversarial Diffusion Distillation) objectives: student noise levels, distillation term, hinge GAN, R1.
 
-Sources: Sauer et al. 2023, ADD (arXiv 2311.17042; no training code); seed eq. 67–70; METHODS.md §11, §17 items 16–17.
-Several ADD facts are [unverified] in METHODS.md §11 (student set, γ, the 2.5 weight); they enter only as defaults.
+Sources: Sauer et al. 2023, ADD (arXiv 2311.17042; no training code); seed eq. 67–70; docs/methods.md §11, §17 items 16–17.
+Several ADD facts are [unverified] in docs/methods.md §11 (student set, γ, the 2.5 weight); they enter only as defaults.
 
-Networks (METHODS.md §11): student x̂_θ (initialised from the teacher), frozen teacher x̂_ψ, discriminator heads D_k on
-frozen features. Networks enter as functions built by the caller from parameters it passes in (METHODS.md §18
+Networks (docs/methods.md §11): student x̂_θ (initialised from the teacher), frozen teacher x̂_ψ, discriminator heads D_k on
+frozen features. Networks enter as functions built by the caller from parameters it passes in (docs/methods.md §18
 item 2): a denoiser ``D(x, sigma) -> x0_hat`` (VE/EDM, σ [B]) and a discriminator ``logits(x) -> [B] or [B, K]``
 (K heads, summed as Σ_k). Every loss returns one value per example ([B]).
 
-Reading of seed eq. 67–70 (METHODS.md §11, [derived ✓]): with the teacher input under sg, ∇_θ L_distill =
+Reading of seed eq. 67–70 (docs/methods.md §11, [derived ✓]): with the teacher input under sg, ∇_θ L_distill =
 2c(t)(x̂_θ − x̂_ψ)·∂x̂_θ/∂θ — the teacher Jacobian never appears — and x̂_θ − x̂_ψ = σ²(s_δ − s_real) with s_δ the score
 of the point mass at the generated sample. So the distillation term alone collapses the student to the data mean; the
 adversarial term is essential.
@@ -24,9 +24,9 @@ from consistency.diffusion import distances
 from consistency.diffusion.processes import broadcast_to_data
 from consistency.objectives import dmd
 
-# ADD §3.1: the student sees four noise levels (SD timesteps) [unverified in METHODS.md §11].
+# ADD §3.1: the student sees four noise levels (SD timesteps) [unverified in docs/methods.md §11].
 STUDENT_TIMESTEPS = (999, 749, 499, 249)
-# ADD §3.2: L = L_adv^G + λ·L_distill with λ = 2.5; R1 strength γ = 1e-5 [unverified in METHODS.md §11].
+# ADD §3.2: L = L_adv^G + λ·L_distill with λ = 2.5; R1 strength γ = 1e-5 [unverified in docs/methods.md §11].
 DISTILLATION_WEIGHT = 2.5
 R1_WEIGHT = 1e-5
 
@@ -49,7 +49,7 @@ def sample_student_sigmas(rng, shape, levels: jax.Array) -> jax.Array:
 
 
 def student_input(x_real, noise, sigma):
-    """x_s = x₀ + σ_s ε: forward-diffused *real* images (ADD §3.1; the VE form of α_s x₀ + σ_s ε, METHODS.md §0).
+    """x_s = x₀ + σ_s ε: forward-diffused *real* images (ADD §3.1; the VE form of α_s x₀ + σ_s ε, docs/methods.md §0).
     Real data is required. At σ_s = σ_max this is essentially σ_max·ε, the pure-noise input of one-step sampling."""
     return x_real + broadcast_to_data(sigma, x_real) * noise
 
@@ -59,16 +59,16 @@ def student_input(x_real, noise, sigma):
 # ----------------------------------------------------------------------------------------------------------------
 
 def exponential_weight(sigma):
-    """ADD's "exponential" weighting c(t) = α_t, in VE coordinates α_t = 1/√(1 + σ²) (METHODS.md §0, σ = σ_t/α_t)."""
+    """ADD's "exponential" weighting c(t) = α_t, in VE coordinates α_t = 1/√(1 + σ²) (docs/methods.md §0, σ = σ_t/α_t)."""
     return jax.lax.rsqrt(1.0 + jnp.asarray(sigma) ** 2)
 
 
 def distillation_loss(student_output, teacher_denoiser: Callable, noise, sigma, weight=None,
                       distance: Callable = distances.l2):
-    """L_distill = c(t)·d(x̂_θ, sg x̂_ψ(sg(x̂_θ) + σ_t ε′, σ_t)) per example (ADD §3.2; METHODS.md §11).
+    """L_distill = c(t)·d(x̂_θ, sg x̂_ψ(sg(x̂_θ) + σ_t ε′, σ_t)) per example (ADD §3.2; docs/methods.md §11).
 
     - Teacher input under sg (ADD §3.2 writes sg on x̂_θ); teacher output also under sg, so the teacher never trains.
-    - x_t = x̂_θ + σ_t ε′ (seed eq. 67 prints G + σ_t² ε; erratum METHODS.md §17 item 16).
+    - x_t = x̂_θ + σ_t ε′ (seed eq. 67 prints G + σ_t² ε; erratum docs/methods.md §17 item 16).
     - ``weight`` c(t) per example: default :func:`exponential_weight` (c = α_t); pass ones for uniform.
     - ``distance(a, b) -> [B]``: default mean squared error (ADD uses L2 in pixel/latent space).
     Returns the per-example loss [B].
@@ -81,7 +81,7 @@ def distillation_loss(student_output, teacher_denoiser: Callable, noise, sigma, 
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Hinge adversarial losses and R1 (ADD §3.2; METHODS.md §11 "Losses")
+# Hinge adversarial losses and R1 (ADD §3.2; docs/methods.md §11 "Losses")
 # ----------------------------------------------------------------------------------------------------------------
 
 def _logits_per_example(logits) -> jax.Array:
@@ -101,7 +101,7 @@ def hinge_generator_loss(fake_logits):
 
 
 def r1_penalty(discriminator: Callable, x_real):
-    """R1 = ‖∇ₓ Σ_k D_k(x)‖² at the real inputs, per example (Mescheder et al. 2018; ADD §3.2; METHODS.md §15 O11).
+    """R1 = ‖∇ₓ Σ_k D_k(x)‖² at the real inputs, per example (Mescheder et al. 2018; ADD §3.2; docs/methods.md §15 O11).
 
     One backward pass of the summed logits gives every example's input gradient, which requires that examples do not
     interact inside the discriminator (no batch norm). Differentiable w.r.t. the discriminator's parameters

@@ -1,6 +1,6 @@
 """Differentiable augmentation of a discriminator's inputs (DiffAugment, Zhao et al. 2020, arXiv 2006.10738).
 
-Projected GAN and StyleGAN-T — the discriminators ADD builds on (METHODS.md §11) — augment real *and* generated images
+Projected GAN and StyleGAN-T — the discriminators ADD builds on (docs/methods.md §11) — augment real *and* generated images
 the same way before the frozen feature network, so that the generator cannot win by producing adversarial patterns
 of the fixed features. Every transform is differentiable in x (gradients reach the generator) and drawn per example
 from a key, independently for each call (real and fake batches get their own draws).

@@ -1,6 +1,6 @@
 """Shared pieces of every consistency objective (CD, CT, iCT, ECT, the notebook's variants).
 
-Index convention (METHODS.md §0, pinned here and in the tests): the Karras grid is ascending, σ_0 < … < σ_{N−1};
+Index convention (docs/methods.md §0, pinned here and in the tests): the Karras grid is ascending, σ_0 < … < σ_{N−1};
 a training pair is (lo, hi) with σ_lo < σ_hi. The online network sits at σ_hi, the target under stop-gradient at σ_lo:
 L = λ(σ_lo, σ_hi)·d(f_θ(x_hi, σ_hi), sg f_θ⁻(x̂_lo, σ_lo))   (seed eq. 12, 21, 26–27).
 """
@@ -18,7 +18,7 @@ def bcast(v, x):
 
 
 def pair_weight(name: str, sigma_lo, sigma_hi):
-    """λ for a pair (METHODS.md §4 weighting; iCT §3.2 for 1/Δσ). Evaluated at the online (σ_hi) level."""
+    """λ for a pair (docs/methods.md §4 weighting; iCT §3.2 for 1/Δσ). Evaluated at the online (σ_hi) level."""
     snr = 1.0 / sigma_hi ** 2
     if name == "uniform":
         return jnp.ones_like(sigma_hi)
@@ -59,7 +59,7 @@ def teacher_target_point(teacher, x_hi, sigma_hi, sigma_lo, solver: str = "heun"
 
 
 def posterior_mean_estimate(x_noisy, sigma, bank, top_k: int = 0):
-    """E[x₀ | x_σ] estimated over a set of data points (seed eq. 22–25; METHODS.md §5 "posterior-averaged target").
+    """E[x₀ | x_σ] estimated over a set of data points (seed eq. 22–25; docs/methods.md §5 "posterior-averaged target").
 
     Softmax weights w_j ∝ exp(−‖x_σ − x^j‖²/(2σ²)) over ``bank`` [M, …] (the minibatch or the whole dataset). With the
     whole training set this is exactly the empirical ideal denoiser of seed eq. 6. ``top_k > 0`` keeps only the k nearest

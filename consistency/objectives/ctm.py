@@ -1,8 +1,8 @@
-"""Consistency trajectory models, CTM (Kim et al. 2023, arXiv 2310.02279, `sony/ctm`; METHODS.md §13.1): pure maths.
+"""Consistency trajectory models, CTM (Kim et al. 2023, arXiv 2310.02279, `sony/ctm`; docs/methods.md §13.1): pure maths.
 
 The jump map from level t to any s ≤ t (VE coordinates, x_t = x + t·ε):
 
-    G_θ(x_t, t, s) = (s/t)·x_t + (1 − s/t)·g_θ(x_t, t, s)          (METHODS.md §13.1; seed eq. 51 with b = s)
+    G_θ(x_t, t, s) = (s/t)·x_t + (1 − s/t)·g_θ(x_t, t, s)          (docs/methods.md §13.1; seed eq. 51 with b = s)
 
 so G(x, t, t) = x for any g, G(x, t, σ_min) is a consistency function with c_skip = σ_min/t, and with g = the
 exact denoiser E[x₀|x_t] a *single* jump t → s is the VE-DDIM (= Euler) step, exact when the denoiser is constant
@@ -20,12 +20,12 @@ from consistency.diffusion.processes import broadcast_to_data
 
 
 def jump(g_value: jax.Array, x_t: jax.Array, t, s) -> jax.Array:
-    """G = (s/t)·x_t + (1 − s/t)·g (METHODS.md §13.1): the VE-DDIM jump holding the estimate g fixed."""
+    """G = (s/t)·x_t + (1 − s/t)·g (docs/methods.md §13.1): the VE-DDIM jump holding the estimate g fixed."""
     return solvers.ve_ddim(x_t, g_value, t, s)
 
 
 def trajectory_map(g: Callable) -> Callable:
-    """``G(x, t, s)`` from ``g(x, t, s)`` (METHODS.md §13.1); G(x, t, t) = x exactly."""
+    """``G(x, t, s)`` from ``g(x, t, s)`` (docs/methods.md §13.1); G(x, t, t) = x exactly."""
     return lambda x, t, s: jump(g(x, t, s), x, t, s)
 
 
@@ -89,7 +89,7 @@ def dsm_sigmas(normal: jax.Array, uniform: jax.Array, lognormal: jax.Array, p_me
 
 def soft_consistency_points(G_online: Callable, G_target: Callable, G_sg_online: Callable, x_t, t, x_u, u, s,
                             sigma_min: float):
-    """(x_est, x_tgt) of CTM's soft-consistency loss (METHODS.md §13.1, CTM eq. 6 with the code's σ_min mapping):
+    """(x_est, x_tgt) of CTM's soft-consistency loss (docs/methods.md §13.1, CTM eq. 6 with the code's σ_min mapping):
 
         x_est = G_{sg θ⁻}(G_θ(x_t, t, s), s, σ_min)       — gradient through G_θ and the *input* of the outer map
         x_tgt = G_{θ⁻}(G_{sg θ}(x_u, u, s), s, σ_min)     — under sg (the caller stops it)
@@ -103,7 +103,7 @@ def soft_consistency_points(G_online: Callable, G_target: Callable, G_sg_online:
 
 def adaptive_weight(grad_main, grad_aux, eps: float = ADAPTIVE_EPS, max_weight: float = 1e4,
                     min_weight: float = 0.0) -> jax.Array:
-    """λ = ‖∇_last L_main‖ / (‖∇_last L_aux‖ + ε) under sg (METHODS.md §13.1: CTM's DSM and GAN weights,
+    """λ = ‖∇_last L_main‖ / (‖∇_last L_aux‖ + ε) under sg (docs/methods.md §13.1: CTM's DSM and GAN weights,
     VQGAN-style; ε = 1e-4 and the clip to [0, 1e4] as sony/ctm `karras_diffusion.py` ``calculate_adaptive_weight``),
     clipped to [min_weight, max_weight] (GAN: [0.01, 10]) so an aux gradient that vanishes cannot blow it up."""
     def norm(tree):
@@ -113,7 +113,7 @@ def adaptive_weight(grad_main, grad_aux, eps: float = ADAPTIVE_EPS, max_weight: 
 
 
 def gamma_sample(G: Callable, x_top: jax.Array, sigmas, gamma: float, noise_fn: Callable) -> jax.Array:
-    """γ-sampling (METHODS.md §13.1 [unverified]): x ← G(x, t_n, √(1−γ²)·t_{n+1}) + γ·t_{n+1}·ε on descending
+    """γ-sampling (docs/methods.md §13.1 [unverified]): x ← G(x, t_n, √(1−γ²)·t_{n+1}) + γ·t_{n+1}·ε on descending
     ``sigmas`` (last = σ_min, where no noise is added). γ = 0: deterministic long jumps; γ = 1: CM-style
     (jump to the data end, re-noise to t_{n+1}). ``noise_fn(n)`` gives the step-n noise."""
     sigmas = [float(v) for v in sigmas]

@@ -1,15 +1,15 @@
 """DMD and DMD2 objectives: distribution matching, fake-score DSM, regression, diffusion GAN, backward simulation.
 
 Sources: Yin et al. 2023, DMD (arXiv 2311.18828); Yin et al. 2024, DMD2 (arXiv 2405.14867, `tianweiy/DMD2`
-`main/edm/edm_guidance.py`, `main/sd_unified_model.py`); seed eq. 59–66; METHODS.md §10, §14, §17 items 13–15.
+`main/edm/edm_guidance.py`, `main/sd_unified_model.py`); seed eq. 59–66; docs/methods.md §10, §14, §17 items 13–15.
 
 Every network enters as a *function* the caller builds from parameters it passes into its compiled step (never a
-baked-in constant, METHODS.md §18 item 2):
+baked-in constant, docs/methods.md §18 item 2):
 - a denoiser ``D(x, sigma) -> x0_hat`` (VE/EDM coordinates, σ of shape [B]; the repo's denoiser contract),
 - a generator with the same shape ``G(x_noisy, sigma) -> x`` (the teacher architecture run at σ_max),
 - a discriminator ``logits(x_noisy, sigma) -> [B] or [B, K]`` (DMD2: a head on the fake-score bottleneck).
 
-Roles (METHODS.md §10.1): generator G_θ; real denoiser D_real = the frozen teacher; fake denoiser D_fake, initialised
+Roles (docs/methods.md §10.1): generator G_θ; real denoiser D_real = the frozen teacher; fake denoiser D_fake, initialised
 from the teacher and trained online on the current generator's samples. Which of them a loss may train is fixed in this
 file by stop-gradients (sg), stated per function. Where a loss must pass gradients through a network's *inputs* but not
 its parameters (DMD2's generator GAN term; SiD's generator loss), wrap the network with :func:`with_frozen_parameters`.
@@ -28,7 +28,7 @@ from consistency.diffusion.processes import broadcast_to_data
 
 Denoiser = Callable[[jax.Array, jax.Array], jax.Array]
 
-# DMD2's EDM code: a fixed 1000-point Karras grid, index 0 = σ_min (METHODS.md §1.4 "DMD2").
+# DMD2's EDM code: a fixed 1000-point Karras grid, index 0 = σ_min (docs/methods.md §1.4 "DMD2").
 NUM_TRAIN_TIMESTEPS = 1000
 # DMD §3 / DMD2 `min_step_percent`, `max_step_percent`: t ~ U[0.02 T, 0.98 T] for the distribution-matching gradient.
 MIN_STEP_FRACTION = 0.02
@@ -51,7 +51,7 @@ def reduce_per_example(values: jax.Array, reduce: str) -> jax.Array:
 def with_frozen_parameters(apply_fn: Callable, params) -> Callable:
     """``f(*inputs) = apply_fn(sg(params), *inputs)``: gradients still flow through the inputs, never into ``params``.
 
-    The form METHODS.md §12 asks for ("stop-gradient the parameters, not the inputs") and DMD2's generator turn
+    The form docs/methods.md §12 asks for ("stop-gradient the parameters, not the inputs") and DMD2's generator turn
     (`guidance_model.requires_grad_(False)` while the GAN logits of G(z) keep their input gradient).
     Call it inside the compiled step, with ``params`` an argument of that step, so nothing is baked in as a constant.
     """
@@ -71,20 +71,20 @@ def distribution_matching_gradient(x, noise, sigma, real_denoiser: Denoiser, fak
                                    normalise: bool = True):
     """Per-sample distribution-matching gradient g = ∂KL(p_θ‖p_real)/∂x at the generated sample x, entirely under sg.
 
-    x_t = x + σ·n (VE form of α_t x + σ_t n, METHODS.md §10.1), σ from :func:`sample_distribution_matching_sigmas`.
+    x_t = x + σ·n (VE form of α_t x + σ_t n, docs/methods.md §10.1), σ from :func:`sample_distribution_matching_sigmas`.
     - ``normalise=False``: g = s_fake(x_t) − s_real(x_t) = (D_fake − D_real)/σ²   (seed eq. 63, α_t = 1; erratum 13–14
       make this the exact gradient when D_fake is the exact denoiser of p_θ).
     - ``normalise=True``:  g = (D_fake − D_real) / sg(mean_CHW |x − D_real|)         (DMD §3.2 weight
-      w_t = (σ_t²/α_t)·d/‖x − D_real‖₁, METHODS.md §10.1; DMD2 `compute_distribution_matching_loss`).
+      w_t = (σ_t²/α_t)·d/‖x − D_real‖₁, docs/methods.md §10.1; DMD2 `compute_distribution_matching_loss`).
 
-    The normaliser is kept per sample (METHODS.md §18 item 7). g passes through ``nan_to_num`` (DMD2 code). No
+    The normaliser is kept per sample (docs/methods.md §18 item 7). g passes through ``nan_to_num`` (DMD2 code). No
     gradient reaches x, the generator, or either denoiser's parameters through g.
 
     Returns (g with x's shape, aux) with aux = {noisy, real_denoised, fake_denoised, normaliser [B]}, all under sg.
     """
     x = jax.lax.stop_gradient(x)
     sigma_b = broadcast_to_data(sigma, x)
-    noisy = x + sigma_b * noise                                        # METHODS.md §10.1: x_t = G(z) + σ_t n
+    noisy = x + sigma_b * noise                                        # docs/methods.md §10.1: x_t = G(z) + σ_t n
     real_denoised = jax.lax.stop_gradient(real_denoiser(noisy, sigma))
     fake_denoised = jax.lax.stop_gradient(fake_denoiser(noisy, sigma))
     if normalise:
@@ -102,7 +102,7 @@ def distribution_matching_surrogate(x, gradient, reduce: str = "sum"):
     """Per-example surrogate ½‖x − sg(x − g)‖², whose gradient w.r.t. x is g (DMD2 code, after stable-dreamfusion).
 
     ``reduce='sum'``: ∂L_i/∂x_i = g_i exactly. ``reduce='mean'``: ½·mean_CHW, so ∂/∂x = g/d; with the batch mean this
-    is DMD2's ``0.5 * F.mse_loss(x, (x − g).detach(), reduction="mean")`` (METHODS.md §10.2 "mean reduction over B·d").
+    is DMD2's ``0.5 * F.mse_loss(x, (x − g).detach(), reduction="mean")`` (docs/methods.md §10.2 "mean reduction over B·d").
     """
     target = jax.lax.stop_gradient(x - gradient)
     return 0.5 * reduce_per_example((x - target) ** 2, reduce)
@@ -123,7 +123,7 @@ def distribution_matching_loss(x, noise, sigma, real_denoiser: Denoiser, fake_de
 def fake_score_loss(fake_denoiser: Denoiser, x_generated, noise, sigma, weighting: str = "edm",
                     sigma_data: float = 0.5, reduce: str = "mean"):
     """Fake-score DSM loss λ(σ)·‖D_fake(sg x + σn, σ) − sg x‖² per example, x = G(z) (seed eq. 66 with the sg of
-    METHODS.md §17 item 15: the generator gets no gradient from this loss).
+    docs/methods.md §17 item 15: the generator gets no gradient from this loss).
 
     ``weighting='edm'``: λ = 1/σ² + 1/σ_d² = (σ² + σ_d²)/(σσ_d)² (DMD2 `compute_loss_fake` "snrs + 1/σ_d²"; SiD's
     λ_EDM); ``'uniform'``: λ = 1 (seed eq. 66 as printed). ``reduce='mean'`` over pixels is DMD2's torch.mean; SiD
@@ -143,13 +143,13 @@ def fake_score_loss(fake_denoiser: Denoiser, x_generated, noise, sigma, weightin
 
 def regression_loss(generator_output, target, distance: Callable = distances.l2):
     """L_reg = d(G(z), sg y) per example on pairs (z, y) from the teacher's deterministic ODE sampler (DMD §3.3;
-    METHODS.md §10.1). ``distance(a, b) -> [B]``: DMD uses LPIPS (here e.g. ``feature_distance`` with its params bound
+    docs/methods.md §10.1). ``distance(a, b) -> [B]``: DMD uses LPIPS (here e.g. ``feature_distance`` with its params bound
     by the caller), or any of :mod:`consistency.diffusion.distances`. The target never receives a gradient."""
     return distance(generator_output, jax.lax.stop_gradient(target))
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Noise levels: DMD2's 1000-point Karras grid (METHODS.md §1.4 "DMD2")
+# Noise levels: DMD2's 1000-point Karras grid (docs/methods.md §1.4 "DMD2")
 # ----------------------------------------------------------------------------------------------------------------
 
 def training_sigma_grid(num_train_timesteps: int = NUM_TRAIN_TIMESTEPS, sigma_min: float = 0.002,
@@ -211,7 +211,7 @@ def sample_gan_sigmas(rng, shape, max_timestep: int = NUM_TRAIN_TIMESTEPS,
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Diffusion GAN (DMD2 paper, GAN term; METHODS.md §10.2 "GAN")
+# Diffusion GAN (DMD2 paper, GAN term; docs/methods.md §10.2 "GAN")
 # ----------------------------------------------------------------------------------------------------------------
 
 def _logits_per_example(logits: jax.Array) -> jax.Array:

@@ -1,4 +1,4 @@
-"""ECT / ECM objective (Geng et al. 2024, "Consistency models made easy"; `locuslab/ect`; METHODS.md §7)."""
+"""ECT / ECM objective (Geng et al. 2024, "Consistency models made easy"; `locuslab/ect`; docs/methods.md §7)."""
 from __future__ import annotations
 
 import jax
@@ -9,7 +9,7 @@ from consistency.objectives.consistency import bcast
 
 
 def ecm_loss(denoise_online, denoise_target, y, noise, t, r, huber_c: float = 0.0):
-    """Per-example ECT loss d(D_θ(y + tε, t), sg D_θ(y + rε, r)) / (t − r) (ECT `ECMLoss`; METHODS.md §7).
+    """Per-example ECT loss d(D_θ(y + tε, t), sg D_θ(y + rε, r)) / (t − r) (ECT `ECMLoss`; docs/methods.md §7).
 
     Shared ε for both points; the target is the clean y wherever r = 0 (the stage-0 denoising limit) and is
     passed through nan_to_num. ``huber_c = 0`` gives the un-squared ‖·‖₂ (ECT's default), > 0 pseudo-Huber.

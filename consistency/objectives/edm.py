@@ -1,4 +1,4 @@
-"""EDM denoising objective (Karras et al. 2022, §5 and Table 1; METHODS.md §2). Pure: jnp in, per-example loss out."""
+"""EDM denoising objective (Karras et al. 2022, §5 and Table 1; docs/methods.md §2). Pure: jnp in, per-example loss out."""
 from __future__ import annotations
 
 import jax.numpy as jnp
@@ -16,7 +16,7 @@ def edm_loss(denoise, x, sigma, noise, sigma_data: float):
 
 
 def vp_weighted_loss(denoise, x, sigma, noise, weighting: str = "snr+1"):
-    """VP-form denoising loss in x-space (METHODS.md §2 "VP forms"), with the VE↔VP map σ = σ_t/α_t.
+    """VP-form denoising loss in x-space (docs/methods.md §2 "VP forms"), with the VE↔VP map σ = σ_t/α_t.
 
     'snr' equals an ε-prediction loss ‖ε̂ − ε‖², 'snr+1' a v-prediction loss; SNR = 1/σ² in VE coordinates.
     """

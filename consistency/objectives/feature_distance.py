@@ -1,4 +1,4 @@
-"""An LPIPS-like feature distance on a frozen in-project classifier (METHODS.md §1.3; CM paper's LPIPS metric).
+"""An LPIPS-like feature distance on a frozen in-project classifier (docs/methods.md §1.3; CM paper's LPIPS metric).
 
 LPIPS (Zhang et al. 2018) compares unit-normalised activations of a frozen VGG at several depths, weighted by linear
 heads learned from human judgements. Neither VGG nor those heads can be downloaded here, so this distance uses the
@@ -35,7 +35,7 @@ def feature_distance(model, params, a, b):
 
 def resize_to(x, resolution: int):
     """NHWC ``x`` bilinearly resized to resolution × resolution (antialiased when shrinking; differentiable), as
-    PaGoDA resizes images to its feature nets' input size (METHODS.md §9)."""
+    PaGoDA resizes images to its feature nets' input size (docs/methods.md §9)."""
     if x.shape[1] == resolution and x.shape[2] == resolution:
         return x
     return jax.image.resize(x, (x.shape[0], resolution, resolution, x.shape[3]), method="bilinear")

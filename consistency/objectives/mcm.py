@@ -1,18 +1,18 @@
 """Multistep consistency objectives, VP (Heek et al. 2024) and the notebook's VE form, as pure jnp functions.
 
-One algebra serves both processes (METHODS.md §8): a noise level is a :class:`Level` (τ, α, σ) per example with
+One algebra serves both processes (docs/methods.md §8): a noise level is a :class:`Level` (τ, α, σ) per example with
 z = α·x + σ·ε; VP has α_t² + σ_t² = 1 (τ = t), VE has α ≡ 1 (τ = σ). With α ≡ 1 the VP-DDIM jump
-α_b·x̂ + (σ_b/σ)(z − α·x̂) is exactly the notebook's eq. 51 (b/σ)·x + (1 − b/σ)·x̂ and invDDIM is METHODS.md §8.2's
+α_b·x̂ + (σ_b/σ)(z − α·x̂) is exactly the notebook's eq. 51 (b/σ)·x + (1 − b/σ)·x̂ and invDDIM is docs/methods.md §8.2's
 x-space target (σ·ẑ − b·x)/(σ − b) [derived], so the VE multistep CM is the VP algorithm with α ≡ 1.
 
 Segments split the level range into T parts with boundaries b_0 < … < b_T; a training pair (t, s) lies in one segment
 (b_k ≤ s < t ≤ b_{k+1}) and both points share the boundary b = b_k (seed eq. 52 note "b_{t_n} = b_{t_{n−1}}"):
 
-    z_t = α_t x + σ_t ε,  z_s = sg teacher_step(z_t)        (MCD; MCT: z_s = α_s x + σ_s ε, METHODS.md §8.1 step 2)
-    ẑ   = sg DDIM_{s→b}(x̂_θ⁻(z_s, s), z_s)                  (= z_s when s = b: boundary condition, METHODS.md §15 O9)
-    L   = λ(t)·d(pred, target) in one of three spaces (METHODS.md §8.1 step 4, nb (46)–(47), (52)):
+    z_t = α_t x + σ_t ε,  z_s = sg teacher_step(z_t)        (MCD; MCT: z_s = α_s x + σ_s ε, docs/methods.md §8.1 step 2)
+    ẑ   = sg DDIM_{s→b}(x̂_θ⁻(z_s, s), z_s)                  (= z_s when s = b: boundary condition, docs/methods.md §15 O9)
+    L   = λ(t)·d(pred, target) in one of three spaces (docs/methods.md §8.1 step 4, nb (46)–(47), (52)):
           'x'    x̂_θ(z_t, t)               vs invDDIM_{t→b}(ẑ, z_t)
-          'eps'  ε_θ = (z_t − α_t x̂_θ)/σ_t   vs ε* of the corrected nb (47) (METHODS.md §17 item 11)
+          'eps'  ε_θ = (z_t − α_t x̂_θ)/σ_t   vs ε* of the corrected nb (47) (docs/methods.md §17 item 11)
           'jump' F_θ = DDIM_{t→b}(x̂_θ, z_t) vs ẑ                       (nb (46); VE: nb (52))
 """
 from __future__ import annotations
@@ -40,12 +40,12 @@ class Level(NamedTuple):
 
 
 def perturb(x: jax.Array, noise: jax.Array, level: Level) -> jax.Array:
-    """z = α·x + σ·ε (METHODS.md §0; VE: α ≡ 1, seed eq. 3)."""
+    """z = α·x + σ·ε (docs/methods.md §0; VE: α ≡ 1, seed eq. 3)."""
     return broadcast_to_data(level.alpha, x) * x + broadcast_to_data(level.sigma, x) * noise
 
 
 def ve_sigma(level: Level) -> jax.Array:
-    """The VE noise level σ/α of a point (METHODS.md §0 "VE ↔ VP": z = α·x_σ with σ_VE = σ_t/α_t)."""
+    """The VE noise level σ/α of a point (docs/methods.md §0 "VE ↔ VP": z = α·x_σ with σ_VE = σ_t/α_t)."""
     return level.sigma / level.alpha
 
 
@@ -55,7 +55,7 @@ def ve_sigma(level: Level) -> jax.Array:
 
 def jump_to_boundary(x0_hat: jax.Array, z: jax.Array, level: Level, boundary: Level, at_boundary) -> jax.Array:
     """F = DDIM_{τ→b}(x̂, z) = α_b·x̂ + (σ_b/σ)(z − α·x̂) (nb (44)–(45); VE: nb (51)), and exactly z where
-    ``at_boundary`` (τ = b: DDIM_{t→t} is the identity, METHODS.md §15 O9; also keeps σ = 0 out of the ratio)."""
+    ``at_boundary`` (τ = b: DDIM_{t→t} is the identity, docs/methods.md §15 O9; also keeps σ = 0 out of the ratio)."""
     sigma_safe = jnp.where(at_boundary, 1.0, level.sigma)
     jumped = solvers.ddim_step(x0_hat, z, level.alpha, sigma_safe, boundary.alpha, boundary.sigma)
     return jnp.where(broadcast_to_data(at_boundary, z), z, jumped)
@@ -63,17 +63,17 @@ def jump_to_boundary(x0_hat: jax.Array, z: jax.Array, level: Level, boundary: Le
 
 def x0_reference(z_hat: jax.Array, z_t: jax.Array, t: Level, boundary: Level) -> jax.Array:
     """invDDIM_{t→b}(ẑ, z_t) = (ẑ − (σ_b/σ_t) z_t)/(α_b − α_t σ_b/σ_t): the x̂ whose jump from z_t lands on ẑ
-    (METHODS.md §1.2, §8.1 step 3; VE: (σ·ẑ − b·x)/(σ − b), §8.2). Needs b < t."""
+    (docs/methods.md §1.2, §8.1 step 3; VE: (σ·ẑ − b·x)/(σ − b), §8.2). Needs b < t."""
     return solvers.inv_ddim(z_hat, z_t, t.alpha, t.sigma, boundary.alpha, boundary.sigma)
 
 
 def eps_reference(z_hat: jax.Array, z_t: jax.Array, t: Level, boundary: Level) -> jax.Array:
-    """ε* = (ẑ − (α_b/α_t) z_t)/(σ_b − (α_b/α_t) σ_t): the corrected nb (47) (METHODS.md §8.1, §17 item 11)."""
+    """ε* = (ẑ − (α_b/α_t) z_t)/(σ_b − (α_b/α_t) σ_t): the corrected nb (47) (docs/methods.md §8.1, §17 item 11)."""
     return solvers.ddim_eps_target(z_hat, z_t, t.alpha, t.sigma, boundary.alpha, boundary.sigma)
 
 
 def eps_from_x0(x0_hat: jax.Array, z: jax.Array, level: Level) -> jax.Array:
-    """ε̂ = (z − α·x̂)/σ (METHODS.md §8.1 aDDIM; nb (45))."""
+    """ε̂ = (z − α·x̂)/σ (docs/methods.md §8.1 aDDIM; nb (45))."""
     return (z - broadcast_to_data(level.alpha, z) * x0_hat) / broadcast_to_data(level.sigma, z)
 
 
@@ -82,18 +82,18 @@ def eps_from_x0(x0_hat: jax.Array, z: jax.Array, level: Level) -> jax.Array:
 # ----------------------------------------------------------------------------------------------------------------
 
 def addim_variance(x0_teacher: jax.Array, x: jax.Array, eta: float) -> jax.Array:
-    """aDDIM's per-coordinate posterior variance in distillation, v_x = η·‖x̂_tch − x‖²/d (METHODS.md §8.1)."""
+    """aDDIM's per-coordinate posterior variance in distillation, v_x = η·‖x̂_tch − x‖²/d (docs/methods.md §8.1)."""
     dim = math.prod(x.shape[1:])
     return eta * jnp.sum(((x0_teacher - x) ** 2).reshape(x.shape[0], -1), axis=1) / dim
 
 
 def teacher_step(solver: str, teacher: Callable, z_t: jax.Array, t: Level, s: Level, x: jax.Array | None = None,
                  eta: float = 0.75) -> jax.Array:
-    """One teacher step z_t → z_s with x̂_tch = teacher(z, τ) (METHODS.md §8.1 step 2).
+    """One teacher step z_t → z_s with x̂_tch = teacher(z, τ) (docs/methods.md §8.1 step 2).
 
-    'ddim'  : DDIM_{t→s}(x̂_tch, z_t) — in VE coordinates this is the Euler step of seed eq. 50 (METHODS.md §1.2);
-    'addim' : aDDIM with v_x = η‖x̂_tch − x‖²/d (METHODS.md §8.1; needs the data x);
-    'heun'  : EDM Heun in VE coordinates x_σ = z/α, σ_VE = σ/α (METHODS.md §1.2, §0), mapped back by z_s = α_s·x_s;
+    'ddim'  : DDIM_{t→s}(x̂_tch, z_t) — in VE coordinates this is the Euler step of seed eq. 50 (docs/methods.md §1.2);
+    'addim' : aDDIM with v_x = η‖x̂_tch − x‖²/d (docs/methods.md §8.1; needs the data x);
+    'heun'  : EDM Heun in VE coordinates x_σ = z/α, σ_VE = σ/α (docs/methods.md §1.2, §0), mapped back by z_s = α_s·x_s;
               Euler where s is σ_VE = 0 (VP t = 0).
     """
     if solver not in TEACHER_SOLVERS:
@@ -109,7 +109,7 @@ def teacher_step(solver: str, teacher: Callable, z_t: jax.Array, t: Level, s: Le
 
 
 def _heun_in_ve_coordinates(teacher: Callable, z_t: jax.Array, t: Level, s: Level) -> jax.Array:
-    """EDM Heun (EDM Alg. 1; METHODS.md §1.2) from σ_VE(t) to σ_VE(s) on x_σ = z/α, D(x_σ) = teacher(α·x_σ, τ) at the
+    """EDM Heun (EDM Alg. 1; docs/methods.md §1.2) from σ_VE(t) to σ_VE(s) on x_σ = z/α, D(x_σ) = teacher(α·x_σ, τ) at the
     two levels; plain Euler where σ_VE(s) = 0 (the second evaluation is then made at t and discarded)."""
     b = lambda v: broadcast_to_data(v, z_t)  # noqa: E731
     sig_t, sig_s = ve_sigma(t), ve_sigma(s)
@@ -128,7 +128,7 @@ def _heun_in_ve_coordinates(teacher: Callable, z_t: jax.Array, t: Level, s: Leve
 # ----------------------------------------------------------------------------------------------------------------
 
 def loss_weight(name: str, t: Level) -> jax.Array:
-    """λ(t): 'snr+1' = α²/σ² + 1 (METHODS.md §8.1 step 4; the v-space weight of §1.2), 'snr' = α²/σ², 'uniform'."""
+    """λ(t): 'snr+1' = α²/σ² + 1 (docs/methods.md §8.1 step 4; the v-space weight of §1.2), 'snr' = α²/σ², 'uniform'."""
     snr = (t.alpha / t.sigma) ** 2
     if name == "snr+1":
         return snr + 1.0
@@ -140,7 +140,7 @@ def loss_weight(name: str, t: Level) -> jax.Array:
 
 
 def target_point(x0_target: jax.Array, z_s: jax.Array, s: Level, boundary: Level, at_boundary) -> jax.Array:
-    """ẑ = sg DDIM_{s→b}(x̂⁻, z_s), the target chain's first link (METHODS.md §8.1 step 3; VE: sg f_θ⁻ of nb (52))."""
+    """ẑ = sg DDIM_{s→b}(x̂⁻, z_s), the target chain's first link (docs/methods.md §8.1 step 3; VE: sg f_θ⁻ of nb (52))."""
     return jax.lax.stop_gradient(jump_to_boundary(x0_target, z_s, s, boundary, at_boundary))
 
 
@@ -180,6 +180,6 @@ def multistep_consistency_loss(student: Callable, target: Callable, x: jax.Array
 
 def denoiser_distillation_limit(x0_student: jax.Array, x0_teacher: jax.Array, sigma_n, sigma_prev) -> jax.Array:
     """The every-grid-point limit of the VE MCM (boundary b = σ_{n−1}, Euler teacher, L2 in jump space):
-    ((σ_n − σ_{n−1})/σ_n)²·mean(D_φ − x^θ)² per example (METHODS.md §8.2 "Limits")."""
+    ((σ_n − σ_{n−1})/σ_n)²·mean(D_φ − x^θ)² per example (docs/methods.md §8.2 "Limits")."""
     gap = broadcast_to_data((sigma_n - sigma_prev) / sigma_n, x0_student)
     return jnp.mean(((gap * (x0_teacher - x0_student)) ** 2).reshape(x0_student.shape[0], -1), axis=1)

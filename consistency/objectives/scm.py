@@ -1,4 +1,4 @@
-"""Continuous-time consistency models in TrigFlow, sCM (Lu & Song 2024, arXiv 2410.11081; METHODS.md §13.2).
+"""Continuous-time consistency models in TrigFlow, sCM (Lu & Song 2024, arXiv 2410.11081; docs/methods.md §13.2).
 
 TrigFlow (sCM §2): x_t = cos t·x₀ + sin t·z, z ~ N(0, σ_d² I), t ∈ [0, π/2]; its PF-ODE velocity is
 dx_t/dt = σ_d·F(x_t/σ_d, t). In EDM/VE coordinates σ = σ_d·tan t and x_VE = x_t/cos t [derived: x_t/cos t =
@@ -21,7 +21,7 @@ Training signal (sCM §4, Alg. 1; FastGen ``sCM.py``): with θ⁻ = sg θ,
                                                       (FastGen: g / (‖g‖/√d + c), ``scm.tangent_norm``)
     L = e^{−w_φ(t)}·mean_d ‖F_θ − sg F_θ − g‖² + w_φ(t)                      adaptive weighting w_φ
 
-so ∇_θ L = −2e^{−w}·g·∂F_θ/∂θ / d. The e^{−w}/d + w form is METHODS.md §13.2 (FastGen's logvar: e^{−logvar}·… +
+so ∇_θ L = −2e^{−w}·g·∂F_θ/∂θ / d. The e^{−w}/d + w form is docs/methods.md §13.2 (FastGen's logvar: e^{−logvar}·… +
 logvar). r = min(1, k / warm-up) is the tangent warm-up. Both time derivatives are bounded even where c_noise(t)
 is not: the tangent's factor cos t·sin t cancels d ln tan t / dt = 1/(sin t cos t) of an EDM c_noise = ¼ ln σ.
 
@@ -41,7 +41,7 @@ TANGENT_NORM_CONST = 0.1   # c of g/(‖g‖ + c) (sCM §4.2; FastGen tangent_wa
 TANGENT_NORMS = ("paper", "fastgen")   # g/(‖g‖ + c) (sCM §4.2) | g/(‖g‖/√d + c) (FastGen sCM.py)
 T_SAMPLINGS = ("clip", "truncate")     # lognormal σ clipped to [σ_min, σ_max] | truncated to it (FastGen)
 FD_RELATIVE_STEP = 1e-3    # finite-difference JVP: ε = 1e-3·t (FastGen jvp_finite_diff_eps)
-PAPER_MID_T = 1.1          # sCM 2-step intermediate time (paper) [unverified: METHODS.md §17 item 20]
+PAPER_MID_T = 1.1          # sCM 2-step intermediate time (paper) [unverified: docs/methods.md §17 item 20]
 FASTGEN_MID_SIGMA = 0.821  # FastGen's 2-step intermediate σ, t = arctan(0.821/σ_d) [unofficial code]
 
 
@@ -65,7 +65,7 @@ def forward(x0, z, t):
 
 
 def conditional_velocity(x0, z, t):
-    """dx_t/dt of the conditional path = cos t·z − sin t·x₀ (sCT's velocity; METHODS.md §13.2)."""
+    """dx_t/dt of the conditional path = cos t·z − sin t·x₀ (sCT's velocity; docs/methods.md §13.2)."""
     return broadcast_to_data(jnp.cos(t), x0) * z - broadcast_to_data(jnp.sin(t), x0) * x0
 
 
@@ -94,7 +94,7 @@ def consistency_output(x_t, t, F, sigma_data: float):
 
 def sample_t(normal, p_mean: float, p_std: float, sigma_data: float, t_min: float, t_max: float):
     """t = arctan(e^{P_mean + P_std·n}/σ_d), clipped to [t_min, t_max] (sCM §4: lognormal σ → TrigFlow time, kept
-    below π/2 where tan t blows up; METHODS.md §13.2 pitfalls). ``normal``: standard normal draws [B]."""
+    below π/2 where tan t blows up; docs/methods.md §13.2 pitfalls). ``normal``: standard normal draws [B]."""
     t = t_from_sigma(jnp.exp(p_mean + p_std * normal), sigma_data)
     return jnp.clip(t, t_min, t_max)
 
@@ -118,7 +118,7 @@ def sample_t_truncated(uniform, p_mean: float, p_std: float, sigma_data: float, 
 def tangent_jvp(F_minus: Callable, x_t, t, dxdt):
     """(F_{θ⁻}(x_t, t), J) with J = cos t·sin t·dF_{θ⁻}/dt from one ``jax.jvp`` with tangents
     (cos t·sin t·dx_t/dt, cos t·sin t) (sCM Alg. 1; FastGen ``_jvp``). ``F_minus(x_t, t)`` takes the *unscaled*
-    x_t (the network's x_t/σ_d scaling is inside it). Runs in the inputs' dtype: keep them float32 (METHODS.md §18 item 6)."""
+    x_t (the network's x_t/σ_d scaling is inside it). Runs in the inputs' dtype: keep them float32 (docs/methods.md §18 item 6)."""
     cs = jnp.cos(t) * jnp.sin(t)
     return jax.jvp(F_minus, (x_t, t), (broadcast_to_data(cs, x_t) * dxdt, cs))
 
@@ -126,7 +126,7 @@ def tangent_jvp(F_minus: Callable, x_t, t, dxdt):
 def tangent_finite_difference(F_minus: Callable, x_t, t, dxdt, relative_step: float = FD_RELATIVE_STEP):
     """The same J by a central difference along the same direction: [F(x + εv_x, t + εv_t) − F(x − εv_x, t − εv_t)]/2ε,
     v = (cos t sin t dx_t/dt, cos t sin t), ε = relative_step·t per example (sCM's fallback without forward-mode AD;
-    FastGen ``_estimate_jvp_finite_difference``). Both passes must see the same dropout key (METHODS.md §18 item 1):
+    FastGen ``_estimate_jvp_finite_difference``). Both passes must see the same dropout key (docs/methods.md §18 item 1):
     ``F_minus`` is called twice with whatever key it closes over. Returns (F(x_t, t), J)."""
     cs = jnp.cos(t) * jnp.sin(t)
     eps = jnp.maximum(relative_step * jnp.abs(t), 1e-6)
@@ -136,7 +136,7 @@ def tangent_finite_difference(F_minus: Callable, x_t, t, dxdt, relative_step: fl
 
 
 def tangent(F_minus_value, J, x_t, t, dxdt, sigma_data: float, warmup):
-    """g = −cos²t·(σ_d F⁻ − dx_t/dt) − r·(cos t sin t·x_t + σ_d J) (sCM eq. 8 / Alg. 1; METHODS.md §13.2); r = warmup."""
+    """g = −cos²t·(σ_d F⁻ − dx_t/dt) − r·(cos t sin t·x_t + σ_d J) (sCM eq. 8 / Alg. 1; docs/methods.md §13.2); r = warmup."""
     cos, sin = jnp.cos(t), jnp.sin(t)
     first = -broadcast_to_data(cos ** 2, x_t) * (sigma_data * F_minus_value - dxdt)
     second = -(broadcast_to_data(cos * sin, x_t) * x_t + sigma_data * J)
@@ -172,7 +172,7 @@ def tangent_warmup(step, warmup_steps: int):
 
 
 def scm_loss(F_theta, g, log_weight):
-    """e^{−w}·mean_d ‖F_θ − sg F_θ − g‖² + w per example (METHODS.md §13.2), with w = ``log_weight`` [B] the adaptive
+    """e^{−w}·mean_d ‖F_θ − sg F_θ − g‖² + w per example (docs/methods.md §13.2), with w = ``log_weight`` [B] the adaptive
     weighting w_φ(t). The value of the squared term is mean_d ‖g‖²; its θ-gradient is −2 e^{−w} g·∂F_θ/d."""
     residual = F_theta - jax.lax.stop_gradient(F_theta) - jax.lax.stop_gradient(g)
     per_example = jnp.mean(residual.reshape(residual.shape[0], -1) ** 2, axis=1)
@@ -208,7 +208,7 @@ def multistep_sample(f: Callable, rng, shape, times, sigma_data: float):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# The TrigFlow Gaussian oracle (METHODS.md §15 O6)
+# The TrigFlow Gaussian oracle (docs/methods.md §15 O6)
 # ----------------------------------------------------------------------------------------------------------------
 
 def gaussian_variance(t, s: float, sigma_data: float):
@@ -234,5 +234,5 @@ def gaussian_consistency_F(x_t, t, s: float, sigma_data: float):
 
 
 def t_max_for(sigma_max: float, sigma_data: float) -> float:
-    """The largest training/sampling time, t at σ_max (clipped below π/2, METHODS.md §13.2 pitfalls)."""
+    """The largest training/sampling time, t at σ_max (clipped below π/2, docs/methods.md §13.2 pitfalls)."""
     return math.atan2(sigma_max, sigma_data)

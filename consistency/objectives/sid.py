@@ -1,19 +1,19 @@
 """SiD (Score identity Distillation) objectives: generator loss (code form with α), σ sampler, fake-score loss, masks.
 
 Sources: Zhou et al. 2024, SiD (arXiv 2404.04057; `mingyuanzhou/SiD` `training/sid_loss.py`,
-`training/sid_training_loop.py`); seed eq. 71–83; METHODS.md §12 and §17 items 15, 16, 19.
+`training/sid_training_loop.py`); seed eq. 71–83; docs/methods.md §12 and §17 items 15, 16, 19.
 
-Naming (METHODS.md §12 "naming trap"): D_real = the frozen teacher (SiD's f_φ, the notebook's x_ψ), D_fake = the fake
+Naming (docs/methods.md §12 "naming trap"): D_real = the frozen teacher (SiD's f_φ, the notebook's x_ψ), D_fake = the fake
 score trained online (SiD's f_ψ, the notebook's x_φ). Networks enter as functions ``D(x, sigma) -> x0_hat`` (VE/EDM,
-σ [B]) built by the caller from parameters it passes in (METHODS.md §18 item 2).
+σ [B]) built by the caller from parameters it passes in (docs/methods.md §18 item 2).
 
-Gradient flow of the generator loss (METHODS.md §12): through x_g directly *and* through the inputs x_t = x_g + σn of
+Gradient flow of the generator loss (docs/methods.md §12): through x_g directly *and* through the inputs x_t = x_g + σn of
 both denoisers. Only their parameters are frozen: build both with
 :func:`consistency.objectives.dmd.with_frozen_parameters` (sg on parameters, never on inputs). Unlike DMD's surrogate,
 the generator step therefore back-propagates through two denoiser networks.
 
-Sign (METHODS.md §17 item 19): seed eq. 83 as printed flips the first term relative to seed eq. 81 and the official
-code; with it the 1-D toy diverges (METHODS.md §15 O7). Only the code form is implemented here.
+Sign (docs/methods.md §17 item 19): seed eq. 83 as printed flips the first term relative to seed eq. 81 and the official
+code; with it the 1-D toy diverges (docs/methods.md §15 O7). Only the code form is implemented here.
 """
 from __future__ import annotations
 
@@ -28,23 +28,23 @@ from consistency.objectives import dmd
 
 Denoiser = Callable[[jax.Array, jax.Array], jax.Array]
 
-SIGMA_INIT = 2.5           # generator input level: x_g = G_θ(σ_init z, σ_init) (SiD `init_sigma`, METHODS.md §12)
-ALPHA = 1.2                # SiD's α (1.0 for AFHQ) (METHODS.md §12 "Hyperparameters")
-T_MAX_FRACTION = 0.8       # SiD `tmax = 800` of 1000 (METHODS.md §1.4 "SiD generator")
+SIGMA_INIT = 2.5           # generator input level: x_g = G_θ(σ_init z, σ_init) (SiD `init_sigma`, docs/methods.md §12)
+ALPHA = 1.2                # SiD's α (1.0 for AFHQ) (docs/methods.md §12 "Hyperparameters")
+T_MAX_FRACTION = 0.8       # SiD `tmax = 800` of 1000 (docs/methods.md §1.4 "SiD generator")
 NORMALISER_FLOOR = 1e-5    # w = max(mean|x_g − D_real|, 1e-5) (SiD `clip(min=0.00001)`)
-FAKE_SCORE_P_MEAN, FAKE_SCORE_P_STD = -1.2, 1.2  # fake-score σ: EDM lognormal (METHODS.md §1.4)
-GENERATOR_LOSS_SCALE = 100.0  # SiD `loss_scaling_G`: the summed loss × 100/batch (METHODS.md §12)
+FAKE_SCORE_P_MEAN, FAKE_SCORE_P_STD = -1.2, 1.2  # fake-score σ: EDM lognormal (docs/methods.md §1.4)
+GENERATOR_LOSS_SCALE = 100.0  # SiD `loss_scaling_G`: the summed loss × 100/batch (docs/methods.md §12)
 
 
 def generator_input(noise, sigma_init: float = SIGMA_INIT):
-    """(σ_init·z, σ_init as [B]): the generator evaluates G_θ(σ_init z, σ_init) (SiD training loop; METHODS.md §12)."""
+    """(σ_init·z, σ_init as [B]): the generator evaluates G_θ(σ_init z, σ_init) (SiD training loop; docs/methods.md §12)."""
     return sigma_init * noise, jnp.full(noise.shape[:1], sigma_init, noise.dtype)
 
 
 def sample_generator_sigmas(rng, shape, t_max_fraction: float = T_MAX_FRACTION, sigma_min: float = 0.002,
                             sigma_max: float = 80.0, rho: float = 7.0, dtype=jnp.float32) -> jax.Array:
     """σ for the generator loss: u ~ U[0, 0.8], σ = (σ_max^{1/ρ} + (1−u)(σ_min^{1/ρ} − σ_max^{1/ρ}))^ρ
-    (METHODS.md §1.4 "SiD generator"; SiD `generator_loss`), so σ ∈ [0.002, 24.41]: u = 0 gives σ_min."""
+    (docs/methods.md §1.4 "SiD generator"; SiD `generator_loss`), so σ ∈ [0.002, 24.41]: u = 0 gives σ_min."""
     u = jax.random.uniform(rng, shape, dtype, 0.0, t_max_fraction)
     low, high = sigma_min ** (1.0 / rho), sigma_max ** (1.0 / rho)
     return (high + (1.0 - u) * (low - high)) ** rho
@@ -57,7 +57,7 @@ def sample_fake_score_sigmas(rng, shape, p_mean: float = FAKE_SCORE_P_MEAN, p_st
 
 def finite_sample_mask(*arrays) -> jax.Array:
     """[B] bool: True where every value of the example is finite in all ``arrays`` (the 0/1-mask form of SiD's
-    boolean NaN filtering, METHODS.md §12 "Pitfalls", §18 item 5)."""
+    boolean NaN filtering, docs/methods.md §12 "Pitfalls", §18 item 5)."""
     mask = None
     for a in arrays:
         ok = jnp.all(jnp.isfinite(a.reshape(a.shape[0], -1)), axis=1)
@@ -78,7 +78,7 @@ def _zero_where_masked(x, mask):
 
 def generator_loss(x_generated, noise, sigma, real_denoiser: Denoiser, fake_denoiser: Denoiser,
                    alpha: float = ALPHA, normalise: bool = True, reduce: str = "sum"):
-    """SiD generator loss per example, code form (METHODS.md §12; SiD `generator_loss`; seed eq. 81–82 minus α·eq. 73):
+    """SiD generator loss per example, code form (docs/methods.md §12; SiD `generator_loss`; seed eq. 81–82 minus α·eq. 73):
 
         L = ⟨D_r − D_f, (D_r − x_g) − α·(D_r − D_f)⟩ / w,   w = sg(max(mean_CHW |x_g − D_r|, 1e-5)),
         x_t = x_g + σ·n (seed eq. 71 erratum: σ, not σ²), D_r = D_real(x_t, σ), D_f = D_fake(x_t, σ).
@@ -97,13 +97,13 @@ def generator_loss(x_generated, noise, sigma, real_denoiser: Denoiser, fake_deno
     mask = finite_sample_mask(x_generated, real_denoised, fake_denoised)
     x_g, d_r, d_f = (_zero_where_masked(v, mask) for v in (x_generated, real_denoised, fake_denoised))
     if normalise:
-        # SiD `weight_factor`: per-sample, under sg (METHODS.md §18 item 7).
+        # SiD `weight_factor`: per-sample, under sg (docs/methods.md §18 item 7).
         normaliser = jax.lax.stop_gradient(
             jnp.maximum(jnp.mean(jnp.abs(x_g - d_r).reshape(x_g.shape[0], -1), axis=1), NORMALISER_FLOOR))
     else:
         normaliser = jnp.ones(x_g.shape[:1], x_g.dtype)
     difference = d_r - d_f
-    integrand = difference * ((d_r - x_g) - alpha * difference)          # METHODS.md §12, SiD code form
+    integrand = difference * ((d_r - x_g) - alpha * difference)          # docs/methods.md §12, SiD code form
     loss = dmd.reduce_per_example(integrand, reduce) / normaliser
     loss = jnp.where(mask, loss, 0.0)
     sg = jax.lax.stop_gradient
@@ -115,7 +115,7 @@ def generator_loss(x_generated, noise, sigma, real_denoiser: Denoiser, fake_deno
 def fake_score_loss(fake_denoiser: Denoiser, x_generated, noise, sigma, sigma_data: float = 0.5,
                     reduce: str = "sum"):
     """SiD fake-score loss λ_EDM(σ)·Σ_pixels (D_fake(sg x_g + σn, σ) − sg x_g)² per example (SiD `SID_EDMLoss.__call__`;
-    METHODS.md §12; σ from :func:`sample_fake_score_sigmas`). The caller takes the plain batch mean (SiD: the sum
+    docs/methods.md §12; σ from :func:`sample_fake_score_sigmas`). The caller takes the plain batch mean (SiD: the sum
     × ``ls`` = 1/batch). The same DSM as DMD2's fake-score loss, summed rather than averaged over pixels.
 
     Returns (loss [B], mask [B]); masked examples (non-finite x_g or D_fake) get loss 0.
