@@ -45,18 +45,38 @@ from typing import Any, Callable
 
 from absl import app, flags, logging
 
-_SUITE = flags.DEFINE_enum("suite", "toy", ["toy", "digits"], "Which suite: toy (2-D mixture) or digits (8×8).")
-_METHODS = flags.DEFINE_list("methods", [], "Method keys to run (empty: all of the suite), e.g. cd,ict,mcm_vp.")
-_SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Training seeds.")
-_STEPS = flags.DEFINE_integer("steps", 0, "Loop steps of every student run (0: the suite's default budget).")
-_BATCH = flags.DEFINE_integer("batch_size", 0, "Batch size of every run (0: the suite's default).")
-_TEACHER_STEPS = flags.DEFINE_integer("teacher_steps", 0, "digits: steps of the shared EDM teacher (0: its config).")
-_NUM_SAMPLES = flags.DEFINE_integer("num_samples", 2000, "Generated samples scored per NFE.")
-_BOOTSTRAP = flags.DEFINE_integer("bootstrap", 100, "Bootstrap replicates for the per-run 95 % intervals.")
-_WORKROOT = flags.DEFINE_string("workroot", "workdirs/benchmark", "Folder of the run workdirs.")
-_OUT = flags.DEFINE_string("out", "docs/benchmark.md", "Page to write the marked blocks into (plots/JSON beside it).")
-_REPORT_ONLY = flags.DEFINE_bool("report_only", False, "Only rewrite the page from the finished results in the workroot.")
-_README = flags.DEFINE_string("readme", "README.md", "README whose benchmark block is rewritten ('' to skip).")
+_SUITE = None
+_METHODS = None
+_SEEDS = None
+_STEPS = None
+_BATCH = None
+_TEACHER_STEPS = None
+_NUM_SAMPLES = None
+_BOOTSTRAP = None
+_WORKROOT = None
+_OUT = None
+_REPORT_ONLY = None
+_README = None
+
+
+def define_flags() -> None:
+    """The command's absl flags, defined only when it runs as a program (importing the module defines none,
+    so tests and other programs can import it beside scripts with flags of the same names)."""
+    global _SUITE, _METHODS, _SEEDS, _STEPS, _BATCH, _TEACHER_STEPS
+    global _NUM_SAMPLES, _BOOTSTRAP, _WORKROOT, _OUT, _REPORT_ONLY, _README
+    _SUITE = flags.DEFINE_enum("suite", "toy", ["toy", "digits"], "Which suite: toy (2-D mixture) or digits (8×8).")
+    _METHODS = flags.DEFINE_list("methods", [], "Method keys to run (empty: all of the suite), e.g. cd,ict,mcm_vp.")
+    _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Training seeds.")
+    _STEPS = flags.DEFINE_integer("steps", 0, "Loop steps of every student run (0: the suite's default budget).")
+    _BATCH = flags.DEFINE_integer("batch_size", 0, "Batch size of every run (0: the suite's default).")
+    _TEACHER_STEPS = flags.DEFINE_integer("teacher_steps", 0, "digits: steps of the shared EDM teacher (0: its config).")
+    _NUM_SAMPLES = flags.DEFINE_integer("num_samples", 2000, "Generated samples scored per NFE.")
+    _BOOTSTRAP = flags.DEFINE_integer("bootstrap", 100, "Bootstrap replicates for the per-run 95 % intervals.")
+    _WORKROOT = flags.DEFINE_string("workroot", "workdirs/benchmark", "Folder of the run workdirs.")
+    _OUT = flags.DEFINE_string("out", "docs/benchmark.md", "Page to write the marked blocks into (plots/JSON beside it).")
+    _REPORT_ONLY = flags.DEFINE_bool("report_only", False, "Only rewrite the page from the finished results in the workroot.")
+    _README = flags.DEFINE_string("readme", "README.md", "README whose benchmark block is rewritten ('' to skip).")
+
 
 SUITES = {
     "toy": {"prefix": "configs/toy_", "steps": 3000, "batch": 256, "teacher_nfes": (3, 5, 9, 17, 35),
@@ -608,7 +628,7 @@ def run(suite: str, methods: list[str], seeds: list[int], steps: int, batch: int
 
 
 def validate_flags(suite: str, methods: list[str], seeds: list[str]) -> list[int]:
-    from consistency.config import ConfigError
+    from consistency.errors import ConfigError
     unknown = [m for m in methods if m not in method_keys(suite)]
     if unknown:
         raise ConfigError(f"--methods: unknown {unknown} for --suite={suite}; use some of {','.join(method_keys(suite))}")
@@ -624,7 +644,7 @@ def validate_flags(suite: str, methods: list[str], seeds: list[str]) -> list[int
 def main(argv):
     del argv
     import sys
-    from consistency.config import ConfigError
+    from consistency.errors import ConfigError
     suite = _SUITE.value
     try:
         seeds = validate_flags(suite, _METHODS.value, _SEEDS.value)
@@ -649,4 +669,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

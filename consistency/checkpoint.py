@@ -46,7 +46,7 @@ from absl import logging
 from etils import epath
 
 from consistency import fileio
-from consistency.config import ConfigError
+from consistency.errors import ConfigError
 
 PyTree = Any
 

@@ -11,6 +11,8 @@ import os
 
 import ml_collections
 
+from consistency.errors import ConfigError  # noqa: F401  (re-exported: consistency.config.ConfigError)
+
 
 
 def __getattr__(name):
@@ -20,10 +22,6 @@ def __getattr__(name):
         return methods.available()
     raise AttributeError(name)
 
-
-
-class ConfigError(ValueError):
-    """A config value that cannot work; the message names the field and the fix."""
 
 
 def base_config() -> ml_collections.ConfigDict:

@@ -29,7 +29,7 @@ import ml_collections
 import numpy as np
 
 from consistency import edm_pickle, fileio
-from consistency.config import ConfigError
+from consistency.errors import ConfigError
 
 IMPORT_FILE = "edm_import.json"      # provenance: the pickle, its sha256, class names and init kwargs
 STEP = 0                             # the imported weights are the run's step-0 checkpoint

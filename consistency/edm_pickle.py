@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from consistency.config import ConfigError
+from consistency.errors import ConfigError
 
 
 class EDMPickleError(ConfigError):

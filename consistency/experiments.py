@@ -21,12 +21,25 @@ from absl import app, flags, logging
 
 from consistency.recipes import ensure_ode_pairs, load_config_file, scaled_recipe as _scaled  # noqa: F401
 
-_WORKROOT = flags.DEFINE_string("workroot", "workdirs/compare", "Folder holding one workdir per run.")
-_OUT = flags.DEFINE_string("out", "docs/results.md", "Markdown report to write (pictures go beside it).")
-_TEACHER = flags.DEFINE_string("teacher", "", "An existing digits EDM workdir to reuse instead of training one.")
-_SUITES = flags.DEFINE_list("suite", ["toy", "digits"], "Which suites: toy (2-D mixture, exact teacher), digits.")
-_METHODS = flags.DEFINE_list("methods", ["cd", "ct", "ict", "ecm"], "Students to train.")
-_STEPS = flags.DEFINE_float("steps_scale", 1.0, "Multiply every run's num_steps (e.g. 0.05 for a smoke run).")
+_WORKROOT = None
+_OUT = None
+_TEACHER = None
+_SUITES = None
+_METHODS = None
+_STEPS = None
+
+
+def define_flags() -> None:
+    """The command's absl flags, defined only when it runs as a program (importing the module defines none,
+    so tests and other programs can import it beside scripts with flags of the same names)."""
+    global _WORKROOT, _OUT, _TEACHER, _SUITES, _METHODS, _STEPS
+    _WORKROOT = flags.DEFINE_string("workroot", "workdirs/compare", "Folder holding one workdir per run.")
+    _OUT = flags.DEFINE_string("out", "docs/results.md", "Markdown report to write (pictures go beside it).")
+    _TEACHER = flags.DEFINE_string("teacher", "", "An existing digits EDM workdir to reuse instead of training one.")
+    _SUITES = flags.DEFINE_list("suite", ["toy", "digits"], "Which suites: toy (2-D mixture, exact teacher), digits.")
+    _METHODS = flags.DEFINE_list("methods", ["cd", "ct", "ict", "ecm"], "Students to train.")
+    _STEPS = flags.DEFINE_float("steps_scale", 1.0, "Multiply every run's num_steps (e.g. 0.05 for a smoke run).")
+
 
 # Context only: CIFAR-10 FID from the papers (docs/methods.md §16); our digits numbers are not comparable to these.
 PAPER_CIFAR10 = {"edm": "1.97 @ 35 NFE", "cd": "3.55 / 2.93 (LPIPS)", "ct": "8.70 / 5.83", "ict": "2.83 / 2.46",
@@ -173,4 +186,5 @@ def write_report(sections, total_seconds: float):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

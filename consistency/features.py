@@ -35,7 +35,7 @@ import numpy as np
 import optax
 from flax import serialization
 
-from consistency.config import ConfigError
+from consistency.errors import ConfigError
 from consistency.evaluate import gaussian_stats, images_to_float
 
 Array = np.ndarray

@@ -45,7 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from consistency import fileio
-from consistency.config import ConfigError
+from consistency.errors import ConfigError
 from consistency.diffusion import schedules, solvers
 
 META = "meta.json"

@@ -34,7 +34,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 from ml_collections.config_flags.config_flags import ConfigFileFlagParser
 
-from consistency.config import ConfigError
+from consistency.errors import ConfigError
 from consistency.stopping import Stopped, set_resume_hint
 
 HELP_FLAGS = ("--help", "-help", "-h", "-?", "--helpshort", "--helpfull")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import ml_collections
 import optax
 
-from consistency.config import ConfigError
+from consistency.errors import ConfigError
 
 OPTIMIZERS = ("adam", "radam", "adamw")
 SCHEDULES = ("constant", "cosine")

@@ -19,7 +19,7 @@ import socket
 import time
 
 from consistency import fileio
-from consistency.config import ConfigError
+from consistency.errors import ConfigError
 
 LOCK_FILE = "train.lock"
 

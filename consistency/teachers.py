@@ -16,7 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from consistency import fileio, networks
-from consistency.config import ConfigError, load_run_config
+from consistency.errors import ConfigError
+from consistency.config import load_run_config
 
 
 @dataclasses.dataclass(frozen=True)

@@ -39,7 +39,7 @@ from consistency.methods import base
 from consistency.sampling import (accepts_keyword, draw_samples, make_sampler, reference_points,  # noqa: F401
                                   render_samples, sample_labels, to_host, write_sample_grid)
 from consistency import config as config_lib
-from consistency.config import ConfigError
+from consistency.errors import ConfigError
 
 DATA_AXIS = "data"
 FSDP_AXIS = "fsdp"            # training.fsdp > 1: the second mesh axis parameters and optimizer state are split over

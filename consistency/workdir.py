@@ -43,7 +43,7 @@ import jax
 import ml_collections
 
 from consistency import fileio
-from consistency.config import ConfigError
+from consistency.errors import ConfigError
 
 CONFIG_FILE = "config.json"
 

@@ -34,7 +34,7 @@ def fail(message: str) -> None:
 
 
 def main(argv):
-    from consistency.config import ConfigError
+    from consistency.errors import ConfigError
     if len(argv) > 1:
         fail(f"import_edm: unexpected arguments {argv[1:]}; use --pkl=FILE --out=DIR")
     if not _PKL.value or not _OUT.value:

@@ -41,7 +41,7 @@ def main(_):
 
 
 if __name__ == "__main__":
-    from consistency.config import ConfigError
+    from consistency.errors import ConfigError
     try:
         app.run(main)
     except ConfigError as e:

@@ -8,7 +8,7 @@ import os
 import pytest
 
 from consistency import benchmark, evaluate
-from consistency.config import ConfigError
+from consistency.errors import ConfigError
 
 
 def test_rows_cover_every_method_of_the_issue():

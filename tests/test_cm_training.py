@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from consistency import oracles
-from consistency.config import ConfigError, base_config
+from consistency.errors import ConfigError
+from consistency.config import base_config
 from consistency.data import make_dataset
 from consistency.diffusion import schedules
 from consistency.methods import base, cd, common, ct, ecm, ict

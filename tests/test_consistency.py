@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from consistency import oracles
-from consistency.config import ConfigError, base_config
+from consistency.errors import ConfigError
+from consistency.config import base_config
 from consistency.diffusion import distances, schedules, solvers
 from consistency.objectives import consistency as cm_obj
 from consistency.objectives import ecm as ecm_obj

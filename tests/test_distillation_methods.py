@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from consistency import checkpoint, methods, presets, teachers, train
-from consistency.config import ConfigError, optim_override
+from consistency.errors import ConfigError
+from consistency.config import optim_override
 from consistency.methods import base, distillation
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -199,7 +199,7 @@ def test_import_writes_an_edm_run_with_the_pickles_network(imported):
 
 def test_import_refuses_a_non_empty_out_directory(imported, tmp_path):
     from consistency import edm_import
-    from consistency.config import ConfigError
+    from consistency.errors import ConfigError
     pkl, out = imported
     with pytest.raises(ConfigError, match="--out: .* exists and is not empty"):
         edm_import.import_edm(str(pkl), out)

@@ -27,7 +27,8 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from consistency.config import ConfigError, base_config
+from consistency.errors import ConfigError
+from consistency.config import base_config
 from consistency.diffusion import preconditioning, solvers
 from consistency.nets import edm_networks, make_net, validate_model_config
 from consistency.networks import MixedPrecisionNet

@@ -331,7 +331,8 @@ def test_digits_split_matches_the_data_module():
 
 def test_dataset_features_from_config(digits, monkeypatch):
     extractor, cache, (_, _, x_test, _) = digits
-    from consistency.config import ConfigError, base_config
+    from consistency.errors import ConfigError
+    from consistency.config import base_config
 
     def no_training(*args, **kwargs):
         raise AssertionError("should load from the cache")

@@ -13,7 +13,8 @@ import pytest
 from scipy import stats
 
 from consistency import oracles, train
-from consistency.config import ConfigError, base_config
+from consistency.errors import ConfigError
+from consistency.config import base_config
 from consistency.data import make_dataset
 from consistency.diffusion import distances, preconditioning, processes, schedules
 from consistency.methods import base, mcm

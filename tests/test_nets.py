@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 from scipy import signal
 
-from consistency.config import ConfigError, base_config
+from consistency.errors import ConfigError
+from consistency.config import base_config
 from consistency.nets import MLP, UNet, make_net, param_count, validate_model_config
 from consistency.nets import heads as heads_lib
 from consistency.nets.embeddings import fourier_features, fourier_frequencies, positional_features

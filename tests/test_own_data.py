@@ -21,7 +21,8 @@ import PIL.Image
 import pytest
 
 from consistency import checkpoint, main, train
-from consistency.config import ConfigError, base_config
+from consistency.errors import ConfigError
+from consistency.config import base_config
 from consistency.data import make_dataset, sources
 from consistency.data import prepare as prepare_data
 

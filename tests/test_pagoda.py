@@ -16,7 +16,8 @@ import optax
 import pytest
 
 from consistency import inversion, methods, oracles, presets, train
-from consistency.config import ConfigError, validate
+from consistency.errors import ConfigError
+from consistency.config import validate
 from consistency.methods import base
 from consistency.nets.growing import GrowBlock, upsample_bilinear
 from consistency.objectives import pagoda as obj

@@ -9,7 +9,7 @@ import pytest
 
 from consistency import config as config_lib
 from consistency import networks, presets
-from consistency.config import ConfigError
+from consistency.errors import ConfigError
 from consistency.data import make_dataset
 from consistency.methods import base, edm
 from consistency.nets.unet import UNet

@@ -130,7 +130,7 @@ def _dead_pid() -> int:
 
 def test_a_second_training_process_is_refused_and_a_stale_lock_taken_over(tmp_path):
     from consistency import runlock
-    from consistency.config import ConfigError
+    from consistency.errors import ConfigError
     wd = str(tmp_path / "run")
     config = dummy_method.tiny_config(num_steps=2, sample_every=0)
     held = runlock.acquire(wd)                      # a live holder: this very process
@@ -214,7 +214,7 @@ def test_read_only_checkpoints_dir_is_one_line_in_seconds(tmp_path):
 
 def test_full_disk_is_refused_up_front_and_a_failed_save_stops_keeping_the_last_good_step(tmp_path, monkeypatch):
     import errno
-    from consistency.config import ConfigError
+    from consistency.errors import ConfigError
     wd = str(tmp_path / "run")
     problem = checkpoint.storage_problem(wd, need_bytes=2 ** 62)
     assert problem.startswith(f"--workdir: {tmp_path} has ") and "MiB free, less than one checkpoint" in problem

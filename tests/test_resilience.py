@@ -27,7 +27,7 @@ sys.path.insert(0, TESTS)
 import dummy_method  # noqa: E402  (registers dummy, dummy_sgd and the fake:* datasets)
 
 from consistency import checkpoint, train, workdir  # noqa: E402
-from consistency.config import ConfigError  # noqa: E402
+from consistency.errors import ConfigError  # noqa: E402
 
 
 def _leaves_equal(a, b) -> bool:

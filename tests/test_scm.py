@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from consistency import methods, oracles, presets, train
-from consistency.config import ConfigError, validate
+from consistency.errors import ConfigError
+from consistency.config import validate
 from consistency.methods import base, scm
 from consistency.objectives import scm as obj
 

@@ -22,7 +22,8 @@ import dummy_method  # noqa: E402  (registers dummy, dummy_sgd, dummy_nan and th
 
 from consistency.methods import base  # noqa: E402
 from consistency import api, checkpoint, images, methods, optim, train  # noqa: E402
-from consistency.config import ConfigError, base_config  # noqa: E402
+from consistency.errors import ConfigError
+from consistency.config import base_config  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -296,7 +297,7 @@ _SHARDED_SCRIPT = textwrap.dedent("""
     sys.path.insert(0, {tests!r})
     import dummy_method
     from consistency import train
-    from consistency.config import ConfigError
+    from consistency.errors import ConfigError
     assert jax.device_count() == 8, jax.devices()
     try:
         train.train_and_evaluate(dummy_method.tiny_config(batch_size=12), {wd!r} + "_bad")

@@ -48,7 +48,7 @@ import grain
 import jax
 import numpy as np
 
-from consistency.config import ConfigError
+from consistency.errors import ConfigError
 from consistency.data import images, sources, toys
 
 PERMUTATION_STREAM = 0            # first word of the numpy seed for epoch permutations

@@ -10,7 +10,7 @@ import importlib
 import os
 from typing import Callable
 
-from consistency.config import ConfigError
+from consistency.errors import ConfigError
 from consistency.methods.base import Method
 
 MakeFn = Callable[..., Method]

@@ -26,7 +26,7 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from consistency.config import ConfigError
+from consistency.errors import ConfigError
 from consistency.methods import base, common, distillation
 from consistency.objectives import add as add_objective
 from consistency.objectives import augment

@@ -17,7 +17,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from consistency.config import ConfigError
+from consistency.errors import ConfigError
 from consistency.diffusion import cm_sampling, distances, schedules
 from consistency import teachers
 from consistency.methods import base, common

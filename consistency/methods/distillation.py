@@ -39,7 +39,7 @@ import numpy as np
 import optax
 
 from consistency import teachers
-from consistency.config import ConfigError
+from consistency.errors import ConfigError
 from consistency.diffusion import cm_sampling, preconditioning
 from consistency.diffusion.processes import broadcast_to_data
 from consistency.methods import base, common

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from consistency import fileio
-from consistency.config import ConfigError
+from consistency.errors import ConfigError
 from consistency.diffusion import distances
 from consistency.methods import base, common, distillation
 from consistency.objectives import dmd as dmd_objective

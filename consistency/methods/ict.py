@@ -4,7 +4,7 @@ CT with θ⁻ = stopgrad θ (no EMA, seed §2.1 eq. 42), pseudo-Huber distance (
 the discrete lognormal index distribution and the doubling curriculum. Those are the defaults of
 ``configs/*_ict.py``; this module checks that a run called 'ict' is one, and otherwise shares the CT step.
 """
-from consistency.config import ConfigError
+from consistency.errors import ConfigError
 from consistency.methods import cm
 
 

@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 
 from consistency import teachers
-from consistency.config import ConfigError
+from consistency.errors import ConfigError
 from consistency.diffusion import cm_sampling, distances, processes, schedules
 from consistency.methods import base, common
 from consistency.objectives import mcm as mcm_obj

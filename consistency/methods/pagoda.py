@@ -127,7 +127,7 @@ def _distance(config, shape):
 
 def latent_shape(config, dataset) -> tuple:
     """Per-example shape of the inverted latents (the teacher's resolution), checked against ``pagoda.stage``."""
-    from consistency.config import ConfigError
+    from consistency.errors import ConfigError
     if "latent" not in dataset.extras:
         raise ConfigError("config.data.latents: the dataset serves no latents; set data.latents to an inversion "
                           "directory (launch/invert.py)")

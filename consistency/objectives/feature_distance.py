@@ -44,7 +44,7 @@ def resize_to(x, resolution: int):
 def make_feature_distance(config, example_shape, field: str = "cm.distance", resize: bool = False):
     """(distance(params, a, b) -> [B], params) for ``config.data``; the classifier trains once and is cached. Images
     at another resolution than the classifier's are refused, or with ``resize`` resized to it first."""
-    from consistency.config import ConfigError
+    from consistency.errors import ConfigError
     from consistency.features import load_or_train_dataset_features
     if len(example_shape) != 3:
         raise ConfigError(f"config.{field}: 'feature' needs image data; use l2, l1 or pseudo_huber for toys")
