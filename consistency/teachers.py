@@ -136,10 +136,11 @@ def make_ode_pairs(config, num: int, num_steps: int = 18, solver: str = "heun", 
     """Teacher ODE pairs for DMD's regression loss (DMD §3.3; docs/methods.md §10.1): z ~ N(0, I) and y = the teacher's
     deterministic sampler from σ_max·z (EDM Alg. 1 on ``num_steps`` Karras points; 18 = 35 NFE). Returns
     (z, y, σ_max) with float32 arrays [num, *example_shape]."""
-    from consistency import train
+    from consistency.data import build_dataset
+    from consistency.runtime import prefer_fast_cpu_random
     from consistency.diffusion import solvers
-    train.prefer_fast_cpu_random()
-    dataset = train.build_dataset(config)
+    prefer_fast_cpu_random()
+    dataset = build_dataset(config)
     params, apply = load_teacher(config, dataset)
     f = config.diffusion
     sigmas = solvers.edm_sampling_sigmas(num_steps, f.sigma_min, f.sigma_max, f.rho)

@@ -39,6 +39,8 @@ from consistency.methods import base
 from consistency.sampling import (accepts_keyword, draw_samples, make_sampler, reference_points,  # noqa: F401
                                   render_samples, sample_labels, to_host, write_sample_grid)
 from consistency import config as config_lib
+from consistency.data import build_dataset  # noqa: F401  (re-exported: train.build_dataset)
+from consistency.runtime import prefer_fast_cpu_random  # noqa: F401  (re-exported)
 from consistency.errors import ConfigError
 
 DATA_AXIS = "data"
@@ -239,17 +241,6 @@ def global_batch(local_batch: dict, sharding: NamedSharding) -> dict:
 # ----------------------------------------------------------------------------------------------------------
 # Building a run
 # ----------------------------------------------------------------------------------------------------------
-
-def build_dataset(config, split: str = "train"):
-    """``consistency.data.make_dataset`` for the run's data config, global batch size and seed."""
-    from consistency.data import make_dataset
-    dataset = make_dataset(config.data, config.training.batch_size, config.seed, split=split)
-    if split == "train" and config.data.get("latents", ""):       # PaGoDA's (image, inverted latent) pairs
-        from consistency import inversion
-        guidance = tuple(config.pagoda.guidance_scales) if config.method == "pagoda" else ()
-        dataset = inversion.attach_latents(dataset, config.data.latents, guidance)
-    return dataset
-
 
 def _stream_keys(seed: int) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Root key (step k uses fold_in(root, k)), the init key, and the fixed key of every sample grid."""
@@ -495,15 +486,6 @@ def run_eval(config, workdir: str, state, method, dataset, step: int, train_metr
 
 def _is_due(step: int, every: int) -> bool:
     return every > 0 and step % every == 0
-
-
-def prefer_fast_cpu_random() -> None:
-    """On CPU, turn off ``jax_threefry_partitionable`` (on by default in jax 0.10): with it XLA-CPU compiles small
-    random draws such as conv initialisers 5–15× more slowly (tests/conftest.py). Methods draw their noise from
-    per-example keys, so results stay independent of the device count either way; accelerators keep the default.
-    Every entry point calls it, so CLI and in-process runs draw the same numbers."""
-    if jax.default_backend() == "cpu":
-        jax.config.update("jax_threefry_partitionable", False)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):

@@ -10,7 +10,19 @@ sources.py (folders, .npz, ArrayRecord; EDM's center crop), prepare.py (folder â
 (toy definitions, exact mixture parameters, TOY_STD).  TFDS/TensorFlow are imported only for TFDS names.
 """
 from consistency.data.images import DataUnavailableError
+from consistency.data.latents import attach_latents
 from consistency.data.pipeline import Dataset, make_dataset
 from consistency.data.toys import TOY_NAMES, TOY_STD, sample_toy, toy_mixture
 
-__all__ = ["Dataset", "DataUnavailableError", "TOY_NAMES", "TOY_STD", "make_dataset", "sample_toy", "toy_mixture"]
+__all__ = ["Dataset", "DataUnavailableError", "TOY_NAMES", "TOY_STD", "build_dataset", "make_dataset", "sample_toy",
+           "toy_mixture"]
+
+
+def build_dataset(config, split: str = "train") -> Dataset:
+    """:func:`make_dataset` for a run config's data block, global batch size and seed; with ``config.data.latents``
+    (PaGoDA's inverted latents) the training split also serves ``batch['latent']``."""
+    dataset = make_dataset(config.data, config.training.batch_size, config.seed, split=split)
+    if split == "train" and config.data.get("latents", ""):
+        guidance = tuple(config.pagoda.guidance_scales) if config.method == "pagoda" else ()
+        dataset = attach_latents(dataset, config.data.latents, guidance)
+    return dataset
