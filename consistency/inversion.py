@@ -45,8 +45,8 @@ import numpy as np
 
 from consistency import fileio
 from consistency.errors import ConfigError
-from consistency.data.latents import (META, attach_latents, label_checksum, load_latents,  # noqa: F401  (re-exported)
-                                      read_meta, shard_path)
+from consistency.data.latents import (META, attach_latents, label_checksum, latent_prior,  # noqa: F401  (re-exported)
+                                      load_latents, read_meta, shard_path)
 from consistency.diffusion import schedules, solvers
 
 ROUNDTRIP = "roundtrip.json"
@@ -159,13 +159,6 @@ def invert_split(denoiser: Callable, images: np.ndarray, labels, out: str, meta:
 # ----------------------------------------------------------------------------------------------------------------
 # Round trip
 # ----------------------------------------------------------------------------------------------------------------
-
-def latent_prior(latents) -> dict:
-    """{'mean', 'std'} per coordinate of the inverted latents [N, ...] (float32): the Gaussian ``pagoda.prior='latent'``
-    samples the generator's input from (module doc, "The latent prior")."""
-    latents = np.asarray(latents, np.float64)
-    return {"mean": latents.mean(0).astype(np.float32), "std": latents.std(0).astype(np.float32)}
-
 
 def roundtrip_errors(denoiser: Callable, x, step_counts, sigma_min: float, sigma_max: float, rho: float = 7.0,
                      solver: str = "heun", cond=None) -> list[dict]:

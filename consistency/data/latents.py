@@ -62,3 +62,10 @@ def attach_latents(dataset, directory: str, guidance_scales=()):
             raise ConfigError(f"config.data.latents: {directory!r} inverted {key} {meta.get(key)!r}, but this run's "
                               f"is {mine!r}; invert this run's data (launch/invert.py) or fix data.latents")
     return dataset.with_extras(latent=(latents, mirrored))
+
+
+def latent_prior(latents) -> dict:
+    """{'mean', 'std'} per coordinate of the inverted latents [N, ...] (float32): the Gaussian ``pagoda.prior='latent'``
+    samples the generator's input from (module doc, "The latent prior" in consistency/inversion.py)."""
+    latents = np.asarray(latents, np.float64)
+    return {"mean": latents.mean(0).astype(np.float32), "std": latents.std(0).astype(np.float32)}

@@ -44,7 +44,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from consistency import inversion
+from consistency.data.latents import latent_prior
 from consistency.diffusion import distances
 from consistency.methods import add, base, common, distillation
 from consistency.nets.growing import GrowBlock, block_name
@@ -163,7 +163,7 @@ def make(config, dataset) -> base.Method:
     scales = tuple(float(w) for w in p.guidance_scales)
     sample_w = (float(p.sample_guidance) or scales[0]) if scales else None
     latents = dataset.extras["latent"][0]
-    prior = inversion.latent_prior(latents[:, 0] if scales else latents) if p.prior == "latent" else None
+    prior = latent_prior(latents[:, 0] if scales else latents) if p.prior == "latent" else None
     feature_params = disc.feature_params if disc.feature_params is not None else distance_params
     data_range = getattr(dataset, "data_range", None) if config.sampling.clip else None
     if data_range is not None and not all(abs(v) < float("inf") for v in data_range):
