@@ -30,6 +30,13 @@ class TrainedRun:
 
 # Methods whose student may run at another resolution than its teacher (PaGoDA's growing stages, §9).
 RESOLUTION_GROWING_METHODS = ("pagoda",)
+# What data.resolution = 0 ("the files' own size") means for the built-in image sets.
+NATIVE_RESOLUTION = {"digits": 8, "mnist5k": 28, "mnist": 28, "cifar10": 32}
+
+
+def _image_resolution(data) -> int | None:
+    """The side length a run's images have: data.resolution, or the set's native size when it is 0 (None: unknown)."""
+    return int(data.get("resolution", 0) or 0) or NATIVE_RESOLUTION.get(str(data.get("name", "")))
 
 
 def check_teacher_data(config: Any) -> None:
@@ -42,7 +49,11 @@ def check_teacher_data(config: Any) -> None:
     fields = ["name"] + ([] if config.method in RESOLUTION_GROWING_METHODS else ["resolution"])
     for field in fields:
         mine, theirs = config.data.get(field), teacher.data.get(field)
-        if mine != theirs:
+        if field == "resolution" and None not in (_image_resolution(config.data), _image_resolution(teacher.data)):
+            same = _image_resolution(config.data) == _image_resolution(teacher.data)   # 0 = the native size
+        else:
+            same = mine == theirs
+        if not same:
             raise ConfigError(
                 f"config.data.{field}: the teacher in {config.teacher.workdir!r} was trained with data.{field} = "
                 f"{theirs!r}, this run has {mine!r}; use --config.data.{field}={theirs} or a teacher trained on "

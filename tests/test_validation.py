@@ -173,8 +173,8 @@ BAD_INPUTS = [
      "config.teacher.oracle: 'mixture' needs a Gaussian-mixture toy"),
     ([TOY_CT, "--config.teacher.oracle=mixture"], "config.teacher.oracle: method 'ct' does not use a teacher"),
     ([DIGITS_CD, "--config.teacher.workdir=NO_TEACHER"], "config.teacher.workdir: no finished checkpoint in"),
-    ([DIGITS_CD, "--config.teacher.workdir=TEACHER_8PX"], "config.data.resolution: the teacher in 'TEACHER_8PX' was "
-     "trained with data.resolution = 8, this run has 0; use --config.data.resolution=8 or a teacher trained on 0"),
+    ([DIGITS_CD, "--config.teacher.workdir=TEACHER_16PX"], "config.data.resolution: the teacher in 'TEACHER_16PX' was "
+     "trained with data.resolution = 16, this run has 0; use --config.data.resolution=16 or a teacher trained on 0"),
     ([DIGITS_CD, "--config.teacher.workdir=TEACHER_TOY"], "config.data.name: the teacher in 'TEACHER_TOY' was trained "
      "with data.name = 'toy:8gaussians', this run has 'digits'"),
     ([TOY_EDM, "--config.training.num_steps=0"], "config.training.num_steps: 0 is not >= 1"),
@@ -200,7 +200,7 @@ NOT_OUR_WORDING = ("Unknown command line flag", "flag --", "config.data.name: ci
 
 
 # Teacher workdirs (a config.json and an empty finished step: what the checks before training read), by placeholder.
-FAKE_TEACHERS = {"TEACHER_8PX": {"name": "digits", "resolution": 8},
+FAKE_TEACHERS = {"TEACHER_16PX": {"name": "digits", "resolution": 16},
                  "TEACHER_TOY": {"name": "toy:8gaussians", "resolution": 0}}
 
 
