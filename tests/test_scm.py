@@ -235,15 +235,17 @@ def test_short_runs_through_the_loop(tmp_path, mode, jvp, fastgen):
 
 def test_one_step_scd_from_the_exact_mixture_covers_the_eight_modes(tmp_path):
     """sCD from the exact 8-Gaussian denoiser with sCM's Adam (β₂ 0.99): 1-step samples reach all eight modes within
-    2500 steps of a 128-wide MLP (measured: sliced W1 0.143, floor 0.057; configs/toy_scd.py's 8000 steps: 0.087)."""
+    4000 steps of a 128-wide MLP (configs/toy_scd.py's 8000 steps: sliced W1 0.087). At 2500 steps the outcome sat on
+    the edge: a float-level change of the compiled step (the gradient sanitiser of docs/fidelity.md, exact on finite
+    values) turned 8/8 modes into 7/8."""
     c = presets.toy_distillation(presets.new("scm"), "scm", fit_steps=1000)
     c.model.update(dict(hidden=128, depth=3))
     c.scm.tangent_warmup_steps = 300
     c.optim.update(dict(lr=2e-4, b2=0.99))
-    c.training.update(dict(num_steps=2500, batch_size=256, ckpt_every=2500, sample_every=0, log_every=500))
+    c.training.update(dict(num_steps=4000, batch_size=256, ckpt_every=4000, sample_every=0, log_every=500))
     c.eval.update(dict(num_samples=2000, nfes=(1,)))
     train.train_and_evaluate(c, str(tmp_path / "scd"))
-    report = json.load(open(os.path.join(tmp_path, "scd", "eval", "metrics_2500.json")))
+    report = json.load(open(os.path.join(tmp_path, "scd", "eval", "metrics_4000.json")))
     assert report["nfe_1"]["mode_coverage"] == 1.0 and report["nfe_1"]["swd"] < 0.25, report["nfe_1"]
 
 
