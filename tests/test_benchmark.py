@@ -33,6 +33,7 @@ def test_flop_count_of_a_matmul_is_2mnk():
     assert benchmark_step.compiled_memory_bytes(compiled) >= 4 * (64 * 32 + 32 * 16 + 64 * 16)
 
 
+@pytest.mark.slow
 def test_report_on_the_toy(tmp_path):
     trace = tmp_path / "trace"
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=REPO)

@@ -79,6 +79,7 @@ def test_overrides_reach_the_run_and_sample_mode(config_path, tmp_path):
     assert recomputed != ("re-used" in lines[0]), lines[0]   # it recomputes, or says it did not and how to
 
 
+@pytest.mark.slow
 def test_divergence_is_one_error_line_and_exit_2(config_path, tmp_path):
     proc = _cli(f"--config={config_path}", f"--workdir={tmp_path / 'nan'}", "--imports=dummy_method",
                 "--config.method=dummy_nan", "--config.training.ckpt_every=1", timeout=180)
@@ -109,6 +110,7 @@ EDM_RUNS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant, picture_shape", [("toy", (400, 400, 3)), ("digits", (247, 247))])
 def test_edm_end_to_end(tmp_path, variant, picture_shape):
     wd = str(tmp_path / variant)
@@ -133,6 +135,7 @@ def _readme_block(heading: str) -> str:
     return body[:body.index("```")]
 
 
+@pytest.mark.slow
 def test_readme_inference_snippet_runs_on_the_quick_start_workdir(tmp_path, monkeypatch):
     """The quick start (shrunk on the command line) into the README's own workdir, then the README's inference
     snippet verbatim, from the same directory."""

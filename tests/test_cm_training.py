@@ -46,6 +46,7 @@ def run(config, steps, seed=0):
     return method, state, history, len(traces), ds
 
 
+@pytest.mark.quality
 def test_cd_mlp_from_exact_gaussian_oracle_converges_to_closed_form_consistency_function():
     c = toy_config("cd", num_scales=18)
     c.teacher.oracle = "mixture"  # exact N(0.7, 0.3²) denoiser
@@ -149,6 +150,7 @@ def test_ecm_stage_advances():
     assert [h["stage"] for h in hist] == [0, 0, 1, 1, 2] and traces == 1
 
 
+@pytest.mark.slow
 def test_boundary_condition_through_a_real_unet():
     c = base_config()
     c.model.channels = 8
@@ -166,6 +168,7 @@ def test_boundary_condition_through_a_real_unet():
 _OLD_CT = {"cm.weighting": "uniform", "cm.target_schedule": "ct", "cm.target_ema": 0.9, "optim.lr": 1e-3}
 
 
+@pytest.mark.quality
 @pytest.mark.parametrize("name,old", [("toy_ict", {"optim.lr": 1e-3}), ("toy_ct", _OLD_CT)])
 def test_toy_ct_and_ict_recipes_learn_where_the_old_ones_do_not(tmp_path, name, old):
     """Issue 11: configs/toy_ict.py (iCT's lr 1e-4 against the old 1e-3) and configs/toy_ct.py (1/Δσ, θ⁻ = sg θ and
@@ -205,6 +208,7 @@ def test_loss_by_sigma_splits_the_weighted_loss_by_decade():
     assert float(out["weight_min"]) == 0.5 and float(out["weight_max"]) == 5.0
 
 
+@pytest.mark.slow
 def test_resample_sigma_lists_gives_each_seeds_metric_and_its_spread():
     """launch/sigma_lists.py's rows: each seed's value is the metric of that seed's draw on that σ list, with the
     mean and std of those values; a list that is not descending from ≤ σ_max is refused."""

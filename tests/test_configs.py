@@ -113,6 +113,7 @@ def test_distillation_recipes_carry_the_papers_numbers():
     assert (mcm.mcm.num_steps_start, mcm.mcm.num_steps_end, mcm.mcm.num_steps_ramp) == (64.0, 1280.0, 100_000)
 
 
+@pytest.mark.slow
 def test_cifar_ct_cpu_variant_trains_on_mock_cifar10(tmp_path):
     import tensorflow_datasets as tfds
 

@@ -125,6 +125,7 @@ def test_two_network_resume_is_bitwise(tmp_path):
         assert np.array_equal(np.asarray(a), np.asarray(b))
 
 
+@pytest.mark.slow
 def test_optim_block_override_from_the_command_line(tmp_path):
     config_file = tmp_path / "pair_config.py"
     config_file.write_text("import dummy_method\nfrom consistency.config import optim_override\n\n\n"

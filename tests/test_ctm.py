@@ -136,6 +136,7 @@ def test_gamma_sampling_with_the_exact_map_reaches_the_data_distribution(gamma):
     assert float(jnp.std(x)) == pytest.approx(expected_std, rel=0.03)
 
 
+@pytest.mark.slow
 def test_short_run_through_the_loop(tmp_path):
     c = tiny_config(steps=10)
     dataset = train.build_dataset(c)
@@ -169,6 +170,7 @@ def test_bad_ctm_fields_are_one_line_errors(field, value, match):
     assert "\n" not in str(error.value)
 
 
+@pytest.mark.slow
 def test_gan_stage_trains_a_discriminator_and_weights_the_generator_term_adaptively(tmp_path):
     """ctm.gan_weight > 0: a 'discriminator' set (hinge on real vs sg x_est) updated every step before the generator,
     the generator's GAN weight clip(‖∇_last L_CTM‖/‖∇_last L_GAN‖, 0.01, 10), the teacher untouched."""
@@ -189,6 +191,7 @@ def test_gan_stage_trains_a_discriminator_and_weights_the_generator_term_adaptiv
     assert report["nfe_1"]["finite_fraction"] == 1.0
 
 
+@pytest.mark.slow
 def test_gan_stage_warm_starts_from_a_finished_ctm_run(tmp_path):
     """CTM's two-stage recipe (docs/methods.md §13.1: CTM+DSM, then GAN fine-tuning of that model): training.init_from
     copies the finished run's jump map, its sampling EMA and θ⁻; the new discriminator and every optimizer state

@@ -77,6 +77,7 @@ def leaves_equal(a, b) -> bool:
     return len(la) == len(lb) and all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(la, lb))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method,expected", [
     ("sid", {"fake": STEPS, "generator": STEPS}),
     ("dmd2", {"fake": STEPS, "generator": STEPS // 5}),
@@ -107,6 +108,7 @@ def test_each_method_trains_through_the_loop_with_its_update_ratio(tmp_path, met
         assert "train/fake/loss_gan" in report and "train/generator/loss_gan" in report
 
 
+@pytest.mark.slow
 def test_a_network_teacher_is_copied_into_generator_and_fake_and_never_updated(tmp_path):
     teacher_dir = str(tmp_path / "edm")
     e = presets.toy(presets.new("edm"), "edm")
@@ -130,6 +132,7 @@ def test_a_network_teacher_is_copied_into_generator_and_fake_and_never_updated(t
     assert not leaves_equal(state.params["generator"], teacher)    # the generator did move
 
 
+@pytest.mark.slow
 def test_dmd2_resume_is_bitwise(tmp_path):
     c = tiny("dmd2")
     whole = train.train_and_evaluate(c, str(tmp_path / "whole"))
@@ -167,6 +170,7 @@ def test_missing_pairs_file_is_refused_in_one_line(tmp_path):
         methods.get_method(c, train.build_dataset(c))   # … building the method refuses them
 
 
+@pytest.mark.slow
 def test_multistep_dmd2_generator_samples_at_each_nfe():
     c = tiny("dmd2")
     c.dmd2.generator_timesteps = (999, 749, 499, 249)
@@ -182,6 +186,7 @@ def test_multistep_dmd2_generator_samples_at_each_nfe():
         method.sample(state, jax.random.PRNGKey(2), 8, num_steps=5)
 
 
+@pytest.mark.quality
 @pytest.mark.parametrize("method,steps,lr", [("sid", 800, 3e-4), ("dmd2", 1000, 1e-3)])
 def test_one_step_samples_cover_the_eight_modes_with_the_exact_teacher(tmp_path, method, steps, lr):
     """A budget of ~20 s: a 128-wide MLP fitted to the exact mixture denoiser (1000 Adam steps in init), then 800 SiD

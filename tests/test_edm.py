@@ -1,5 +1,6 @@
 """The EDM teacher learns (issue 3): on the 2-D 8-Gaussian mixture a short CPU run's samples beat the untrained
 model's by sliced Wasserstein, and its denoiser approaches the closed-form mixture denoiser (docs/methods.md §15 O3)."""
+import pytest
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,6 +10,7 @@ from consistency.data import make_dataset
 from consistency.methods import base, common, edm
 
 
+@pytest.mark.quality
 def test_edm_teacher_learns_the_mixture_and_its_denoiser():
     c = presets.toy(presets.new("edm"), "edm", name="8gaussians")
     c.model.hidden, c.model.depth = 128, 3

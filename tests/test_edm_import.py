@@ -138,6 +138,7 @@ def _run_launcher(*args):
                           timeout=300)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["another pickle", "truncated", "unknown class"])
 def test_launcher_refuses_with_one_line_and_exit_2(tmp_path, case):
     data, words = _cases()[case]

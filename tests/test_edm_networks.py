@@ -187,6 +187,7 @@ def test_config_names_build_the_edm_networks_with_their_features(name):
     assert set(feats) == {"enc_8", "enc_4", "bottleneck"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["ncsnpp"])
 def test_edm_network_features_remat_and_dropout(name):
     """``config.model.name`` selects the port; named features have the advertised shapes; remat changes neither

@@ -297,6 +297,7 @@ def digits(tmp_path_factory):
     return extractor, cache, features.load_digits_split()
 
 
+@pytest.mark.slow
 def test_digits_classifier_accuracy_and_cache(digits, monkeypatch):
     extractor, cache, (x_train, _, x_test, _) = digits
     print(f"digits feature classifier held-out accuracy: {extractor.test_accuracy:.4f}")

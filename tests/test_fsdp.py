@@ -4,6 +4,7 @@ second step, the same parameters (atol 1e-6 with Adam ε = 1; only the all-reduc
 Runs in a subprocess: the device count must be set before jax starts (docs/platform.md §4a)."""
 from __future__ import annotations
 
+import pytest
 import json
 import os
 import subprocess
@@ -54,6 +55,7 @@ def _losses(workdir):
     return out
 
 
+@pytest.mark.slow
 def test_fsdp_step_equals_the_replicated_step(tmp_path):
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=os.pathsep.join([REPO, os.environ.get("PYTHONPATH", "")]))
     env.pop("XLA_FLAGS", None)

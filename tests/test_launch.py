@@ -107,6 +107,7 @@ sys.exit(max(p.wait() for p in procs))
 """
 
 
+@pytest.mark.slow
 def test_slurm_launcher_trains_two_processes(tmp_path):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()

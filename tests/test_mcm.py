@@ -322,6 +322,7 @@ def _w1_to_exact_gaussian(samples):
     return float(np.mean(np.abs(x - q)))
 
 
+@pytest.mark.quality
 @pytest.mark.parametrize("process", ["vp", "ve"])
 def test_short_training_through_the_loop_beats_the_untrained_model(process, tmp_path):
     c = toy_config(process, 2)
@@ -345,6 +346,7 @@ def test_short_training_through_the_loop_beats_the_untrained_model(process, tmp_
     assert w_trained < 0.1 and w_trained < 0.2 * w_untrained, (w_trained, w_untrained)
 
 
+@pytest.mark.slow
 def test_mcd_on_two_gaussians_follows_the_exact_flow_better_as_segments_grow(tmp_path):
     """MCM Fig. 1's setting: the 1-D two-Gaussian toy (½N(−0.5, 0.1²) + ½N(0.5, 0.1²)) distilled from its exact
     mixture denoiser (VE form, seed eq. 50–52). The T-step sampler from x = σ_max z is compared with the exact PF-ODE

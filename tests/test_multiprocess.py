@@ -102,6 +102,7 @@ def _toy_args(workdir, num_steps):
             "--config.training.sample_every=3", "--config.eval.num_samples=256", "--config.sampling.num_samples=64"]
 
 
+@pytest.mark.slow
 def test_two_processes_train_resume_and_match_one_process(tmp_path):
     """Toy EDM: 2 processes × 2 devices, stopped at step 3 and resumed to 6, equal one process × 4 devices run
     straight to 6 (losses at every step, params and EMA at the end); only process 0 writes events and grids."""

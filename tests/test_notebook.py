@@ -104,6 +104,7 @@ def test_committed_notebook_is_generated_and_has_no_outputs():
     assert _load_generator().main(["--check"]) == 0, "explore.ipynb differs from make_notebook.py: regenerate it"
 
 
+@pytest.mark.slow
 def test_notebook_runs_and_pf_ode_endpoints_match_the_exact_mixture(executed):
     _, text, summary = executed
     assert "QUICK=True" in text

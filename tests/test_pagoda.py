@@ -68,6 +68,7 @@ def test_the_optimal_linear_decoder_is_the_inverse_encoder_and_training_reaches_
     assert float(params["b"]) == pytest.approx(MU * (1 - a_exact), abs=0.01)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("oracle", ["gaussian", "empirical"])
 def test_inversion_then_sampling_returns_the_data_to_solver_precision(oracle):
     """Round trip on the Gaussian and on the empirical-data oracle (points of the bank itself): the error falls with
@@ -234,6 +235,7 @@ def test_missing_latents_are_refused_with_the_command_that_makes_them(tmp_path):
         train.build_dataset(c)
 
 
+@pytest.mark.quality
 def test_toy_pagoda_from_the_exact_teacher_covers_the_eight_modes(tmp_path):
     """Invert 4096 points of the 8-Gaussian mixture with its exact denoiser, then 1-step PaGoDA (configs/toy_pagoda.py
     at 1200 steps, 600 updates per network) covers every mode (measured: see the assertion message)."""
@@ -308,6 +310,7 @@ def toy_cfg_config(latents, scales):
     return c
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["unet", "mlp"])
 def test_the_guidance_embedding_starts_at_zero_so_a_copied_teacher_is_unchanged_at_every_w(name):
     """G(·, c, w) with the zero-initialised w embedding equals the network without it, for every w; once the embedding
@@ -340,6 +343,7 @@ def test_the_guidance_embedding_starts_at_zero_so_a_copied_teacher_is_unchanged_
         heads.ClassProjection(num_classes=0).init(jax.random.PRNGKey(2), phi, labels, jnp.ones((2,)))
 
 
+@pytest.mark.slow
 def test_cfg_pagoda_inverts_per_scale_trains_on_c_and_w_and_samples_at_any_w(tmp_path):
     """Digits at toy sizes: a class-conditional teacher with label dropout, its inversion at w ∈ {1, 2}, stage 1 with
     ``pagoda.guidance_scales=(1, 2)``. Before training, G(z, c, w) is the teacher's one-step D(σ_max z, c) at every w;

@@ -48,6 +48,7 @@ def _equations(jaxpr, primitive):
                 yield from _equations(inner, primitive)
 
 
+@pytest.mark.slow
 def test_bfloat16_step_agrees_with_float32_and_keeps_float32_master_weights():
     """Tiny digits U-Net, one EDM step. bf16 compute: the loss within 2% of float32's and the Adam update within 2e-4
     of float32's (the first Adam step moves each weight by ≈ lr·sign(g) = 1e-3, so this says the signs and sizes of the
@@ -72,6 +73,7 @@ def test_bfloat16_step_agrees_with_float32_and_keeps_float32_master_weights():
     assert jaxpr.out_avals[0].dtype == jnp.float32
 
 
+@pytest.mark.slow
 def test_gradient_accumulation_equals_the_full_batch_step():
     """EDM's loss is a mean of per-example terms with per-example noise keys, so 4 micro-batches of 4 give the
     full-batch gradient of 16 (float32 summation order only)."""
@@ -88,6 +90,7 @@ def test_micro_batches_keep_each_devices_rows():
     np.testing.assert_array_equal(base.split_micro_batches(batch, 2)["x"], [[0, 2, 4, 6], [1, 3, 5, 7]])
 
 
+@pytest.mark.slow
 def test_remat_unet_has_the_same_parameters_and_gradients():
     x = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, 1))
     c_noise = jnp.array([0.1, -0.3])

@@ -96,6 +96,7 @@ def _run_and_signal_during_save(tmp_path, signals: int, hold_seconds: float):
             child.wait()
 
 
+@pytest.mark.slow
 def test_sigint_during_a_save_finishes_the_save_and_exits_130_without_a_traceback(tmp_path):
     status, stderr, seconds, wd = _run_and_signal_during_save(tmp_path, signals=1, hold_seconds=2)
     assert status == 130, stderr[-3000:]
@@ -108,6 +109,7 @@ def test_sigint_during_a_save_finishes_the_save_and_exits_130_without_a_tracebac
     assert seconds < 120     # (generous: a shared CPU) a finished save, not a hang
 
 
+@pytest.mark.slow
 def test_a_second_sigint_stops_at_once_even_while_a_save_hangs(tmp_path):
     status, stderr, seconds, wd = _run_and_signal_during_save(tmp_path, signals=2, hold_seconds=600)
     assert status == 130, stderr[-3000:]

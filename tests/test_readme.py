@@ -2,6 +2,7 @@
 code blocks (by their first-line file names), trained through the CLI for a few steps, and evaluated."""
 from __future__ import annotations
 
+import pytest
 import json
 import os
 import re
@@ -19,6 +20,7 @@ def readme_block(first_line: str) -> str:
     raise AssertionError(f"README.md has no python block starting with {first_line!r}")
 
 
+@pytest.mark.slow
 def test_adding_a_method_example_trains_two_networks_from_the_cli(tmp_path):
     (tmp_path / "my_pair.py").write_text(readme_block("# my_pair.py"))
     (tmp_path / "configs").mkdir()

@@ -141,6 +141,7 @@ def _save_steps(wd: str, steps) -> None:
     manager.close()
 
 
+@pytest.mark.slow
 def test_restore_latest_skips_and_moves_aside_broken_steps(tmp_path):
     wd = str(tmp_path / "run")
     _save_steps(wd, [1, 2, 3])
@@ -188,6 +189,7 @@ def test_restore_latest_refuses_a_checkpoint_of_another_shape_and_moves_nothing(
     assert _snapshot(wd) == before
 
 
+@pytest.mark.slow
 def test_truncated_latest_checkpoint_resumes_from_previous_step(cli_files, tmp_path):
     wd = str(tmp_path / "run")
     config = _file_config(cli_files)
@@ -221,6 +223,7 @@ def test_truncated_latest_checkpoint_resumes_from_previous_step(cli_files, tmp_p
 # kill -9 in the middle of a save (CLI in a subprocess)
 # ----------------------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_kill_during_save_resumes_from_previous_step_with_the_same_result(cli_files, tmp_path):
     wd = str(tmp_path / "run")
     marker = tmp_path / "holding"
@@ -333,6 +336,7 @@ def trained_workdir(cli_files, tmp_path_factory):
     return wd
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("override, field, saved, new", [
     ("--config.model.channels=64", "config.model.channels", "32", "64"),
     ("--config.method=dummy_sgd", "config.method", "'dummy'", "'dummy_sgd'"),
@@ -445,6 +449,7 @@ def test_digests_are_recorded_and_a_changed_value_is_refused():
     checkpoint.verify_digests(changed, {}, "here")                          # no digests (older checkpoints): passes
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", range(6))
 def test_byte_damage_in_a_saved_array_is_detected_and_the_previous_step_restored(tmp_path, seed):
     wd = str(tmp_path / "run")
@@ -488,6 +493,7 @@ def test_teacher_and_init_from_loads_verify_digests_and_fall_back_with_one_line(
 # Finite blow-ups: caught against the run's own history, before they are saved (issue 33)
 # ----------------------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_finite_blow_up_is_not_saved_and_the_suggested_lr_resumes_from_the_good_step(tmp_path):
     wd = str(tmp_path / "run")
     config = dummy_method.tiny_config("dummy_blowup", num_steps=20, ckpt_every=4, sample_every=0,
@@ -532,6 +538,7 @@ def test_blowup_guard_compares_with_the_runs_own_history():
 # Broken sources of a run: a truncated teacher / init_from checkpoint, --mode=sample with every step broken
 # ----------------------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_truncated_init_from_checkpoint_is_one_line_and_orbax_stays_quiet(tmp_path, caplog):
     source = str(tmp_path / "source")
     train.train_and_evaluate(dummy_method.tiny_config(num_steps=4, ckpt_every=2, sample_every=0), source)

@@ -2,6 +2,7 @@
 keeping the prose, and one tiny question end to end (table rows, per-seed cache, plot)."""
 from __future__ import annotations
 
+import pytest
 import json
 import math
 import os
@@ -36,6 +37,7 @@ def test_replace_block_keeps_the_prose():
     assert added.count("<!-- science:b -->") == 1 and added.endswith("<!-- /science:b -->\n")
 
 
+@pytest.mark.slow
 def test_one_question_end_to_end(tmp_path):
     out = tmp_path / "science.md"
     out.write_text("# Science\n\nprose stays\n")

@@ -130,6 +130,7 @@ def network_of(c):
     return net, params
 
 
+@pytest.mark.slow
 def test_jvp_tangent_equals_a_float64_central_difference_through_a_real_network():
     """J = cos t sin t·dF/dt from jax.jvp against central differences in float64: the x direction to 1e-6 (h = 1e-5,
     error O(h²)); the t direction at h = 1e-3, as the nets compute their Fourier features of t in float32 (smaller h
@@ -219,6 +220,7 @@ def test_sct_with_an_oracle_is_refused():
         validate(c)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode,jvp,fastgen", [("distill", "jvp", False), ("train", "finite_difference", False),
                                               ("distill", "jvp", True)])
 def test_short_runs_through_the_loop(tmp_path, mode, jvp, fastgen):
@@ -233,6 +235,7 @@ def test_short_runs_through_the_loop(tmp_path, mode, jvp, fastgen):
     assert report["train/tangent_warmup"] == 1.0 and np.isfinite(report["train/loss_scm"])
 
 
+@pytest.mark.quality
 def test_one_step_scd_from_the_exact_mixture_covers_the_eight_modes(tmp_path):
     """sCD from the exact 8-Gaussian denoiser with sCM's Adam (β₂ 0.99): 1-step samples reach all eight modes within
     4000 steps of a 128-wide MLP (configs/toy_scd.py's 8000 steps: sliced W1 0.087). At 2500 steps the outcome sat on
@@ -249,6 +252,7 @@ def test_one_step_scd_from_the_exact_mixture_covers_the_eight_modes(tmp_path):
     assert report["nfe_1"]["mode_coverage"] == 1.0 and report["nfe_1"]["swd"] < 0.25, report["nfe_1"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("w", [1.0, 2.5])
 def test_guided_scd_teacher_velocity_on_a_class_conditional_empirical_teacher(w):
     """CFG on the sCD teacher against exact answers: the class-conditional empirical oracle's D_c is the empirical
@@ -279,6 +283,7 @@ def test_guided_scd_teacher_velocity_on_a_class_conditional_empirical_teacher(w)
     np.testing.assert_allclose(np.asarray(got), np.asarray(jnp.stack(expected)), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_guided_scd_trains_and_samples_by_class_through_the_loop(tmp_path):
     """A class-conditional sCD run (8-Gaussian classes = mixture components) from the class-conditional empirical
     oracle with cfg_scale 2 goes through the loop and evaluates its class-conditional samples."""

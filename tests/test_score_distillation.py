@@ -289,6 +289,7 @@ def _train_with_learned_fake_score(method, alpha, ratio, steps, seed=0):
     return jax.lax.scan(step, carry, keys)[1]
 
 
+@pytest.mark.quality
 @pytest.mark.parametrize("method,alpha,ratio", [("dmd", 1.0, 1), ("dmd", 1.0, 5), ("sid", 1.2, 1), ("sid", 1.2, 5),
                                                 ("sid", 0.5, 1)])
 def test_two_parameter_generator_converges_with_a_learned_fake_score(method, alpha, ratio):

@@ -309,6 +309,7 @@ _SHARDED_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_eight_devices_match_one_device(tmp_path):
     """docs/platform.md §4a: a few SGD steps sharded over 8 host devices give the 1-device loss and params."""
     kw = dict(method="dummy_sgd", batch_size=16, num_steps=3, log_every=1, ckpt_every=0, sample_every=0)
