@@ -20,7 +20,6 @@ Nothing is written unless everything succeeds: the run is assembled in a tempora
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
 import shutil
 import types
@@ -136,14 +135,6 @@ def check_finite(net: edm_pickle.Network) -> None:
             raise edm_pickle.EDMPickleError(f"the network's tensor {key!r} is not finite; the pickle is damaged")
 
 
-def sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def import_edm(pkl: str, out: str, data: str = "") -> str:
     """Read ``pkl`` (:func:`consistency.edm_pickle.read_network`) and write the run directory ``out``; returns its
     absolute path. ConfigError / EDMPickleError (one line) and nothing written on any failure."""
@@ -165,7 +156,7 @@ def import_edm(pkl: str, out: str, data: str = "") -> str:
         os.makedirs(tmp)
         workdir.write_config(config, tmp)
         fileio.write_json(os.path.join(tmp, IMPORT_FILE), {
-            "pkl": os.path.abspath(pkl), "sha256": sha256(pkl), "class_name": net.class_name,
+            "pkl": os.path.abspath(pkl), "sha256": fileio.sha256_of_file(pkl), "class_name": net.class_name,
             "model_class": net.model_class, "init_kwargs": net.init_kwargs, "attributes": _json_safe(net.attributes),
             "model_kwargs": net.model_kwargs})
         meta = {"method": "edm", "sample_params": method.sample_params, "step": STEP,

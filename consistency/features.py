@@ -35,6 +35,7 @@ import numpy as np
 import optax
 from flax import serialization
 
+from consistency import fileio
 from consistency.errors import ConfigError
 from consistency.evaluate import gaussian_stats, images_to_float
 
@@ -360,14 +361,6 @@ def _width_divisor(state_dict: dict) -> int:
     return 32 // int(first.shape[0])
 
 
-def _file_digest(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 @dataclasses.dataclass(frozen=True, eq=False)
 class InceptionFeatures:
     """pytorch-fid's FID Inception-v3 as a feature function ``images (N, H, W, C) -> (N, 2048)`` (see
@@ -430,7 +423,7 @@ def pytorch_fid_inception(weights_path: str, batch_size: int = 50) -> InceptionF
         raise InceptionWeightsMissing(missing_inception_message(weights_path, str(e))) from None
     variables = jax.tree.map(jnp.asarray, variables)
     return InceptionFeatures(variables=variables, width_divisor=divisor, batch_size=batch_size,
-                             cache_key=f"pytorch-fid-inception-{_file_digest(weights_path)[:16]}")
+                             cache_key=f"pytorch-fid-inception-{fileio.sha256_of_file(weights_path)[:16]}")
 
 
 def missing_inception_message(path: str, problem: str) -> str:
@@ -474,6 +467,5 @@ def export_samples_npz(path: str | os.PathLike, samples: Array, to_rgb: bool = T
         images = images[..., None]
     if to_rgb and images.shape[-1] == 1:
         images = np.repeat(images, 3, axis=-1)
-    from consistency import fileio
     fileio.save_npz(path, arr_0=images)   # local or bucket path, atomically
     return images

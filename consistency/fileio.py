@@ -14,6 +14,7 @@ Local paths are made absolute (:func:`absolute`); bucket paths are left as they 
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -130,3 +131,12 @@ def check_writable(directory: str | os.PathLike) -> None:
     probe = join(directory, f".write-probe-{os.getpid()}")
     write_bytes(probe, b"")
     remove(probe)
+
+
+def sha256_of_file(path: str) -> str:
+    """The hex SHA-256 of a local file, read in 1 MiB blocks (weights files are hundreds of MB)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
