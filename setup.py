@@ -22,6 +22,7 @@ setup(
         "clu>=0.0.12",
         "tensorboard>=2.21.0",  # clu.metric_writers needs it (docs/platform.md §7)
         "absl-py>=2.0",
+        "tqdm>=4.60",  # launch/prepare_data.py progress bar
         "numpy>=1.26",
         "scipy>=1.11",
         "scikit-learn>=1.4",  # offline digits (load_digits)
