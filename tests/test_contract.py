@@ -158,9 +158,10 @@ def test_nfe_evaluation_uses_the_configured_sigma_list_for_its_own_length():
     c.method, c.data.name, c.model.name, c.teacher.oracle = "cd", "toy:gaussian1d", "mlp", "mixture"
     c.sampling.sigmas = (80.0, 0.585)  # the CM paper's ts = [0, 11, 17] on N = 18 (cifar_cd)
     method = methods.get_method(c, make_dataset(c.data, 8, 0))
-    assert method.nfe_kwargs(2) == {"sigmas": (80.0, 0.585)}  # not ECT's (80, 0.821)
-    assert method.nfe_kwargs(1) == {"sigmas": (80.0,)}
-    assert method.nfe_kwargs(3) == {"sigmas": (80.0, 0.821, 0.1)}  # no configured 3-step list: the default one
+    describe = method.describe_sampler
+    assert describe(2, method.options) == {"sigmas": (80.0, 0.585)}  # not ECT's (80, 0.821)
+    assert describe(1, method.options) == {"sigmas": (80.0,)}
+    assert describe(3, method.options) == {"sigmas": (80.0, 0.821, 0.1)}  # no configured 3-step list: the default one
     assert method.default_nfes == (1, 2)
     c.method = "edm"
     assert methods.get_method(c, make_dataset(c.data, 8, 0)).default_nfes == (35,)
