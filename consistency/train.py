@@ -430,6 +430,10 @@ class Stepper:
                  step: int | None = None) -> tuple[base.TrainState, dict]:
         """One loop step; ``step`` is ``state.step`` when known on the host (else read from the state: one sync)."""
         step = int(to_host(state.step)) if step is None else int(step)
+        # A state made outside the loop (base.init_state, unjitted) is uncommitted; placing it as the step returns it
+        # keeps one compilation per due tuple (a no-op for a state the step returned). Replicated placement only: an
+        # FSDP state comes from the loop's own sharded init.
+        state = jax.device_put(state, self._placement.replicated)
         return self._phased(step)(state, global_batch(batch, self._placement.batch), root_key)
 
 

@@ -23,15 +23,15 @@ import dataclasses
 import json
 import math
 import os
-import sys
 import time
 
 import numpy as np
-from absl import app, flags
+from absl import flags
+
+from consistency import scripts
+from consistency.errors import ConfigError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO not in sys.path:
-    sys.path.insert(0, REPO)
 
 _QUESTIONS = flags.DEFINE_list("question", ["all"], "Which questions: a, b, c, d, e, f, g, i or all.")
 _SEEDS = flags.DEFINE_integer("seeds", 3, "Seeds per setting.")
@@ -102,16 +102,8 @@ ALL = ("a", "b", "c", "d", "e", "f", "g", "h", "i")
 # Running one setting
 # ----------------------------------------------------------------------------------------------------------
 
-def load_config_file(path: str, variant: str = ""):
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("science_config", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(variant)
-
-
 def load_config(setting: Setting, steps: int, seed: int):
-    config = load_config_file(os.path.join(REPO, setting.config))
+    config = scripts.load_config_file(os.path.join(REPO, setting.config))
     for key, value in setting.overrides:
         block, field = key.split(".")
         config[block][field] = value
@@ -489,15 +481,15 @@ def _plot_g(path, runs):
 
 def main(argv):
     del argv
+    keys = ALL if "all" in _QUESTIONS.value else tuple(_QUESTIONS.value)
+    unknown = [k for k in keys if k not in ALL]
+    if unknown:   # before anything is set up or compiled
+        raise ConfigError(f"--question: {unknown[0]!r} is not one of {', '.join(ALL)} or all")
     import jax
     from consistency import train
     train.prefer_fast_cpu_random()
     if jax.default_backend() == "cpu":
         jax.config.update("jax_threefry_partitionable", False)
-    keys = ALL if "all" in _QUESTIONS.value else tuple(_QUESTIONS.value)
-    unknown = [k for k in keys if k not in ALL]
-    if unknown:
-        raise app.UsageError(f"--question: {unknown[0]!r} is not one of {', '.join(ALL)} or all")
     from consistency import reports
     for key in keys:
         body = {"g": run_question_g, "h": run_question_h}.get(key, lambda: run_settings_question(key))()
@@ -509,4 +501,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    scripts.run(main)

@@ -20,7 +20,6 @@ from PIL import Image
 sys.path.insert(0, os.path.dirname(__file__))
 import dummy_method  # noqa: E402  (registers dummy, dummy_sgd, dummy_nan and the fake:* datasets)
 
-from consistency.methods import base  # noqa: E402
 from consistency import api, checkpoint, images, methods, optim, train  # noqa: E402
 from consistency.errors import ConfigError
 from consistency.config import base_config  # noqa: E402

@@ -29,7 +29,6 @@ k = T…1: z ← DDIM(x̂_θ(z, b_k), z, b_k → b_{k−1}). A T-segment model s
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 from typing import Callable, NamedTuple
 
