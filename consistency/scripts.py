@@ -18,7 +18,7 @@ import os
 import sys
 from typing import Callable, NoReturn
 
-from absl import flags, logging
+from absl import flags
 
 from consistency import recipes
 from consistency.errors import ConfigError
@@ -54,7 +54,6 @@ def run(main: Callable[[list[str]], object], argv: list[str] | None = None) -> N
         remaining = FLAGS(argv)
         if len(remaining) > 1:
             raise ConfigError(f"unexpected arguments {remaining[1:]}; flags are written --name=value")
-        logging.use_absl_handler()
         main(remaining)
     sys.exit(0)
 
