@@ -10,7 +10,7 @@ A method says *what* it trains and the loop does the rest. It declares
 * its **frozen** sets: returned by ``init`` (a teacher, a data bank for a closed-form denoiser, feature-net
   params); they are arguments of the compiled step, never constants baked into it (docs/architecture.md, "Params are arguments, never constants");
 * ``init(rng, example_batch) -> (trained_params: dict, frozen: dict)`` and
-  ``sample(state, rng, num_samples, *, nfe, labels=None, options, params=None) -> x`` (with the sampling EMA of
+  ``sample(state, rng, num_samples, *, nfe, options, labels=None, params=None) -> x`` (with the sampling EMA of
   ``sample_params`` unless ``params`` is given): ``nfe`` network evaluations, ``options`` one frozen dataclass the
   method declares (``Method.options``, as configured; :func:`sampling_options` overrides fields by name).
 
@@ -104,7 +104,7 @@ class Method:
     name: str
     init: Callable[[jax.Array, dict], tuple[dict, dict]]
     trained: tuple[Trained, ...]
-    # sample(state, rng, num_samples, *, nfe, labels=None, options, params=None) -> x: exactly ``nfe`` network
+    # sample(state, rng, num_samples, *, nfe, options, labels=None, params=None) -> x: exactly ``nfe`` network
     # evaluations; ``options`` an instance of ``type(Method.options)``; ``labels`` int [N] (class-conditional
     # models) and ``params`` (a params pytree replacing the sampling EMA) are traced arrays.
     sample: Callable[..., jax.Array]
