@@ -233,7 +233,7 @@ CELLS = [
       `configs/toy_ct.py`, here with $s_1=40$ for a short run).
 
     Each method is a declarative spec (`consistency/methods/base.py`: trained sets with their losses and optimizers, `init`, `sample`); below
-    `base.full_step(method)` runs under `jax.jit` in a plain Python loop. The configs are the repository's `configs/toy_cd.py` and
+    `train.Stepper(method)`, the training loop's own compiled step (with the sets due at each step), runs in a plain Python loop. The configs are the repository's `configs/toy_cd.py` and
     `configs/toy_ct.py` with a smaller MLP and batch so that they train in about a minute on 2 CPU cores.
     """),
     code(r"""
@@ -277,11 +277,11 @@ CELLS = [
         method = get_method(config, dataset)
         init_key, step_key = jax.random.split(jax.random.PRNGKey(config.seed))
         state = base.init_state(method, init_key, dataset.batch(0))
-        train_step = jax.jit(base.full_step(method))
+        train_step = train.Stepper(method, donate=True)  # the loop's step; key fold_in(step_key, k) at step k
         history = []
         start_time = time.perf_counter()
         for k in range(config.training.num_steps):
-            state, metrics = train_step(state, dataset.batch(k), jax.random.fold_in(step_key, k))
+            state, metrics = train_step(state, dataset.batch(k), step_key, step=k)
             history.append(metrics)  # device arrays: fetched once at the end, so the loop never waits
         history = jax.device_get(history)
         history = {name: np.array([m[name] for m in history], np.float64) for name in history[0]}
@@ -348,7 +348,8 @@ CELLS = [
 
     def cm_samples(method, state, num_steps, rng):
         sigmas = tuple(default_cm_sigmas(num_steps, SIGMA_MAX))  # τ_1 = σ_max > τ_2 > … (one NFE each)
-        return jax.jit(lambda s, r: method.sample(s, r, NUM_SAMPLES, sigmas=sigmas))(state, rng)
+        options = base.sampling_options(method, sigmas=sigmas)
+        return jax.jit(lambda s, r: method.sample(s, r, NUM_SAMPLES, nfe=num_steps, options=options))(state, rng)
 
 
     rng = jax.random.PRNGKey(1)
@@ -454,8 +455,8 @@ CELLS = [
     run = consistency.load(workdir)  # latest checkpoint; consistency.load(workdir, step=k) for another
     print(f"loaded a {run.config.method!r} run at step {run.step}; "
           f"{sum(np.size(p) for p in jax.tree.leaves(run.params)):,} EMA parameters")
-    loaded = {nfe: np.asarray(run.sample(jax.random.PRNGKey(7), NUM_SAMPLES, sigmas=tuple(default_cm_sigmas(nfe))))
-              for nfe in (1, 2)}
+    loaded = {nfe: np.asarray(run.sample(jax.random.PRNGKey(7), NUM_SAMPLES, nfe=nfe,
+                                         sigmas=tuple(default_cm_sigmas(nfe)))) for nfe in (1, 2)}
     fig, axes = plt.subplots(1, 2, figsize=(7, 3.6), sharex=True, sharey=True)
     for ax, (nfe, x) in zip(axes, loaded.items()):
         sw1 = evaluate.sliced_wasserstein(x, samples[("data", 0)])

@@ -3,7 +3,7 @@
 >>> import jax, consistency
 >>> run = consistency.load("runs/digits_edm")           # latest checkpoint; load(workdir, step=500) for another
 >>> x = run.sample(jax.random.PRNGKey(0), 16)           # [16, H, W, C] in [-1, 1], with the EMA params
->>> x = run.sample(jax.random.PRNGKey(0), 16, num_steps=10, solver="euler")   # method-specific options
+>>> x = run.sample(jax.random.PRNGKey(0), 16, nfe=10, solver="euler")   # NFE and the method's sampling options
 >>> run.config.method, run.step, run.params             # the saved config, the step, the sampling EMA params
 >>> d = run.denoise(x, 0.5)                             # EDM runs: the denoiser D(x; σ) with the sampling params
 """
@@ -15,7 +15,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 
 from consistency import sampling, train
 
@@ -37,12 +36,18 @@ class Loaded:
         from consistency.methods import base
         return base.sampling_params(self.method, self.state)
 
-    def sample(self, rng: jax.Array, num_samples: int, **kwargs) -> jax.Array:
-        """``method.sample(state, rng, num_samples, **kwargs)``, jitted; array-valued kwargs (``labels``, a params
-        pytree) are traced, the others (solver, num_steps, cfg_scale, …) are compile-time constants."""
-        arrays = {k: v for k, v in kwargs.items() if _is_array_tree(v)}
-        static = {k: v for k, v in kwargs.items() if k not in arrays}
-        sampler = sampling.make_sampler(self.method, int(num_samples), **static)  # cached per (n, static kwargs)
+    def sample(self, rng: jax.Array, num_samples: int, *, nfe: int | None = None, labels=None, params=None,
+               options=None, **overrides) -> jax.Array:
+        """``method.sample(state, rng, num_samples, nfe=…, options=…)``, jitted (one compilation per sample count, NFE
+        and options). ``nfe`` defaults to the run's configured sampler (``method.sampling_nfe``); ``options`` to the
+        run's configured options (``method.options``, e.g. ``EDMOptions(solver, cfg_scale, s_churn)``,
+        ``CMOptions(sigmas)``, ``CTMOptions(gamma)``), with fields overridden by name (``solver="euler"``); a name
+        the method does not take is a :class:`consistency.errors.ConfigError` listing the ones it does. ``labels``
+        (int [N]) and ``params`` (a params pytree in place of the sampling EMA) are traced arrays."""
+        from consistency.methods import base
+        options = base.sampling_options(self.method, options, **overrides)
+        arrays = {k: v for k, v in (("labels", labels), ("params", params)) if v is not None}
+        sampler = sampling.make_sampler(self.method, int(num_samples), nfe, options)
         return sampler(self.state, rng, jax.tree.map(jnp.asarray, arrays))
 
     def denoise(self, x, sigma, labels=None) -> jax.Array:
@@ -86,11 +91,6 @@ class Loaded:
             apply = networks.edm_denoiser(net, float(self.config.diffusion.sigma_data))
             self._jitted_denoiser = jax.jit(lambda p, x, s, y: apply(p, x, s, y))
         return self._jitted_denoiser
-
-
-def _is_array_tree(value) -> bool:
-    leaves = jax.tree.leaves(value)
-    return bool(leaves) and all(isinstance(leaf, (jax.Array, np.ndarray)) for leaf in leaves)
 
 
 def load(workdir: str, step: int | None = None, config: ml_collections.ConfigDict | None = None) -> Loaded:

@@ -100,7 +100,7 @@ class Row:
     config: str = ""              # config file stem, '' for the closed-form teacher
     overrides: tuple = ()         # (dotted field, value) pairs applied after loading the config
     nfes: tuple = ()              # () → the config's eval.nfes / the method's default
-    sample_kwargs: tuple = ()     # extra static sampler keywords, e.g. (("gamma", 1.0),)
+    sample_options: tuple = ()    # (name, value) overrides of the method's sampling options, e.g. (("gamma", 1.0),)
     shared: bool = False          # trained once (seed 0) and only *sampled* per seed: the digits teacher
 
 
@@ -120,7 +120,7 @@ def suite_rows(suite: str) -> list[Row]:
             rows.append(Row(f"mcm_{process}", f"MCM {process.upper()} T={t}", f"mcm_{process}_T{t}", f"mcm_{process}",
                             overrides=(("mcm.segments", t),), nfes=(t,)))
     for gamma in (0.0, 1.0):
-        rows.append(Row("ctm", f"CTM γ={gamma:g}", "ctm", "ctm", nfes=(1, 2, 4), sample_kwargs=(("gamma", gamma),)))
+        rows.append(Row("ctm", f"CTM γ={gamma:g}", "ctm", "ctm", nfes=(1, 2, 4), sample_options=(("gamma", gamma),)))
     for key, name in (("dmd", "DMD"), ("dmd2", "DMD2"), ("add", "ADD"), ("sid", "SiD"), ("pagoda", "PaGoDA")):
         rows.append(Row(key, name, key, key, nfes=(1,)))
     return rows
@@ -305,10 +305,11 @@ def evaluate_row(suite: str, row: Row, seed: int, num: int, bootstrap: int, work
     import jax
     import numpy as np
     from consistency import evaluate, sampling
+    from consistency.methods import base
     workdir = run_dir(workroot, suite, row, seed)
     path = os.path.join(workdir, f"benchmark_eval_{row_slug(row)}_seed{seed}.json")
     settings = {"num_samples": int(num), "bootstrap": int(bootstrap), "nfes": list(row.nfes),
-                "sample_kwargs": [list(k) for k in row.sample_kwargs]}
+                "sample_kwargs": [list(k) for k in row.sample_options]}   # the key cached records carry
     train_record = _read_json(os.path.join(workdir, "benchmark_train.json"))
     if row.config:
         settings["budget"] = train_record["budget"]
@@ -329,10 +330,8 @@ def evaluate_row(suite: str, row: Row, seed: int, num: int, bootstrap: int, work
             samples = np.asarray(fn(key))
         else:
             dataset = loaded.dataset
-            kwargs = {k: v for k, v in loaded.method.nfe_kwargs(nfe).items()
-                      if sampling.accepts_keyword(loaded.method.sample, k)}
-            kwargs.update(dict(row.sample_kwargs))
-            sampler = sampling.make_sampler(loaded.method, num, **kwargs)
+            options = base.sampling_options(loaded.method, **dict(row.sample_options))
+            sampler = sampling.make_sampler(loaded.method, num, nfe, options)
             samples, _ = sampling.draw_samples(loaded.config, loaded.method, loaded.state, key, num, sampler=sampler)
         metrics = score(suite, samples, dataset, int(seed), bootstrap)
         result["nfe"][str(nfe)] = metrics

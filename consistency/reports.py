@@ -1,7 +1,7 @@
 """Evaluate a trained state at a list of NFEs and write the reports (issue 5: ``--mode=eval`` and the end of training).
 
-For each NFE in ``config.eval.nfes`` (method-specific meaning through ``Method.nfe_kwargs``: CM steps, or EDM Heun with
-N = (NFE+1)/2 points), draw ``config.eval.num_samples`` samples with the sampling EMA params and score them against the
+For each NFE in ``config.eval.nfes`` (``Method.sample``'s ``nfe``: CM steps, or EDM Heun with N = (NFE+1)/2 points),
+with the method's configured sampling options, draw ``config.eval.num_samples`` samples with the sampling EMA params and score them against the
 held-out split, always next to the noise floor (two real draws of the same size):
 * toys:   sliced W1, RBF-MMD, energy distance, and for mixtures mode coverage and log-likelihood (exact metrics);
 * digits / mnist5k: Fréchet distance, KID and precision/recall in the in-project classifier's feature space ("FD on an
@@ -16,7 +16,7 @@ count is returned as is.
 """
 from __future__ import annotations
 
-import inspect
+import dataclasses
 import os
 import re
 from typing import Any
@@ -28,6 +28,7 @@ import numpy as np
 from absl import logging
 
 from consistency import evaluate, fileio, sampling
+from consistency.methods import base
 from consistency.config import validate_sigma_list
 
 _REFERENCE_CACHE: dict = {}
@@ -121,11 +122,10 @@ def evaluate_state(config, method, state, dataset, step: int, workdir: str, writ
     rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), 10_000_019)
     reference = sampling.reference_points(dataset, num_points=2000)
     for nfe in nfes:
-        kwargs = {k: v for k, v in method.nfe_kwargs(nfe).items() if sampling.accepts_keyword(method.sample, k)}
-        sampler = sampling.make_sampler(method, num, **kwargs)
+        sampler = sampling.make_sampler(method, num, nfe, method.options)
         samples, _ = sampling.draw_samples(config, method, state, rng, num, sampler=sampler)
         metrics = {"finite_fraction": float(np.mean(np.isfinite(samples)))}
-        report[f"sampler_nfe_{nfe}"] = dict(kwargs)  # e.g. the σ list a consistency sampler used
+        report[f"sampler_nfe_{nfe}"] = method.describe_sampler(nfe, method.options)  # e.g. a CM sampler's σ list
         if metrics["finite_fraction"] == 1.0:
             metrics.update(score_samples(config, dataset, samples, seed=config.seed))
         report[f"nfe_{nfe}"] = metrics
@@ -152,25 +152,26 @@ def _jsonable(value):
 
 
 def guidance_sweep(config, method, state, dataset, scales, num_samples: int, seed: int = 0) -> list[dict]:
-    """One row per guidance scale w of a class-conditional model whose ``sample`` takes ``guidance`` (PaGoDA's
+    """One row per guidance scale w of a class-conditional model whose sampling options hold ``guidance`` (PaGoDA's
     w-conditioned generator) or ``cfg_scale`` (a CFG-trained EDM teacher, D_∅ + w(D_c − D_∅), Ho & Salimans'
     classifier-free guidance): the metrics of :func:`score_samples` on ``num_samples`` balanced-label samples at w, and
     on digits / MNIST the in-project classifier's accuracy at recognising the requested class and its mean confidence in
     it — guidance should raise both while lowering recall (CFG's quality/diversity trade)."""
-    labels = sampling.sample_labels(config, num_samples, method)
+    labels = sampling.sample_labels(config, num_samples)
     if labels is None:
         raise ValueError("guidance_sweep needs a class-conditional model (config.model.num_classes > 0)")
     classifier = None
     if config.data.name in ("digits", "mnist5k"):
         from consistency.features import load_or_train_dataset_features
         classifier = load_or_train_dataset_features(config.data)
-    takes = inspect.signature(method.sample).parameters
+    takes = [f.name for f in dataclasses.fields(method.options)]
     keyword = "guidance" if "guidance" in takes else "cfg_scale"
     if keyword not in takes:
         raise ValueError(f"guidance_sweep: method {method.name!r} samples without a guidance scale")
     rows = []
     for w in scales:
-        sampler = sampling.make_sampler(method, int(num_samples), **{keyword: float(w)})
+        options = base.sampling_options(method, **{keyword: float(w)})
+        sampler = sampling.make_sampler(method, int(num_samples), method.sampling_nfe, options)
         x = np.asarray(sampling.to_host(sampler(state, jax.random.PRNGKey(seed), {"labels": jnp.asarray(labels)})),
                        np.float32)
         row = {"w": float(w), **{k: float(v) for k, v in score_samples(config, dataset, x, seed).items()
@@ -194,7 +195,7 @@ def resample_sigma_lists(config, method, state, dataset, sigma_lists: dict, seed
     for name, sigmas in sigma_lists.items():
         sigmas = tuple(float(s) for s in sigmas)
         validate_sigma_list(config, sigmas)
-        sampler = sampling.make_sampler(method, num, sigmas=sigmas)
+        sampler = sampling.make_sampler(method, num, len(sigmas), base.sampling_options(method, sigmas=sigmas))
         values = []
         for seed in seeds:
             x, _ = sampling.draw_samples(config, method, state, jax.random.PRNGKey(int(seed)), num, sampler=sampler)

@@ -5,7 +5,6 @@ Below the loop and the reports (both use it); it never names a method.
 from __future__ import annotations
 
 import functools
-import inspect
 import os
 from typing import Callable
 
@@ -28,38 +27,37 @@ def to_host(tree):
     return jax.tree.map(fetch, tree)
 
 
-def accepts_keyword(fn: Callable, name: str) -> bool:
-    params = inspect.signature(fn).parameters
-    return name in params or any(p.kind == p.VAR_KEYWORD for p in params.values())
-
-
-def sample_labels(config, num_samples: int, method=None) -> np.ndarray | None:
-    """Balanced class labels 0, 1, …, C−1, 0, … for class-conditional models (None when unconditional or when
-    the method's ``sample`` takes no ``labels``)."""
+def sample_labels(config, num_samples: int) -> np.ndarray | None:
+    """Balanced class labels 0, 1, …, C−1, 0, … for class-conditional models (None when unconditional)."""
     num_classes = int(config.model.num_classes)
-    if num_classes <= 0 or (method is not None and not accepts_keyword(method.sample, "labels")):
+    if num_classes <= 0:
         return None
     return (np.arange(num_samples) % num_classes).astype(np.int32)
 
 
 @functools.lru_cache(maxsize=16)
-def make_sampler(method, num_samples: int, **static_kwargs) -> Callable:
-    """``sampler(state, rng, array_kwargs) -> samples``: ``method.sample`` jitted, with ``num_samples`` and
-    ``static_kwargs`` (solver names, step counts, CFG scale) fixed and ``array_kwargs`` (e.g. labels) traced.
-    Cached, so the periodic grids and the evaluation of one method compile once per sample count."""
+def make_sampler(method, num_samples: int, nfe: int | None = None, options=None) -> Callable:
+    """``sampler(state, rng, arrays) -> samples``: ``method.sample`` jitted with ``num_samples``, ``nfe`` (default the
+    configured ``method.sampling_nfe``) and ``options`` (a frozen dataclass, default ``method.options``) fixed and
+    ``arrays`` (``labels``, ``params``) traced. Cached, so the periodic grids and the evaluation of one method
+    compile once per (sample count, NFE, options)."""
+    nfe = int(method.sampling_nfe if nfe is None else nfe)
+    options = method.options if options is None else options
+
     @jax.jit
-    def sampler(state, rng, array_kwargs):
-        return method.sample(state, rng, num_samples, **array_kwargs, **static_kwargs)
+    def sampler(state, rng, arrays):
+        return method.sample(state, rng, num_samples, nfe=nfe, options=options, **arrays)
     return sampler
 
 
 def draw_samples(config, method, state, rng, num_samples: int, sampler: Callable | None = None
                  ) -> tuple[np.ndarray, np.ndarray | None]:
-    """(samples [N, ...] float32 numpy in data space, labels [N] or None)."""
-    labels = sample_labels(config, num_samples, method)
+    """(samples [N, ...] float32 numpy in data space, labels [N] or None); ``sampler`` defaults to the configured
+    one (:func:`make_sampler` with the method's ``sampling_nfe`` and ``options``)."""
+    labels = sample_labels(config, num_samples)
     sampler = sampler or make_sampler(method, num_samples)
-    array_kwargs = {} if labels is None else {"labels": jnp.asarray(labels)}
-    samples = to_host(sampler(state, rng, array_kwargs))
+    arrays = {} if labels is None else {"labels": jnp.asarray(labels)}
+    samples = to_host(sampler(state, rng, arrays))
     return np.asarray(samples, np.float32), labels
 
 

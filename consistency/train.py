@@ -36,7 +36,7 @@ from jax.sharding import PartitionSpec as P
 
 from consistency import blowup, checkpoint, fileio, methods, stopping
 from consistency.methods import base
-from consistency.sampling import (accepts_keyword, draw_samples, make_sampler, reference_points,  # noqa: F401
+from consistency.sampling import (draw_samples, make_sampler, reference_points,  # noqa: F401
                                   render_samples, sample_labels, to_host, write_sample_grid)
 from consistency import config as config_lib
 from consistency.data import build_dataset  # noqa: F401  (re-exported: train.build_dataset)
@@ -374,9 +374,9 @@ def _check_meta(meta: dict, config, workdir: str) -> None:
 # ----------------------------------------------------------------------------------------------------------
 
 def make_train_step(method, placement: Placement, due: tuple[str, ...] | None = None,
-                    micro_batches: int = 1, state_sharding=None) -> Callable:
+                    micro_batches: int = 1, state_sharding=None, donate: bool = True) -> Callable:
     """``step(state, batch, root_key) -> (state, metrics)`` updating the trained sets ``due`` (default: all),
-    jitted over the mesh with the state donated; the loop advances ``state.step``.
+    jitted over the mesh with the state donated (unless ``donate=False``); it advances ``state.step``.
 
     The step key is fold_in(root_key, state.step) (computed on device, so the host does no key arithmetic).
     """
@@ -389,24 +389,67 @@ def make_train_step(method, placement: Placement, due: tuple[str, ...] | None = 
 
     r, d = placement.replicated, placement.batch
     s = r if state_sharding is None else state_sharding          # a pytree of shardings under FSDP
-    return jax.jit(step_fn, in_shardings=(s, d, r), out_shardings=(s, r), donate_argnums=0)
+    return jax.jit(step_fn, in_shardings=(s, d, r), out_shardings=(s, r), donate_argnums=0 if donate else ())
 
 
 class PhasedStep:
     """The compiled step for loop step k: one compilation per distinct tuple of due sets (:func:`base.due_sets`),
     so a 5:1 update ratio compiles two steps and runs no skipped update."""
 
-    def __init__(self, method, placement: Placement, micro_batches: int = 1, state_sharding=None):
+    def __init__(self, method, placement: Placement, micro_batches: int = 1, state_sharding=None,
+                 donate: bool = True):
         self._method, self._placement, self._compiled = method, placement, {}
         self._micro_batches = int(micro_batches)     # config.training.grad_accumulation
         self._state_sharding = state_sharding        # None: replicated
+        self._donate = bool(donate)
 
     def __call__(self, step: int) -> Callable:
         due = base.due_sets(self._method, step)
         if due not in self._compiled:
             self._compiled[due] = make_train_step(self._method, self._placement, due, self._micro_batches,
-                                                  self._state_sharding)
+                                                  self._state_sharding, self._donate)
         return self._compiled[due]
+
+
+class Stepper:
+    """The training loop's own step outside the loop (scripts, notebooks, diagnostics, tests):
+    ``stepper(state, batch, root_key) -> (state, metrics)`` updates the sets due at ``state.step``
+    (:func:`base.due_sets`: DMD2's 5:1 TTUR, PaGoDA's alternation) with the loop's compiled step (:class:`PhasedStep`,
+    one compilation per distinct due tuple), the step key fold_in(root_key, state.step), and advances ``state.step``
+    — so a state stepped here equals the loop's after the same steps from the same state, batches and root key.
+
+    ``donate=True`` lets the step reuse the old state's buffers (that state is then deleted; the loop's choice);
+    the default keeps it. ``placement``: the loop's device placement (default: every local device, replicated)."""
+
+    def __init__(self, method, *, micro_batches: int = 1, donate: bool = False, placement: Placement | None = None):
+        self.method = method
+        self._placement = make_placement() if placement is None else placement
+        self._phased = PhasedStep(method, self._placement, micro_batches, donate=donate)
+
+    def __call__(self, state: base.TrainState, batch: dict, root_key: jax.Array,
+                 step: int | None = None) -> tuple[base.TrainState, dict]:
+        """One loop step; ``step`` is ``state.step`` when known on the host (else read from the state: one sync)."""
+        step = int(to_host(state.step)) if step is None else int(step)
+        # A state made outside the loop (base.init_state, unjitted) is uncommitted; placing it as the step returns it
+        # keeps one compilation per due tuple (a no-op for a state the step returned). Replicated placement only: an
+        # FSDP state comes from the loop's own sharded init.
+        state = jax.device_put(state, self._placement.replicated)
+        return self._phased(step)(state, global_batch(batch, self._placement.batch), root_key)
+
+
+def run_steps(method, state: base.TrainState, batches, root_key: jax.Array, num_steps: int,
+              stepper: Stepper | None = None) -> tuple[base.TrainState, list[dict]]:
+    """``num_steps`` loop steps from ``state`` with :class:`Stepper`: step k (k = ``state.step``, ``state.step`` + 1,
+    …) takes ``batches.batch(k)`` (a dataset) or ``batches(k)`` and the key fold_in(root_key, k), as the loop does.
+    Returns the state and each step's metrics (device values; a set's metrics only at the steps that updated it)."""
+    stepper = Stepper(method) if stepper is None else stepper
+    batch_at = batches.batch if hasattr(batches, "batch") else batches
+    start = int(to_host(state.step))
+    metrics = []
+    for step in range(start, start + int(num_steps)):
+        state, step_metrics = stepper(state, batch_at(step), root_key, step)
+        metrics.append(step_metrics)
+    return state, metrics
 
 
 def check_finite(metrics: dict, step: int, method_name: str) -> None:

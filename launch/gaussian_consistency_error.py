@@ -70,9 +70,8 @@ def main(_):
                 ds = make_dataset(config.data, config.training.batch_size, seed)
                 method = get_method(config, ds)
                 state = base.init_state(method, jax.random.PRNGKey(seed), ds.batch(0))
-                step = jax.jit(base.full_step(method))
-                for k in range(_STEPS.value):
-                    state, _ = step(state, ds.batch(k), jax.random.fold_in(jax.random.PRNGKey(seed), k))
+                state, _ = train.run_steps(method, state, ds, jax.random.PRNGKey(seed), _STEPS.value,
+                                           train.Stepper(method, donate=True))
                 runs.append(mean_abs_errors(config, state.ema["online"]))
             mean = {str(k): round(float(np.mean([r[k] for r in runs])), 4) for k in _SIGMAS}
             spread = {str(k): round(float(np.std([r[k] for r in runs])), 4) for k in _SIGMAS}

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 
-from absl import app, flags
+from absl import flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from consistency import scripts
+from consistency.errors import ConfigError
 
 _WORKDIR = flags.DEFINE_string("workdir", "", "A trained run whose sampler takes a guidance scale.")
 _SCALES = flags.DEFINE_list("scales", ["1", "2", "3"], "Guidance scales w to sample at.")
@@ -26,6 +26,8 @@ _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed (the same noise at every 
 
 def main(_):
     from consistency import api, reports
+    if not _WORKDIR.value:
+        raise ConfigError("guidance_sweep: --workdir=RUN is required (a trained run)")
     run = api.load(_WORKDIR.value)
     rows = reports.guidance_sweep(run.config, run.method, run.state, run.dataset, [float(w) for w in _SCALES.value],
                                   _NUM.value, _SEED.value)
@@ -37,8 +39,4 @@ def main(_):
 
 
 if __name__ == "__main__":
-    from consistency.errors import ConfigError
-    try:
-        app.run(main)
-    except ConfigError as e:
-        sys.exit(f"error: {e}")
+    scripts.run(main)

@@ -15,16 +15,13 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 
+from absl import flags
 
-from absl import app, flags
+from consistency import scripts
+from consistency.errors import ConfigError
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-_TEACHER = flags.DEFINE_string("teacher", "", "A trained EDM workdir (its sampling EMA params are the teacher).")
-_ORACLE = flags.DEFINE_string("oracle", "", "Closed-form teacher instead: 'mixture' | 'empirical' | 'gaussian'.")
-_DATA = flags.DEFINE_string("data", "", "Dataset of an --oracle teacher, e.g. toy:8gaussians.")
+scripts.define_teacher_flags()
 _TOY_SIZE = flags.DEFINE_integer("toy_size", 0, "Points of a toy dataset (0: the config default).")
 _SPLIT = flags.DEFINE_string("split", "train", "Split to invert.")
 _OUT = flags.DEFINE_string("out", "", "Inversion directory (default: TEACHER/inversion).")
@@ -40,18 +37,15 @@ _GUIDANCE = flags.DEFINE_list("guidance_scales", [], "CFG scales w to invert wit
 
 def main(_):
     from consistency import inversion
-    config = inversion.teacher_setup(_TEACHER.value, _ORACLE.value, _DATA.value, _TOY_SIZE.value)
-    out = _OUT.value or (os.path.join(_TEACHER.value, "inversion") if _TEACHER.value else "")
-    if not out:
-        raise app.UsageError("--out=DIR is required with --oracle")
+    teacher = flags.FLAGS.teacher
+    out = _OUT.value or (os.path.join(teacher, "inversion") if teacher else "")
+    if not out and flags.FLAGS.oracle:
+        raise ConfigError("invert: --out=DIR is required with --oracle")
+    config = inversion.teacher_setup(teacher, flags.FLAGS.oracle, flags.FLAGS.data, _TOY_SIZE.value)
     inversion.run(config, out, _SPLIT.value, _NUM_STEPS.value, _SOLVER.value, _FLIP.value, _SHARD.value,
                   [int(n) for n in _ROUNDTRIP.value], _ROUNDTRIP_NUM.value, [float(w) for w in _GUIDANCE.value])
     print(json.dumps({"out": out}))
 
 
 if __name__ == "__main__":
-    from consistency.errors import ConfigError
-    try:
-        app.run(main)
-    except ConfigError as e:
-        sys.exit(f"error: {e}")
+    scripts.run(main)

@@ -10,11 +10,12 @@ points, Euler to σ = 0; 18 points = 35 NFE), stored as an .npz with the arrays 
 """
 from __future__ import annotations
 
-from absl import app, flags
+from absl import flags
 
-_TEACHER = flags.DEFINE_string("teacher", "", "A trained EDM workdir (its sampling EMA params are the teacher).")
-_ORACLE = flags.DEFINE_string("oracle", "", "Closed-form teacher instead: 'mixture' | 'empirical' | 'gaussian'.")
-_DATA = flags.DEFINE_string("data", "", "Dataset of an --oracle teacher, e.g. toy:8gaussians.")
+from consistency import scripts
+from consistency.errors import ConfigError
+
+scripts.define_teacher_flags()
 _NUM = flags.DEFINE_integer("num", 4096, "Number of pairs.")
 _NUM_STEPS = flags.DEFINE_integer("num_steps", 18, "Karras points of the sampler (Heun NFE = 2N − 1).")
 _SOLVER = flags.DEFINE_string("solver", "heun", "'heun' | 'euler' | 'dpm_solver_2' | 'dpmpp_2m'.")
@@ -37,10 +38,10 @@ def make_pairs(config, num: int, num_steps: int = 18, solver: str = "heun", seed
 
 def main(_):
     if not _OUT.value:
-        raise app.UsageError("--out=PATH.npz is required")
-    config = teacher_config(_TEACHER.value, _ORACLE.value, _DATA.value)
-    if int(config.model.num_classes) > 0 and _TEACHER.value:
-        raise app.UsageError("make_ode_pairs: class-conditional teachers are not supported (pairs carry no labels)")
+        raise ConfigError("make_ode_pairs: --out=PATH.npz is required")
+    config = scripts.teacher_config("make_ode_pairs")
+    if int(config.model.num_classes) > 0 and flags.FLAGS.teacher:
+        raise ConfigError("make_ode_pairs: class-conditional teachers are not supported (pairs carry no labels)")
     from consistency import teachers
     z, y, sigma_max = teachers.write_ode_pairs(config, _OUT.value, _NUM.value, _NUM_STEPS.value, _SOLVER.value,
                                                _SEED.value, _CHUNK.value)
@@ -49,4 +50,4 @@ def main(_):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    scripts.run(main)

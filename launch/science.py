@@ -5,7 +5,7 @@
     python launch/science.py --question=g            # why CD gets worse with more steps
     python launch/science.py --question=all --seeds=3 --steps=2000
 
-Every setting trains the project's own method (the real train step, ``base.full_step``) on the 2-D mixture of 8
+Every setting trains the project's own method (the loop's own step, ``train.Stepper``) on the 2-D mixture of 8
 Gaussians (``configs/toy_*.py``; CD's teacher is the *exact* mixture denoiser, so no teacher error enters), for
 ``--steps`` steps and ``--seeds`` seeds, and is scored on 2000 samples at 1, 2 and 4 steps with sliced W1 (noise floor
 ≈ 0.057 for two real draws of 2000) and the fraction of the 8 modes covered. Results are cached per run in
@@ -23,15 +23,15 @@ import dataclasses
 import json
 import math
 import os
-import sys
 import time
 
 import numpy as np
-from absl import app, flags
+from absl import flags
+
+from consistency import scripts
+from consistency.errors import ConfigError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO not in sys.path:
-    sys.path.insert(0, REPO)
 
 _QUESTIONS = flags.DEFINE_list("question", ["all"], "Which questions: a, b, c, d, e, f, g, i or all.")
 _SEEDS = flags.DEFINE_integer("seeds", 3, "Seeds per setting.")
@@ -102,16 +102,8 @@ ALL = ("a", "b", "c", "d", "e", "f", "g", "h", "i")
 # Running one setting
 # ----------------------------------------------------------------------------------------------------------
 
-def load_config_file(path: str, variant: str = ""):
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("science_config", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(variant)
-
-
 def load_config(setting: Setting, steps: int, seed: int):
-    config = load_config_file(os.path.join(REPO, setting.config))
+    config = scripts.load_config_file(os.path.join(REPO, setting.config))
     for key, value in setting.overrides:
         block, field = key.split(".")
         config[block][field] = value
@@ -130,10 +122,10 @@ def train_state(config):
     method = get_method(config, dataset)
     rng = jax.random.PRNGKey(config.seed)
     state = base.init_state(method, jax.random.fold_in(rng, 1), dataset.batch(0))
-    step = jax.jit(base.full_step(method), donate_argnums=0)
+    stepper = train.Stepper(method, donate=True)
     root = jax.random.fold_in(rng, 2)
     for k in range(int(config.training.num_steps)):
-        state, metrics = step(state, dataset.batch(k), jax.random.fold_in(root, k))
+        state, metrics = stepper(state, dataset.batch(k), root, step=k)
         if k % 100 == 0:
             jax.block_until_ready(metrics)
     return method, state, dataset
@@ -143,15 +135,16 @@ def score(config, method, state, dataset, nfes=NFES, sigmas_by_nfe=None) -> dict
     """{'nfe_1': {'swd':…, 'mode_coverage':…}, …} on ``config.eval.num_samples`` samples."""
     import jax
     from consistency import reports, sampling
+    from consistency.methods import base
     out = {}
     num = int(config.eval.num_samples)
     rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), 10_000_019)
     for nfe in nfes:
-        kwargs = dict(method.nfe_kwargs(nfe))
+        options = method.options
         if sigmas_by_nfe and nfe in sigmas_by_nfe:
-            kwargs = {"sigmas": tuple(sigmas_by_nfe[nfe])}
+            options = base.sampling_options(method, sigmas=tuple(sigmas_by_nfe[nfe]))
         samples, _ = sampling.draw_samples(config, method, state, rng, num,
-                                           sampler=sampling.make_sampler(method, num, **kwargs))
+                                           sampler=sampling.make_sampler(method, num, nfe, options))
         metrics = reports.score_samples(config, dataset, samples, seed=config.seed)
         out[f"nfe_{nfe}"] = {k: float(metrics[k]) for k in ("swd", "mode_coverage", "swd_floor") if k in metrics}
     return out
@@ -488,15 +481,15 @@ def _plot_g(path, runs):
 
 def main(argv):
     del argv
+    keys = ALL if "all" in _QUESTIONS.value else tuple(_QUESTIONS.value)
+    unknown = [k for k in keys if k not in ALL]
+    if unknown:   # before anything is set up or compiled
+        raise ConfigError(f"--question: {unknown[0]!r} is not one of {', '.join(ALL)} or all")
     import jax
     from consistency import train
     train.prefer_fast_cpu_random()
     if jax.default_backend() == "cpu":
         jax.config.update("jax_threefry_partitionable", False)
-    keys = ALL if "all" in _QUESTIONS.value else tuple(_QUESTIONS.value)
-    unknown = [k for k in keys if k not in ALL]
-    if unknown:
-        raise app.UsageError(f"--question: {unknown[0]!r} is not one of {', '.join(ALL)} or all")
     from consistency import reports
     for key in keys:
         body = {"g": run_question_g, "h": run_question_h}.get(key, lambda: run_settings_question(key))()
@@ -508,4 +501,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    scripts.run(main)

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 
-from absl import app, flags
+from absl import flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from consistency import scripts
+from consistency.errors import ConfigError
 
 _WORKDIR = flags.DEFINE_string("workdir", "", "A trained consistency-model run (its sampler takes a σ list).")
 _LISTS = flags.DEFINE_string("lists", "80,0.821;80,0.821,0.287,0.1;80,10,3,1",
@@ -25,6 +25,8 @@ _METRIC = flags.DEFINE_string("metric", "", "Metric key of the evaluation (defau
 
 def main(_):
     from consistency import api, reports
+    if not _WORKDIR.value:
+        raise ConfigError("sigma_lists: --workdir=RUN is required (a trained run)")
     run = api.load(_WORKDIR.value)
     metric = _METRIC.value or ("swd" if run.dataset.kind == "toy" else "fd")
     lists = {text.strip(): [float(v) for v in text.split(",")] for text in _LISTS.value.split(";") if text.strip()}
@@ -41,8 +43,4 @@ def main(_):
 
 
 if __name__ == "__main__":
-    from consistency.errors import ConfigError
-    try:
-        app.run(main)
-    except ConfigError as e:
-        sys.exit(f"error: {e}")
+    scripts.run(main)

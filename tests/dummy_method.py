@@ -97,7 +97,7 @@ def make(config, dataset, sgd_lr: float | None = None, nan_from_step: int | None
             value = jnp.where(state.step >= blowup_from_step, 1e8 * (1.0 + value), value)
         return value, {}
 
-    def sample(state, rng, num_samples, labels=None):
+    def sample(state, rng, num_samples, *, nfe, options, labels=None, params=None):
         z = jax.random.normal(rng, (num_samples, dim))
         return denoise(state.ema["online"], z).reshape((num_samples,) + shape)
 
@@ -133,7 +133,7 @@ def make_pair(config, dataset, generator_every: int = 5):
         TRACES["generator"] += 1
         return jnp.sum((g - 0.5 * jax.lax.stop_gradient(state.params["fake"])) ** 2) + jnp.sum(g ** 2) / 10, {}
 
-    def sample(state, rng, num_samples, labels=None):
+    def sample(state, rng, num_samples, *, nfe, options, labels=None, params=None):
         z = jax.random.normal(rng, (num_samples, dim))
         return (z + state.ema["generator"]).reshape((num_samples,) + tuple(dataset.example_shape))
 

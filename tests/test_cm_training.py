@@ -1,11 +1,13 @@
 """CM methods inside the real train step: convergence to the closed-form consistency function, schedules traced
 from the step without recompiling, the boundary condition through a real network (docs/methods.md §3–§7)."""
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from consistency import oracles
+from consistency import oracles, train
 from consistency.errors import ConfigError
 from consistency.config import base_config
 from consistency.data import make_dataset
@@ -34,15 +36,14 @@ def run(config, steps, seed=0):
     method = {"cd": cd, "ct": ct, "ict": ict, "ecm": ecm}[config.method].make(config, ds)
     state = base.init_state(method, jax.random.PRNGKey(seed), ds.batch(0))
     traces = []
+    (online,) = method.trained
 
-    def counted(state, batch, rng):
+    def counted(*args):
         traces.append(1)
-        return base.full_step(method)(state, batch, rng)
-    step = jax.jit(counted)
-    history = []
-    for k in range(steps):
-        state, metrics = step(state, ds.batch(k), jax.random.fold_in(jax.random.PRNGKey(seed), k))
-        history.append({n: float(v) for n, v in metrics.items()})
+        return online.loss(*args)
+    method = dataclasses.replace(method, trained=(dataclasses.replace(online, loss=counted),))
+    state, step_metrics = train.run_steps(method, state, ds, jax.random.PRNGKey(seed), steps)
+    history = [{n: float(v) for n, v in metrics.items()} for metrics in step_metrics]
     return method, state, history, len(traces), ds
 
 
@@ -72,7 +73,7 @@ def test_cd_mlp_from_exact_gaussian_oracle_converges_to_closed_form_consistency_
     assert max(errs) < 0.06, errs
     untrained = mean_abs_errors(base.init_state(method, jax.random.PRNGKey(0), {"x": jnp.zeros((1, 1))}).params["online"])
     assert max(untrained) > 0.2, untrained
-    one_step = method.sample(state, jax.random.PRNGKey(5), 4000, num_steps=1)
+    one_step = method.sample(state, jax.random.PRNGKey(5), 4000, nfe=1, options=method.options)
     assert float(jnp.mean(one_step)) == pytest.approx(0.7, abs=0.06)
     assert float(jnp.std(one_step)) == pytest.approx(0.3, abs=0.06)
 
@@ -108,11 +109,11 @@ def test_multistep_sampling_under_jit_uses_the_documented_sigmas():
     np.testing.assert_allclose(four, [80.0, 0.821, np.sqrt(0.821 * 0.1), 0.1], rtol=1e-6)
     c = toy_config("ct")
     method, state, _, _, _ = run(c, 1)
-    sample = jax.jit(lambda s, r: method.sample(s, r, 8, num_steps=4))
+    sample = jax.jit(lambda s, r: method.sample(s, r, 8, nfe=4, options=method.options))
     x = sample(state, jax.random.PRNGKey(0))
     assert x.shape == (8, 1) and bool(jnp.all(jnp.isfinite(x)))
     # Sample i depends only on (rng, i): a smaller batch reproduces the first rows.
-    np.testing.assert_allclose(np.asarray(jax.jit(lambda s, r: method.sample(s, r, 3, num_steps=4))(
+    np.testing.assert_allclose(np.asarray(jax.jit(lambda s, r: method.sample(s, r, 3, nfe=4, options=method.options))(
         state, jax.random.PRNGKey(0))), np.asarray(x[:3]), atol=1e-6)
 
 
@@ -223,7 +224,7 @@ def test_resample_sigma_lists_gives_each_seeds_metric_and_its_spread():
     rows = reports.resample_sigma_lists(c, method, state, ds, lists, (3, 4), "swd")
     assert [r["name"] for r in rows] == ["2", "4"] and rows[1]["sigmas"] == [80.0, 10.0, 3.0, 1.0]
     x, _ = sampling.draw_samples(c, method, state, jax.random.PRNGKey(4), 200,
-                                 sampler=sampling.make_sampler(method, 200, sigmas=lists["4"]))
+                                 sampler=sampling.make_sampler(method, 200, 4, base.sampling_options(method, sigmas=lists["4"])))
     assert rows[1]["values"][1] == pytest.approx(reports.score_samples(c, ds, np.asarray(x), seed=4)["swd"])
     assert rows[0]["values"][0] != rows[0]["values"][1]
     np.testing.assert_allclose([rows[0]["mean"], rows[0]["std"]], [np.mean(rows[0]["values"]),

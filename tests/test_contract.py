@@ -158,9 +158,33 @@ def test_nfe_evaluation_uses_the_configured_sigma_list_for_its_own_length():
     c.method, c.data.name, c.model.name, c.teacher.oracle = "cd", "toy:gaussian1d", "mlp", "mixture"
     c.sampling.sigmas = (80.0, 0.585)  # the CM paper's ts = [0, 11, 17] on N = 18 (cifar_cd)
     method = methods.get_method(c, make_dataset(c.data, 8, 0))
-    assert method.nfe_kwargs(2) == {"sigmas": (80.0, 0.585)}  # not ECT's (80, 0.821)
-    assert method.nfe_kwargs(1) == {"sigmas": (80.0,)}
-    assert method.nfe_kwargs(3) == {"sigmas": (80.0, 0.821, 0.1)}  # no configured 3-step list: the default one
+    describe = method.describe_sampler
+    assert describe(2, method.options) == {"sigmas": (80.0, 0.585)}  # not ECT's (80, 0.821)
+    assert describe(1, method.options) == {"sigmas": (80.0,)}
+    assert describe(3, method.options) == {"sigmas": (80.0, 0.821, 0.1)}  # no configured 3-step list: the default one
     assert method.default_nfes == (1, 2)
     c.method = "edm"
     assert methods.get_method(c, make_dataset(c.data, 8, 0)).default_nfes == (35,)
+
+
+def test_sampling_options_are_typed_and_an_unknown_one_is_one_line():
+    from consistency.config import base_config
+    from consistency.data import make_dataset
+    from consistency.errors import ConfigError
+    from consistency.methods import common, edm
+    c = base_config()
+    c.method, c.data.name, c.model.name, c.teacher.oracle = "cd", "toy:gaussian1d", "mlp", "mixture"
+    method = methods.get_method(c, make_dataset(c.data, 8, 0))
+    assert method.options == common.CMOptions() and method.sampling_nfe == 1
+    assert base.sampling_options(method, sigmas=[80.0, 1]).sigmas == (80.0, 1.0)   # hashable: one compiled sampler
+    with pytest.raises(ConfigError, match=r"^sampling option 'solver': method 'cd' samples with options sigmas "):
+        base.sampling_options(method, solver="euler")
+    c.method, c.sampling.solver, c.sampling.num_steps = "edm", "euler", 7
+    method = methods.get_method(c, make_dataset(c.data, 8, 0))
+    assert method.options == edm.EDMOptions(solver="euler", cfg_scale=1.0) and method.sampling_nfe == 7
+    with pytest.raises(ConfigError, match=r"options solver, cfg_scale, s_churn"):
+        base.sampling_options(method, gamma=0.5)
+    # NFE → (solver, Karras points): Heun 2N − 1 (35 → 18), an even NFE on a second-order solver is Euler
+    assert [edm.solver_steps(s, n) for s, n in (("heun", 35), ("heun", 4), ("stochastic", 9), ("dpmpp_2m", 6))] == [
+        ("heun", 18), ("euler", 4), ("stochastic", 5), ("dpmpp_2m", 6)]
+    assert method.describe_sampler(35, base.sampling_options(method, solver="heun"))["num_steps"] == 18

@@ -178,12 +178,12 @@ def test_multistep_dmd2_generator_samples_at_each_nfe():
     assert method.default_nfes == (1, 4)
     dataset = train.build_dataset(c)
     state = base.init_state(method, jax.random.PRNGKey(0), dataset.batch(0))
-    state, _ = base.full_step(method)(state, dataset.batch(0), jax.random.PRNGKey(1))
+    state, _ = train.run_steps(method, state, dataset, jax.random.PRNGKey(1), 1)
     for n in (1, 2, 4):
-        x = method.sample(state, jax.random.PRNGKey(2), 8, **method.nfe_kwargs(n))
+        x = method.sample(state, jax.random.PRNGKey(2), 8, nfe=n, options=method.options)
         assert x.shape == (8, 2) and np.all(np.isfinite(np.asarray(x)))
-    with pytest.raises(ValueError, match="num_steps in 1..4"):
-        method.sample(state, jax.random.PRNGKey(2), 8, num_steps=5)
+    with pytest.raises(ValueError, match="nfe in 1..4"):
+        method.sample(state, jax.random.PRNGKey(2), 8, nfe=5, options=method.options)
 
 
 @pytest.mark.quality

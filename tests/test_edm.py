@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from consistency import evaluate, oracles, presets
+from consistency import evaluate, oracles, presets, train
 from consistency.data import make_dataset
 from consistency.methods import base, common, edm
 
@@ -20,13 +20,12 @@ def test_edm_teacher_learns_the_mixture_and_its_denoiser():
     method = edm.make(c, ds)
     state = base.init_state(method, jax.random.PRNGKey(0), ds.batch(0))
     untrained = state
-    step = jax.jit(base.full_step(method))
-    for k in range(c.training.num_steps):
-        state, metrics = step(state, ds.batch(k), jax.random.fold_in(jax.random.PRNGKey(1), k))
-    assert np.isfinite(float(metrics["loss"]))
+    state, step_metrics = train.run_steps(method, state, ds, jax.random.PRNGKey(1), c.training.num_steps)
+    assert np.isfinite(float(step_metrics[-1]["loss"]))
 
     reference = np.asarray(ds.arrays()[0][:2000])
-    sample = jax.jit(lambda s, r: method.sample(s, r, 2000, solver="heun", num_steps=18))
+    heun = base.sampling_options(method, solver="heun")
+    sample = jax.jit(lambda s, r: method.sample(s, r, 2000, nfe=35, options=heun))   # Heun on 18 points
     trained_sw = evaluate.sliced_wasserstein(np.asarray(sample(state, jax.random.PRNGKey(2))), reference)
     untrained_sw = evaluate.sliced_wasserstein(np.asarray(sample(untrained, jax.random.PRNGKey(2))), reference)
     floor = evaluate.noise_floor(evaluate.sliced_wasserstein, np.asarray(ds.arrays()[0][:4000]), 2000)
@@ -58,5 +57,5 @@ def test_every_configurable_solver_samples():
     for solver in ("euler", "heun", "dpm_solver_2", "dpmpp_2m", "stochastic"):
         c.sampling.solver = solver
         validate(c)
-        x = method.sample(state, jax.random.PRNGKey(0), 4, solver=solver, num_steps=5)
+        x = method.sample(state, jax.random.PRNGKey(0), 4, nfe=5, options=base.sampling_options(method, solver=solver))
         assert x.shape == (4, 2) and bool(jnp.all(jnp.isfinite(x)))

@@ -2,6 +2,7 @@
 chain, boundary identities, the exact Gaussian student as the MCM optimum (loss and gradient zero), the two VE limits
 of §8.2 by value, the T-step sampler with the exact student, N(i) traced from the step, the config validator, and a
 short run through the real loop that beats the untrained model."""
+import dataclasses
 import json
 import math
 import os
@@ -268,15 +269,14 @@ def test_teacher_steps_traced_from_the_step_without_recompiling():
     state = base.init_state(method, jax.random.PRNGKey(0), ds.batch(0))
     assert "target" in state.moving
     traces = []
+    (online,) = method.trained
 
-    def counted(st, batch, rng):
+    def counted(*args):
         traces.append(1)
-        return base.full_step(method)(st, batch, rng)
-    step = jax.jit(counted)
-    hist = []
-    for k in range(8):
-        state, metrics = step(state, ds.batch(k), jax.random.PRNGKey(k))
-        hist.append({n: float(v) for n, v in metrics.items()})
+        return online.loss(*args)
+    method = dataclasses.replace(method, trained=(dataclasses.replace(online, loss=counted),))
+    state, step_metrics = train.run_steps(method, state, ds, jax.random.PRNGKey(0), 8)
+    hist = [{n: float(v) for n, v in metrics.items()} for metrics in step_metrics]
     assert len(traces) == 1
     for k in range(8):
         n = float(schedules.mcm_teacher_steps(k, 8.0, 64.0, 6))
@@ -340,8 +340,10 @@ def test_short_training_through_the_loop_beats_the_untrained_model(process, tmp_
     method = mcm.make(c, ds)
     untrained = base.init_state(method, jax.random.PRNGKey(0), ds.batch(0))
     rng = jax.random.PRNGKey(7)
-    w_trained = _w1_to_exact_gaussian(method.sample(state, rng, 4000))
-    w_untrained = _w1_to_exact_gaussian(method.sample(untrained, rng, 4000))
+    w_trained = _w1_to_exact_gaussian(method.sample(state, rng, 4000, nfe=method.sampling_nfe,
+                                                    options=method.options))
+    w_untrained = _w1_to_exact_gaussian(method.sample(untrained, rng, 4000, nfe=method.sampling_nfe,
+                                                      options=method.options))
     # Measured: VP 0.076, VE < 0.06 after 300 steps; untrained ≈ 0.75 (W1 to the exact N(0.7, 0.3²) quantiles).
     assert w_trained < 0.1 and w_trained < 0.2 * w_untrained, (w_trained, w_untrained)
 
@@ -363,7 +365,7 @@ def test_mcd_on_two_gaussians_follows_the_exact_flow_better_as_segments_grow(tmp
         ds = make_dataset(c.data, c.training.batch_size, 0)
         method = mcm.make(c, ds)
         rng = jax.random.PRNGKey(11)
-        x = np.asarray(method.sample(state, rng, 2000))
+        x = np.asarray(method.sample(state, rng, 2000, nfe=segments, options=method.options))
         z_top = mcm.make_process(c).initial(rng, (2000, 1))
         params, apply = teachers.load_teacher(c, ds)
         grid = solvers.edm_sampling_sigmas(400, c.diffusion.sigma_min, c.diffusion.sigma_max, c.diffusion.rho)

@@ -198,8 +198,8 @@ def test_invert_train_and_grow_end_to_end(tmp_path):
     grown = train.warm_start_from(fresh, str(tmp_path / "stage1"), ("generator",))
     method1 = methods.get_method(stage1, train.build_dataset(stage1))
     rng = jax.random.PRNGKey(7)
-    old = method1.sample(first, rng, 4)
-    new = method.sample(grown, rng, 4)
+    old = method1.sample(first, rng, 4, nfe=1, options=method1.options)
+    new = method.sample(grown, rng, 4, nfe=1, options=method.options)
     np.testing.assert_allclose(np.asarray(new), np.asarray(jnp.clip(upsample_bilinear(old), -1, 1)), atol=1e-6)
     state = train.train_and_evaluate(stage2, str(tmp_path / "stage2"))
     assert int(state.step) == 2 and set(state.params["generator"]) == {"base", "grow_1"}
@@ -373,7 +373,8 @@ def test_cfg_pagoda_inverts_per_scale_trains_on_c_and_w_and_samples_at_any_w(tmp
     assert any("guidance_embed" in jax.tree_util.keystr(path)
                for path, _ in jax.tree_util.tree_leaves_with_path(fresh.params["discriminator"]))
     labels, rng = jnp.arange(4) % 10, jax.random.PRNGKey(5)
-    at = {w: np.asarray(method.sample(fresh, rng, 4, labels=labels, guidance=w)) for w in (1.0, 2.0)}
+    at = {w: np.asarray(method.sample(fresh, rng, 4, nfe=1, options=base.sampling_options(method, guidance=w),
+                                      labels=labels)) for w in (1.0, 2.0)}
     np.testing.assert_array_equal(at[1.0], at[2.0])
     from consistency import teachers
     teacher_params, teacher_apply = teachers.load_teacher(run, dataset)
@@ -384,7 +385,8 @@ def test_cfg_pagoda_inverts_per_scale_trains_on_c_and_w_and_samples_at_any_w(tmp
     state = train.train_and_evaluate(run, str(tmp_path / "run"))
     trained = state.params["generator"]           # the raw params: one Adam step has moved the w embedding
     assert float(jnp.abs(trained["base"]["guidance_embed"]["dense_1"]["kernel"]).max()) > 0
-    after = {w: np.asarray(method.sample(state, rng, 4, labels=labels, guidance=w, params=trained))
+    after = {w: np.asarray(method.sample(state, rng, 4, nfe=1, options=base.sampling_options(method, guidance=w),
+                                         labels=labels, params=trained))
              for w in (1.0, 1.5, 2.0)}
     assert all(np.all(np.isfinite(v)) for v in after.values())
     assert np.abs(after[1.0] - after[2.0]).max() > 0

@@ -20,7 +20,6 @@ from PIL import Image
 sys.path.insert(0, os.path.dirname(__file__))
 import dummy_method  # noqa: E402  (registers dummy, dummy_sgd, dummy_nan and the fake:* datasets)
 
-from consistency.methods import base  # noqa: E402
 from consistency import api, checkpoint, images, methods, optim, train  # noqa: E402
 from consistency.errors import ConfigError
 from consistency.config import base_config  # noqa: E402
@@ -220,10 +219,8 @@ def test_loop_workdir_logging_sampling_and_inference(tmp_path):
     run2 = train.restore_run(c, wd, step=2)
     ds, method = run2.dataset, run2.method
     state, losses = run2.state, []
-    step_fn = jax.jit(base.full_step(method))
-    for k in (2, 3):
-        state, m = step_fn(state, ds.batch(k), jax.random.fold_in(jax.random.PRNGKey(c.seed), k))
-        losses.append(float(m["loss"]))
+    state, step_metrics = train.run_steps(method, state, ds, jax.random.PRNGKey(c.seed), 2)
+    losses = [float(m["loss"]) for m in step_metrics]
     for replayed, trained in zip(jax.tree.leaves(state.params), jax.tree.leaves(final.params)):
         np.testing.assert_allclose(replayed, trained, rtol=1e-5, atol=1e-6)
     events = _scalar_events(wd)
@@ -240,9 +237,12 @@ def test_loop_workdir_logging_sampling_and_inference(tmp_path):
     assert loaded.step == 4 and loaded.config.method == "dummy"
     assert _leaves_equal(loaded.params, final.ema["online"])
     key = jax.random.PRNGKey(3)
-    np.testing.assert_allclose(loaded.sample(key, 5), method.sample(final, key, 5), rtol=1e-5, atol=1e-6)
-    with_labels = loaded.sample(key, 5, labels=np.arange(5) % 2)  # array kwargs are traced, not hashed
-    np.testing.assert_allclose(with_labels, method.sample(final, key, 5), rtol=1e-5, atol=1e-6)
+    direct = method.sample(final, key, 5, nfe=method.sampling_nfe, options=method.options)
+    np.testing.assert_allclose(loaded.sample(key, 5), direct, rtol=1e-5, atol=1e-6)
+    with_labels = loaded.sample(key, 5, labels=np.arange(5) % 2)  # labels are traced, not hashed
+    np.testing.assert_allclose(with_labels, direct, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ConfigError, match=r"^sampling option 'solver': method 'dummy' samples with no options"):
+        loaded.sample(key, 5, solver="euler")
     assert train.evaluate(c, wd, step=2)["step"] == 2 and os.path.exists(os.path.join(wd, "eval", "metrics_2.json"))
     with pytest.raises(FileNotFoundError):
         api.load(wd, step=3)

@@ -215,5 +215,5 @@ def make(config, dataset) -> base.Method:
                common.trained_set(config, "generator", generator_loss, every=every,
                                   phase=distillation.ttur_phase(every), sampled=True))
     return base.Method(name=NAME, init=init, trained=trained, sample=distillation.make_sample(nets, levels),
-                       sample_params="generator", nfe_kwargs=distillation.nfe_kwargs,
+                       sample_params="generator", sampling_nfe=len(levels),
                        default_nfes=distillation.default_nfes(len(levels)))

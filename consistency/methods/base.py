@@ -10,7 +10,9 @@ A method says *what* it trains and the loop does the rest. It declares
 * its **frozen** sets: returned by ``init`` (a teacher, a data bank for a closed-form denoiser, feature-net
   params); they are arguments of the compiled step, never constants baked into it (docs/architecture.md, "Params are arguments, never constants");
 * ``init(rng, example_batch) -> (trained_params: dict, frozen: dict)`` and
-  ``sample(state, rng, num_samples, **kwargs) -> x`` (with the sampling EMA of ``sample_params``).
+  ``sample(state, rng, num_samples, *, nfe, options, labels=None, params=None) -> x`` (with the sampling EMA of
+  ``sample_params`` unless ``params`` is given): ``nfe`` network evaluations, ``options`` one frozen dataclass the
+  method declares (``Method.options``, as configured; :func:`sampling_options` overrides fields by name).
 
 A trained set's loss is ``loss(params, state, batch, rng) -> (scalar, metrics)``: ``params`` are the set's own
 (differentiated) parameters, ``state`` the whole :class:`TrainState` as it stands at that point of the step
@@ -36,6 +38,8 @@ import flax
 import jax
 import jax.numpy as jnp
 import optax
+
+from consistency.errors import ConfigError
 
 PyTree = Any
 LossFn = Callable[[PyTree, "TrainState", dict, jax.Array], tuple[jax.Array, dict]]
@@ -91,19 +95,31 @@ class Moving:
 
 
 @dataclasses.dataclass(frozen=True)
+class NoOptions:
+    """The sampling options of a method whose sampler takes nothing beyond the NFE, labels and params."""
+
+
+@dataclasses.dataclass(frozen=True)
 class Method:
     name: str
     init: Callable[[jax.Array, dict], tuple[dict, dict]]
     trained: tuple[Trained, ...]
+    # sample(state, rng, num_samples, *, nfe, options, labels=None, params=None) -> x: exactly ``nfe`` network
+    # evaluations; ``options`` an instance of ``type(Method.options)``; ``labels`` int [N] (class-conditional
+    # models) and ``params`` (a params pytree replacing the sampling EMA) are traced arrays.
     sample: Callable[..., jax.Array]
     moving: tuple[Moving, ...] = ()
     # Name of the set whose EMA is used for sampling/eval (e.g. 'online', 'generator').
     sample_params: str = "online"
-    # NFE → keyword arguments of ``sample`` that spend exactly that many network evaluations (evaluation at a list
-    # of NFEs). Default: one evaluation per step (consistency models, one-step generators).
-    nfe_kwargs: Callable[[int], dict] = lambda nfe: {"num_steps": int(nfe)}
+    # The sampler's options as configured (a frozen dataclass: a CM's σ list, EDM's solver and CFG scale, CTM's γ,
+    # …; built from ``config.sampling`` and the method's block), overridden per call with :func:`sampling_options`.
+    options: Any = NoOptions()
+    # The NFE of the configured sampler (periodic grids, ``--mode=sample``, ``Loaded.sample`` without ``nfe``).
+    sampling_nfe: int = 1
     # NFEs evaluated when ``config.eval.nfes`` is empty.
     default_nfes: tuple[int, ...] = (1, 2)
+    # (nfe, options) → what the sampler does at that NFE, for the reports (e.g. the σ list of a CM sampler).
+    describe_sampler: Callable[[int, Any], dict] = lambda nfe, options: dataclasses.asdict(options)
 
     def __post_init__(self):
         names = [t.name for t in self.trained]
@@ -113,6 +129,13 @@ class Method:
         for m in self.moving:
             if m.source not in names:
                 raise ValueError(f"method {self.name!r}: moving set {m.name!r} follows unknown set {m.source!r}")
+        if not (dataclasses.is_dataclass(self.options) and type(self.options).__dataclass_params__.frozen):
+            raise ValueError(f"method {self.name!r}: options must be a frozen dataclass instance, got "
+                             f"{type(self.options).__name__}")
+
+    @property
+    def options_type(self) -> type:
+        return type(self.options)
 
     @property
     def trained_names(self) -> tuple[str, ...]:
@@ -211,15 +234,6 @@ def train_step(method: Method, state: TrainState, batch: dict, rng: jax.Array,
     return state, metrics
 
 
-def full_step(method: Method) -> Callable[[TrainState, dict, jax.Array], tuple[TrainState, dict]]:
-    """``(state, batch, rng) -> (state, metrics)`` updating every trained set and advancing ``state.step``: the
-    loop's step without update periods, for driving a method outside the loop (tests, benchmarks, notebooks)."""
-    def step(state, batch, rng):
-        new_state, metrics = train_step(method, state, batch, rng, method.trained_names)
-        return new_state.replace(step=state.step + 1), metrics
-    return step
-
-
 GRADIENT_INF_VALUE = 1e5   # ±inf gradient entries become ±this (SiD `training/sid_training_loop.py`)
 
 
@@ -247,6 +261,21 @@ def _apply_update(state: TrainState, spec: Trained, grads: PyTree) -> TrainState
         ema = {**ema, name: ema_update(ema[name], new, spec.ema_decay)}
     return state.replace(params={**state.params, name: new}, opt_state={**state.opt_state, name: opt},
                          updates={**state.updates, name: state.updates[name] + 1}, ema=ema)
+
+
+def sampling_options(method: Method, options: Any = None, **overrides) -> Any:
+    """``options`` (default: the method's configured ``Method.options``) with the named fields replaced; a name the
+    method's sampler does not take is a :class:`ConfigError` naming it and the valid ones."""
+    options = method.options if options is None else options
+    if not isinstance(options, method.options_type):
+        raise ConfigError(f"sampling options: method {method.name!r} takes {method.options_type.__name__}, got "
+                          f"{type(options).__name__}")
+    valid = [f.name for f in dataclasses.fields(options)]
+    unknown = [name for name in overrides if name not in valid]
+    if unknown:
+        raise ConfigError(f"sampling option {unknown[0]!r}: method {method.name!r} samples with "
+                          + (f"options {', '.join(valid)}" if valid else "no options") + " (and nfe, labels, params)")
+    return dataclasses.replace(options, **overrides) if overrides else options
 
 
 def sampling_params(method: Method, state: TrainState):

@@ -205,10 +205,10 @@ def make(config, dataset, kind: str) -> base.Method:
             total_loss = total_loss + cm.ct_weight * ct_loss
         return total_loss, jax.lax.stop_gradient(metrics)
 
-    def sample(state, rng, num_samples, labels=None, sigmas=None, num_steps=None, params=None):
-        """One- or multi-step CM sampling (CM Alg. 1). ``sigmas``: explicit descending σ list (NFE = len);
-        else ``num_steps`` → :func:`cm_sampling.default_cm_sigmas`; else ``config.sampling.sigmas``/1 step."""
-        sigmas = common.cm_sampling_sigmas(config, sigmas, num_steps)
+    def sample(state, rng, num_samples, *, nfe, options, labels=None, params=None):
+        """One- or multi-step CM sampling (CM Alg. 1) on the σ list of :func:`common.cm_sampling_sigmas` (one network
+        evaluation per σ)."""
+        sigmas = common.cm_sampling_sigmas(config, options.sigmas, nfe)
         params = state.ema["online"] if params is None else params
         cond = None if labels is None else jnp.asarray(labels, jnp.int32)
 
@@ -222,7 +222,8 @@ def make(config, dataset, kind: str) -> base.Method:
         moving = (base.Moving("target", source="online", decay=lambda step: target_decay_at(cm, step, total)),)
     return base.Method(name=config.method, init=init,
                        trained=(common.trained_set(config, "online", loss, sampled=True),), moving=moving,
-                       sample=sample, nfe_kwargs=common.cm_nfe_kwargs(config), default_nfes=(1, 2))
+                       sample=sample, options=common.CMOptions(), sampling_nfe=common.cm_sampling_nfe(config),
+                       describe_sampler=common.describe_cm_sampler(config), default_nfes=(1, 2))
 
 
 def _init_from(params, teacher_params):

@@ -5,6 +5,8 @@ Networks as denoisers live in :mod:`consistency.networks`, teachers in :mod:`con
 """
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 
@@ -48,21 +50,39 @@ def batch_labels(config, batch):
     return batch["label"].astype(jnp.int32) if is_conditional(config) else None
 
 
-def cm_sampling_sigmas(config, sigmas=None, num_steps=None) -> list[float]:
-    """The σ list of a consistency sampler: explicit ``sigmas``; else ``config.sampling.sigmas`` when it has
-    ``num_steps`` entries (or ``num_steps`` is None); else :func:`cm_sampling.default_cm_sigmas`; else one step."""
-    configured = [float(s) for s in config.sampling.sigmas]
+@dataclasses.dataclass(frozen=True)
+class CMOptions:
+    """A consistency sampler's options (CM Alg. 1): ``sigmas``, an explicit descending σ list (its length is the
+    NFE); None → ``config.sampling.sigmas`` when it has NFE entries, else :func:`cm_sampling.default_cm_sigmas`."""
+    sigmas: tuple[float, ...] | None = None
+
+    def __post_init__(self):  # a list becomes a tuple: options are hashable (one compiled sampler per options)
+        if self.sigmas is not None:
+            object.__setattr__(self, "sigmas", tuple(float(s) for s in self.sigmas))
+
+
+def cm_sampling_sigmas(config, sigmas, nfe: int) -> list[float]:
+    """The σ list of a consistency sampler spending ``nfe`` evaluations: explicit ``sigmas`` (of length ``nfe``);
+    else ``config.sampling.sigmas`` when it has ``nfe`` entries; else :func:`cm_sampling.default_cm_sigmas`."""
+    nfe = int(nfe)
     if sigmas is not None:
+        if len(sigmas) != nfe:
+            raise ValueError(f"sampling option sigmas={tuple(sigmas)} has {len(sigmas)} entries but nfe={nfe}; a "
+                             "consistency sampler spends one evaluation per σ")
         return [float(s) for s in sigmas]
-    if num_steps is None:
-        return configured or [float(config.diffusion.sigma_max)]
-    if len(configured) == int(num_steps):
+    configured = [float(s) for s in config.sampling.sigmas]
+    if len(configured) == nfe:
         return configured
-    return cm_sampling.default_cm_sigmas(int(num_steps), config.diffusion.sigma_max)
+    return cm_sampling.default_cm_sigmas(nfe, config.diffusion.sigma_max)
 
 
-def cm_nfe_kwargs(config):
-    """NFE → ``{'sigmas': (...)}``: the σ list a consistency sampler uses for that many steps (reports record it)."""
-    def nfe_kwargs(nfe: int) -> dict:
-        return {"sigmas": tuple(cm_sampling_sigmas(config, num_steps=int(nfe)))}
-    return nfe_kwargs
+def cm_sampling_nfe(config) -> int:
+    """The NFE of the configured consistency sampler: the length of ``config.sampling.sigmas`` (one step if empty)."""
+    return len(config.sampling.sigmas) or 1
+
+
+def describe_cm_sampler(config):
+    """(nfe, options) → ``{'sigmas': (...)}``: the σ list a consistency sampler uses (the reports record it)."""
+    def describe(nfe: int, options: CMOptions) -> dict:
+        return {"sigmas": tuple(cm_sampling_sigmas(config, options.sigmas, nfe))}
+    return describe

@@ -34,6 +34,7 @@ Frozen: {'teacher'} (+ 'features' for the classifier). Sampling: γ-sampling (:f
 """
 from __future__ import annotations
 
+import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -227,14 +228,14 @@ def make(config, dataset) -> base.Method:
             total = total + gan_weight * l_gan
         return total, jax.lax.stop_gradient(metrics)
 
-    def sample(state, rng, num_samples, labels=None, num_steps=1, params=None, gamma=None):
+    def sample(state, rng, num_samples, *, nfe, options, labels=None, params=None):
         params = state.ema["online"] if params is None else params
         cond = None if labels is None else jnp.asarray(labels, jnp.int32)
-        sigmas = sampling_sigmas(config, num_steps)
+        sigmas = sampling_sigmas(config, nfe)
         keys = jax.random.split(rng, len(sigmas))
         batch_shape = (num_samples,) + shape
         x_top = sigmas[0] * cm_sampling.per_sample_normal(keys[0], batch_shape)
-        x = ctm_obj.gamma_sample(G(params, cond), x_top, sigmas, float(b.gamma if gamma is None else gamma),
+        x = ctm_obj.gamma_sample(G(params, cond), x_top, sigmas, float(options.gamma),
                                  lambda n: cm_sampling.per_sample_normal(keys[n + 1], batch_shape))
         return x if nets.data_range is None else jnp.clip(x, *nets.data_range)
 
@@ -245,5 +246,11 @@ def make(config, dataset) -> base.Method:
     if use_gan:
         trained = (common.trained_set(config, "discriminator", discriminator_loss),) + trained
     return base.Method(name=NAME, init=init, trained=trained,
-                       moving=moving, sample=sample, nfe_kwargs=lambda n: {"num_steps": int(n)},
+                       moving=moving, sample=sample, options=CTMOptions(gamma=float(b.gamma)),
                        default_nfes=(1, 2, 4))
+
+
+@dataclasses.dataclass(frozen=True)
+class CTMOptions:
+    """CTM γ-sampling (CTM Alg. 2): ``gamma`` 0 deterministic long jumps … 1 CM-style re-noising (``ctm.gamma``)."""
+    gamma: float

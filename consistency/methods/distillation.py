@@ -252,19 +252,20 @@ def feature_shapes_of(nets: Networks) -> dict:
 # ----------------------------------------------------------------------------------------------------------------
 
 def make_sample(nets: Networks, sigmas) -> Callable:
-    """``sample(state, rng, num_samples, labels=None, num_steps=None, params=None)`` with the generator's sampling EMA.
+    """``sample(state, rng, num_samples, *, nfe, options, labels=None, params=None)`` with the generator's sampling
+    EMA (``options``: :class:`base.NoOptions`).
 
-    ``sigmas`` is the generator's descending σ list (σ_g first; one entry for a one-step generator). ``num_steps`` n
-    (default: all) runs the first n: x = G(σ_0 z, σ_0), then x ← G(x + σ_j n_j, σ_j) — the chain DMD2's backward
+    ``sigmas`` is the generator's descending σ list (σ_g first; one entry for a one-step generator). ``nfe`` n
+    (the configured sampler: all) runs the first n: x = G(σ_0 z, σ_0), then x ← G(x + σ_j n_j, σ_j) — the chain DMD2's backward
     simulation trains (docs/methods.md §10.2 item 4) and CM Alg. 1 with σ_min = 0. NFE = n.
     """
     sigmas = [float(s) for s in sigmas]
 
-    def sample(state, rng, num_samples, labels=None, num_steps=None, params=None):
-        n = len(sigmas) if num_steps is None else int(num_steps)
+    def sample(state, rng, num_samples, *, nfe, options, labels=None, params=None):
+        n = int(nfe)
         if not 1 <= n <= len(sigmas):
             raise ValueError(f"this generator is trained at {len(sigmas)} noise level(s) {tuple(sigmas)}; "
-                             f"sample with num_steps in 1..{len(sigmas)}, got {n}")
+                             f"sample with nfe in 1..{len(sigmas)}, got {n}")
         if params is None:
             params = state.ema["generator"] if "generator" in state.ema else state.params["generator"]
         cond = None if labels is None else jnp.asarray(labels, jnp.int32)
@@ -272,11 +273,6 @@ def make_sample(nets: Networks, sigmas) -> Callable:
                                               (num_samples,) + nets.example_shape, sigmas[:n], 0.0, nets.data_range,
                                               cond)
     return sample
-
-
-def nfe_kwargs(nfe: int) -> dict:
-    """NFE n → the first n levels of the generator's σ list (one network evaluation each)."""
-    return {"num_steps": int(nfe)}
 
 
 def default_nfes(num_levels: int) -> tuple[int, ...]:

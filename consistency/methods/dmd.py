@@ -235,7 +235,7 @@ def build(config, dataset, name: str) -> base.Method:
         trained = (fake_set, common.trained_set(config, "generator", generator_loss, every=every,
                                                 phase=distillation.ttur_phase(every), sampled=True))
     return base.Method(name=name, init=init, trained=trained, sample=distillation.make_sample(nets, sigmas),
-                       sample_params="generator", nfe_kwargs=distillation.nfe_kwargs,
+                       sample_params="generator", sampling_nfe=num_levels,
                        default_nfes=distillation.default_nfes(num_levels))
 
 

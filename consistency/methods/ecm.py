@@ -59,8 +59,8 @@ def make(config, dataset) -> base.Method:
         value = jnp.mean(ecm_objective.ecm_loss(d_online, d_target, y, noise, t, r, e.huber_c))
         return value, {"stage": stage.astype(jnp.float32), "r_over_t": jnp.mean(r / t)}
 
-    def sample(state, rng, num_samples, labels=None, sigmas=None, num_steps=None, params=None):
-        sigmas = common.cm_sampling_sigmas(config, sigmas, num_steps)
+    def sample(state, rng, num_samples, *, nfe, options, labels=None, params=None):
+        sigmas = common.cm_sampling_sigmas(config, options.sigmas, nfe)
         params = state.ema["online"] if params is None else params
         cond = None if labels is None else jnp.asarray(labels, jnp.int32)
         return cm_sampling.consistency_sample(lambda x, s, c: eval_apply(params, x, s, c), rng,
@@ -68,4 +68,5 @@ def make(config, dataset) -> base.Method:
                                               data_range, cond)
 
     return base.Method(name="ecm", init=init, trained=(common.trained_set(config, "online", loss, sampled=True),),
-                       sample=sample, nfe_kwargs=common.cm_nfe_kwargs(config), default_nfes=(1, 2))
+                       sample=sample, options=common.CMOptions(), sampling_nfe=common.cm_sampling_nfe(config),
+                       describe_sampler=common.describe_cm_sampler(config), default_nfes=(1, 2))

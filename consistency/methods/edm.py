@@ -7,6 +7,8 @@ or EDM's stochastic sampler at any NFE and CFG scale.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 
@@ -53,24 +55,20 @@ def make(config, dataset) -> base.Method:
             metrics = edm_objective.sigma_quartile_means(jax.lax.stop_gradient(per_example), sigma, f.p_mean, f.p_std)
         return jnp.mean(per_example), metrics
 
-    def sample(state, rng, num_samples, labels=None, solver=None, num_steps=None, cfg_scale=None, params=None,
-               s_churn=0.0):
-        """Draw ``num_samples`` with the sampling EMA params.
+    def sample(state, rng, num_samples, *, nfe, options, labels=None, params=None):
+        """Draw ``num_samples`` with the sampling EMA params, spending ``nfe`` evaluations (:func:`solver_steps`).
 
-        solver: 'euler' | 'heun' | 'dpmpp_2m' | 'stochastic' (EDM Alg. 2 with ``s_churn``); num_steps: Karras points
-        (Heun NFE = 2N − 1: N = 18 gives EDM's 35 NFE); cfg_scale w (conditional models): D_∅ + w(D_c − D_∅).
+        options.solver: 'euler' | 'heun' | 'dpm_solver_2' | 'dpmpp_2m' | 'stochastic' (EDM Alg. 2 with ``s_churn``);
+        options.cfg_scale w (conditional models): D_∅ + w(D_c − D_∅).
         """
-        s = config.sampling
-        solver = solver or s.solver
-        num_steps = int(num_steps or s.num_steps)
-        cfg_scale = s.cfg_scale if cfg_scale is None else cfg_scale
+        solver, num_steps = solver_steps(options.solver, nfe)
         params = state.ema["online"] if params is None else params
-        D = teacher_denoiser(params, labels, cfg_scale)
+        D = teacher_denoiser(params, labels, options.cfg_scale)
         sigmas = solvers.edm_sampling_sigmas(num_steps, f.sigma_min, f.sigma_max, f.rho)
         shape = (num_samples,) + example_shape
         cond = None if labels is None else jnp.asarray(labels, jnp.int32)
         if solver == "stochastic":
-            return solvers.sample_edm_stochastic(D, rng, shape, sigmas, s_churn=s_churn or 40.0, s_min=0.05,
+            return solvers.sample_edm_stochastic(D, rng, shape, sigmas, s_churn=options.s_churn, s_min=0.05,
                                                  s_max=50.0, s_noise=1.003, cond=cond)
         return solvers.sample_deterministic(D, rng, shape, sigmas, solver, cond=cond)
 
@@ -81,11 +79,40 @@ def make(config, dataset) -> base.Method:
             return denoisers.classifier_free_guidance(D, cfg_scale, null_label)
         return D
 
-    def nfe_kwargs(nfe: int) -> dict:
-        """Heun on N Karras points spends 2N − 1 evaluations (EDM: N = 18 → 35 NFE); even budgets use Euler."""
-        if nfe % 2 == 1:
-            return {"solver": "heun", "num_steps": (nfe + 1) // 2}
-        return {"solver": "euler", "num_steps": nfe}
+    def describe(nfe, options):
+        solver, num_steps = solver_steps(options.solver, nfe)
+        return {**dataclasses.asdict(options), "solver": solver, "num_steps": num_steps}
 
+    s = config.sampling
+    options = EDMOptions(solver=s.solver, cfg_scale=s.cfg_scale)
     return base.Method(name="edm", init=init, trained=(common.trained_set(config, "online", loss, sampled=True),),
-                       sample=sample, sample_params="online", nfe_kwargs=nfe_kwargs, default_nfes=(35,))
+                       sample=sample, sample_params="online", options=options,
+                       sampling_nfe=solver_nfe(s.solver, int(s.num_steps)), describe_sampler=describe,
+                       default_nfes=(35,))
+
+
+@dataclasses.dataclass(frozen=True)
+class EDMOptions:
+    """EDM sampling (``config.sampling``): the ODE solver (or 'stochastic', EDM Alg. 2 with churn ``s_churn``), and
+    the CFG scale w of a class-conditional model (1 → plain conditional)."""
+    solver: str = "heun"
+    cfg_scale: float = 1.0
+    s_churn: float = 40.0
+
+
+SECOND_ORDER = ("heun", "dpm_solver_2", "stochastic")   # two evaluations per step, one on the final step to σ = 0
+
+
+def solver_nfe(solver: str, num_steps: int) -> int:
+    """Evaluations of ``solver`` on ``num_steps`` Karras points then 0: 2N − 1 for second-order steps (EDM: N = 18 →
+    35), N for Euler and DPM-Solver++(2M)."""
+    return 2 * num_steps - 1 if solver in SECOND_ORDER else num_steps
+
+
+def solver_steps(solver: str, nfe: int) -> tuple[str, int]:
+    """(solver, Karras points) spending exactly ``nfe`` evaluations: a second-order solver on (NFE + 1)/2 points for
+    an odd NFE; an even NFE cannot be spent by one, so it is Euler on NFE points; first-order solvers on NFE points."""
+    nfe = int(nfe)
+    if solver in SECOND_ORDER:
+        return (solver, (nfe + 1) // 2) if nfe % 2 == 1 else ("euler", nfe)
+    return solver, nfe

@@ -301,11 +301,11 @@ def make(config, dataset) -> base.Method:
                 metrics[f"loss_segment_{seg}"] = jnp.sum(per_example * inside) / jnp.maximum(jnp.sum(inside), 1.0)
         return total, jax.lax.stop_gradient(metrics)
 
-    def sample(state, rng, num_samples, labels=None, num_steps=None, params=None):
-        """T-step multistep sampling from the top boundary down (module doc); ``num_steps`` must be T if given."""
-        if num_steps is not None and int(num_steps) != num_segments:
+    def sample(state, rng, num_samples, *, nfe, options, labels=None, params=None):
+        """T-step multistep sampling from the top boundary down (module doc); ``nfe`` must be T."""
+        if int(nfe) != num_segments:
             raise ValueError(f"a T = {num_segments} multistep consistency model samples in exactly {num_segments} "
-                             f"steps, got num_steps={num_steps}; train one model per T (config.mcm.segments)")
+                             f"steps, got nfe={nfe}; train one model per T (config.mcm.segments)")
         params = state.ema["online"] if params is None else params
         cond = None if labels is None else jnp.asarray(labels, jnp.int32)
         return multistep_sample(network(params, cond), process, num_segments, rng,
@@ -316,8 +316,7 @@ def make(config, dataset) -> base.Method:
         moving = (base.Moving("target", source="online", decay=lambda step: jnp.asarray(m.target_ema, jnp.float32)),)
     return base.Method(name=config.method, init=init,
                        trained=(common.trained_set(config, "online", loss, sampled=True),), moving=moving,
-                       sample=sample, nfe_kwargs=lambda nfe: {"num_steps": int(nfe)},
-                       default_nfes=(num_segments,))
+                       sample=sample, sampling_nfe=num_segments, default_nfes=(num_segments,))
 
 
 def multistep_sample(x0_fn: Callable, process: Process, num_segments: int, rng, shape, clip_range=None):

@@ -269,11 +269,12 @@ def make(config, dataset) -> base.Method:
             metrics.update(loss_gan=l_gan, adversarial_weight=weight)
         return total, jax.lax.stop_gradient(metrics)
 
-    def sample(state, rng, num_samples, labels=None, num_steps=1, params=None, guidance=None):
-        """One step; with CFG at w = ``guidance`` (default ``pagoda.sample_guidance``, else the first scale), labels
-        drawn uniformly when None."""
-        if int(num_steps) != 1:
-            raise ValueError(f"PaGoDA's generator is one-step; asked for {num_steps} steps")
+    def sample(state, rng, num_samples, *, nfe, options, labels=None, params=None):
+        """One step; with CFG at w = ``options.guidance`` (default ``pagoda.sample_guidance``, else the first scale),
+        labels drawn uniformly when None."""
+        guidance = options.guidance
+        if int(nfe) != 1:
+            raise ValueError(f"PaGoDA's generator is one-step; asked for nfe={nfe}")
         if guidance is not None and not scales:
             raise ValueError("this PaGoDA generator is not conditioned on w (pagoda.guidance_scales is empty)")
         params = state.ema["generator"] if params is None else params
@@ -292,4 +293,11 @@ def make(config, dataset) -> base.Method:
     trained = (common.trained_set(config, "discriminator", discriminator_loss, every=every, phase=d_phase),
                common.trained_set(config, "generator", generator_loss, every=every, phase=g_phase, sampled=True))
     return base.Method(name=NAME, init=init, trained=trained, sample=sample, sample_params="generator",
-                       nfe_kwargs=lambda n: {"num_steps": int(n)}, default_nfes=(1,))
+                       options=PagodaOptions(guidance=None), default_nfes=(1,))
+
+
+@dataclasses.dataclass(frozen=True)
+class PagodaOptions:
+    """PaGoDA sampling: ``guidance``, the CFG scale w the w-conditioned generator takes (None →
+    ``pagoda.sample_guidance``, else the first of ``pagoda.guidance_scales``; only with guidance scales)."""
+    guidance: float | None = None

@@ -27,6 +27,7 @@ arctan(0.821/σ_d) — docs/methods.md §17 item 20), re-noising x = cos t·x₀
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import jax
@@ -183,13 +184,18 @@ def make(config, dataset) -> base.Method:
                    "t_mean": jnp.mean(t)}
         return jnp.mean(per_example), jax.lax.stop_gradient(metrics)
 
-    def sample(state, rng, num_samples, labels=None, num_steps=1, params=None, mid_t=None):
+    def sample(state, rng, num_samples, *, nfe, options, labels=None, params=None):
         params = state.ema["online"]["net"] if params is None else params
         cond = None if labels is None else jnp.asarray(labels, jnp.int32)
-        times = scm_obj.sampling_times(int(num_steps), t_max, float(s.mid_t if mid_t is None else mid_t))
+        times = scm_obj.sampling_times(int(nfe), t_max, float(options.mid_t))
         x = scm_obj.multistep_sample(consistency_fn(params, cond), rng, (num_samples,) + shape, times, sd)
         return x if data_range is None else jnp.clip(x, *data_range)
 
     return base.Method(name=NAME, init=init, trained=(common.trained_set(config, "online", loss, sampled=True),),
-                       sample=sample, nfe_kwargs=lambda n: {"num_steps": int(n)}, default_nfes=(1, 2))
+                       sample=sample, options=SCMOptions(mid_t=float(s.mid_t)), default_nfes=(1, 2))
 
+
+@dataclasses.dataclass(frozen=True)
+class SCMOptions:
+    """sCM sampling: ``mid_t``, the TrigFlow time of the second step of a 2-step sampler (``scm.mid_t``)."""
+    mid_t: float
