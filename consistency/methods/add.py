@@ -26,6 +26,7 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from consistency import schema
 from consistency.errors import ConfigError
 from consistency.methods import base, common, distillation
 from consistency.objectives import add as add_objective
@@ -35,6 +36,29 @@ from consistency.objectives import dmd as dmd_objective
 NAME = "add"
 FEATURES = ("classifier", "teacher", "input")
 AUGMENT_STREAM = 101  # fold_in constant of the DiffAugment draws (apart from the per-example noise keys)
+
+
+# config.add: ADD, Sauer et al. 2023 (docs/methods.md §11; no training code: several defaults [unverified]).
+CONFIG_BLOCK = "add"
+CONFIG_FIELDS = {
+    "init": schema.Field("teacher", 'the student starts from the teacher (ADD §3.1)'),
+    "init_fit_steps": schema.Field(0, "oracle teacher + init='teacher': Adam steps fitting the net to the oracle first"),
+    "student_timesteps": schema.Field((999, 749, 499, 249), "student noise set on the T grid, first = σ_max (ADD §3.1)"),
+    "num_train_timesteps": schema.Field(1000, 'teacher grid T'),
+    "min_step_fraction": schema.Field(0.02, "teacher level of the distillation term: index ~ U[0.02 T, 0.98 T] (as DMD)"),
+    "max_step_fraction": schema.Field(0.98, ''),
+    "distillation_weight": schema.Field(2.5, 'λ of L_adv^G + λ L_distill (ADD §3.2)'),
+    "weighting": schema.Field("exponential", "c(t): 'exponential' α_t = 1/√(1+σ²) (ADD) | 'uniform'"),
+    "r1_weight": schema.Field(1e-5, 'γ of the R1 penalty on real inputs (ADD §3.2)'),
+    "features": schema.Field("classifier", "frozen discriminator features: 'classifier' (in-project digits net, "
+                                           "DINOv2's stand-in) | 'teacher' (teacher U-Net encoder at feature_sigma) | "
+                                           "'input' (raw x: toys)"),
+    "feature_sigma": schema.Field(0.002, "'teacher' features: the σ the frozen teacher encoder reads clean images at"),
+    "ttur": schema.Field(1, 'discriminator updates per student update (ADD: alternate G:D)'),
+    "augment": schema.Field("", "DiffAugment policy on the discriminator's real and fake inputs, e.g. "
+                                "'color,translation,cutout' (Projected GAN / StyleGAN-T); images only"),
+}
+TEACHER_USE = "required"
 
 
 def validate_config(config) -> None:

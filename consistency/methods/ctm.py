@@ -38,6 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from consistency import schema
 from consistency.diffusion import cm_sampling, distances, preconditioning, schedules
 from consistency.diffusion.processes import broadcast_to_data
 from consistency.methods import base, common, distillation
@@ -48,6 +49,37 @@ HEUN_STEPS_STREAM = 7       # fold_in tag of the step key for the batch's number
 DSM_SIGMAS = ("half_uniform", "lognormal")
 DISTANCES = ("l2", "pseudo_huber")
 LAST_LAYERS = ("dense_out", "conv_out")
+
+
+# config.ctm: CTM, Kim et al. 2023 (docs/methods.md §13.1). Defaults: the CIFAR-10 CTM+DSM recipe of `sony/ctm` (N =
+# 18, θ⁻ EMA 0.999, adaptive DSM weight).
+CONFIG_BLOCK = "ctm"
+CONFIG_FIELDS = {
+    "init": schema.Field("teacher", "'teacher' copies the EDM teacher (CTM initialises from it) | 'scratch'"),
+    "init_fit_steps": schema.Field(0, "oracle teacher + init='teacher': Adam steps fitting the net to the oracle first"),
+    "num_scales": schema.Field(18, 'N of the Karras grid t, u, s live on (CTM: 18 CIFAR-10, 40 ImageNet-64)'),
+    "heun_steps": schema.Field(17, 'K: k ∈ {1 … K} teacher Heun steps from t to u, one k per batch (CTM: up to N − 1)'),
+    "heun_step_strategy": schema.Field("weighted", "P(k) ∝ k (CTM's default) | 'uniform' 1/K"),
+    "target_ema": schema.Field(0.999, 'μ of θ⁻ (CTM); 0 → θ⁻ = sg θ'),
+    "distance": schema.Field("l2", "soft-consistency d: 'l2' | 'pseudo_huber' (CTM: LPIPS, not available offline)"),
+    "huber_c": schema.Field(-1.0, 'pseudo-Huber c; < 0 → 0.00054·√d (iCT)'),
+    "dsm_weight": schema.Field(1.0, 'DSM auxiliary weight (× the adaptive ratio when adaptive_dsm); 0 → no DSM'),
+    "adaptive_dsm": schema.Field(True, 'λ_DSM = ‖∇_last L_CTM‖ / ‖∇_last L_DSM‖ (CTM)'),
+    "dsm_sigmas": schema.Field("half_uniform", "DSM σ: half lognormal, half ρ-uniform (CTM's halflognormal) | "
+                                               "'lognormal'"),
+    "dsm_uniform_fraction": schema.Field(0.7, "the ρ-uniform half covers this fraction of the σ_max → σ_min ramp (CTM: "
+                                              "0.7)"),
+    "p_mean": schema.Field(-1.2, "DSM ln σ ~ N(p_mean, p_std²) (EDM; CTM's lognormal half)"),
+    "p_std": schema.Field(1.2, ''),
+    "gamma": schema.Field(0.0, 'γ-sampling: 0 deterministic long jumps … 1 CM-style re-noising'),
+    "gan_weight": schema.Field(0.0, "> 0: hinge GAN on x_est, × clip(‖∇_last L_CTM‖/‖∇_last L_GAN‖, 0.01, 10) (CTM's "
+                                    "GAN stage); the head is config.discriminator, its optimizer "
+                                    "config.optim_discriminator"),
+    "gan_features": schema.Field("input", "frozen discriminator features, as add.features: 'input' | 'classifier' | "
+                                          "'teacher'"),
+    "gan_augment": schema.Field("", "DiffAugment policy of the GAN's discriminator inputs, as add.augment"),
+}
+TEACHER_USE = "required"
 
 
 def validate_config(config) -> None:

@@ -341,8 +341,6 @@ def validate_common(config, name: str) -> None:
     """The teacher, the initialisation and the grid fields every distillation block has."""
     block = config[name]
     te = config.teacher
-    require(bool(te.workdir or te.oracle), "teacher", f"method {name!r} distils a teacher but none is set",
-            "set teacher.workdir to a trained EDM run (configs/digits_edm.py) or teacher.oracle='mixture' for toys")
     require(config.diffusion.process == "ve", "diffusion.process", f"{config.diffusion.process!r}: {name} is "
             "written in VE/EDM coordinates", "use 've'")
     choice(block.init, f"{name}.init", INITS)

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from consistency import schema
 from consistency import fileio
 from consistency.errors import ConfigError
 from consistency.diffusion import distances
@@ -54,6 +55,28 @@ def validate_family(config, name: str) -> int:
                                  "set it to 0 (a multistep generator starts at diffusion.sigma_max)")
     distillation.validate_eval_nfes(config, name, levels)
     return levels
+
+
+# config.dmd: DMD, Yin et al. 2023 (docs/methods.md §10.1).
+CONFIG_BLOCK = "dmd"
+CONFIG_FIELDS = {
+    "init": schema.Field("teacher", 'G and D_fake start from the teacher (DMD §3.1)'),
+    "init_fit_steps": schema.Field(0, "oracle teacher + init='teacher': Adam steps fitting the net to the oracle first"),
+    "generator_sigma": schema.Field(0.0, 'σ_g of G(z) = D_θ(σ_g z, σ_g); 0 → diffusion.sigma_max (DMD2 EDM code)'),
+    "ttur": schema.Field(1, 'fake updates per generator update (DMD: 1:1 [unverified])'),
+    "num_train_timesteps": schema.Field(1000, "teacher grid T (DMD2 EDM code: 1000-point Karras grid, index 0 = σ_min)"),
+    "min_step_fraction": schema.Field(0.02, 'DM-gradient t ~ U[0.02 T, 0.98 T] (DMD §3.2; docs/methods.md §1.4)'),
+    "max_step_fraction": schema.Field(0.98, ''),
+    "normalise": schema.Field(True, "g = (D_fake − D_real)/mean|x − D_real| (DMD §3.2 weight); False → s_fake − s_real"),
+    "reduce": schema.Field("mean", "surrogate ½‖x − sg(x − g)‖²: 'mean' over B·d (DMD2 code) | 'sum' over pixels"),
+    "fake_weighting": schema.Field("edm", "fake DSM λ: 'edm' 1/σ² + 1/σ_d² (DMD2 code) | 'uniform' (seed eq. 66)"),
+    "regression_weight": schema.Field(0.25, 'λ_reg (DMD [unverified], docs/methods.md §10.1); 0 → no regression term'),
+    "regression_distance": schema.Field("l2", "'l2' | 'pseudo_huber' | 'feature' (LPIPS-like in-project net; DMD uses "
+                                              "LPIPS)"),
+    "huber_c": schema.Field(-1.0, 'pseudo-Huber c; < 0 → 0.00054·√d (iCT)'),
+    "pairs": schema.Field("", '.npz of teacher ODE pairs (z, y): launch/make_ode_pairs.py (DMD §3.3)'),
+}
+TEACHER_USE = "required"
 
 
 def validate_config(config) -> None:

@@ -20,10 +20,38 @@ Optimiser recipe (ImageNet-64, docs/methods.md §10.2): AdamW (0.9, 0.999), weig
 """
 from __future__ import annotations
 
+from consistency import schema
 from consistency.methods import base, distillation
 from consistency.methods import dmd
 
 NAME = "dmd2"
+
+
+# config.dmd2: DMD2, Yin et al. 2024 (docs/methods.md §10.2; tianweiy/DMD2 EDM code): no regression, TTUR, diffusion
+# GAN.
+CONFIG_BLOCK = "dmd2"
+CONFIG_FIELDS = {
+    "init": schema.Field("teacher", "G and D_fake start from the teacher (DMD2: the generator is a copy of the teacher)"),
+    "init_fit_steps": schema.Field(0, "oracle teacher + init='teacher': Adam steps fitting the net to the oracle first"),
+    "generator_sigma": schema.Field(0.0, 'σ_g of a one-step G; 0 → diffusion.sigma_max (DMD2 EDM code)'),
+    "generator_timesteps": schema.Field((), "K-step G by backward simulation: descending, from T−1, e.g. (999, 749, "
+                                            "499, 249)"),
+    "ttur": schema.Field(5, 'DMD2 TTUR: fake score + GAN head every step, generator every 5th'),
+    "generator_first": schema.Field(True, "DMD2 code: generator at steps ≡ 0 mod ttur, before that step's fake update; "
+                                          "False: at steps ≡ ttur − 1, after the fake side's ttur updates"),
+    "num_train_timesteps": schema.Field(1000, 'teacher grid T (DMD2 EDM code)'),
+    "min_step_fraction": schema.Field(0.02, 'DM index ~ U[20, 980] of 1000 (DMD2 `min_step_percent`)'),
+    "max_step_fraction": schema.Field(0.98, '(DMD2 `max_step_percent`)'),
+    "normalise": schema.Field(True, 'g / mean|x − D_real| (DMD2 `compute_distribution_matching_loss`)'),
+    "reduce": schema.Field("mean", 'DM surrogate mean over B·d (DMD2 code, docs/methods.md §10.2)'),
+    "fake_weighting": schema.Field("edm", 'fake DSM λ = 1/σ² + 1/σ_d² (DMD2 `compute_loss_fake`)'),
+    "gan_generator_weight": schema.Field(3e-3, 'softplus(−D(G(z))) weight (DMD2 `gen_cls_loss_weight`); 0 → no GAN'),
+    "gan_discriminator_weight": schema.Field(1e-2, "discriminator loss weight in the fake set (DMD2 "
+                                                   "`guidance_cls_loss_weight`)"),
+    "gan_max_timestep": schema.Field(1000, "diffusion-GAN noise index ~ U[0, gan_max_timestep) (DMD2 "
+                                           "`diffusion_gan_max_timestep`)"),
+}
+TEACHER_USE = "required"
 
 
 def validate_config(config) -> None:

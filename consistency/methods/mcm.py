@@ -35,6 +35,7 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from consistency import schema
 from consistency import teachers
 from consistency.errors import ConfigError
 from consistency.diffusion import cm_sampling, distances, processes, schedules
@@ -66,6 +67,40 @@ def _is_int(v) -> bool:
 def _check_choice(m, name: str, choices) -> None:
     if m[name] not in choices:
         raise _fail(f"mcm.{name}", f"{m[name]!r} is not one of {', '.join(map(repr, choices))}", "choose one of them")
+
+
+# config.mcm: MCM, Heek et al. 2024 (seed eq. 44–54; docs/methods.md §8). Defaults: the VP MCD recipe of
+# docs/methods.md §8.1.
+CONFIG_BLOCK = "mcm"
+CONFIG_FIELDS = {
+    "process": schema.Field("vp", "'vp' DDIM/aDDIM form (docs/methods.md §8.1) | 've' the notebook's eq. 51 form (§8.2)"),
+    "mode": schema.Field("distill", "'distill' MCD (teacher step) | 'train' MCT (data in place of the teacher, §8.1 "
+                                    "step 2)"),
+    "segments": schema.Field(4, 'T: segments = sampling steps; T = 1 is a CM (MCM paper: 1…16, ImageNet-64 at 8)'),
+    "boundaries": schema.Field((), "VE only: ascending σ boundaries b_0 < … < b_T (T + 1 values); () → T + 1 Karras "
+                                   "points"),
+    "num_steps_start": schema.Field(64.0, "teacher steps N(i) over the whole range at i = 0 (unofficial MCM port, §8.1 "
+                                          "step 5)"),
+    "num_steps_end": schema.Field(1280.0, 'N(i) after the ramp (§8.1 step 5); equal to num_steps_start → a fixed grid'),
+    "num_steps_ramp": schema.Field(100_000, 'i at which the log-linear ramp of N(i) ends (§8.1 step 5)'),
+    "teacher_solver": schema.Field("addim", "'addim' (§8.1) | 'ddim' (= VE Euler, seed eq. 50) | 'heun' (EDM, in VE "
+                                            "coordinates)"),
+    "addim_eta": schema.Field(0.75, "η of aDDIM's v_x = η·‖x̂_tch − x‖²/d (docs/methods.md §8.1)"),
+    "loss_space": schema.Field("x", "'x' x̂_θ vs invDDIM target (§8.1 step 4) | 'eps' corrected nb (47) (§17 item 11) | "
+                                    "'jump' F_θ vs ẑ at the segment start (nb (46); VE: nb (52))"),
+    "weighting": schema.Field("snr+1", "λ(t): 'snr+1' (§8.1 step 4) | 'snr' | 'uniform'"),
+    "distance": schema.Field("pseudo_huber", "'pseudo_huber' (§8.1 step 4) | 'l2'"),
+    "huber_c": schema.Field(1e-4, 'pseudo-Huber c ("ε = 1e-4", §8.1 step 4, unofficial port); < 0 → 0.00054·√d (iCT)'),
+    "target_ema": schema.Field(0.0, 'μ of the target θ⁻ (§8.1 step 4: "θ⁻ an EMA", no value given); 0 → θ⁻ = sg θ'),
+    "cfg_scale": schema.Field(1.0, 'w of the guided teacher D_w = D_∅ + w(D_c − D_∅) (docs/methods.md §2; nb (44))'),
+    "init_from_teacher": schema.Field(True, "workdir teacher: the student starts from the teacher's EMA weights"),
+}
+
+
+def TEACHER_USE(config):   # noqa: N802  (a declaration: consistency.config.teacher_use)
+    """MCD distils a teacher; MCT ('train') uses the data in place of one. None for an unknown mode (its own error)."""
+    return {"distill": ("required", "mcm.mode='train' (MCT)"),
+            "train": ("unused", "mcm.mode='distill' (MCD)")}.get(config.mcm.mode)
 
 
 def validate_config(config) -> None:
@@ -102,14 +137,6 @@ def validate_config(config) -> None:
     _validate_boundaries(m, f)
     if m.process == "vp" and f.sigma_max <= 0:
         raise _fail("diffusion.sigma_max", f"{f.sigma_max} is not > 0", "use the teacher's top level (EDM: 80)")
-    has_teacher = bool(config.teacher.workdir or config.teacher.oracle)
-    if m.mode == "distill" and not has_teacher:
-        raise _fail("teacher", "mcm.mode='distill' (MCD) distils a teacher but none is set",
-                    "set teacher.workdir to a trained EDM run or teacher.oracle='mixture' (toys), "
-                    "or use mcm.mode='train' (MCT)")
-    if m.mode == "train" and has_teacher:
-        raise _fail("teacher.workdir" if config.teacher.workdir else "teacher.oracle",
-                    "mcm.mode='train' (MCT) uses the data in place of a teacher", "clear it, or use mcm.mode='distill'")
     bad = [n for n in tuple(config.eval.nfes) if n != m.segments]
     if bad:
         raise _fail("eval.nfes", f"{tuple(config.eval.nfes)} asks a T = {m.segments} multistep model for "

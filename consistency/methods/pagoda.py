@@ -44,6 +44,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from consistency import schema
 from consistency.data.latents import latent_prior
 from consistency.diffusion import distances
 from consistency.methods import add, base, common, distillation
@@ -56,6 +57,38 @@ NAME = "pagoda"
 DISTANCES = ("l2", "pseudo_huber", "feature")
 PRIORS = ("sigma_max", "latent")
 LAST_LAYERS = ("conv_out", "dense_out")
+
+
+# config.pagoda: PaGoDA, Kim et al. 2024 (docs/methods.md §9). Defaults: the official 64→64 stage.
+CONFIG_BLOCK = "pagoda"
+CONFIG_FIELDS = {
+    "init": schema.Field("teacher", "the base generator starts as a copy of the teacher (PaGoDA) | 'scratch'"),
+    "init_fit_steps": schema.Field(0, "oracle teacher + init='teacher': Adam steps fitting the net to the oracle first"),
+    "stage": schema.Field(1, '1: teacher resolution R; s: output 2^(s−1)·R through s − 1 growth blocks'),
+    "grow_channels": schema.Field(64, 'width of each growth block (consistency/nets/growing.py)'),
+    "grow_res_blocks": schema.Field(1, 'residual blocks per growth block'),
+    "distance": schema.Field("feature", "L_rec d: 'feature' (in-project classifier; PaGoDA LPIPS / cnn_vit) | 'l2' | "
+                                        "'pseudo_huber'"),
+    "huber_c": schema.Field(-1.0, 'pseudo-Huber c; < 0 → 0.00054·√d (iCT)'),
+    "reconstruction_weight": schema.Field(1.0, ''),
+    "discriminator_weight": schema.Field(0.2, 'GAN weight (PaGoDA 64→64: 0.2 adaptive; growing stages: 1)'),
+    "adaptive": schema.Field(True, 'λ_adv = clip(‖∇_last L_rec‖/‖∇_last L_GAN‖, 0.01, 10)·discriminator_weight'),
+    "prior": schema.Field("sigma_max", "generator input at sampling (and for the GAN's fakes): 'sigma_max' σ_max·ε "
+                                       "(PaGoDA) | 'latent' the per-coordinate Gaussian of the inverted latents "
+                                       "(consistency/inversion.py)"),
+    "alternate": schema.Field(True, 'D and G alternate 1:1, one set per loop step (official step % 2); False → both'),
+    "r1_weight": schema.Field(0.0, 'γ·R1 on real inputs (not in PaGoDA)'),
+    "features": schema.Field("classifier", "frozen discriminator features, as add.features: 'classifier' | 'teacher' | "
+                                           "'input'"),
+    "feature_sigma": schema.Field(0.002, "'teacher' features: the σ the teacher encoder reads images at"),
+    "augment": schema.Field("", 'DiffAugment policy of the discriminator inputs, as add.augment'),
+    "guidance_scales": schema.Field((), "CFG (seed eq. 56–58): the w grid the latents were inverted with "
+                                        "(launch/invert.py --guidance_scales); G and D are conditioned on (c, w), w ~ "
+                                        "uniform over the grid"),
+    "sample_guidance": schema.Field(0.0, 'w that sampling/eval uses; 0 → the first scale (or no guidance)'),
+}
+TEACHER_USE = "required"
+DATA_EXTRAS = ("latents",)   # batches carry 'latent' = E(x) from data.latents (launch/invert.py)
 
 
 def validate_config(config) -> None:

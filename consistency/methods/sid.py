@@ -20,11 +20,30 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from consistency import schema
 from consistency.methods import base, common, distillation
 from consistency.objectives import dmd as dmd_objective
 from consistency.objectives import sid as sid_objective
 
 NAME = "sid"
+
+
+# config.sid: SiD, Zhou et al. 2024 (docs/methods.md §12; mingyuanzhou/SiD).
+CONFIG_BLOCK = "sid"
+CONFIG_FIELDS = {
+    "init": schema.Field("teacher", 'G and D_fake start from the teacher (SiD)'),
+    "init_fit_steps": schema.Field(0, "oracle teacher + init='teacher': Adam steps fitting the net to the oracle first"),
+    "sigma_init": schema.Field(2.5, 'x_g = G(σ_init z, σ_init) (SiD `init_sigma`)'),
+    "alpha": schema.Field(1.2, 'α of the code-form loss (SiD CIFAR-10/ImageNet; 1.0 for AFHQ)'),
+    "t_max_fraction": schema.Field(0.8, "generator σ: u ~ U[0, 0.8] on the ρ-schedule, σ ∈ [0.002, 24.4] (SiD tmax = "
+                                        "800)"),
+    "normalise": schema.Field(True, 'divide by sg(max(mean|x_g − D_r|, 1e-5)) (SiD `weight_factor`)'),
+    "generator_loss_scale": schema.Field(100.0, 'summed-over-pixels loss × 100/batch (SiD `loss_scaling_G`)'),
+    "fake_p_mean": schema.Field(-1.2, 'fake DSM σ: ln σ ~ N(−1.2, 1.2²) (EDM lognormal; SiD)'),
+    "fake_p_std": schema.Field(1.2, ''),
+    "ttur": schema.Field(1, 'fake updates per generator update (SiD: alternating 1:1)'),
+}
+TEACHER_USE = "required"
 
 
 def validate_config(config) -> None:
