@@ -483,7 +483,7 @@ def _validate_teacher(c) -> None:
                  f"method {c.method!r} does not use a teacher", f"clear it, or use {other}" if other else
                  "clear it, or use method='cd' (or 'ecm' to tune from a teacher workdir)")
     elif use == "optional":
-        _require(not te.oracle, "teacher.oracle", f"method {c.method!r} starts from a network, not an oracle",
+        _require(not te.oracle, "teacher.oracle", f"method {c.method!r} starts from a network (teacher.workdir) or from scratch, not from an oracle",
                  "clear it, or set teacher.workdir to a trained EDM run" + (f", or use {other}" if other else ""))
 
 
