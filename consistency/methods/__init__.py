@@ -3,7 +3,8 @@
 Every method lives in ``consistency/methods/<name>.py`` and exposes ``make(config, dataset) -> Method``, with what
 the rest of the code reads about it as module-level declarations: its config block (``CONFIG_BLOCK``,
 ``CONFIG_FIELDS``), its teacher use (``TEACHER_USE``), data extras (``DATA_EXTRAS``), its CM sampling boundary
-(``sampling_boundary``) and its cross-field rules (``validate_config``); see docs/architecture.md "Adding a method". Code outside the
+(``sampling_boundary``), whether its student may outgrow its teacher's resolution (``GROWS_RESOLUTION``) and its
+cross-field rules (``validate_config``); see docs/architecture.md "Adding a method". Code outside the
 package (a research fork, the tests) adds methods with :func:`register` without editing this file.
 """
 from __future__ import annotations
@@ -46,7 +47,8 @@ def available() -> tuple[str, ...]:
 
 def module_of(name: str):
     """The package module of method ``name``, whose module-level declarations the config reads (``CONFIG_BLOCK``
-    and ``CONFIG_FIELDS``, ``TEACHER_USE``, ``DATA_EXTRAS``, ``sampling_boundary``, ``validate_config``); None for
+    and ``CONFIG_FIELDS``, ``TEACHER_USE``, ``DATA_EXTRAS``, ``sampling_boundary``, ``GROWS_RESOLUTION``,
+    ``validate_config``); None for
     methods added with :func:`register` and for names that are no method module."""
     if name in _REGISTERED or not name or not name.isidentifier() or name in _NOT_METHODS:
         return None

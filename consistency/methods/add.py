@@ -46,7 +46,7 @@ CONFIG_FIELDS = {
     "student_timesteps": schema.Field((999, 749, 499, 249), "student noise set on the T grid, first = σ_max (ADD §3.1)"),
     "num_train_timesteps": schema.Field(1000, 'teacher grid T'),
     "min_step_fraction": schema.Field(0.02, "teacher level of the distillation term: index ~ U[0.02 T, 0.98 T] (as DMD)"),
-    "max_step_fraction": schema.Field(0.98, ''),
+    "max_step_fraction": schema.Field(0.98, "upper end of that index range, as a fraction of T"),
     "distillation_weight": schema.Field(2.5, 'λ of L_adv^G + λ L_distill (ADD §3.2)'),
     "weighting": schema.Field("exponential", "c(t): 'exponential' α_t = 1/√(1+σ²) (ADD) | 'uniform'"),
     "r1_weight": schema.Field(1e-5, 'γ of the R1 penalty on real inputs (ADD §3.2)'),

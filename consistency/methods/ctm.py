@@ -70,7 +70,7 @@ CONFIG_FIELDS = {
     "dsm_uniform_fraction": schema.Field(0.7, "the ρ-uniform half covers this fraction of the σ_max → σ_min ramp (CTM: "
                                               "0.7)"),
     "p_mean": schema.Field(-1.2, "DSM ln σ ~ N(p_mean, p_std²) (EDM; CTM's lognormal half)"),
-    "p_std": schema.Field(1.2, ''),
+    "p_std": schema.Field(1.2, "DSM ln σ std (EDM; CTM's lognormal half)"),
     "gamma": schema.Field(0.0, 'γ-sampling: 0 deterministic long jumps … 1 CM-style re-noising'),
     "gan_weight": schema.Field(0.0, "> 0: hinge GAN on x_est, × clip(‖∇_last L_CTM‖/‖∇_last L_GAN‖, 0.01, 10) (CTM's "
                                     "GAN stage); the head is config.discriminator, its optimizer "

@@ -66,7 +66,7 @@ CONFIG_FIELDS = {
     "ttur": schema.Field(1, 'fake updates per generator update (DMD: 1:1 [unverified])'),
     "num_train_timesteps": schema.Field(1000, "teacher grid T (DMD2 EDM code: 1000-point Karras grid, index 0 = σ_min)"),
     "min_step_fraction": schema.Field(0.02, 'DM-gradient t ~ U[0.02 T, 0.98 T] (DMD §3.2; docs/methods.md §1.4)'),
-    "max_step_fraction": schema.Field(0.98, ''),
+    "max_step_fraction": schema.Field(0.98, "upper end of that index range, as a fraction of T"),
     "normalise": schema.Field(True, "g = (D_fake − D_real)/mean|x − D_real| (DMD §3.2 weight); False → s_fake − s_real"),
     "reduce": schema.Field("mean", "surrogate ½‖x − sg(x − g)‖²: 'mean' over B·d (DMD2 code) | 'sum' over pixels"),
     "fake_weighting": schema.Field("edm", "fake DSM λ: 'edm' 1/σ² + 1/σ_d² (DMD2 code) | 'uniform' (seed eq. 66)"),

@@ -22,12 +22,12 @@ from consistency.objectives import ecm as ecm_objective
 CONFIG_BLOCK = "ecm"
 CONFIG_FIELDS = {
     "p_mean": schema.Field(-1.1, "ln t ~ N(p_mean, p_std²) (ECT: −1.1)"),
-    "p_std": schema.Field(2.0, "(ECT: 2.0)", lo=0, lo_open=True),
+    "p_std": schema.Field(2.0, "std of ln t (ECT: 2.0)", lo=0, lo_open=True),
     "q": schema.Field(2.0, "r → t as q^{−(a+1)} shrinks with the stage a (ECT: 2)", lo=1, lo_open=True,
                       fix="use q > 1 so that r → t as the stages grow (ECT: 2)"),
     "k": schema.Field(8.0, "r = t·(1 − q^{−(a+1)}(1 + k·sigmoid(−b t))) (ECT: 8)", lo=0,
                       fix="use k >= 0 so that r stays below t (ECT: 8)"),
-    "b": schema.Field(1.0, "(ECT: 1)", lo=0, fix="use b >= 0 (ECT: 1)"),
+    "b": schema.Field(1.0, "slope b of the sigmoid in r(t) (ECT: 1)", lo=0, fix="use b >= 0 (ECT: 1)"),
     "steps_per_stage": schema.Field(25_000, "CIFAR-10: double = 250 ticks of 12.8k images at batch 128 → 25k "
                                     "iterations", lo=1),
     "huber_c": schema.Field(0.0, "0 → un-squared ‖·‖₂ (ECT default); > 0 → pseudo-Huber", lo=0,

@@ -70,7 +70,7 @@ CONFIG_FIELDS = {
     "distance": schema.Field("feature", "L_rec d: 'feature' (in-project classifier; PaGoDA LPIPS / cnn_vit) | 'l2' | "
                                         "'pseudo_huber'"),
     "huber_c": schema.Field(-1.0, 'pseudo-Huber c; < 0 → 0.00054·√d (iCT)'),
-    "reconstruction_weight": schema.Field(1.0, ''),
+    "reconstruction_weight": schema.Field(1.0, "weight of L_rec, the reconstruction of x from its inverted latent (PaGoDA: 1)"),
     "discriminator_weight": schema.Field(0.2, 'GAN weight (PaGoDA 64→64: 0.2 adaptive; growing stages: 1)'),
     "adaptive": schema.Field(True, 'λ_adv = clip(‖∇_last L_rec‖/‖∇_last L_GAN‖, 0.01, 10)·discriminator_weight'),
     "prior": schema.Field("sigma_max", "generator input at sampling (and for the GAN's fakes): 'sigma_max' σ_max·ε "
@@ -88,6 +88,7 @@ CONFIG_FIELDS = {
     "sample_guidance": schema.Field(0.0, 'w that sampling/eval uses; 0 → the first scale (or no guidance)'),
 }
 TEACHER_USE = "required"
+GROWS_RESOLUTION = True      # stage s > 1 outputs 2^(s−1)·R from a teacher at R (teachers.check_teacher_data)
 DATA_EXTRAS = ("latents",)   # batches carry 'latent' = E(x) from data.latents (launch/invert.py)
 
 

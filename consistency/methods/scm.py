@@ -56,7 +56,7 @@ CONFIG_FIELDS = {
     "time_input": schema.Field("edm", "c_noise: 'edm' ¼ ln(σ_d tan t) (an EDM net is an sCM F as is) | 'trigflow' t "
                                       "(sCM)"),
     "p_mean": schema.Field(-1.0, 'ln σ ~ N(p_mean, p_std²), t = arctan(σ/σ_d) (CIFAR-10: −1.0, 1.4 [unofficial code])'),
-    "p_std": schema.Field(1.4, ''),
+    "p_std": schema.Field(1.4, "std of ln σ (CIFAR-10: 1.4 [unofficial code])"),
     "tangent_warmup_steps": schema.Field(10_000, 'r = min(1, k / this) (sCM §4.2)'),
     "tangent_norm_const": schema.Field(0.1, 'c of g / (‖g‖ + c) (sCM §4.2)'),
     "tangent_norm": schema.Field("paper", "'paper' g/(‖g‖ + c) (sCM §4.2) | 'fastgen' g/(‖g‖/√d + c) (docs/fidelity.md)"),

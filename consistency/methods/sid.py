@@ -40,7 +40,7 @@ CONFIG_FIELDS = {
     "normalise": schema.Field(True, 'divide by sg(max(mean|x_g − D_r|, 1e-5)) (SiD `weight_factor`)'),
     "generator_loss_scale": schema.Field(100.0, 'summed-over-pixels loss × 100/batch (SiD `loss_scaling_G`)'),
     "fake_p_mean": schema.Field(-1.2, 'fake DSM σ: ln σ ~ N(−1.2, 1.2²) (EDM lognormal; SiD)'),
-    "fake_p_std": schema.Field(1.2, ''),
+    "fake_p_std": schema.Field(1.2, "std of the fake DSM's ln σ (EDM lognormal; SiD)"),
     "ttur": schema.Field(1, 'fake updates per generator update (SiD: alternating 1:1)'),
 }
 TEACHER_USE = "required"
