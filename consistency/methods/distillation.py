@@ -338,29 +338,20 @@ def flag(value, field: str) -> None:
 
 
 def validate_common(config, name: str) -> None:
-    """The teacher, the initialisation and the grid fields every distillation block has."""
+    """The rules across fields every distillation block shares (its fields, init, init_fit_steps, the T grid and
+    ttur among them, are declared in the method's ``CONFIG_FIELDS`` and checked by ``schema.check_block``)."""
     block = config[name]
     te = config.teacher
     require(config.diffusion.process == "ve", "diffusion.process", f"{config.diffusion.process!r}: {name} is "
             "written in VE/EDM coordinates", "use 've'")
-    choice(block.init, f"{name}.init", INITS)
-    number(block.init_fit_steps, f"{name}.init_fit_steps", 0, integer=True,
-           fix="use 0 or a step count such as 2000 (oracle teachers only)")
     if block.init == "teacher" and te.oracle:
         require(block.init_fit_steps > 0, f"{name}.init_fit_steps", "0, but init='teacher' with a closed-form "
                 f"teacher (teacher.oracle={te.oracle!r}) has no weights to copy", "fit the network to the oracle "
                 "first (e.g. init_fit_steps=2000) or set init='scratch'")
-    if "num_train_timesteps" in block:
-        number(block.num_train_timesteps, f"{name}.num_train_timesteps", 2, integer=True,
-               fix="use the teacher's discretisation, 1000 (DMD2)")
     if "min_step_fraction" in block:
-        number(block.min_step_fraction, f"{name}.min_step_fraction", 0, 1)
-        number(block.max_step_fraction, f"{name}.max_step_fraction", 0, 1)
         require(block.min_step_fraction < block.max_step_fraction, f"{name}.min_step_fraction",
                 f"{block.min_step_fraction} is not below max_step_fraction = {block.max_step_fraction}",
                 "use e.g. 0.02 and 0.98 (DMD)")
-    if "ttur" in block:
-        number(block.ttur, f"{name}.ttur", 1, integer=True, fix="use 1 (alternate 1:1) or 5 (DMD2 TTUR)")
 
 
 def validate_eval_nfes(config, name: str, num_levels: int) -> None:
