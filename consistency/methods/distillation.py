@@ -38,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from consistency import teachers
+from consistency import schema, teachers
 from consistency.errors import ConfigError
 from consistency.diffusion import cm_sampling, preconditioning
 from consistency.diffusion.processes import broadcast_to_data
@@ -298,43 +298,16 @@ def metric_means(values: dict) -> dict:
 # Config validation: one ConfigError line `config.<block>.<field>: <problem>; <fix>`, before anything compiles
 # ----------------------------------------------------------------------------------------------------------------
 
-def fail(field: str, problem: str, fix: str) -> ConfigError:
-    return ConfigError(f"config.{field}: {problem}; {fix}")
-
-
-def require(ok: bool, field: str, problem: str, fix: str) -> None:
-    if not ok:
-        raise fail(field, problem, fix)
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+# The value checks of consistency.schema (one message form for every block), under the names these modules use.
+fail, require, flag = schema.fail, schema.require, schema.check_flag
 
 
 def number(value, field: str, lo=None, hi=None, *, lo_open=False, hi_open=False, integer=False, fix="") -> None:
-    ok = _is_number(value) and (not integer or isinstance(value, int))
-    if ok and lo is not None:
-        ok = value > lo if lo_open else value >= lo
-    if ok and hi is not None:
-        ok = value < hi if hi_open else value <= hi
-    if ok:
-        return
-    bounds = []
-    if lo is not None:
-        bounds.append(f"{'>' if lo_open else '>='} {lo}")
-    if hi is not None:
-        bounds.append(f"{'<' if hi_open else '<='} {hi}")
-    kind = "an integer" if integer else "a number"
-    raise fail(field, f"{value!r} is not {kind}{' ' + ' and '.join(bounds) if bounds else ''}",
-               fix or f"use {kind}{' ' + ' and '.join(bounds) if bounds else ''}")
+    schema.check_number(value, field, lo, hi, lo_open=lo_open, hi_open=hi_open, integer=integer, fix=fix)
 
 
 def choice(value, field: str, choices) -> None:
-    require(value in choices, field, f"{value!r} is not one of {', '.join(map(repr, choices))}", "choose one of them")
-
-
-def flag(value, field: str) -> None:
-    require(isinstance(value, bool), field, f"{value!r} is not a bool", "use True or False")
+    schema.check_choice(value, field, choices)
 
 
 def validate_common(config, name: str) -> None:

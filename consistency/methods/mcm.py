@@ -52,8 +52,7 @@ DISTANCES = ("pseudo_huber", "l2")
 # Config validation
 # ----------------------------------------------------------------------------------------------------------
 
-def _fail(field: str, problem: str, fix: str) -> ConfigError:
-    return ConfigError(f"config.{field}: {problem}; {fix}")
+_fail = schema.fail
 
 
 def _is_number(v) -> bool:
