@@ -1,8 +1,11 @@
 """One config schema for every method (docs/architecture.md, "One config schema").
 
-Config files under ``configs/`` start from :func:`base_config` and override fields; every field can be
-overridden on the command line (``--config.optim.lr=1e-4``). :func:`validate` turns a bad value into
-one :class:`ConfigError` line naming the field and the fix, before anything compiles.
+The shared sections (data, model, diffusion, optim, training, teacher, sampling, discriminator, eval) are declared
+here; each method's own block is declared in its module (``CONFIG_BLOCK``, ``CONFIG_FIELDS`` of
+:class:`consistency.schema.Field`) and :func:`base_config` assembles them from the registry. Config files under
+``configs/`` start from :func:`base_config` and override fields; every field can be overridden on the command line
+(``--config.optim.lr=1e-4``). :func:`validate` turns a bad value into one :class:`ConfigError` line naming the field
+and the fix, before anything compiles.
 """
 from __future__ import annotations
 
