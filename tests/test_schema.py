@@ -16,6 +16,8 @@ USES = ("required", "optional", "unused")
 def test_every_package_method_declares_its_teacher_use():
     c = config.base_config()
     for name in methods.available():
+        if methods.is_registered(name):   # added by another test with methods.register: declares nothing
+            continue
         module = methods.module_of(name)
         assert module is not None, name
         c.method = name

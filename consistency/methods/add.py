@@ -41,15 +41,11 @@ AUGMENT_STREAM = 101  # fold_in constant of the DiffAugment draws (apart from th
 # config.add: ADD, Sauer et al. 2023 (docs/methods.md §11; no training code: several defaults [unverified]).
 CONFIG_BLOCK = "add"
 CONFIG_FIELDS = {
-    "init": schema.Field("teacher", 'the student starts from the teacher (ADD §3.1)', choices=distillation.INITS),
-    "init_fit_steps": schema.Field(0, "oracle teacher + init='teacher': Adam steps fitting the net to the oracle first",
-                                   lo=0, fix="use 0 or a step count such as 2000 (oracle teachers only)"),
+    **distillation.init_fields('the student starts from the teacher (ADD §3.1)'),
     "student_timesteps": schema.Field((999, 749, 499, 249), "student noise set on the T grid, first = σ_max (ADD §3.1)"),
-    "num_train_timesteps": schema.Field(1000, 'teacher grid T',
-                                        lo=2, fix="use the teacher's discretisation, 1000 (DMD2)"),
-    "min_step_fraction": schema.Field(0.02, "teacher level of the distillation term: index ~ U[0.02 T, 0.98 T] (as DMD)",
-                                      lo=0, hi=1),
-    "max_step_fraction": schema.Field(0.98, "upper end of that index range, as a fraction of T", lo=0, hi=1),
+    **distillation.grid_fields('teacher grid T',
+                               'teacher level of the distillation term: index ~ U[0.02 T, 0.98 T] (as DMD)',
+                               'upper end of that index range, as a fraction of T'),
     "distillation_weight": schema.Field(2.5, 'λ of L_adv^G + λ L_distill (ADD §3.2)', lo=0, fix="use ADD's 2.5"),
     "weighting": schema.Field("exponential", "c(t): 'exponential' α_t = 1/√(1+σ²) (ADD) | 'uniform'",
                               choices=("exponential", "uniform")),
@@ -60,8 +56,7 @@ CONFIG_FIELDS = {
                                            "'input' (raw x: toys)", choices=FEATURES),
     "feature_sigma": schema.Field(0.002, "'teacher' features: the σ the frozen teacher encoder reads clean images at",
                                   lo=0, hi="diffusion.sigma_max", lo_open=True),
-    "ttur": schema.Field(1, 'discriminator updates per student update (ADD: alternate G:D)',
-                         lo=1, fix="use 1 (alternate 1:1) or 5 (DMD2 TTUR)"),
+    "ttur": distillation.ttur_field(1, 'discriminator updates per student update (ADD: alternate G:D)'),
     "augment": schema.Field("", "DiffAugment policy on the discriminator's real and fake inputs, e.g. "
                                 "'color,translation,cutout' (Projected GAN / StyleGAN-T); images only",
                             fix="use a DiffAugment policy such as 'translation,cutout', or '' for none"),

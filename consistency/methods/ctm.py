@@ -55,10 +55,7 @@ LAST_LAYERS = ("dense_out", "conv_out")
 # 18, θ⁻ EMA 0.999, adaptive DSM weight).
 CONFIG_BLOCK = "ctm"
 CONFIG_FIELDS = {
-    "init": schema.Field("teacher", "'teacher' copies the EDM teacher (CTM initialises from it) | 'scratch'",
-                         choices=distillation.INITS),
-    "init_fit_steps": schema.Field(0, "oracle teacher + init='teacher': Adam steps fitting the net to the oracle first",
-                                   lo=0, fix="use 0 or a step count such as 2000 (oracle teachers only)"),
+    **distillation.init_fields("'teacher' copies the EDM teacher (CTM initialises from it) | 'scratch'"),
     "num_scales": schema.Field(18, 'N of the Karras grid t, u, s live on (CTM: 18 CIFAR-10, 40 ImageNet-64)',
                                lo=2, fix="use CTM's 18 (CIFAR-10) or 40 (ImageNet)"),
     "heun_steps": schema.Field(17, 'K: k ∈ {1 … K} teacher Heun steps from t to u, one k per batch (CTM: up to N − 1)',

@@ -298,6 +298,29 @@ def metric_means(values: dict) -> dict:
 # Config validation: one ConfigError line `config.<block>.<field>: <problem>; <fix>`, before anything compiles
 # ----------------------------------------------------------------------------------------------------------------
 
+# Fields every score-distillation block shares; each method's CONFIG_FIELDS splices them in where its block has them.
+def init_fields(init_doc: str) -> dict[str, schema.Field]:
+    """``init`` ('teacher' copies the teacher network | 'scratch') and ``init_fit_steps`` (an oracle teacher is first
+    fitted for that many Adam steps)."""
+    return {"init": schema.Field("teacher", init_doc, choices=INITS),
+            "init_fit_steps": schema.Field(0, "oracle teacher + init='teacher': Adam steps fitting the net to the "
+                                              "oracle first", lo=0,
+                                           fix="use 0 or a step count such as 2000 (oracle teachers only)")}
+
+
+def grid_fields(grid_doc: str, min_doc: str, max_doc: str) -> dict[str, schema.Field]:
+    """The teacher's T-point Karras grid and the index range [min_step_fraction·T, max_step_fraction·T] drawn on it."""
+    return {"num_train_timesteps": schema.Field(1000, grid_doc, lo=2,
+                                                fix="use the teacher's discretisation, 1000 (DMD2)"),
+            "min_step_fraction": schema.Field(0.02, min_doc, lo=0, hi=1),
+            "max_step_fraction": schema.Field(0.98, max_doc, lo=0, hi=1)}
+
+
+def ttur_field(default: int, doc: str) -> schema.Field:
+    """Updates of the fake score (or discriminator) per generator update."""
+    return schema.Field(default, doc, lo=1, fix="use 1 (alternate 1:1) or 5 (DMD2 TTUR)")
+
+
 # The value checks of consistency.schema (one message form for every block), under the names these modules use.
 fail, require, flag = schema.fail, schema.require, schema.check_flag
 

@@ -38,7 +38,7 @@ REGRESSION_DISTANCES = ("l2", "pseudo_huber", "feature")
 # ----------------------------------------------------------------------------------------------------------------
 
 def validate_family(config, name: str) -> int:
-    """Fields shared by DMD and DMD2; returns the generator's number of levels."""
+    """Rules across the fields DMD and DMD2 share; returns the generator's number of levels."""
     b, f = config[name], config.diffusion
     distillation.validate_common(config, name)
     levels = 1
@@ -55,18 +55,13 @@ def validate_family(config, name: str) -> int:
 # config.dmd: DMD, Yin et al. 2023 (docs/methods.md §10.1).
 CONFIG_BLOCK = "dmd"
 CONFIG_FIELDS = {
-    "init": schema.Field("teacher", 'G and D_fake start from the teacher (DMD §3.1)', choices=distillation.INITS),
-    "init_fit_steps": schema.Field(0, "oracle teacher + init='teacher': Adam steps fitting the net to the oracle first",
-                                   lo=0, fix="use 0 or a step count such as 2000 (oracle teachers only)"),
+    **distillation.init_fields('G and D_fake start from the teacher (DMD §3.1)'),
     "generator_sigma": schema.Field(0.0, 'σ_g of G(z) = D_θ(σ_g z, σ_g); 0 → diffusion.sigma_max (DMD2 EDM code)',
                                     lo=0, hi="diffusion.sigma_max", fix="use 0 (→ diffusion.sigma_max) or a level in (0, sigma_max]"),
-    "ttur": schema.Field(1, 'fake updates per generator update (DMD: 1:1 [unverified])',
-                         lo=1, fix="use 1 (alternate 1:1) or 5 (DMD2 TTUR)"),
-    "num_train_timesteps": schema.Field(1000, "teacher grid T (DMD2 EDM code: 1000-point Karras grid, index 0 = σ_min)",
-                                        lo=2, fix="use the teacher's discretisation, 1000 (DMD2)"),
-    "min_step_fraction": schema.Field(0.02, 'DM-gradient t ~ U[0.02 T, 0.98 T] (DMD §3.2; docs/methods.md §1.4)',
-                                      lo=0, hi=1),
-    "max_step_fraction": schema.Field(0.98, "upper end of that index range, as a fraction of T", lo=0, hi=1),
+    "ttur": distillation.ttur_field(1, 'fake updates per generator update (DMD: 1:1 [unverified])'),
+    **distillation.grid_fields('teacher grid T (DMD2 EDM code: 1000-point Karras grid, index 0 = σ_min)',
+                               'DM-gradient t ~ U[0.02 T, 0.98 T] (DMD §3.2; docs/methods.md §1.4)',
+                               'upper end of that index range, as a fraction of T'),
     "normalise": schema.Field(True, "g = (D_fake − D_real)/mean|x − D_real| (DMD §3.2 weight); False → s_fake − s_real"),
     "reduce": schema.Field("mean", "surrogate ½‖x − sg(x − g)‖²: 'mean' over B·d (DMD2 code) | 'sum' over pixels",
                            choices=("mean", "sum")),

@@ -31,23 +31,18 @@ NAME = "dmd2"
 # GAN.
 CONFIG_BLOCK = "dmd2"
 CONFIG_FIELDS = {
-    "init": schema.Field("teacher", "G and D_fake start from the teacher (DMD2: the generator is a copy of the teacher)",
-                         choices=distillation.INITS),
-    "init_fit_steps": schema.Field(0, "oracle teacher + init='teacher': Adam steps fitting the net to the oracle first",
-                                   lo=0, fix="use 0 or a step count such as 2000 (oracle teachers only)"),
+    **distillation.init_fields('G and D_fake start from the teacher (DMD2: the generator is a copy of the teacher)'),
     "generator_sigma": schema.Field(0.0, 'σ_g of a one-step G; 0 → diffusion.sigma_max (DMD2 EDM code)',
                                     lo=0, hi="diffusion.sigma_max", fix="use 0 (→ diffusion.sigma_max) or a level in (0, sigma_max]"),
     "generator_timesteps": schema.Field((), "K-step G by backward simulation: descending, from T−1, e.g. (999, 749, "
                                             "499, 249)",
                                         fix="use () (one step) or descending timesteps from T − 1, e.g. (999, 749, 499, 249)"),
-    "ttur": schema.Field(5, 'DMD2 TTUR: fake score + GAN head every step, generator every 5th',
-                         lo=1, fix="use 1 (alternate 1:1) or 5 (DMD2 TTUR)"),
+    "ttur": distillation.ttur_field(5, 'DMD2 TTUR: fake score + GAN head every step, generator every 5th'),
     "generator_first": schema.Field(True, "DMD2 code: generator at steps ≡ 0 mod ttur, before that step's fake update; "
                                           "False: at steps ≡ ttur − 1, after the fake side's ttur updates"),
-    "num_train_timesteps": schema.Field(1000, 'teacher grid T (DMD2 EDM code)',
-                                        lo=2, fix="use the teacher's discretisation, 1000 (DMD2)"),
-    "min_step_fraction": schema.Field(0.02, 'DM index ~ U[20, 980] of 1000 (DMD2 `min_step_percent`)', lo=0, hi=1),
-    "max_step_fraction": schema.Field(0.98, '(DMD2 `max_step_percent`)', lo=0, hi=1),
+    **distillation.grid_fields('teacher grid T (DMD2 EDM code)',
+                               'DM index ~ U[20, 980] of 1000 (DMD2 `min_step_percent`)',
+                               '(DMD2 `max_step_percent`)'),
     "normalise": schema.Field(True, 'g / mean|x − D_real| (DMD2 `compute_distribution_matching_loss`)'),
     "reduce": schema.Field("mean", 'DM surrogate mean over B·d (DMD2 code, docs/methods.md §10.2)',
                            choices=("mean", "sum")),

@@ -62,10 +62,7 @@ LAST_LAYERS = ("conv_out", "dense_out")
 # config.pagoda: PaGoDA, Kim et al. 2024 (docs/methods.md §9). Defaults: the official 64→64 stage.
 CONFIG_BLOCK = "pagoda"
 CONFIG_FIELDS = {
-    "init": schema.Field("teacher", "the base generator starts as a copy of the teacher (PaGoDA) | 'scratch'",
-                         choices=distillation.INITS),
-    "init_fit_steps": schema.Field(0, "oracle teacher + init='teacher': Adam steps fitting the net to the oracle first",
-                                   lo=0, fix="use 0 or a step count such as 2000 (oracle teachers only)"),
+    **distillation.init_fields("the base generator starts as a copy of the teacher (PaGoDA) | 'scratch'"),
     "stage": schema.Field(1, '1: teacher resolution R; s: output 2^(s−1)·R through s − 1 growth blocks',
                           lo=1, fix="use 1 (teacher resolution), 2 (2×) or 3 (4×)"),
     "grow_channels": schema.Field(64, 'width of each growth block (consistency/nets/growing.py)', lo=4),

@@ -51,10 +51,7 @@ CONFIG_BLOCK = "scm"
 CONFIG_FIELDS = {
     "mode": schema.Field("distill", "'distill' sCD (teacher velocity) | 'train' sCT (conditional velocity cos t z − sin "
                                     "t x₀)", choices=MODES),
-    "init": schema.Field("teacher", "'teacher' copies the EDM teacher (sCD; sCT from an EDM checkpoint) | 'scratch'",
-                         choices=distillation.INITS),
-    "init_fit_steps": schema.Field(0, "oracle teacher + init='teacher': Adam steps fitting the net to the oracle first",
-                                   lo=0),
+    **distillation.init_fields("'teacher' copies the EDM teacher (sCD; sCT from an EDM checkpoint) | 'scratch'"),
     "time_input": schema.Field("edm", "c_noise: 'edm' ¼ ln(σ_d tan t) (an EDM net is an sCM F as is) | 'trigflow' t "
                                       "(sCM)", choices=TIME_INPUTS),
     "p_mean": schema.Field(-1.0, 'ln σ ~ N(p_mean, p_std²), t = arctan(σ/σ_d) (CIFAR-10: −1.0, 1.4 [unofficial code])'),

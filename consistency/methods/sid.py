@@ -31,9 +31,7 @@ NAME = "sid"
 # config.sid: SiD, Zhou et al. 2024 (docs/methods.md §12; mingyuanzhou/SiD).
 CONFIG_BLOCK = "sid"
 CONFIG_FIELDS = {
-    "init": schema.Field("teacher", 'G and D_fake start from the teacher (SiD)', choices=distillation.INITS),
-    "init_fit_steps": schema.Field(0, "oracle teacher + init='teacher': Adam steps fitting the net to the oracle first",
-                                   lo=0, fix="use 0 or a step count such as 2000 (oracle teachers only)"),
+    **distillation.init_fields('G and D_fake start from the teacher (SiD)'),
     "sigma_init": schema.Field(2.5, 'x_g = G(σ_init z, σ_init) (SiD `init_sigma`)',
                                lo=0, hi="diffusion.sigma_max", lo_open=True, fix="use SiD's 2.5 (within (0, diffusion.sigma_max])"),
     "alpha": schema.Field(1.2, 'α of the code-form loss (SiD CIFAR-10/ImageNet; 1.0 for AFHQ)',
@@ -45,8 +43,7 @@ CONFIG_FIELDS = {
                                          lo=0, lo_open=True, fix="use SiD's 100 (loss_scaling_G)"),
     "fake_p_mean": schema.Field(-1.2, 'fake DSM σ: ln σ ~ N(−1.2, 1.2²) (EDM lognormal; SiD)'),
     "fake_p_std": schema.Field(1.2, "std of the fake DSM's ln σ (EDM lognormal; SiD)", lo=0, lo_open=True),
-    "ttur": schema.Field(1, 'fake updates per generator update (SiD: alternating 1:1)',
-                         lo=1, fix="use 1 (alternate 1:1) or 5 (DMD2 TTUR)"),
+    "ttur": distillation.ttur_field(1, 'fake updates per generator update (SiD: alternating 1:1)'),
 }
 TEACHER_USE = "required"
 
