@@ -26,9 +26,9 @@ def get_config(variant: str = ""):
     c.optim.lr = 4e-4
     c.sampling.sigmas = (80.0, 0.585)  # CM paper 2-step: ts = [0, 11, 17] on the N = 18 grid → σ ≈ 0.585
     c.eval.nfes = (1, 2)
-    if variant == "cpu":
+
+    def cpu(c):
         presets.cifar_cpu_smoke(c)
         c.teacher.workdir = "workdirs/cifar_edm_cpu"
-    elif variant:
-        raise ValueError(f"configs/cifar_cd.py: unknown variant {variant!r}; use '' or 'cpu'")
-    return c
+
+    return presets.variants(c, variant, __file__, cpu=cpu)

@@ -37,17 +37,18 @@ def get_config(variant: str = ""):
     c.training.num_steps = 100_000         # [unverified]
     c.training.ema_decay = 0.999
     c.eval.nfes = (1, 2)
-    if variant == "gan":
+
+    def gan(c):
         c.training.init_from = "workdirs/cifar_ctm"
         c.training.batch_size = 528            # CTM's GAN fine-tuning batch [official code]
         c.ctm.gan_weight = 1.0
         c.ctm.gan_features = "teacher"
         c.ctm.gan_augment = "color,translation,cutout"
         c.discriminator.update(dict(name="multiscale", features=(), channels=64, end_size=8, reduce="concat"))
-    elif variant == "cpu":
+
+    def cpu(c):
         presets.cifar_cpu_smoke(c)
         c.teacher.workdir = "workdirs/cifar_edm_cpu"
         c.ctm.heun_steps = 3
-    elif variant:
-        raise ValueError(f"configs/cifar_ctm.py: unknown variant {variant!r}; use '', 'gan' or 'cpu'")
-    return c
+
+    return presets.variants(c, variant, __file__, gan=gan, cpu=cpu)

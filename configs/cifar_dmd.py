@@ -29,11 +29,11 @@ def get_config(variant: str = ""):
     c.training.num_steps = 400_000         # [unverified]
     c.training.ema_decay = 0.0
     c.eval.nfes = (1,)
-    if variant == "cpu":
+
+    def cpu(c):
         presets.cifar_cpu_smoke(c)
         c.teacher.workdir = "workdirs/cifar_edm_cpu"
         c.dmd.pairs = "workdirs/cifar_edm_cpu/ode_pairs.npz"
         c.optim.warmup_steps = 0
-    elif variant:
-        raise ValueError(f"configs/cifar_dmd.py: unknown variant {variant!r}; use '' or 'cpu'")
-    return c
+
+    return presets.variants(c, variant, __file__, cpu=cpu)

@@ -30,10 +30,10 @@ def get_config(variant: str = ""):
     c.training.num_steps = 400_000         # [unverified]
     c.training.ema_decay = 0.0             # DMD2: no EMA (the "EMA" equals the generator)
     c.eval.nfes = (1,)
-    if variant == "cpu":
+
+    def cpu(c):
         presets.cifar_cpu_smoke(c)
         c.teacher.workdir = "workdirs/cifar_edm_cpu"
         c.optim.warmup_steps = 0
-    elif variant:
-        raise ValueError(f"configs/cifar_dmd2.py: unknown variant {variant!r}; use '' or 'cpu'")
-    return c
+
+    return presets.variants(c, variant, __file__, cpu=cpu)

@@ -23,10 +23,10 @@ def get_config(variant: str = ""):
     c.data.random_flip = False  # ECT: no augmentation
     c.sampling.sigmas = (80.0, 0.821)
     c.eval.nfes = (1, 2)
-    if variant == "cpu":
+
+    def cpu(c):
         presets.cifar_cpu_smoke(c)
         c.teacher.workdir = "workdirs/cifar_edm_cpu"
         c.ecm.steps_per_stage = 5
-    elif variant:
-        raise ValueError(f"configs/cifar_ecm.py: unknown variant {variant!r}; use '' or 'cpu'")
-    return c
+
+    return presets.variants(c, variant, __file__, cpu=cpu)

@@ -24,10 +24,10 @@ def get_config(variant: str = ""):
     c.sampling.solver = "heun"
     c.sampling.num_steps = 18
     c.eval.nfes = (35,)  # Heun, 18 points
-    if variant == "cpu":
+
+    def cpu(c):
         presets.cifar_cpu_smoke(c)
         c.training.ema_half_life_images = 0.0
         c.optim.warmup_steps = 0
-    elif variant not in ("", "ve"):
-        raise ValueError(f"configs/cifar_edm.py: unknown variant {variant!r}; use '', 've' or 'cpu'")
-    return c
+
+    return presets.variants(c, variant, __file__, ve=None, cpu=cpu)

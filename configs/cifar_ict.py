@@ -17,8 +17,4 @@ def get_config(variant: str = ""):
     c.optim.lr = 1e-4
     c.sampling.sigmas = (80.0, 0.821)
     c.eval.nfes = (1, 2)
-    if variant == "cpu":
-        presets.cifar_cpu_smoke(c)
-    elif variant:
-        raise ValueError(f"configs/cifar_ict.py: unknown variant {variant!r}; use '' or 'cpu'")
-    return c
+    return presets.variants(c, variant, __file__, cpu=lambda c: presets.cifar_cpu_smoke(c))

@@ -28,10 +28,10 @@ def get_config(variant: str = ""):
     c.training.num_steps = 500_000_000 // 256  # 500M images
     c.training.ema_half_life_images = 500_000
     c.eval.nfes = (1,)
-    if variant == "cpu":
+
+    def cpu(c):
         presets.cifar_cpu_smoke(c)
         c.teacher.workdir = "workdirs/cifar_edm_cpu"
         c.training.ema_half_life_images = 0.0
-    elif variant:
-        raise ValueError(f"configs/cifar_sid.py: unknown variant {variant!r}; use '' or 'cpu'")
-    return c
+
+    return presets.variants(c, variant, __file__, cpu=cpu)

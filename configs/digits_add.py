@@ -34,8 +34,4 @@ def get_config(variant: str = ""):
     c.add.ttur = 5
     c.training.num_steps = 1000
     c.eval.nfes = (1, 4)
-    if variant == "quick":
-        presets.quick(c, 100)
-    elif variant:
-        raise ValueError(f"configs/digits_add.py: unknown variant {variant!r}; use '' or 'quick'")
-    return c
+    return presets.variants(c, variant, __file__, quick=lambda c: presets.quick(c, 100))

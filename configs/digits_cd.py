@@ -18,8 +18,4 @@ def get_config(variant: str = ""):
     c.training.ema_decay = 0.999
     c.optim.lr = 2e-4
     c.eval.nfes = (1, 2, 4)
-    if variant == "quick":
-        presets.quick(c, 100)
-    elif variant:
-        raise ValueError(f"configs/digits_cd.py: unknown variant {variant!r}; use '' or 'quick'")
-    return c
+    return presets.variants(c, variant, __file__, quick=lambda c: presets.quick(c, 100))

@@ -27,13 +27,9 @@ def get_config(variant: str = ""):
     c.optim.lr = 4e-4
     c.training.num_steps = c.training.ckpt_every = c.training.sample_every = 400
     c.eval.nfes = (1, 2, 4, 8)
-    if variant == "gan":
-        gan_stage(c, init_from="workdirs/digits_ctm")
-    elif variant == "quick":
-        presets.quick(c, 100)
-    elif variant:
-        raise ValueError(f"configs/digits_ctm.py: unknown variant {variant!r}; use '', 'gan' or 'quick'")
-    return c
+    return presets.variants(c, variant, __file__,
+                            gan=lambda c: gan_stage(c, init_from="workdirs/digits_ctm"),
+                            quick=lambda c: presets.quick(c, 100))
 
 
 def gan_stage(c, init_from: str):

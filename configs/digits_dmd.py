@@ -14,8 +14,4 @@ def get_config(variant: str = ""):
     c.dmd.regression_weight = 0.25
     c.dmd.regression_distance = "feature"
     c.dmd.pairs = "workdirs/digits_teacher/ode_pairs.npz"
-    if variant == "quick":
-        presets.quick(c, 100)
-    elif variant:
-        raise ValueError(f"configs/digits_dmd.py: unknown variant {variant!r}; use '' or 'quick'")
-    return c
+    return presets.variants(c, variant, __file__, quick=lambda c: presets.quick(c, 100))

@@ -21,8 +21,4 @@ def get_config(variant: str = ""):
     c.optim.grad_clip = 10.0
     c.training.num_steps = 4000
     c.training.ckpt_every = c.training.sample_every = 2000
-    if variant == "quick":
-        presets.quick(c, 100)
-    elif variant:
-        raise ValueError(f"configs/digits_dmd2.py: unknown variant {variant!r}; use '' or 'quick'")
-    return c
+    return presets.variants(c, variant, __file__, quick=lambda c: presets.quick(c, 100))

@@ -19,9 +19,9 @@ def get_config(variant: str = ""):
     c.optim.lr = 1e-4            # ECT's rate
     c.training.ema_decay = 0.99  # a 1000-step run
     c.eval.nfes = (1, 2, 4)
-    if variant == "quick":
+
+    def quick(c):
         presets.quick(c, 100)
         c.ecm.steps_per_stage = 25
-    elif variant:
-        raise ValueError(f"configs/digits_ecm.py: unknown variant {variant!r}; use '' or 'quick'")
-    return c
+
+    return presets.variants(c, variant, __file__, quick=quick)

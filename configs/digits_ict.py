@@ -18,8 +18,4 @@ def get_config(variant: str = ""):
     c.optim.lr = 1e-4            # iCT's rate (see the docstring)
     c.training.ema_decay = 0.99  # a 2000-step run
     c.eval.nfes = (1, 2, 4)
-    if variant == "quick":
-        presets.quick(c, 100)
-    elif variant:
-        raise ValueError(f"configs/digits_ict.py: unknown variant {variant!r}; use '' or 'quick'")
-    return c
+    return presets.variants(c, variant, __file__, quick=lambda c: presets.quick(c, 100))

@@ -20,8 +20,4 @@ def get_config(variant: str = ""):
     c.training.ema_decay = 0.99
     c.optim.lr = 1e-4
     c.eval.nfes = ()               # → (T,)
-    if variant == "quick":
-        presets.quick(c, 100)
-    elif variant:
-        raise ValueError(f"configs/digits_mcm_ve.py: unknown variant {variant!r}; use '' or 'quick'")
-    return c
+    return presets.variants(c, variant, __file__, quick=lambda c: presets.quick(c, 100))

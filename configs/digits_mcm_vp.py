@@ -23,9 +23,9 @@ def get_config(variant: str = ""):
     c.optim.lr = 1e-4
     m.num_steps_ramp = c.training.num_steps
     c.eval.nfes = ()               # → (T,)
-    if variant == "quick":
+
+    def quick(c):
         presets.quick(c, 100)
         m.num_steps_ramp = 100
-    elif variant:
-        raise ValueError(f"configs/digits_mcm_vp.py: unknown variant {variant!r}; use '' or 'quick'")
-    return c
+
+    return presets.variants(c, variant, __file__, quick=quick)

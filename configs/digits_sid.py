@@ -13,8 +13,4 @@ from consistency import presets
 def get_config(variant: str = ""):
     c = presets.digits_distillation(presets.new("sid"), "sid")
     presets.sid_recipe(c)
-    if variant == "quick":
-        presets.quick(c, 100)
-    elif variant:
-        raise ValueError(f"configs/digits_sid.py: unknown variant {variant!r}; use '' or 'quick'")
-    return c
+    return presets.variants(c, variant, __file__, quick=lambda c: presets.quick(c, 100))

@@ -35,11 +35,11 @@ def get_config(variant: str = ""):
     c.training.num_steps = 200_000  # [unverified]
     c.training.ema_decay = 0.9999
     c.eval.nfes = ()               # → (8,)
-    if variant == "cpu":
+
+    def cpu(c):
         presets.cifar_cpu_smoke(c)
         c.model.num_classes = 1000
         c.teacher.workdir = "workdirs/imagenet64_edm_cpu"
         m.num_steps_ramp = 20
-    elif variant:
-        raise ValueError(f"configs/imagenet64_mcm.py: unknown variant {variant!r}; use '' or 'cpu'")
-    return c
+
+    return presets.variants(c, variant, __file__, cpu=cpu)

@@ -9,8 +9,4 @@ def get_config(variant: str = ""):
     c.teacher.oracle = "mixture"
     c.cm.init_from_teacher = False
     c.eval.nfes = (1, 2, 4)
-    if variant == "quick":
-        presets.quick(c, 200)
-    elif variant:
-        raise ValueError(f"configs/toy_cd.py: unknown variant {variant!r}; use '' or 'quick'")
-    return c
+    return presets.variants(c, variant, __file__, quick=lambda c: presets.quick(c, 200))

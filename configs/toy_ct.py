@@ -39,8 +39,4 @@ def get_config(variant: str = ""):
     c.optim.lr = 1e-4                # iCT's rate
     c.training.ema_decay = 0.99      # a 4000-step run
     c.eval.nfes = (1, 2, 4)
-    if variant == "quick":
-        presets.quick(c, 200)
-    elif variant:
-        raise ValueError(f"configs/toy_ct.py: unknown variant {variant!r}; use '' or 'quick'")
-    return c
+    return presets.variants(c, variant, __file__, quick=lambda c: presets.quick(c, 200))

@@ -18,8 +18,4 @@ def get_config(variant: str = ""):
     c.training.num_steps = 4000
     c.training.ckpt_every = c.training.sample_every = 2000
     c.eval.nfes = (1, 2, 4, 8)
-    if variant == "quick":
-        presets.quick(c, 200)
-    elif variant:
-        raise ValueError(f"configs/toy_ctm.py: unknown variant {variant!r}; use '' or 'quick'")
-    return c
+    return presets.variants(c, variant, __file__, quick=lambda c: presets.quick(c, 200))

@@ -19,8 +19,4 @@ def get_config(variant: str = ""):
     c.dmd.regression_weight = 0.25
     c.dmd.regression_distance = "l2"
     c.dmd.pairs = "workdirs/ode_pairs_8gaussians.npz"
-    if variant == "quick":
-        presets.quick(c, 200)
-    elif variant:
-        raise ValueError(f"configs/toy_dmd.py: unknown variant {variant!r}; use '' or 'quick'")
-    return c
+    return presets.variants(c, variant, __file__, quick=lambda c: presets.quick(c, 200))

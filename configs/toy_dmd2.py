@@ -20,8 +20,4 @@ def get_config(variant: str = ""):
     c.discriminator.channels = 128
     c.training.num_steps = 5000
     c.training.ckpt_every = c.training.sample_every = 2500
-    if variant == "quick":
-        presets.quick(c, 250)
-    elif variant:
-        raise ValueError(f"configs/toy_dmd2.py: unknown variant {variant!r}; use '' or 'quick'")
-    return c
+    return presets.variants(c, variant, __file__, quick=lambda c: presets.quick(c, 250))

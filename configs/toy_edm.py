@@ -6,8 +6,4 @@ def get_config(variant: str = ""):
     c = presets.toy(presets.new("edm"), "edm")
     c.sampling.num_steps = 18
     c.eval.nfes = (35,)  # Heun, 18 points
-    if variant == "quick":
-        presets.quick(c, 200)
-    elif variant:
-        raise ValueError(f"configs/toy_edm.py: unknown variant {variant!r}; use '' or 'quick'")
-    return c
+    return presets.variants(c, variant, __file__, quick=lambda c: presets.quick(c, 200))

@@ -24,8 +24,4 @@ def get_config(variant: str = ""):
     m.num_steps_start = m.num_steps_end = 17.0  # fixed grid: 17 intervals (CD N = 18), M = round(17/T) per segment
     m.target_ema = 0.0
     c.eval.nfes = ()               # → (T,)
-    if variant == "quick":
-        presets.quick(c, 200)
-    elif variant:
-        raise ValueError(f"configs/toy_mcm_ve.py: unknown variant {variant!r}; use '' or 'quick'")
-    return c
+    return presets.variants(c, variant, __file__, quick=lambda c: presets.quick(c, 200))

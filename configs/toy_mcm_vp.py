@@ -27,9 +27,9 @@ def get_config(variant: str = ""):
     c.training.num_steps = 4000
     m.num_steps_ramp = c.training.num_steps  # the paper ramps over 100k of its steps; a toy run ramps over its own
     c.eval.nfes = ()               # → (T,)
-    if variant == "quick":
+
+    def quick(c):
         presets.quick(c, 200)
         m.num_steps_ramp = 200
-    elif variant:
-        raise ValueError(f"configs/toy_mcm_vp.py: unknown variant {variant!r}; use '' or 'quick'")
-    return c
+
+    return presets.variants(c, variant, __file__, quick=quick)

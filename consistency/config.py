@@ -1,8 +1,11 @@
 """One config schema for every method (docs/architecture.md, "One config schema").
 
-Config files under ``configs/`` start from :func:`base_config` and override fields; every field can be
-overridden on the command line (``--config.optim.lr=1e-4``). :func:`validate` turns a bad value into
-one :class:`ConfigError` line naming the field and the fix, before anything compiles.
+The shared sections (data, model, diffusion, optim, training, teacher, sampling, discriminator, eval) are declared
+here; each method's own block is declared in its module (``CONFIG_BLOCK``, ``CONFIG_FIELDS`` of
+:class:`consistency.schema.Field`) and :func:`base_config` assembles them from the registry. Config files under
+``configs/`` start from :func:`base_config` and override fields; every field can be overridden on the command line
+(``--config.optim.lr=1e-4``). :func:`validate` turns a bad value into one :class:`ConfigError` line naming the field
+and the fix, before anything compiles.
 """
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import os
 
 import ml_collections
 
+from consistency import schema
 from consistency.errors import ConfigError  # noqa: F401  (re-exported: consistency.config.ConfigError)
 
 
@@ -22,6 +26,37 @@ def __getattr__(name):
         return methods.available()
     raise AttributeError(name)
 
+
+
+def method_modules() -> dict:
+    """``{method name: module}`` of the registry's package methods (:func:`consistency.methods.available`), in
+    registry order; methods added with ``methods.register`` have no module and declare nothing."""
+    from consistency import methods
+    found = {name: methods.module_of(name) for name in methods.available()}
+    return {name: module for name, module in found.items() if module is not None}
+
+
+def method_blocks() -> dict[str, schema.Fields]:
+    """``{block name: fields}`` declared by the method modules (``CONFIG_BLOCK``, ``CONFIG_FIELDS``): ``cm`` once
+    for CD, CT and iCT, which share it."""
+    blocks: dict[str, schema.Fields] = {}
+    for name, module in method_modules().items():
+        block = getattr(module, "CONFIG_BLOCK", None)
+        if block is None:
+            continue
+        fields = module.CONFIG_FIELDS
+        if blocks.get(block, fields) is not fields:
+            raise ValueError(f"method {name!r} declares config.{block} differently from another method")
+        blocks[block] = fields
+    return blocks
+
+
+def method_declaration(c, attribute: str, default=None):
+    """What the method of config ``c`` declares as module attribute ``attribute`` (TEACHER_USE, DATA_EXTRAS,
+    sampling_boundary, validate_config); ``default`` for methods added with ``methods.register``."""
+    from consistency import methods
+    module = methods.module_of(c.method) if isinstance(c.method, str) else None
+    return getattr(module, attribute, default)
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -126,113 +161,6 @@ def base_config() -> ml_collections.ConfigDict:
     s.num_samples = 64
     s.clip = True                # clip x0 to the data range after each CM step
 
-    # Consistency models (CD, CT, iCT and the notebook's variants; docs/methods.md §4–§6). Defaults: CM paper CIFAR-10 CD.
-    c.cm = cm = ml_collections.ConfigDict()
-    cm.num_scales = 18           # N of the Karras grid when curriculum == 'fixed' (CD CIFAR-10: 18)
-    cm.curriculum = "fixed"      # 'fixed' (N = num_scales) | 'ct' (Song 2023 N(k)) | 'ict' (doubling N(k))
-    cm.s0 = 2                    # curriculum start (CT: 2, iCT: 10)
-    cm.s1 = 150                  # curriculum end (CT: 150, iCT: 1280)
-    cm.target_ema = 0.0          # μ of θ⁻ when target_schedule == 'fixed'; 0 → θ⁻ = stopgrad(θ), no copy kept
-    cm.target_schedule = "fixed"  # 'fixed' | 'ct' (μ(k) from mu0, s0, s1)
-    cm.mu0 = 0.9                 # CT μ₀
-    cm.mu_form = "code"          # 'code' μ₀^{s₀/(N−1)} (jcm/cm) | 'paper' μ₀^{s₀/N} (docs/methods.md §17 item 1)
-    cm.distance = "l2"           # 'l2' | 'l1' | 'pseudo_huber' | 'feature' (LPIPS-like, in-project feature net)
-    cm.huber_c = -1.0            # pseudo-Huber c; < 0 → 0.00054·√d (iCT)
-    cm.weighting = "uniform"     # 'uniform' | 'snr' | 'snr+1' | 'truncated_snr' | 'inv_delta' (iCT 1/Δσ)
-    cm.index_sampling = "uniform"  # 'uniform' over pairs | 'lognormal' (iCT discrete lognormal)
-    cm.p_mean = -1.1             # iCT lognormal index sampling
-    cm.p_std = 2.0
-    cm.solver = "heun"           # CD teacher solver: 'euler' | 'heun' | 'dpm_solver_2' (notebook ablation: solver order)
-    cm.teacher_steps = 1         # solver steps per target (notebook: multi-step teacher)
-    cm.max_gap = 1               # pairs (i, i+g), g ~ U{1..max_gap} (seed eq. 13: distant-step pairs)
-    cm.ct_weight = 0.0           # CD + ct_weight·CT on an arbitrary pair (seed eq. 14)
-    cm.split_gap = 0             # > 0: pairs with gap ≤ split_gap use the CD target, farther ones the CT target
-    cm.posterior = "none"        # CT target E[x₀|x]: 'none' (x₀, seed eq. 17 n=1) | 'batch' | 'dataset' (seed eq. 22–25)
-    cm.posterior_k = 0           # > 0: k nearest neighbours only
-    cm.init_from_teacher = True  # CD: start the student from the teacher's EMA weights
-
-    # ECT, Geng et al. 2024 (docs/methods.md §7).
-    c.ecm = ecm = ml_collections.ConfigDict()
-    ecm.p_mean = -1.1
-    ecm.p_std = 2.0
-    ecm.q = 2.0
-    ecm.k = 8.0
-    ecm.b = 1.0
-    ecm.steps_per_stage = 25_000  # CIFAR-10: double = 250 ticks of 12.8k images at batch 128 → 25k iterations
-    ecm.huber_c = 0.0            # 0 → un-squared ‖·‖₂ (ECT default); > 0 → pseudo-Huber
-    ecm.sigma_min_eval = 0.003   # CM boundary of the sampling consistency function (ECMPrecond, docs/methods.md §7)
-    ecm.clip_t = False           # False: t = e^{P_mean + P_std n} as drawn (locuslab/ect loss.py); True: clip to [σ_min, σ_max]
-
-    # Score distillation (docs/methods.md §10–§12; consistency/methods/distillation.py). Shared fields: init 'teacher' copies
-    # the teacher network into G and D_fake (an oracle teacher is first fitted for init_fit_steps Adam steps) |
-    # 'scratch'; ttur = fake (or discriminator) updates per generator update; a 1000-point Karras grid of timesteps.
-    # DMD, Yin et al. 2023 (docs/methods.md §10.1).
-    c.dmd = dmd = ml_collections.ConfigDict()
-    dmd.init = "teacher"         # G and D_fake start from the teacher (DMD §3.1)
-    dmd.init_fit_steps = 0       # oracle teacher + init='teacher': Adam steps fitting the net to the oracle first
-    dmd.generator_sigma = 0.0    # σ_g of G(z) = D_θ(σ_g z, σ_g); 0 → diffusion.sigma_max (DMD2 EDM code)
-    dmd.ttur = 1                 # fake updates per generator update (DMD: 1:1 [unverified])
-    dmd.num_train_timesteps = 1000  # teacher grid T (DMD2 EDM code: 1000-point Karras grid, index 0 = σ_min)
-    dmd.min_step_fraction = 0.02  # DM-gradient t ~ U[0.02 T, 0.98 T] (DMD §3.2; docs/methods.md §1.4)
-    dmd.max_step_fraction = 0.98
-    dmd.normalise = True         # g = (D_fake − D_real)/mean|x − D_real| (DMD §3.2 weight); False → s_fake − s_real
-    dmd.reduce = "mean"          # surrogate ½‖x − sg(x − g)‖²: 'mean' over B·d (DMD2 code) | 'sum' over pixels
-    dmd.fake_weighting = "edm"   # fake DSM λ: 'edm' 1/σ² + 1/σ_d² (DMD2 code) | 'uniform' (seed eq. 66)
-    dmd.regression_weight = 0.25  # λ_reg (DMD [unverified], docs/methods.md §10.1); 0 → no regression term
-    dmd.regression_distance = "l2"  # 'l2' | 'pseudo_huber' | 'feature' (LPIPS-like in-project net; DMD uses LPIPS)
-    dmd.huber_c = -1.0           # pseudo-Huber c; < 0 → 0.00054·√d (iCT)
-    dmd.pairs = ""               # .npz of teacher ODE pairs (z, y): launch/make_ode_pairs.py (DMD §3.3)
-
-    # DMD2, Yin et al. 2024 (docs/methods.md §10.2; tianweiy/DMD2 EDM code): no regression, TTUR, diffusion GAN.
-    c.dmd2 = dmd2 = ml_collections.ConfigDict()
-    dmd2.init = "teacher"        # G and D_fake start from the teacher (DMD2: the generator is a copy of the teacher)
-    dmd2.init_fit_steps = 0      # oracle teacher + init='teacher': Adam steps fitting the net to the oracle first
-    dmd2.generator_sigma = 0.0   # σ_g of a one-step G; 0 → diffusion.sigma_max (DMD2 EDM code)
-    dmd2.generator_timesteps = ()  # K-step G by backward simulation: descending, from T−1, e.g. (999, 749, 499, 249)
-    dmd2.ttur = 5                # DMD2 TTUR: fake score + GAN head every step, generator every 5th
-    dmd2.generator_first = True  # DMD2 code: generator at steps ≡ 0 mod ttur, before that step's fake update;
-                                 # False: at steps ≡ ttur − 1, after the fake side's ttur updates
-    dmd2.num_train_timesteps = 1000  # teacher grid T (DMD2 EDM code)
-    dmd2.min_step_fraction = 0.02  # DM index ~ U[20, 980] of 1000 (DMD2 `min_step_percent`)
-    dmd2.max_step_fraction = 0.98  # (DMD2 `max_step_percent`)
-    dmd2.normalise = True        # g / mean|x − D_real| (DMD2 `compute_distribution_matching_loss`)
-    dmd2.reduce = "mean"         # DM surrogate mean over B·d (DMD2 code, docs/methods.md §10.2)
-    dmd2.fake_weighting = "edm"  # fake DSM λ = 1/σ² + 1/σ_d² (DMD2 `compute_loss_fake`)
-    dmd2.gan_generator_weight = 3e-3  # softplus(−D(G(z))) weight (DMD2 `gen_cls_loss_weight`); 0 → no GAN
-    dmd2.gan_discriminator_weight = 1e-2  # discriminator loss weight in the fake set (DMD2 `guidance_cls_loss_weight`)
-    dmd2.gan_max_timestep = 1000  # diffusion-GAN noise index ~ U[0, gan_max_timestep) (DMD2 `diffusion_gan_max_timestep`)
-
-    # ADD, Sauer et al. 2023 (docs/methods.md §11; no training code: several defaults [unverified]).
-    c.add = add = ml_collections.ConfigDict()
-    add.init = "teacher"         # the student starts from the teacher (ADD §3.1)
-    add.init_fit_steps = 0       # oracle teacher + init='teacher': Adam steps fitting the net to the oracle first
-    add.student_timesteps = (999, 749, 499, 249)  # student noise set on the T grid, first = σ_max (ADD §3.1)
-    add.num_train_timesteps = 1000  # teacher grid T
-    add.min_step_fraction = 0.02  # teacher level of the distillation term: index ~ U[0.02 T, 0.98 T] (as DMD)
-    add.max_step_fraction = 0.98
-    add.distillation_weight = 2.5  # λ of L_adv^G + λ L_distill (ADD §3.2)
-    add.weighting = "exponential"  # c(t): 'exponential' α_t = 1/√(1+σ²) (ADD) | 'uniform'
-    add.r1_weight = 1e-5         # γ of the R1 penalty on real inputs (ADD §3.2)
-    add.features = "classifier"  # frozen discriminator features: 'classifier' (in-project digits net, DINOv2's
-                                 # stand-in) | 'teacher' (teacher U-Net encoder at feature_sigma) | 'input' (raw x: toys)
-    add.feature_sigma = 0.002    # 'teacher' features: the σ the frozen teacher encoder reads clean images at
-    add.ttur = 1                 # discriminator updates per student update (ADD: alternate G:D)
-    add.augment = ""             # DiffAugment policy on the discriminator's real and fake inputs, e.g.
-                                 # 'color,translation,cutout' (Projected GAN / StyleGAN-T); images only
-
-    # SiD, Zhou et al. 2024 (docs/methods.md §12; mingyuanzhou/SiD).
-    c.sid = sid = ml_collections.ConfigDict()
-    sid.init = "teacher"         # G and D_fake start from the teacher (SiD)
-    sid.init_fit_steps = 0       # oracle teacher + init='teacher': Adam steps fitting the net to the oracle first
-    sid.sigma_init = 2.5         # x_g = G(σ_init z, σ_init) (SiD `init_sigma`)
-    sid.alpha = 1.2              # α of the code-form loss (SiD CIFAR-10/ImageNet; 1.0 for AFHQ)
-    sid.t_max_fraction = 0.8     # generator σ: u ~ U[0, 0.8] on the ρ-schedule, σ ∈ [0.002, 24.4] (SiD tmax = 800)
-    sid.normalise = True         # divide by sg(max(mean|x_g − D_r|, 1e-5)) (SiD `weight_factor`)
-    sid.generator_loss_scale = 100.0  # summed-over-pixels loss × 100/batch (SiD `loss_scaling_G`)
-    sid.fake_p_mean = -1.2       # fake DSM σ: ln σ ~ N(−1.2, 1.2²) (EDM lognormal; SiD)
-    sid.fake_p_std = 1.2
-    sid.ttur = 1                 # fake updates per generator update (SiD: alternating 1:1)
-
     # Discriminator head (DMD2's diffusion GAN on the fake U-Net; ADD's heads on frozen features): the fields of
     # consistency.nets.heads.default_head_config (make_head reads them).
     c.discriminator = h = ml_collections.ConfigDict()
@@ -247,90 +175,9 @@ def base_config() -> ml_collections.ConfigDict:
     h.cmap_dim = 64              # projection dimension of a conditional head (StyleGAN-XL / CTM: 64)
     h.reduce = "concat"          # multiscale: 'concat' patch logits (Projected GAN) | 'mean'
 
-    # Consistency trajectory models, CTM (Kim et al. 2023; docs/methods.md §13.1; consistency/methods/ctm.py). Defaults:
-    # the CIFAR-10 CTM+DSM recipe of `sony/ctm` (N = 18, θ⁻ EMA 0.999, adaptive DSM weight).
-    c.ctm = ctm = ml_collections.ConfigDict()
-    ctm.init = "teacher"         # 'teacher' copies the EDM teacher (CTM initialises from it) | 'scratch'
-    ctm.init_fit_steps = 0       # oracle teacher + init='teacher': Adam steps fitting the net to the oracle first
-    ctm.num_scales = 18          # N of the Karras grid t, u, s live on (CTM: 18 CIFAR-10, 40 ImageNet-64)
-    ctm.heun_steps = 17          # K: k ∈ {1 … K} teacher Heun steps from t to u, one k per batch (CTM: up to N − 1)
-    ctm.heun_step_strategy = "weighted"  # P(k) ∝ k (CTM's default) | 'uniform' 1/K
-    ctm.target_ema = 0.999       # μ of θ⁻ (CTM); 0 → θ⁻ = sg θ
-    ctm.distance = "l2"          # soft-consistency d: 'l2' | 'pseudo_huber' (CTM: LPIPS, not available offline)
-    ctm.huber_c = -1.0           # pseudo-Huber c; < 0 → 0.00054·√d (iCT)
-    ctm.dsm_weight = 1.0         # DSM auxiliary weight (× the adaptive ratio when adaptive_dsm); 0 → no DSM
-    ctm.adaptive_dsm = True      # λ_DSM = ‖∇_last L_CTM‖ / ‖∇_last L_DSM‖ (CTM)
-    ctm.dsm_sigmas = "half_uniform"  # DSM σ: half lognormal, half ρ-uniform (CTM's halflognormal) | 'lognormal'
-    ctm.dsm_uniform_fraction = 0.7   # the ρ-uniform half covers this fraction of the σ_max → σ_min ramp (CTM: 0.7)
-    ctm.p_mean = -1.2            # DSM ln σ ~ N(p_mean, p_std²) (EDM; CTM's lognormal half)
-    ctm.p_std = 1.2
-    ctm.gamma = 0.0              # γ-sampling: 0 deterministic long jumps … 1 CM-style re-noising
-    ctm.gan_weight = 0.0         # > 0: hinge GAN on x_est, × clip(‖∇_last L_CTM‖/‖∇_last L_GAN‖, 0.01, 10) (CTM's GAN
-                                 # stage); the head is config.discriminator, its optimizer config.optim_discriminator
-    ctm.gan_features = "input"   # frozen discriminator features, as add.features: 'input' | 'classifier' | 'teacher'
-    ctm.gan_augment = ""         # DiffAugment policy of the GAN's discriminator inputs, as add.augment
-
-    # Multistep consistency models, MCM (Heek et al. 2024; seed eq. 44–54; docs/methods.md §8; consistency/methods/mcm.py,
-    # checked by consistency.methods.mcm.validate_config). Defaults: the VP MCD recipe of docs/methods.md §8.1.
-    c.mcm = mcm = ml_collections.ConfigDict()
-    mcm.process = "vp"           # 'vp' DDIM/aDDIM form (docs/methods.md §8.1) | 've' the notebook's eq. 51 form (§8.2)
-    mcm.mode = "distill"         # 'distill' MCD (teacher step) | 'train' MCT (data in place of the teacher, §8.1 step 2)
-    mcm.segments = 4             # T: segments = sampling steps; T = 1 is a CM (MCM paper: 1…16, ImageNet-64 at 8)
-    mcm.boundaries = ()          # VE only: ascending σ boundaries b_0 < … < b_T (T + 1 values); () → T + 1 Karras points
-    mcm.num_steps_start = 64.0   # teacher steps N(i) over the whole range at i = 0 (unofficial MCM port, §8.1 step 5)
-    mcm.num_steps_end = 1280.0   # N(i) after the ramp (§8.1 step 5); equal to num_steps_start → a fixed grid
-    mcm.num_steps_ramp = 100_000  # i at which the log-linear ramp of N(i) ends (§8.1 step 5)
-    mcm.teacher_solver = "addim"  # 'addim' (§8.1) | 'ddim' (= VE Euler, seed eq. 50) | 'heun' (EDM, in VE coordinates)
-    mcm.addim_eta = 0.75         # η of aDDIM's v_x = η·‖x̂_tch − x‖²/d (docs/methods.md §8.1)
-    mcm.loss_space = "x"         # 'x' x̂_θ vs invDDIM target (§8.1 step 4) | 'eps' corrected nb (47) (§17 item 11) |
-                                 # 'jump' F_θ vs ẑ at the segment start (nb (46); VE: nb (52))
-    mcm.weighting = "snr+1"      # λ(t): 'snr+1' (§8.1 step 4) | 'snr' | 'uniform'
-    mcm.distance = "pseudo_huber"  # 'pseudo_huber' (§8.1 step 4) | 'l2'
-    mcm.huber_c = 1e-4           # pseudo-Huber c ("ε = 1e-4", §8.1 step 4, unofficial port); < 0 → 0.00054·√d (iCT)
-    mcm.target_ema = 0.0         # μ of the target θ⁻ (§8.1 step 4: "θ⁻ an EMA", no value given); 0 → θ⁻ = sg θ
-    mcm.cfg_scale = 1.0          # w of the guided teacher D_w = D_∅ + w(D_c − D_∅) (docs/methods.md §2; nb (44))
-    mcm.init_from_teacher = True  # workdir teacher: the student starts from the teacher's EMA weights
-
-    # Continuous-time consistency models in TrigFlow, sCM (Lu & Song 2024; docs/methods.md §13.2; consistency/methods/scm.py).
-    # Defaults: FastGen's CIFAR-10 sCD recipe where docs/methods.md §13.2 gives one.
-    c.scm = scm = ml_collections.ConfigDict()
-    scm.mode = "distill"         # 'distill' sCD (teacher velocity) | 'train' sCT (conditional velocity cos t z − sin t x₀)
-    scm.init = "teacher"         # 'teacher' copies the EDM teacher (sCD; sCT from an EDM checkpoint) | 'scratch'
-    scm.init_fit_steps = 0       # oracle teacher + init='teacher': Adam steps fitting the net to the oracle first
-    scm.time_input = "edm"       # c_noise: 'edm' ¼ ln(σ_d tan t) (an EDM net is an sCM F as is) | 'trigflow' t (sCM)
-    scm.p_mean = -1.0            # ln σ ~ N(p_mean, p_std²), t = arctan(σ/σ_d) (CIFAR-10: −1.0, 1.4 [unofficial code])
-    scm.p_std = 1.4
-    scm.tangent_warmup_steps = 10_000  # r = min(1, k / this) (sCM §4.2)
-    scm.tangent_norm_const = 0.1  # c of g / (‖g‖ + c) (sCM §4.2)
-    scm.tangent_norm = "paper"   # 'paper' g/(‖g‖ + c) (sCM §4.2) | 'fastgen' g/(‖g‖/√d + c) (docs/fidelity.md)
-    scm.t_sampling = "clip"      # lognormal σ 'clip'ped to [σ_min, σ_max] | 'truncate'd to it (FastGen)
-    scm.jvp = "jvp"              # 'jvp' (jax.jvp, exact) | 'finite_difference' (central, ε = 1e-3·t)
-    scm.mid_t = 1.1              # 2-step sampler's intermediate t (sCM 1.1; FastGen arctan(0.821/σ_d) = 1.0238)
-    scm.cfg_scale = 1.0          # sCD teacher guidance w: dx = dx_c + (w − 1)(dx_c − dx_∅)
-
-    # PaGoDA, Kim et al. 2024 (docs/methods.md §9; consistency/methods/pagoda.py). Defaults: the official 64→64 stage.
-    c.pagoda = pg = ml_collections.ConfigDict()
-    pg.init = "teacher"          # the base generator starts as a copy of the teacher (PaGoDA) | 'scratch'
-    pg.init_fit_steps = 0        # oracle teacher + init='teacher': Adam steps fitting the net to the oracle first
-    pg.stage = 1                 # 1: teacher resolution R; s: output 2^(s−1)·R through s − 1 growth blocks
-    pg.grow_channels = 64        # width of each growth block (consistency/nets/growing.py)
-    pg.grow_res_blocks = 1       # residual blocks per growth block
-    pg.distance = "feature"      # L_rec d: 'feature' (in-project classifier; PaGoDA LPIPS / cnn_vit) | 'l2' |
-                                 # 'pseudo_huber'
-    pg.huber_c = -1.0            # pseudo-Huber c; < 0 → 0.00054·√d (iCT)
-    pg.reconstruction_weight = 1.0
-    pg.discriminator_weight = 0.2  # GAN weight (PaGoDA 64→64: 0.2 adaptive; growing stages: 1)
-    pg.adaptive = True           # λ_adv = clip(‖∇_last L_rec‖/‖∇_last L_GAN‖, 0.01, 10)·discriminator_weight
-    pg.prior = "sigma_max"       # generator input at sampling (and for the GAN's fakes): 'sigma_max' σ_max·ε (PaGoDA) |
-                                 # 'latent' the per-coordinate Gaussian of the inverted latents (consistency/inversion.py)
-    pg.alternate = True          # D and G alternate 1:1, one set per loop step (official step % 2); False → both
-    pg.r1_weight = 0.0           # γ·R1 on real inputs (not in PaGoDA)
-    pg.features = "classifier"   # frozen discriminator features, as add.features: 'classifier' | 'teacher' | 'input'
-    pg.feature_sigma = 0.002     # 'teacher' features: the σ the teacher encoder reads images at
-    pg.augment = ""              # DiffAugment policy of the discriminator inputs, as add.augment
-    pg.guidance_scales = ()      # CFG (seed eq. 56–58): the w grid the latents were inverted with (launch/invert.py
-                                 # --guidance_scales); G and D are conditioned on (c, w), w ~ uniform over the grid
-    pg.sample_guidance = 0.0     # w that sampling/eval uses; 0 → the first scale (or no guidance)
+    # Each method's own block (config.cm, config.dmd, …), declared in its module (CONFIG_BLOCK, CONFIG_FIELDS).
+    for name, fields in method_blocks().items():
+        c[name] = schema.defaults(fields)
 
     c.eval = e = ml_collections.ConfigDict()
     e.num_samples = 1000
@@ -376,25 +223,10 @@ OPTIMIZERS = ("adam", "radam", "adamw")
 LR_SCHEDULES = ("constant", "cosine")
 SAMPLING_SOLVERS = ("euler", "heun", "dpm_solver_2", "dpmpp_2m", "stochastic")
 ORACLES = ("mixture", "empirical", "gaussian")
-CM_CHOICES = {"curriculum": ("fixed", "ct", "ict"), "target_schedule": ("fixed", "ct"), "mu_form": ("code", "paper"),
-              "distance": ("l2", "l1", "pseudo_huber", "feature"),
-              "weighting": ("uniform", "snr", "snr+1", "truncated_snr", "inv_delta"),
-              "index_sampling": ("uniform", "lognormal"), "solver": ("euler", "heun", "dpm_solver_2"),
-              "posterior": ("none", "batch", "dataset")}
-# How a method uses config.teacher; methods not listed (e.g. added with methods.register) are not checked.
-TEACHER_USE = {"cd": "required", "ecm": "optional", "edm": "unused", "ct": "unused", "ict": "unused",
-               "dmd": "required", "dmd2": "required", "add": "required", "sid": "required",
-               "ctm": "required", "pagoda": "required"}
 IN_MEMORY_CLASSES = {"digits": 10, "mnist5k": 10}   # class counts known without loading the data
 
 
-def _fail(field: str, problem: str, fix: str) -> ConfigError:
-    return ConfigError(f"config.{field}: {problem}; {fix}")
-
-
-def _require(ok: bool, field: str, problem: str, fix: str) -> None:
-    if not ok:
-        raise _fail(field, problem, fix)
+_fail, _require = schema.fail, schema.require
 
 
 def _default_of(field: str):
@@ -407,41 +239,23 @@ def _default_of(field: str):
     return node
 
 
-def _bounds_text(lo, hi, lo_open: bool, hi_open: bool) -> str:
-    if hi is None:
-        return f"{'>' if lo_open else '>='} {lo}"
-    if lo is None:
-        return f"{'<' if hi_open else '<='} {hi}"
-    return f"in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
-
-
 def _number(value, field: str, lo=None, hi=None, *, lo_open: bool = False, hi_open: bool = False,
             integer: bool = False, fix: str = "") -> None:
     """``value`` is a finite number (an int if ``integer``) within the bounds; else a one-line ConfigError."""
-    bounded = lo is not None or hi is not None
-    is_number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not is_number or (integer and not isinstance(value, int)):
-        problem = f"{value!r} is not {'an integer' if integer else 'a finite number'}"
-    elif (lo is not None and (value <= lo if lo_open else value < lo)) or (
-            hi is not None and (value >= hi if hi_open else value > hi)):
-        problem = f"{value!r} is not {_bounds_text(lo, hi, lo_open, hi_open)}"
-    else:
-        return
-    default = _default_of(field)
-    hint = fix or (f"use a value {_bounds_text(lo, hi, lo_open, hi_open)}" if bounded else "use a number")
-    raise _fail(field, problem, hint + ("" if default is None else f" (default {default!r})"))
+    schema.check_number(value, field, lo, hi, lo_open=lo_open, hi_open=hi_open, integer=integer, fix=fix,
+                        default=_default_of(field))
 
 
 def _choice(value, field: str, choices) -> None:
-    _require(value in choices, field, f"{value!r} is not one of {', '.join(map(repr, choices))}",
-             f"choose one of them (default {_default_of(field)!r})")
+    schema.check_choice(value, field, choices, _default_of(field))
 
 
-def _flag(value, field: str) -> None:
-    _require(isinstance(value, bool), field, f"{value!r} is not a bool", "use True or False")
+_flag = schema.check_flag
 
 
-LATENT_METHODS = ("pagoda",)   # the methods whose batches use data.latents (inverted latents, launch/invert.py)
+def data_extras_readers(extra: str) -> tuple[str, ...]:
+    """The methods that declare ``extra`` (e.g. 'latents': PaGoDA's inverted latents) in their DATA_EXTRAS."""
+    return tuple(name for name, module in method_modules().items() if extra in getattr(module, "DATA_EXTRAS", ()))
 
 
 def _toy_short_name(name: str) -> str | None:
@@ -531,9 +345,9 @@ def _validate_data(c) -> None:
                  f"use data.toy_size >= {batch} or a smaller training.batch_size")
         _require(d.resolution == 0, "data.resolution", f"toy data {d.name!r} has no image resolution", "set it to 0")
         _require(not d.random_flip, "data.random_flip", f"toy data {d.name!r} cannot be flipped", "set it to False")
-    if d.get("latents", "") and c.method not in LATENT_METHODS:
+    if d.get("latents", "") and "latents" not in method_declaration(c, "DATA_EXTRAS", ()):
         _require(False, "data.latents", f"{d.latents!r} is set, but method {c.method!r} reads no inverted latents "
-                 f"(only {', '.join(LATENT_METHODS)} does)", "drop --config.data.latents")
+                 f"(only {', '.join(data_extras_readers('latents'))} does)", "drop --config.data.latents")
     classes = _dataset_num_classes(d.name)
     if d.conditional:
         _require(classes != 0, "data.conditional", f"{d.name} has no class labels", "set it to False")
@@ -639,6 +453,16 @@ def _validate_training(c) -> None:
              "set model.num_classes > 0 and data.conditional=True, or label_dropout=0")
 
 
+def teacher_use(c) -> tuple[str | None, str]:
+    """How the method of ``c`` uses ``config.teacher``, as its module declares it (``TEACHER_USE``: a string, or a
+    function of the config returning one or (use, the other setting that fits, for the error's fix)): 'required',
+    'optional' (a workdir to start from, no oracle) or 'unused'; None for a method that declares nothing (e.g. added
+    with ``methods.register``): not checked."""
+    use = method_declaration(c, "TEACHER_USE")
+    use = use(c) if callable(use) else use
+    return use if isinstance(use, tuple) else (use, "")
+
+
 def _validate_teacher(c) -> None:
     te = c.teacher
     _require(isinstance(te.workdir, str), "teacher.workdir", f"{te.workdir!r} is not a path", "use '' or a workdir")
@@ -652,23 +476,25 @@ def _validate_teacher(c) -> None:
         _require(short in toys.TOY_NAMES and toys.toy_mixture(short) is not None, "teacher.oracle",
                  f"'mixture' needs a Gaussian-mixture toy, but data.name is {c.data.name!r}",
                  "use data.name='toy:8gaussians' (or 25gaussians, gaussian1d, mog1d) or teacher.oracle='empirical'")
-    use = TEACHER_USE.get(c.method)
+    use, other = teacher_use(c)
     if use == "required":
         _require(bool(te.workdir or te.oracle), "teacher", f"method {c.method!r} distils a teacher but none is set",
                  "set teacher.workdir to a trained EDM run (configs/digits_edm.py) or teacher.oracle to "
-                 f"{' | '.join(ORACLES)}")
+                 f"{' | '.join(ORACLES)}" + (f", or use {other}" if other else ""))
     elif use == "unused":
         _require(not (te.workdir or te.oracle), "teacher.workdir" if te.workdir else "teacher.oracle",
-                 f"method {c.method!r} does not use a teacher", "clear it, or use method='cd' (or 'ecm' to tune "
-                 "from a teacher workdir)")
+                 f"method {c.method!r} does not use a teacher", f"clear it, or use {other}" if other else
+                 "clear it, or use method='cd' (or 'ecm' to tune from a teacher workdir)")
     elif use == "optional":
-        _require(not te.oracle, "teacher.oracle", f"method {c.method!r} starts from a network, not an oracle",
-                 "clear it, or set teacher.workdir to a trained EDM run")
+        _require(not te.oracle, "teacher.oracle", f"method {c.method!r} starts from a network (teacher.workdir) or from scratch, not from an oracle",
+                 "clear it, or set teacher.workdir to a trained EDM run" + (f", or use {other}" if other else ""))
 
 
 def cm_sampling_boundary(c) -> float:
-    """σ at which the method's consistency sampler's boundary f(x, σ) = x sits (ECT: ecm.sigma_min_eval)."""
-    return float(c.ecm.sigma_min_eval) if c.method == "ecm" else float(c.diffusion.sigma_min)
+    """σ at which the method's consistency sampler's boundary f(x, σ) = x sits: what its module declares
+    (``sampling_boundary(config)``, ECT: ecm.sigma_min_eval), else diffusion.sigma_min."""
+    boundary = method_declaration(c, "sampling_boundary")
+    return float(boundary(c)) if boundary is not None else float(c.diffusion.sigma_min)
 
 
 def validate_sigma_list(c, sigmas=None) -> None:
@@ -753,78 +579,24 @@ def _npz_has(path: str, keys: tuple[str, ...]) -> bool:
     return all(f"{key}.npy" in names for key in keys)
 
 
-def _validate_cm(c) -> None:
-    """``config.cm`` (CD, CT, iCT): every field, the curriculum bounds and the method's own rules."""
-    cm = c.cm
-    for name, choices in CM_CHOICES.items():
-        _choice(cm[name], f"cm.{name}", choices)
-    _number(cm.num_scales, "cm.num_scales", 2, integer=True, fix="use at least 2 grid points (CD CIFAR-10: 18)")
-    for name in ("s0", "s1", "max_gap", "teacher_steps"):
-        _number(cm[name], f"cm.{name}", 1, integer=True)
-    for name in ("split_gap", "posterior_k"):
-        _number(cm[name], f"cm.{name}", 0, integer=True)
-    _number(cm.target_ema, "cm.target_ema", 0, 1, hi_open=True, fix="use 0 (θ⁻ = stopgrad θ) or a decay below 1")
-    _number(cm.mu0, "cm.mu0", 0, 1, hi_open=True)
-    _number(cm.huber_c, "cm.huber_c", fix="use a pseudo-Huber c > 0, or < 0 for iCT's 0.00054·√d")
-    _number(cm.p_mean, "cm.p_mean")
-    _number(cm.p_std, "cm.p_std", 0, lo_open=True)
-    _number(cm.ct_weight, "cm.ct_weight", 0)
-    _flag(cm.init_from_teacher, "cm.init_from_teacher")
-    if cm.curriculum != "fixed" or cm.target_schedule == "ct":
-        # CT: N(0) = s0 points, at least 2 to form a pair (and μ(k) = μ0^{s0/(N−1)}); iCT: N = s0·2^k + 1 ≥ 2.
-        least = 1 if (cm.curriculum == "ict" and cm.target_schedule != "ct") else 2
-        _require(cm.s0 >= least, "cm.s0", f"the curriculum would start with {cm.s0 + (1 if least == 1 else 0)} "
-                 "grid point(s), too few for a pair", f"use s0 >= {least} (CT: 2, iCT: 10)")
-        _require(cm.s0 <= cm.s1, "cm.s0", f"the curriculum start s0 = {cm.s0} is above its end cm.s1 = {cm.s1}",
-                 "use s0 <= s1 (CT: 2 → 150, iCT: 10 → 1280)")
-    if c.method in ("ct", "ict"):
-        _require(cm.ct_weight == 0, "cm.ct_weight", f"{cm.ct_weight} mixes in CD, which needs a teacher, but "
-                 f"method is {c.method!r}", "set it to 0, or use method='cd'")
-        _require(cm.split_gap == 0, "cm.split_gap", f"{cm.split_gap} splits pairs between CD and CT, which needs "
-                 f"a teacher, but method is {c.method!r}", "set it to 0, or use method='cd'")
-    if c.method == "ict":
-        _require(cm.target_schedule == "fixed" and cm.target_ema == 0, "cm.target_ema",
-                 "iCT uses θ⁻ = stopgrad θ, but an EMA target is configured "
-                 f"(target_schedule={cm.target_schedule!r}, target_ema={cm.target_ema})",
-                 "set cm.target_ema=0 and cm.target_schedule='fixed', or use method='ct' to study an EMA target")
+def _validate_method_blocks(c) -> None:
+    """Every method block (``config.cm``, ``config.dmd``, …) against the fields its module declares."""
+    for block, fields in method_blocks().items():
+        if block in c:
+            schema.check_block(c, block, fields)
 
 
-def _validate_ecm(c) -> None:
-    """``config.ecm`` (ECT, Geng et al. 2024): r = t·(1 − q^{−(a+1)}(1 + k·sigmoid(−b t))) must stay in [0, t)."""
-    e = c.ecm
-    _number(e.p_mean, "ecm.p_mean")
-    _number(e.p_std, "ecm.p_std", 0, lo_open=True)
-    _number(e.q, "ecm.q", 1, lo_open=True, fix="use q > 1 so that r → t as the stages grow (ECT: 2)")
-    _number(e.k, "ecm.k", 0, fix="use k >= 0 so that r stays below t (ECT: 8)")
-    _number(e.b, "ecm.b", 0, fix="use b >= 0 (ECT: 1)")
-    _number(e.steps_per_stage, "ecm.steps_per_stage", 1, integer=True)
-    _number(e.huber_c, "ecm.huber_c", 0, fix="use 0 (un-squared L2, ECT) or a pseudo-Huber c > 0")
-    _number(e.sigma_min_eval, "ecm.sigma_min_eval", 0, c.diffusion.sigma_max, lo_open=True, hi_open=True)
-    _flag(e.clip_t, "ecm.clip_t")
-
-
-def _validate_method_block(c) -> None:
-    """The method's own block (``config.dmd``, ``config.mcm``, …): a method module that defines
-    ``validate_config(config)`` checks its fields here, before anything is built."""
-    import importlib
-    from consistency import methods
-    if methods.is_registered(c.method) or c.method in ("", None):
-        return
-    name = f"consistency.methods.{c.method}"
-    try:
-        module = importlib.import_module(name)
-    except ModuleNotFoundError as e:
-        if e.name != name:
-            raise
-        return  # _validate_top has already refused unknown methods
-    check = getattr(module, "validate_config", None)
+def _validate_method_rules(c) -> None:
+    """The run's method's own rules: its module's ``validate_config(config)`` (which checks its block's fields
+    first, then the rules across fields; :func:`_validate_method_blocks` then checks every other block)."""
+    check = method_declaration(c, "validate_config")
     if check is not None:
         check(c)
 
 
 SECTION_VALIDATORS = (_validate_top, _validate_model, _validate_data, _validate_diffusion, _validate_optim,
-                      _validate_training, _validate_teacher, _validate_sampling, _validate_eval, _validate_cm,
-                      _validate_ecm, _validate_method_block)
+                      _validate_training, _validate_teacher, _validate_sampling, _validate_eval,
+                      _validate_method_rules, _validate_method_blocks)
 
 
 def validate(c: ml_collections.ConfigDict) -> None:

@@ -3,6 +3,8 @@ paper's numbers; the blocks below are the parts several files share).
 """
 from __future__ import annotations
 
+import os
+
 from consistency.config import base_config
 
 
@@ -230,15 +232,28 @@ def cifar_scm(mode: str, dropout: float, p_std: float, num_steps: int):
     return c
 
 
+def variants(c, variant: str, config_file: str, **named):
+    """Apply variant ``variant`` of config file ``config_file`` (its ``__file__``) to ``c`` and return ``c``: ''
+    is the recipe itself; ``named`` maps each other variant name to a function that edits the config in place (or to
+    None: the file applied it already, e.g. a network chosen by variant). An unknown name is one line naming the
+    file and the variants it has (``configs/<file>.py:<variant>``, docs/architecture.md "One config schema")."""
+    if variant and variant not in named:
+        choices = ["''"] + [repr(name) for name in named]
+        listed = choices[0] if len(choices) == 1 else f"{', '.join(choices[:-1])} or {choices[-1]}"
+        raise ValueError(f"configs/{os.path.basename(config_file)}: unknown variant {variant!r}; use {listed}")
+    edit = named.get(variant) if variant else None
+    if edit is not None:
+        edit(c)
+    return c
+
+
 def scm_variant(c, variant: str, name: str, cpu: bool):
     """The `:cpu` (CIFAR) or `:quick` (toy/digits) variant of an sCM config."""
-    if variant == ("cpu" if cpu else "quick"):
+    def small(c):
         if cpu:
             cifar_cpu_smoke(c)
             c.teacher.workdir = "workdirs/cifar_edm_cpu" if c.teacher.workdir else ""
         else:
             quick(c, 100 if c.data.name == "digits" else 200)
         c.scm.tangent_warmup_steps = 10
-    elif variant:
-        raise ValueError(f"configs/{name}: unknown variant {variant!r}; use '' or '{'cpu' if cpu else 'quick'}'")
-    return c
+    return variants(c, variant, name, **{"cpu" if cpu else "quick": small})

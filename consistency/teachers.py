@@ -28,8 +28,6 @@ class TrainedRun:
     params: Any
 
 
-# Methods whose student may run at another resolution than its teacher (PaGoDA's growing stages, §9).
-RESOLUTION_GROWING_METHODS = ("pagoda",)
 # What data.resolution = 0 ("the files' own size") means for the built-in image sets.
 NATIVE_RESOLUTION = {"digits": 8, "mnist5k": 28, "mnist": 28, "cifar10": 32}
 
@@ -39,6 +37,13 @@ def _image_resolution(data) -> int | None:
     return int(data.get("resolution", 0) or 0) or NATIVE_RESOLUTION.get(str(data.get("name", "")))
 
 
+def _grows_resolution(method: str) -> bool:
+    """Whether the method's student may run at another resolution than its teacher: its module's
+    ``GROWS_RESOLUTION`` (PaGoDA's growing stages, docs/methods.md §9)."""
+    from consistency import methods
+    return bool(getattr(methods.module_of(method), "GROWS_RESOLUTION", False))
+
+
 def check_teacher_data(config: Any) -> None:
     """The teacher in ``config.teacher.workdir`` was trained on this run's data (``data.name``) at its resolution
     (``data.resolution``); else one ConfigError line naming the teacher's workdir and both values."""
@@ -46,7 +51,7 @@ def check_teacher_data(config: Any) -> None:
         teacher = load_run_config(config.teacher.workdir)
     except (FileNotFoundError, ValueError):
         return   # a teacher without config.json: teachers.load_teacher reports it
-    fields = ["name"] + ([] if config.method in RESOLUTION_GROWING_METHODS else ["resolution"])
+    fields = ["name"] + ([] if _grows_resolution(config.method) else ["resolution"])
     for field in fields:
         mine, theirs = config.data.get(field), teacher.data.get(field)
         if field == "resolution" and None not in (_image_resolution(config.data), _image_resolution(teacher.data)):

@@ -152,7 +152,7 @@ def test_short_run_through_the_loop(tmp_path):
 
 
 @pytest.mark.parametrize("field,value,match", [
-    ("heun_steps", 8, r"^config\.ctm\.heun_steps: 8 is not an integer >= 1 and <= 7"),
+    ("heun_steps", 8, r"^config\.ctm\.heun_steps: 8 is not in \[1, 7\]; use 1 … num_scales − 1 = 7"),
     ("target_ema", 1.0, r"^config\.ctm\.target_ema: 1\.0 is not"),
     ("distance", "lpips", r"^config\.ctm\.distance: 'lpips' is not one of"),
     ("gamma", 1.5, r"^config\.ctm\.gamma: 1\.5 is not"),

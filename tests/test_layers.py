@@ -11,7 +11,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "consistency"
 
 # Bottom to top. A module may import its own layer and the layers below it.
 LAYERS = [
-    ("core", {"errors", "fileio", "runtime", "torchfile", "edm_pickle"}),
+    ("core", {"errors", "schema", "fileio", "runtime", "torchfile", "edm_pickle"}),
     ("maths and run parts", {"diffusion", "evaluate", "oracles", "optim", "blowup", "stopping", "runlock", "images",
                              "workdir"}),
     ("networks and data", {"nets", "data", "checkpoint"}),

@@ -295,10 +295,11 @@ def test_teacher_steps_traced_from_the_step_without_recompiling():
     (dict(mode="train"), "config.teacher.oracle"),                              # MCT with a teacher
 ])
 def test_validator_names_the_field(fields, field):
+    from consistency.config import validate   # the teacher's use is declared by mcm (TEACHER_USE), checked there
     c = toy_config("vp", 2)
     c.mcm.update(fields)
     with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
-        mcm.validate_config(c)
+        validate(c)
 
 
 def test_validator_checks_ve_boundaries_teacher_and_nfes():
@@ -307,8 +308,9 @@ def test_validator_checks_ve_boundaries_teacher_and_nfes():
         mcm.validate_config(c)
     c = toy_config("ve", 2)
     c.teacher.oracle = ""
-    with pytest.raises(ConfigError, match=r"config\.teacher: .*MCD"):
-        mcm.validate_config(c)
+    from consistency.config import validate
+    with pytest.raises(ConfigError, match=r"config\.teacher: method 'mcm' distils a teacher.*mcm\.mode='train' \(MCT\)"):
+        validate(c)
     c = toy_config("ve", 2)
     c.eval.nfes = (1, 2)
     with pytest.raises(ConfigError, match=r"config\.eval\.nfes: .*exactly T"):

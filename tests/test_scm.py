@@ -216,7 +216,7 @@ def test_bad_scm_fields_are_one_line_errors(field, value, match):
 def test_sct_with_an_oracle_is_refused():
     c = tiny_config(mode="train")
     c.teacher.oracle = "mixture"
-    with pytest.raises(ConfigError, match=r"^config\.teacher\.oracle: sCT trains from data"):
+    with pytest.raises(ConfigError, match=r"^config\.teacher\.oracle: method 'scm' starts from a network .*scm\.mode='distill' \(sCD\)"):
         validate(c)
 
 

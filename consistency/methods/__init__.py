@@ -1,7 +1,10 @@
 """The method registry: ``config.method`` → a :class:`~consistency.methods.base.Method`.
 
-Every method lives in ``consistency/methods/<name>.py`` and exposes ``make(config, dataset) -> Method``; it is
-imported only when asked for, so a run pays for (and can break on) nothing but its own method. Code outside the
+Every method lives in ``consistency/methods/<name>.py`` and exposes ``make(config, dataset) -> Method``, with what
+the rest of the code reads about it as module-level declarations: its config block (``CONFIG_BLOCK``,
+``CONFIG_FIELDS``), its teacher use (``TEACHER_USE``), data extras (``DATA_EXTRAS``), its CM sampling boundary
+(``sampling_boundary``), whether its student may outgrow its teacher's resolution (``GROWS_RESOLUTION``) and its
+cross-field rules (``validate_config``); see docs/architecture.md "Adding a method". Code outside the
 package (a research fork, the tests) adds methods with :func:`register` without editing this file.
 """
 from __future__ import annotations
@@ -40,6 +43,22 @@ def available() -> tuple[str, ...]:
     here = os.path.dirname(__file__)
     package = tuple(sorted(m.name for m in pkgutil.iter_modules([here]) if m.name not in _NOT_METHODS))
     return package + tuple(sorted(n for n in _REGISTERED if n not in package))
+
+
+def module_of(name: str):
+    """The package module of method ``name``, whose module-level declarations the config reads (``CONFIG_BLOCK``
+    and ``CONFIG_FIELDS``, ``TEACHER_USE``, ``DATA_EXTRAS``, ``sampling_boundary``, ``GROWS_RESOLUTION``,
+    ``validate_config``); None for
+    methods added with :func:`register` and for names that are no method module."""
+    if name in _REGISTERED or not name or not name.isidentifier() or name in _NOT_METHODS:
+        return None
+    module_name = f"{__name__}.{name}"
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        if e.name != module_name:  # the method exists but one of its own imports is missing: a real bug
+            raise
+        return None
 
 
 def get_make_fn(name: str) -> MakeFn:

@@ -26,6 +26,7 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from consistency import schema
 from consistency.errors import ConfigError
 from consistency.methods import base, common, distillation
 from consistency.objectives import add as add_objective
@@ -37,18 +38,40 @@ FEATURES = ("classifier", "teacher", "input")
 AUGMENT_STREAM = 101  # fold_in constant of the DiffAugment draws (apart from the per-example noise keys)
 
 
+# config.add: ADD, Sauer et al. 2023 (docs/methods.md §11; no training code: several defaults [unverified]).
+CONFIG_BLOCK = "add"
+CONFIG_FIELDS = {
+    **distillation.init_fields('the student starts from the teacher (ADD §3.1)'),
+    "student_timesteps": schema.Field((999, 749, 499, 249), "student noise set on the T grid, first = σ_max (ADD §3.1)"),
+    **distillation.grid_fields('teacher grid T',
+                               'teacher level of the distillation term: index ~ U[0.02 T, 0.98 T] (as DMD)',
+                               'upper end of that index range, as a fraction of T'),
+    "distillation_weight": schema.Field(2.5, 'λ of L_adv^G + λ L_distill (ADD §3.2)', lo=0, fix="use ADD's 2.5"),
+    "weighting": schema.Field("exponential", "c(t): 'exponential' α_t = 1/√(1+σ²) (ADD) | 'uniform'",
+                              choices=("exponential", "uniform")),
+    "r1_weight": schema.Field(1e-5, 'γ of the R1 penalty on real inputs (ADD §3.2)',
+                              lo=0, fix="use ADD's 1e-5, or 0 (no R1)"),
+    "features": schema.Field("classifier", "frozen discriminator features: 'classifier' (in-project digits net, "
+                                           "DINOv2's stand-in) | 'teacher' (teacher U-Net encoder at feature_sigma) | "
+                                           "'input' (raw x: toys)", choices=FEATURES),
+    "feature_sigma": schema.Field(0.002, "'teacher' features: the σ the frozen teacher encoder reads clean images at",
+                                  lo=0, hi="diffusion.sigma_max", lo_open=True),
+    "ttur": distillation.ttur_field(1, 'discriminator updates per student update (ADD: alternate G:D)'),
+    "augment": schema.Field("", "DiffAugment policy on the discriminator's real and fake inputs, e.g. "
+                                "'color,translation,cutout' (Projected GAN / StyleGAN-T); images only",
+                            fix="use a DiffAugment policy such as 'translation,cutout', or '' for none"),
+}
+TEACHER_USE = "required"
+
+
 def validate_config(config) -> None:
     """``config.add`` and ``config.discriminator`` (one ConfigError line naming the field)."""
+    schema.check_block(config, CONFIG_BLOCK, CONFIG_FIELDS)   # every field: type, choices, bounds
     a = config.add
     distillation.validate_common(config, NAME)
     levels = distillation.validate_timesteps(config, NAME, "student_timesteps")
     distillation.require(len(tuple(a.student_timesteps)) >= 1, "add.student_timesteps", "() is empty",
                          "use ADD's (999, 749, 499, 249), or (999,) for a one-step student")
-    distillation.number(a.distillation_weight, "add.distillation_weight", 0, fix="use ADD's 2.5")
-    distillation.choice(a.weighting, "add.weighting", ("exponential", "uniform"))
-    distillation.number(a.r1_weight, "add.r1_weight", 0, fix="use ADD's 1e-5, or 0 (no R1)")
-    distillation.choice(a.features, "add.features", FEATURES)
-    distillation.number(a.feature_sigma, "add.feature_sigma", 0, config.diffusion.sigma_max, lo_open=True)
     te = config.teacher
     if a.features == "teacher":
         distillation.require(bool(te.workdir), "add.features", "'teacher' reads the teacher U-Net's encoder, but "

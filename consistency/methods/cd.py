@@ -5,6 +5,9 @@ The teacher is any denoiser: a trained EDM workdir or a closed-form oracle (``co
 variants (distant pairs, multi-step teacher, CD+CT) are fields of ``config.cm``; see :mod:`consistency.methods.cm`.
 """
 from consistency.methods import cm
+from consistency.methods.cm import CONFIG_BLOCK, CONFIG_FIELDS, validate_config  # noqa: F401  (config.cm, its rules)
+
+TEACHER_USE = "required"   # a trained EDM workdir or a closed-form oracle (config.teacher)
 
 
 def make(config, dataset):

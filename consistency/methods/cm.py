@@ -17,11 +17,80 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from consistency import schema
 from consistency.errors import ConfigError
 from consistency.diffusion import cm_sampling, distances, schedules
 from consistency import teachers
 from consistency.methods import base, common
 from consistency.objectives import consistency as cm_obj
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# config.cm, shared by CD, CT and iCT (docs/methods.md §4–§6). Defaults: CM paper CIFAR-10 CD.
+# ------------------------------------------------------------------------------------------------------------------
+
+CONFIG_BLOCK = "cm"
+CURRICULA = ("fixed", "ct", "ict")
+TARGET_SCHEDULES = ("fixed", "ct")
+DISTANCES = ("l2", "l1", "pseudo_huber", "feature")
+WEIGHTINGS = ("uniform", "snr", "snr+1", "truncated_snr", "inv_delta")
+CONFIG_FIELDS = {
+    "num_scales": schema.Field(18, "N of the Karras grid when curriculum == 'fixed' (CD CIFAR-10: 18)", lo=2,
+                               fix="use at least 2 grid points (CD CIFAR-10: 18)"),
+    "curriculum": schema.Field("fixed", "'fixed' (N = num_scales) | 'ct' (Song 2023 N(k)) | 'ict' (doubling N(k))",
+                               choices=CURRICULA),
+    "s0": schema.Field(2, "curriculum start (CT: 2, iCT: 10)", lo=1),
+    "s1": schema.Field(150, "curriculum end (CT: 150, iCT: 1280)", lo=1),
+    "target_ema": schema.Field(0.0, "μ of θ⁻ when target_schedule == 'fixed'; 0 → θ⁻ = stopgrad(θ), no copy kept",
+                               lo=0, hi=1, hi_open=True, fix="use 0 (θ⁻ = stopgrad θ) or a decay below 1"),
+    "target_schedule": schema.Field("fixed", "'fixed' | 'ct' (μ(k) from mu0, s0, s1)", choices=TARGET_SCHEDULES),
+    "mu0": schema.Field(0.9, "CT μ₀", lo=0, hi=1, hi_open=True),
+    "mu_form": schema.Field("code", "'code' μ₀^{s₀/(N−1)} (jcm/cm) | 'paper' μ₀^{s₀/N} (docs/methods.md §17 item 1)",
+                            choices=("code", "paper")),
+    "distance": schema.Field("l2", "'l2' | 'l1' | 'pseudo_huber' | 'feature' (LPIPS-like, in-project feature net)",
+                             choices=DISTANCES),
+    "huber_c": schema.Field(-1.0, "pseudo-Huber c; < 0 → 0.00054·√d (iCT)",
+                            fix="use a pseudo-Huber c > 0, or < 0 for iCT's 0.00054·√d"),
+    "weighting": schema.Field("uniform", "'uniform' | 'snr' | 'snr+1' | 'truncated_snr' | 'inv_delta' (iCT 1/Δσ)",
+                              choices=WEIGHTINGS),
+    "index_sampling": schema.Field("uniform", "'uniform' over pairs | 'lognormal' (iCT discrete lognormal)",
+                                   choices=("uniform", "lognormal")),
+    "p_mean": schema.Field(-1.1, "iCT lognormal index sampling: mean of ln σ"),
+    "p_std": schema.Field(2.0, "iCT lognormal index sampling: std of ln σ", lo=0, lo_open=True),
+    "solver": schema.Field("heun", "CD teacher solver: 'euler' | 'heun' | 'dpm_solver_2' (notebook ablation: solver "
+                           "order)", choices=("euler", "heun", "dpm_solver_2")),
+    "teacher_steps": schema.Field(1, "solver steps per target (notebook: multi-step teacher)", lo=1),
+    "max_gap": schema.Field(1, "pairs (i, i+g), g ~ U{1..max_gap} (seed eq. 13: distant-step pairs)", lo=1),
+    "ct_weight": schema.Field(0.0, "CD + ct_weight·CT on an arbitrary pair (seed eq. 14)", lo=0),
+    "split_gap": schema.Field(0, "> 0: pairs with gap ≤ split_gap use the CD target, farther ones the CT target", lo=0),
+    "posterior": schema.Field("none", "CT target E[x₀|x]: 'none' (x₀, seed eq. 17 n=1) | 'batch' | 'dataset' (seed "
+                              "eq. 22–25)", choices=("none", "batch", "dataset")),
+    "posterior_k": schema.Field(0, "> 0: k nearest neighbours only", lo=0),
+    "init_from_teacher": schema.Field(True, "CD: start the student from the teacher's EMA weights"),
+}
+
+
+def validate_config(config) -> None:
+    """``config.cm``: its fields (:data:`CONFIG_FIELDS`), then the rules across them."""
+    schema.check_block(config, CONFIG_BLOCK, CONFIG_FIELDS)
+    cm = config.cm
+    if cm.curriculum != "fixed" or cm.target_schedule == "ct":
+        # CT: N(0) = s0 points, at least 2 to form a pair (and μ(k) = μ0^{s0/(N−1)}); iCT: N = s0·2^k + 1 ≥ 2.
+        least = 1 if (cm.curriculum == "ict" and cm.target_schedule != "ct") else 2
+        schema.require(cm.s0 >= least, "cm.s0", f"the curriculum would start with {cm.s0 + (1 if least == 1 else 0)} "
+                       "grid point(s), too few for a pair", f"use s0 >= {least} (CT: 2, iCT: 10)")
+        schema.require(cm.s0 <= cm.s1, "cm.s0", f"the curriculum start s0 = {cm.s0} is above its end cm.s1 = "
+                       f"{cm.s1}", "use s0 <= s1 (CT: 2 → 150, iCT: 10 → 1280)")
+
+
+def refuse_teacher_terms(config) -> None:
+    """CT and iCT train without a teacher: no CD term mixed in (``ct_weight``, ``split_gap``)."""
+    cm = config.cm
+    schema.require(cm.ct_weight == 0, "cm.ct_weight", f"{cm.ct_weight} mixes in CD, which needs a teacher, but "
+                   f"method is {config.method!r}", "set it to 0, or use method='cd'")
+    schema.require(cm.split_gap == 0, "cm.split_gap", f"{cm.split_gap} splits pairs between CD and CT, which needs "
+                   f"a teacher, but method is {config.method!r}", "set it to 0, or use method='cd'")
+
 
 
 def grid_size(cm) -> int:
@@ -52,24 +121,11 @@ def keeps_target_copy(cm) -> bool:
 
 
 def validate_cm(config, kind: str):
-    cm = config.cm
-    if cm.num_scales < 2 and cm.curriculum == "fixed":
-        raise ConfigError(f"config.cm.num_scales: need at least 2 grid points, got {cm.num_scales}")
-    if cm.max_gap < 1:
-        raise ConfigError(f"config.cm.max_gap: must be >= 1, got {cm.max_gap}")
-    if cm.teacher_steps < 1:
-        raise ConfigError(f"config.cm.teacher_steps: must be >= 1, got {cm.teacher_steps}")
-    if cm.index_sampling not in ("uniform", "lognormal"):
-        raise ConfigError(f"config.cm.index_sampling: must be 'uniform' or 'lognormal', got {cm.index_sampling!r}")
-    if cm.posterior not in ("none", "batch", "dataset"):
-        raise ConfigError(f"config.cm.posterior: must be 'none', 'batch' or 'dataset', got {cm.posterior!r}")
-    if cm.distance not in ("l2", "l1", "pseudo_huber", "feature"):
-        raise ConfigError(f"config.cm.distance: must be l2, l1, pseudo_huber or feature, got {cm.distance!r}")
-    if not 0.0 <= cm.target_ema < 1.0:
-        raise ConfigError(f"config.cm.target_ema: must be in [0, 1), got {cm.target_ema}")
-    cm_obj.pair_weight(cm.weighting, jnp.ones(1), 2 * jnp.ones(1))  # raises on an unknown name
-    if kind == "ct" and (cm.ct_weight > 0 or cm.split_gap > 0):
-        raise ConfigError("config.cm.ct_weight/split_gap: CD+CT mixing needs a teacher; use method='cd'")
+    """The ``config.cm`` block and the rules of method ``kind``'s family, as :func:`consistency.config.validate`
+    checks them (a method built without the CLI gets the same one-line errors)."""
+    validate_config(config)
+    if kind == "ct":
+        refuse_teacher_terms(config)
 
 
 def make_distance(config, example_shape):

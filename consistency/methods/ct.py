@@ -5,6 +5,15 @@ E[x₀|x] (``config.cm.posterior``, seed eq. 22–25). CT's N(k)/μ(k) schedule 
 ``cm.target_schedule='ct'``; see :mod:`consistency.methods.cm`.
 """
 from consistency.methods import cm
+from consistency.methods.cm import CONFIG_BLOCK, CONFIG_FIELDS  # noqa: F401  (config.cm)
+
+TEACHER_USE = "unused"
+
+
+def validate_config(config) -> None:
+    """``config.cm``'s rules, and no teacher term (CT trains from data alone)."""
+    cm.validate_config(config)
+    cm.refuse_teacher_terms(config)
 
 
 def make(config, dataset):

@@ -39,6 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from consistency import schema
 from consistency.diffusion import cm_sampling, distances, preconditioning, schedules
 from consistency.diffusion.processes import broadcast_to_data
 from consistency.methods import base, common, distillation
@@ -51,27 +52,54 @@ DISTANCES = ("l2", "pseudo_huber")
 LAST_LAYERS = ("dense_out", "conv_out")
 
 
+# config.ctm: CTM, Kim et al. 2023 (docs/methods.md §13.1). Defaults: the CIFAR-10 CTM+DSM recipe of `sony/ctm` (N =
+# 18, θ⁻ EMA 0.999, adaptive DSM weight).
+CONFIG_BLOCK = "ctm"
+CONFIG_FIELDS = {
+    **distillation.init_fields("'teacher' copies the EDM teacher (CTM initialises from it) | 'scratch'"),
+    "num_scales": schema.Field(18, 'N of the Karras grid t, u, s live on (CTM: 18 CIFAR-10, 40 ImageNet-64)',
+                               lo=2, fix="use CTM's 18 (CIFAR-10) or 40 (ImageNet)"),
+    "heun_steps": schema.Field(17, 'K: k ∈ {1 … K} teacher Heun steps from t to u, one k per batch (CTM: up to N − 1)',
+                               lo=1, fix="use 1 … num_scales − 1 (CTM: up to N − 1)"),
+    "heun_step_strategy": schema.Field("weighted", "P(k) ∝ k (CTM's default) | 'uniform' 1/K",
+                                       choices=ctm_obj.HEUN_STEP_STRATEGIES),
+    "target_ema": schema.Field(0.999, 'μ of θ⁻ (CTM); 0 → θ⁻ = sg θ',
+                               lo=0, hi=1, hi_open=True, fix="use CTM's 0.999, or 0 for θ⁻ = sg θ"),
+    "distance": schema.Field("l2", "soft-consistency d: 'l2' | 'pseudo_huber' (CTM: LPIPS, not available offline)",
+                             choices=DISTANCES),
+    "huber_c": schema.Field(-1.0, 'pseudo-Huber c; < 0 → 0.00054·√d (iCT)',
+                            fix="use a pseudo-Huber c > 0, or < 0 for 0.00054·√d"),
+    "dsm_weight": schema.Field(1.0, 'DSM auxiliary weight (× the adaptive ratio when adaptive_dsm); 0 → no DSM',
+                               lo=0, fix="use 1 (CTM), or 0 for no DSM term"),
+    "adaptive_dsm": schema.Field(True, 'λ_DSM = ‖∇_last L_CTM‖ / ‖∇_last L_DSM‖ (CTM)'),
+    "dsm_sigmas": schema.Field("half_uniform", "DSM σ: half lognormal, half ρ-uniform (CTM's halflognormal) | "
+                                               "'lognormal'", choices=DSM_SIGMAS),
+    "dsm_uniform_fraction": schema.Field(0.7, "the ρ-uniform half covers this fraction of the σ_max → σ_min ramp (CTM: "
+                                              "0.7)",
+                                         lo=0, hi=1, lo_open=True, fix="use CTM's 0.7 (σ ρ-uniform on [0.318, 80])"),
+    "p_mean": schema.Field(-1.2, "DSM ln σ ~ N(p_mean, p_std²) (EDM; CTM's lognormal half)"),
+    "p_std": schema.Field(1.2, "DSM ln σ std (EDM; CTM's lognormal half)", lo=0, lo_open=True),
+    "gamma": schema.Field(0.0, 'γ-sampling: 0 deterministic long jumps … 1 CM-style re-noising',
+                          lo=0, hi=1, fix="use 0 (long jumps, CTM's default) … 1 (CM-style)"),
+    "gan_weight": schema.Field(0.0, "> 0: hinge GAN on x_est, × clip(‖∇_last L_CTM‖/‖∇_last L_GAN‖, 0.01, 10) (CTM's "
+                                    "GAN stage); the head is config.discriminator, its optimizer "
+                                    "config.optim_discriminator", lo=0, fix="use 0 (no GAN) or 1 (CTM's GAN stage)"),
+    "gan_features": schema.Field("input", "frozen discriminator features, as add.features: 'input' | 'classifier' | "
+                                          "'teacher'", fix="use 'input', 'classifier' or 'teacher' (as add.features)"),
+    "gan_augment": schema.Field("", "DiffAugment policy of the GAN's discriminator inputs, as add.augment",
+                                fix="use a DiffAugment policy such as 'translation,cutout', or '' for none"),
+}
+TEACHER_USE = "required"
+
+
 def validate_config(config) -> None:
     """``config.ctm`` (one ConfigError line naming the field)."""
+    schema.check_block(config, CONFIG_BLOCK, CONFIG_FIELDS)   # every field: type, choices, bounds
     b, f = config.ctm, config.diffusion
     distillation.validate_common(config, NAME)
-    distillation.number(b.num_scales, "ctm.num_scales", 2, integer=True, fix="use CTM's 18 (CIFAR-10) or 40 (ImageNet)")
     distillation.number(b.heun_steps, "ctm.heun_steps", 1, b.num_scales - 1, integer=True,
                         fix=f"use 1 … num_scales − 1 = {b.num_scales - 1}")
-    distillation.choice(b.heun_step_strategy, "ctm.heun_step_strategy", ctm_obj.HEUN_STEP_STRATEGIES)
-    distillation.choice(b.dsm_sigmas, "ctm.dsm_sigmas", DSM_SIGMAS)
-    distillation.number(b.dsm_uniform_fraction, "ctm.dsm_uniform_fraction", 0, 1, lo_open=True,
-                        fix="use CTM's 0.7 (σ ρ-uniform on [0.318, 80])")
-    distillation.number(b.target_ema, "ctm.target_ema", 0, 1, hi_open=True, fix="use CTM's 0.999, or 0 for θ⁻ = sg θ")
-    distillation.choice(b.distance, "ctm.distance", DISTANCES)
-    distillation.number(b.huber_c, "ctm.huber_c", fix="use a pseudo-Huber c > 0, or < 0 for 0.00054·√d")
-    distillation.number(b.dsm_weight, "ctm.dsm_weight", 0, fix="use 1 (CTM), or 0 for no DSM term")
-    distillation.flag(b.adaptive_dsm, "ctm.adaptive_dsm")
-    distillation.number(b.p_std, "ctm.p_std", 0, lo_open=True)
-    distillation.number(b.p_mean, "ctm.p_mean")
-    distillation.number(b.gamma, "ctm.gamma", 0, 1, fix="use 0 (long jumps, CTM's default) … 1 (CM-style)")
     distillation.require(f.process == "ve", "diffusion.process", f"{f.process!r}: CTM is in VE coordinates", "use 've'")
-    distillation.number(b.gan_weight, "ctm.gan_weight", 0, fix="use 0 (no GAN) or 1 (CTM's GAN stage)")
     if b.gan_weight > 0:
         from consistency.methods import add
         distillation.choice(b.gan_features, "ctm.gan_features", add.FEATURES)

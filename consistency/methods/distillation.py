@@ -38,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from consistency import teachers
+from consistency import schema, teachers
 from consistency.errors import ConfigError
 from consistency.diffusion import cm_sampling, preconditioning
 from consistency.diffusion.processes import broadcast_to_data
@@ -294,71 +294,56 @@ def metric_means(values: dict) -> dict:
 # Config validation: one ConfigError line `config.<block>.<field>: <problem>; <fix>`, before anything compiles
 # ----------------------------------------------------------------------------------------------------------------
 
-def fail(field: str, problem: str, fix: str) -> ConfigError:
-    return ConfigError(f"config.{field}: {problem}; {fix}")
+# Fields every score-distillation block shares; each method's CONFIG_FIELDS splices them in where its block has them.
+def init_fields(init_doc: str) -> dict[str, schema.Field]:
+    """``init`` ('teacher' copies the teacher network | 'scratch') and ``init_fit_steps`` (an oracle teacher is first
+    fitted for that many Adam steps)."""
+    return {"init": schema.Field("teacher", init_doc, choices=INITS),
+            "init_fit_steps": schema.Field(0, "oracle teacher + init='teacher': Adam steps fitting the net to the "
+                                              "oracle first", lo=0,
+                                           fix="use 0 or a step count such as 2000 (oracle teachers only)")}
 
 
-def require(ok: bool, field: str, problem: str, fix: str) -> None:
-    if not ok:
-        raise fail(field, problem, fix)
+def grid_fields(grid_doc: str, min_doc: str, max_doc: str) -> dict[str, schema.Field]:
+    """The teacher's T-point Karras grid and the index range [min_step_fraction·T, max_step_fraction·T] drawn on it."""
+    return {"num_train_timesteps": schema.Field(1000, grid_doc, lo=2,
+                                                fix="use the teacher's discretisation, 1000 (DMD2)"),
+            "min_step_fraction": schema.Field(0.02, min_doc, lo=0, hi=1),
+            "max_step_fraction": schema.Field(0.98, max_doc, lo=0, hi=1)}
 
 
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+def ttur_field(default: int, doc: str) -> schema.Field:
+    """Updates of the fake score (or discriminator) per generator update."""
+    return schema.Field(default, doc, lo=1, fix="use 1 (alternate 1:1) or 5 (DMD2 TTUR)")
+
+
+# The value checks of consistency.schema (one message form for every block), under the names these modules use.
+fail, require, flag = schema.fail, schema.require, schema.check_flag
 
 
 def number(value, field: str, lo=None, hi=None, *, lo_open=False, hi_open=False, integer=False, fix="") -> None:
-    ok = _is_number(value) and (not integer or isinstance(value, int))
-    if ok and lo is not None:
-        ok = value > lo if lo_open else value >= lo
-    if ok and hi is not None:
-        ok = value < hi if hi_open else value <= hi
-    if ok:
-        return
-    bounds = []
-    if lo is not None:
-        bounds.append(f"{'>' if lo_open else '>='} {lo}")
-    if hi is not None:
-        bounds.append(f"{'<' if hi_open else '<='} {hi}")
-    kind = "an integer" if integer else "a number"
-    raise fail(field, f"{value!r} is not {kind}{' ' + ' and '.join(bounds) if bounds else ''}",
-               fix or f"use {kind}{' ' + ' and '.join(bounds) if bounds else ''}")
+    schema.check_number(value, field, lo, hi, lo_open=lo_open, hi_open=hi_open, integer=integer, fix=fix)
 
 
 def choice(value, field: str, choices) -> None:
-    require(value in choices, field, f"{value!r} is not one of {', '.join(map(repr, choices))}", "choose one of them")
-
-
-def flag(value, field: str) -> None:
-    require(isinstance(value, bool), field, f"{value!r} is not a bool", "use True or False")
+    schema.check_choice(value, field, choices)
 
 
 def validate_common(config, name: str) -> None:
-    """The teacher, the initialisation and the grid fields every distillation block has."""
+    """The rules across fields every distillation block shares (its fields, init, init_fit_steps, the T grid and
+    ttur among them, are declared in the method's ``CONFIG_FIELDS`` and checked by ``schema.check_block``)."""
     block = config[name]
     te = config.teacher
-    require(bool(te.workdir or te.oracle), "teacher", f"method {name!r} distils a teacher but none is set",
-            "set teacher.workdir to a trained EDM run (configs/digits_edm.py) or teacher.oracle='mixture' for toys")
     require(config.diffusion.process == "ve", "diffusion.process", f"{config.diffusion.process!r}: {name} is "
             "written in VE/EDM coordinates", "use 've'")
-    choice(block.init, f"{name}.init", INITS)
-    number(block.init_fit_steps, f"{name}.init_fit_steps", 0, integer=True,
-           fix="use 0 or a step count such as 2000 (oracle teachers only)")
     if block.init == "teacher" and te.oracle:
         require(block.init_fit_steps > 0, f"{name}.init_fit_steps", "0, but init='teacher' with a closed-form "
                 f"teacher (teacher.oracle={te.oracle!r}) has no weights to copy", "fit the network to the oracle "
                 "first (e.g. init_fit_steps=2000) or set init='scratch'")
-    if "num_train_timesteps" in block:
-        number(block.num_train_timesteps, f"{name}.num_train_timesteps", 2, integer=True,
-               fix="use the teacher's discretisation, 1000 (DMD2)")
     if "min_step_fraction" in block:
-        number(block.min_step_fraction, f"{name}.min_step_fraction", 0, 1)
-        number(block.max_step_fraction, f"{name}.max_step_fraction", 0, 1)
         require(block.min_step_fraction < block.max_step_fraction, f"{name}.min_step_fraction",
                 f"{block.min_step_fraction} is not below max_step_fraction = {block.max_step_fraction}",
                 "use e.g. 0.02 and 0.98 (DMD)")
-    if "ttur" in block:
-        number(block.ttur, f"{name}.ttur", 1, integer=True, fix="use 1 (alternate 1:1) or 5 (DMD2 TTUR)")
 
 
 def validate_eval_nfes(config, name: str, num_levels: int) -> None:

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from consistency import schema
 from consistency import fileio
 from consistency.errors import ConfigError
 from consistency.diffusion import distances
@@ -37,14 +38,9 @@ REGRESSION_DISTANCES = ("l2", "pseudo_huber", "feature")
 # ----------------------------------------------------------------------------------------------------------------
 
 def validate_family(config, name: str) -> int:
-    """Fields shared by DMD and DMD2; returns the generator's number of levels."""
+    """Rules across the fields DMD and DMD2 share; returns the generator's number of levels."""
     b, f = config[name], config.diffusion
     distillation.validate_common(config, name)
-    distillation.number(b.generator_sigma, f"{name}.generator_sigma", 0, f.sigma_max,
-                        fix=f"use 0 (→ diffusion.sigma_max = {f.sigma_max}) or a level in (0, sigma_max]")
-    distillation.flag(b.normalise, f"{name}.normalise")
-    distillation.choice(b.reduce, f"{name}.reduce", ("mean", "sum"))
-    distillation.choice(b.fake_weighting, f"{name}.fake_weighting", ("edm", "uniform"))
     levels = 1
     if "generator_timesteps" in b:
         levels = distillation.validate_timesteps(config, name, "generator_timesteps")
@@ -56,15 +52,38 @@ def validate_family(config, name: str) -> int:
     return levels
 
 
+# config.dmd: DMD, Yin et al. 2023 (docs/methods.md §10.1).
+CONFIG_BLOCK = "dmd"
+CONFIG_FIELDS = {
+    **distillation.init_fields('G and D_fake start from the teacher (DMD §3.1)'),
+    "generator_sigma": schema.Field(0.0, 'σ_g of G(z) = D_θ(σ_g z, σ_g); 0 → diffusion.sigma_max (DMD2 EDM code)',
+                                    lo=0, hi="diffusion.sigma_max", fix="use 0 (→ diffusion.sigma_max) or a level in (0, sigma_max]"),
+    "ttur": distillation.ttur_field(1, 'fake updates per generator update (DMD: 1:1 [unverified])'),
+    **distillation.grid_fields('teacher grid T (DMD2 EDM code: 1000-point Karras grid, index 0 = σ_min)',
+                               'DM-gradient t ~ U[0.02 T, 0.98 T] (DMD §3.2; docs/methods.md §1.4)',
+                               'upper end of that index range, as a fraction of T'),
+    "normalise": schema.Field(True, "g = (D_fake − D_real)/mean|x − D_real| (DMD §3.2 weight); False → s_fake − s_real"),
+    "reduce": schema.Field("mean", "surrogate ½‖x − sg(x − g)‖²: 'mean' over B·d (DMD2 code) | 'sum' over pixels",
+                           choices=("mean", "sum")),
+    "fake_weighting": schema.Field("edm", "fake DSM λ: 'edm' 1/σ² + 1/σ_d² (DMD2 code) | 'uniform' (seed eq. 66)",
+                                   choices=("edm", "uniform")),
+    "regression_weight": schema.Field(0.25, 'λ_reg (DMD [unverified], docs/methods.md §10.1); 0 → no regression term',
+                                      lo=0, fix="use DMD's 0.25, or 0 (no regression)"),
+    "regression_distance": schema.Field("l2", "'l2' | 'pseudo_huber' | 'feature' (LPIPS-like in-project net; DMD uses "
+                                              "LPIPS)", choices=REGRESSION_DISTANCES),
+    "huber_c": schema.Field(-1.0, 'pseudo-Huber c; < 0 → 0.00054·√d (iCT)',
+                            fix="use a pseudo-Huber c > 0, or < 0 for 0.00054·√d"),
+    "pairs": schema.Field("", '.npz of teacher ODE pairs (z, y): launch/make_ode_pairs.py (DMD §3.3)',
+                          fix="use '' or an .npz from launch/make_ode_pairs.py"),
+}
+TEACHER_USE = "required"
+
+
 def validate_config(config) -> None:
     """``config.dmd`` (one ConfigError line naming the field)."""
+    schema.check_block(config, CONFIG_BLOCK, CONFIG_FIELDS)   # every field: type, choices, bounds
     b = config.dmd
     validate_family(config, NAME)
-    distillation.number(b.regression_weight, "dmd.regression_weight", 0, fix="use DMD's 0.25, or 0 (no regression)")
-    distillation.choice(b.regression_distance, "dmd.regression_distance", REGRESSION_DISTANCES)
-    distillation.number(b.huber_c, "dmd.huber_c", fix="use a pseudo-Huber c > 0, or < 0 for 0.00054·√d")
-    distillation.require(isinstance(b.pairs, str), "dmd.pairs", f"{b.pairs!r} is not a path",
-                         "use '' or an .npz from launch/make_ode_pairs.py")
     if b.regression_weight > 0:
         distillation.require(bool(b.pairs), "dmd.pairs", f"empty, but dmd.regression_weight = {b.regression_weight} "
                              "needs teacher ODE pairs", "make them with `python launch/make_ode_pairs.py "

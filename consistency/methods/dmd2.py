@@ -20,23 +20,51 @@ Optimiser recipe (ImageNet-64, docs/methods.md §10.2): AdamW (0.9, 0.999), weig
 """
 from __future__ import annotations
 
+from consistency import schema
 from consistency.methods import base, distillation
 from consistency.methods import dmd
 
 NAME = "dmd2"
 
 
+# config.dmd2: DMD2, Yin et al. 2024 (docs/methods.md §10.2; tianweiy/DMD2 EDM code): no regression, TTUR, diffusion
+# GAN.
+CONFIG_BLOCK = "dmd2"
+CONFIG_FIELDS = {
+    **distillation.init_fields('G and D_fake start from the teacher (DMD2: the generator is a copy of the teacher)'),
+    "generator_sigma": schema.Field(0.0, 'σ_g of a one-step G; 0 → diffusion.sigma_max (DMD2 EDM code)',
+                                    lo=0, hi="diffusion.sigma_max", fix="use 0 (→ diffusion.sigma_max) or a level in (0, sigma_max]"),
+    "generator_timesteps": schema.Field((), "K-step G by backward simulation: descending, from T−1, e.g. (999, 749, "
+                                            "499, 249)",
+                                        fix="use () (one step) or descending timesteps from T − 1, e.g. (999, 749, 499, 249)"),
+    "ttur": distillation.ttur_field(5, 'DMD2 TTUR: fake score + GAN head every step, generator every 5th'),
+    "generator_first": schema.Field(True, "DMD2 code: generator at steps ≡ 0 mod ttur, before that step's fake update; "
+                                          "False: at steps ≡ ttur − 1, after the fake side's ttur updates"),
+    **distillation.grid_fields('teacher grid T (DMD2 EDM code)',
+                               'DM index ~ U[20, 980] of 1000 (DMD2 `min_step_percent`)',
+                               '(DMD2 `max_step_percent`)'),
+    "normalise": schema.Field(True, 'g / mean|x − D_real| (DMD2 `compute_distribution_matching_loss`)'),
+    "reduce": schema.Field("mean", 'DM surrogate mean over B·d (DMD2 code, docs/methods.md §10.2)',
+                           choices=("mean", "sum")),
+    "fake_weighting": schema.Field("edm", 'fake DSM λ = 1/σ² + 1/σ_d² (DMD2 `compute_loss_fake`)',
+                                   choices=("edm", "uniform")),
+    "gan_generator_weight": schema.Field(3e-3, 'softplus(−D(G(z))) weight (DMD2 `gen_cls_loss_weight`); 0 → no GAN',
+                                         lo=0, fix="use DMD2's 3e-3, or 0 (no GAN term)"),
+    "gan_discriminator_weight": schema.Field(1e-2, "discriminator loss weight in the fake set (DMD2 "
+                                                   "`guidance_cls_loss_weight`)",
+                                             lo=0, fix="use DMD2's 1e-2, or 0 (no GAN term)"),
+    "gan_max_timestep": schema.Field(1000, "diffusion-GAN noise index ~ U[0, gan_max_timestep) (DMD2 "
+                                           "`diffusion_gan_max_timestep`)",
+                                     lo=1, hi="dmd2.num_train_timesteps", fix="use a value in [1, num_train_timesteps] (DMD2: 1000)"),
+}
+TEACHER_USE = "required"
+
+
 def validate_config(config) -> None:
     """``config.dmd2`` and, with the GAN on, ``config.discriminator`` (one ConfigError line naming the field)."""
+    schema.check_block(config, CONFIG_BLOCK, CONFIG_FIELDS)   # every field: type, choices, bounds
     b = config.dmd2
     dmd.validate_family(config, NAME)
-    distillation.flag(b.generator_first, "dmd2.generator_first")
-    distillation.number(b.gan_generator_weight, "dmd2.gan_generator_weight", 0,
-                        fix="use DMD2's 3e-3, or 0 (no GAN term)")
-    distillation.number(b.gan_discriminator_weight, "dmd2.gan_discriminator_weight", 0,
-                        fix="use DMD2's 1e-2, or 0 (no GAN term)")
-    distillation.number(b.gan_max_timestep, "dmd2.gan_max_timestep", 1, b.num_train_timesteps, integer=True,
-                        fix=f"use a value in [1, num_train_timesteps = {b.num_train_timesteps}] (DMD2: 1000)")
     distillation.require((b.gan_generator_weight > 0) == (b.gan_discriminator_weight > 0),
                          "dmd2.gan_generator_weight", f"{b.gan_generator_weight} with gan_discriminator_weight = "
                          f"{b.gan_discriminator_weight}: one side of the GAN would train without the other",

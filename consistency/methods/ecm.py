@@ -11,11 +11,39 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from consistency import teachers
+from consistency import schema, teachers
 from consistency.diffusion import cm_sampling, schedules
 from consistency.methods import base, common
 from consistency.methods.cm import _init_from
 from consistency.objectives import ecm as ecm_objective
+
+
+# config.ecm: ECT, Geng et al. 2024 (docs/methods.md §7). r = t·(1 − q^{−(a+1)}(1 + k·sigmoid(−b t))) stays in [0, t).
+CONFIG_BLOCK = "ecm"
+CONFIG_FIELDS = {
+    "p_mean": schema.Field(-1.1, "ln t ~ N(p_mean, p_std²) (ECT: −1.1)"),
+    "p_std": schema.Field(2.0, "std of ln t (ECT: 2.0)", lo=0, lo_open=True),
+    "q": schema.Field(2.0, "r → t as q^{−(a+1)} shrinks with the stage a (ECT: 2)", lo=1, lo_open=True,
+                      fix="use q > 1 so that r → t as the stages grow (ECT: 2)"),
+    "k": schema.Field(8.0, "r = t·(1 − q^{−(a+1)}(1 + k·sigmoid(−b t))) (ECT: 8)", lo=0,
+                      fix="use k >= 0 so that r stays below t (ECT: 8)"),
+    "b": schema.Field(1.0, "slope b of the sigmoid in r(t) (ECT: 1)", lo=0, fix="use b >= 0 (ECT: 1)"),
+    "steps_per_stage": schema.Field(25_000, "CIFAR-10: double = 250 ticks of 12.8k images at batch 128 → 25k "
+                                    "iterations", lo=1),
+    "huber_c": schema.Field(0.0, "0 → un-squared ‖·‖₂ (ECT default); > 0 → pseudo-Huber", lo=0,
+                            fix="use 0 (un-squared L2, ECT) or a pseudo-Huber c > 0"),
+    "sigma_min_eval": schema.Field(0.003, "CM boundary of the sampling consistency function (ECMPrecond, "
+                                   "docs/methods.md §7)", lo=0, hi="diffusion.sigma_max", lo_open=True, hi_open=True),
+    "clip_t": schema.Field(False, "False: t = e^{P_mean + P_std n} as drawn (locuslab/ect loss.py); True: clip to "
+                           "[σ_min, σ_max]"),
+}
+TEACHER_USE = "optional"   # tuning starts from a trained EDM workdir's weights (or from scratch), never an oracle
+
+
+def sampling_boundary(config) -> float:
+    """σ of the sampler's CM boundary f(x, σ) = x: ``ecm.sigma_min_eval`` (ECMPrecond), not diffusion.sigma_min."""
+    return float(config.ecm.sigma_min_eval)
+
 
 
 def sample_t(keys, p_mean: float, p_std: float, clip_to=None):

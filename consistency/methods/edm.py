@@ -17,6 +17,8 @@ from consistency.methods import base, common
 from consistency.objectives import edm as edm_objective
 
 
+TEACHER_USE = "unused"   # EDM is the teacher: it trains from data alone (no config block of its own)
+
 def make(config, dataset) -> base.Method:
     net = common.build_net(config, dataset.example_shape)
     f = config.diffusion

@@ -35,6 +35,7 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from consistency import schema
 from consistency import teachers
 from consistency.errors import ConfigError
 from consistency.diffusion import cm_sampling, distances, processes, schedules
@@ -51,65 +52,68 @@ DISTANCES = ("pseudo_huber", "l2")
 # Config validation
 # ----------------------------------------------------------------------------------------------------------
 
-def _fail(field: str, problem: str, fix: str) -> ConfigError:
-    return ConfigError(f"config.{field}: {problem}; {fix}")
+_fail = schema.fail
 
 
 def _is_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
+# config.mcm: MCM, Heek et al. 2024 (seed eq. 44–54; docs/methods.md §8). Defaults: the VP MCD recipe of
+# docs/methods.md §8.1.
+CONFIG_BLOCK = "mcm"
+CONFIG_FIELDS = {
+    "process": schema.Field("vp", "'vp' DDIM/aDDIM form (docs/methods.md §8.1) | 've' the notebook's eq. 51 form (§8.2)",
+                            choices=PROCESSES),
+    "mode": schema.Field("distill", "'distill' MCD (teacher step) | 'train' MCT (data in place of the teacher, §8.1 "
+                                    "step 2)", choices=MODES),
+    "segments": schema.Field(4, 'T: segments = sampling steps; T = 1 is a CM (MCM paper: 1…16, ImageNet-64 at 8)',
+                             lo=1, fix="use the number of sampling steps T (MCM paper: 1, 2, 4, 8, 16)"),
+    "boundaries": schema.Field((), "VE only: ascending σ boundaries b_0 < … < b_T (T + 1 values); () → T + 1 Karras "
+                                   "points", fix="use () (T + 1 Karras points) or T + 1 ascending σ values"),
+    "num_steps_start": schema.Field(64.0, "teacher steps N(i) over the whole range at i = 0 (unofficial MCM port, §8.1 "
+                                          "step 5)",
+                                    lo=1, fix="use a teacher-step count N over the whole range (MCM: 64 → 1280)"),
+    "num_steps_end": schema.Field(1280.0, 'N(i) after the ramp (§8.1 step 5); equal to num_steps_start → a fixed grid',
+                                  lo=1, fix="use a teacher-step count N over the whole range (MCM: 64 → 1280)"),
+    "num_steps_ramp": schema.Field(100_000, 'i at which the log-linear ramp of N(i) ends (§8.1 step 5)',
+                                   lo=1, fix="use the step at which N(i) reaches num_steps_end (MCM: 100000)"),
+    "teacher_solver": schema.Field("addim", "'addim' (§8.1) | 'ddim' (= VE Euler, seed eq. 50) | 'heun' (EDM, in VE "
+                                            "coordinates)", choices=mcm_obj.TEACHER_SOLVERS),
+    "addim_eta": schema.Field(0.75, "η of aDDIM's v_x = η·‖x̂_tch − x‖²/d (docs/methods.md §8.1)",
+                              lo=0, fix="use η = 0.75 (docs/methods.md §8.1)"),
+    "loss_space": schema.Field("x", "'x' x̂_θ vs invDDIM target (§8.1 step 4) | 'eps' corrected nb (47) (§17 item 11) | "
+                                    "'jump' F_θ vs ẑ at the segment start (nb (46); VE: nb (52))",
+                               choices=mcm_obj.LOSS_SPACES),
+    "weighting": schema.Field("snr+1", "λ(t): 'snr+1' (§8.1 step 4) | 'snr' | 'uniform'", choices=mcm_obj.WEIGHTINGS),
+    "distance": schema.Field("pseudo_huber", "'pseudo_huber' (§8.1 step 4) | 'l2'", choices=DISTANCES),
+    "huber_c": schema.Field(1e-4, 'pseudo-Huber c ("ε = 1e-4", §8.1 step 4, unofficial port); < 0 → 0.00054·√d (iCT)',
+                            fix="use 1e-4, or < 0 for iCT's 0.00054·√d"),
+    "target_ema": schema.Field(0.0, 'μ of the target θ⁻ (§8.1 step 4: "θ⁻ an EMA", no value given); 0 → θ⁻ = sg θ',
+                               lo=0, hi=1, hi_open=True, fix="use 0 (θ⁻ = sg θ) or a decay below 1"),
+    "cfg_scale": schema.Field(1.0, 'w of the guided teacher D_w = D_∅ + w(D_c − D_∅) (docs/methods.md §2; nb (44))',
+                              lo=0, fix="use 1 (no guidance) or w >= 0"),
+    "init_from_teacher": schema.Field(True, "workdir teacher: the student starts from the teacher's EMA weights"),
+}
 
 
-def _check_choice(m, name: str, choices) -> None:
-    if m[name] not in choices:
-        raise _fail(f"mcm.{name}", f"{m[name]!r} is not one of {', '.join(map(repr, choices))}", "choose one of them")
+def TEACHER_USE(config):   # noqa: N802  (a declaration: consistency.config.teacher_use)
+    """MCD distils a teacher; MCT ('train') uses the data in place of one. None for an unknown mode (its own error)."""
+    return {"distill": ("required", "mcm.mode='train' (MCT)"),
+            "train": ("unused", "mcm.mode='distill' (MCD)")}.get(config.mcm.mode)
 
 
 def validate_config(config) -> None:
     """Raise one ConfigError line ``config.mcm.<field>: <problem>; <fix>`` (or ``config.teacher`` / ``config.eval``)
     for any value the MCM method cannot use; builds nothing."""
+    schema.check_block(config, CONFIG_BLOCK, CONFIG_FIELDS)   # every field: type, choices, bounds
     m, f = config.mcm, config.diffusion
-    for name, choices in (("process", PROCESSES), ("mode", MODES), ("teacher_solver", mcm_obj.TEACHER_SOLVERS),
-                          ("loss_space", mcm_obj.LOSS_SPACES), ("weighting", mcm_obj.WEIGHTINGS),
-                          ("distance", DISTANCES)):
-        _check_choice(m, name, choices)
-    if not _is_int(m.segments) or m.segments < 1:
-        raise _fail("mcm.segments", f"{m.segments!r} is not an integer >= 1",
-                    "use the number of sampling steps T (MCM paper: 1, 2, 4, 8, 16)")
-    for name in ("num_steps_start", "num_steps_end"):
-        if not _is_number(m[name]) or m[name] < 1:
-            raise _fail(f"mcm.{name}", f"{m[name]!r} is not a number >= 1",
-                        "use a teacher-step count N over the whole range (MCM: 64 → 1280)")
-    if not _is_int(m.num_steps_ramp) or m.num_steps_ramp < 1:
-        raise _fail("mcm.num_steps_ramp", f"{m.num_steps_ramp!r} is not an integer >= 1",
-                    "use the step at which N(i) reaches num_steps_end (MCM: 100000)")
-    if not _is_number(m.addim_eta) or m.addim_eta < 0:
-        raise _fail("mcm.addim_eta", f"{m.addim_eta!r} is not a number >= 0", "use η = 0.75 (docs/methods.md §8.1)")
-    if not _is_number(m.huber_c):
-        raise _fail("mcm.huber_c", f"{m.huber_c!r} is not a number", "use 1e-4, or < 0 for iCT's 0.00054·√d")
-    if not _is_number(m.target_ema) or not 0 <= m.target_ema < 1:
-        raise _fail("mcm.target_ema", f"{m.target_ema!r} is not in [0, 1)", "use 0 (θ⁻ = sg θ) or a decay below 1")
-    if not _is_number(m.cfg_scale) or m.cfg_scale < 0:
-        raise _fail("mcm.cfg_scale", f"{m.cfg_scale!r} is not a number >= 0", "use 1 (no guidance) or w >= 0")
     if m.cfg_scale != 1 and int(config.model.num_classes) <= 0:
         raise _fail("mcm.cfg_scale", f"{m.cfg_scale} guides the teacher by class but the model is unconditional",
                     "set it to 1, or use a class-conditional model and teacher (model.num_classes > 0)")
-    if not isinstance(m.init_from_teacher, bool):
-        raise _fail("mcm.init_from_teacher", f"{m.init_from_teacher!r} is not a bool", "use True or False")
     _validate_boundaries(m, f)
     if m.process == "vp" and f.sigma_max <= 0:
         raise _fail("diffusion.sigma_max", f"{f.sigma_max} is not > 0", "use the teacher's top level (EDM: 80)")
-    has_teacher = bool(config.teacher.workdir or config.teacher.oracle)
-    if m.mode == "distill" and not has_teacher:
-        raise _fail("teacher", "mcm.mode='distill' (MCD) distils a teacher but none is set",
-                    "set teacher.workdir to a trained EDM run or teacher.oracle='mixture' (toys), "
-                    "or use mcm.mode='train' (MCT)")
-    if m.mode == "train" and has_teacher:
-        raise _fail("teacher.workdir" if config.teacher.workdir else "teacher.oracle",
-                    "mcm.mode='train' (MCT) uses the data in place of a teacher", "clear it, or use mcm.mode='distill'")
     bad = [n for n in tuple(config.eval.nfes) if n != m.segments]
     if bad:
         raise _fail("eval.nfes", f"{tuple(config.eval.nfes)} asks a T = {m.segments} multistep model for "

@@ -44,6 +44,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from consistency import schema
 from consistency.data.latents import latent_prior
 from consistency.diffusion import distances
 from consistency.methods import add, base, common, distillation
@@ -58,24 +59,50 @@ PRIORS = ("sigma_max", "latent")
 LAST_LAYERS = ("conv_out", "dense_out")
 
 
+# config.pagoda: PaGoDA, Kim et al. 2024 (docs/methods.md §9). Defaults: the official 64→64 stage.
+CONFIG_BLOCK = "pagoda"
+CONFIG_FIELDS = {
+    **distillation.init_fields("the base generator starts as a copy of the teacher (PaGoDA) | 'scratch'"),
+    "stage": schema.Field(1, '1: teacher resolution R; s: output 2^(s−1)·R through s − 1 growth blocks',
+                          lo=1, fix="use 1 (teacher resolution), 2 (2×) or 3 (4×)"),
+    "grow_channels": schema.Field(64, 'width of each growth block (consistency/nets/growing.py)', lo=4),
+    "grow_res_blocks": schema.Field(1, 'residual blocks per growth block', lo=0),
+    "distance": schema.Field("feature", "L_rec d: 'feature' (in-project classifier; PaGoDA LPIPS / cnn_vit) | 'l2' | "
+                                        "'pseudo_huber'", choices=DISTANCES),
+    "huber_c": schema.Field(-1.0, 'pseudo-Huber c; < 0 → 0.00054·√d (iCT)',
+                            fix="use a pseudo-Huber c > 0, or < 0 for 0.00054·√d"),
+    "reconstruction_weight": schema.Field(1.0, "weight of L_rec, the reconstruction of x from its inverted latent (PaGoDA: 1)",
+                                          lo=0, lo_open=True),
+    "discriminator_weight": schema.Field(0.2, 'GAN weight (PaGoDA 64→64: 0.2 adaptive; growing stages: 1)',
+                                         lo=0, fix="use PaGoDA's 0.2 (stage 1, adaptive) or 1 (growing stages); 0 trains L_rec alone"),
+    "adaptive": schema.Field(True, 'λ_adv = clip(‖∇_last L_rec‖/‖∇_last L_GAN‖, 0.01, 10)·discriminator_weight'),
+    "prior": schema.Field("sigma_max", "generator input at sampling (and for the GAN's fakes): 'sigma_max' σ_max·ε "
+                                       "(PaGoDA) | 'latent' the per-coordinate Gaussian of the inverted latents "
+                                       "(consistency/inversion.py)", choices=PRIORS),
+    "alternate": schema.Field(True, 'D and G alternate 1:1, one set per loop step (official step % 2); False → both'),
+    "r1_weight": schema.Field(0.0, 'γ·R1 on real inputs (not in PaGoDA)', lo=0, fix="use 0 (PaGoDA) or e.g. 1e-5"),
+    "features": schema.Field("classifier", "frozen discriminator features, as add.features: 'classifier' | 'teacher' | "
+                                           "'input'", choices=add.FEATURES),
+    "feature_sigma": schema.Field(0.002, "'teacher' features: the σ the teacher encoder reads images at",
+                                  lo=0, hi="diffusion.sigma_max", lo_open=True),
+    "augment": schema.Field("", 'DiffAugment policy of the discriminator inputs, as add.augment',
+                            fix="use a DiffAugment policy such as 'translation,cutout', or '' for none"),
+    "guidance_scales": schema.Field((), "CFG (seed eq. 56–58): the w grid the latents were inverted with "
+                                        "(launch/invert.py --guidance_scales); G and D are conditioned on (c, w), w ~ "
+                                        "uniform over the grid", fix="use () or scales w >= 0, e.g. (1, 2, 3)"),
+    "sample_guidance": schema.Field(0.0, 'w that sampling/eval uses; 0 → the first scale (or no guidance)',
+                                    lo=0, fix="use 0 (the first guidance scale) or a w > 0"),
+}
+TEACHER_USE = "required"
+GROWS_RESOLUTION = True      # stage s > 1 outputs 2^(s−1)·R from a teacher at R (teachers.check_teacher_data)
+DATA_EXTRAS = ("latents",)   # batches carry 'latent' = E(x) from data.latents (launch/invert.py)
+
+
 def validate_config(config) -> None:
     """``config.pagoda`` (one ConfigError line naming the field)."""
+    schema.check_block(config, CONFIG_BLOCK, CONFIG_FIELDS)   # every field: type, choices, bounds
     p = config.pagoda
     distillation.validate_common(config, NAME)
-    distillation.number(p.stage, "pagoda.stage", 1, integer=True, fix="use 1 (teacher resolution), 2 (2×) or 3 (4×)")
-    distillation.choice(p.distance, "pagoda.distance", DISTANCES)
-    distillation.choice(p.prior, "pagoda.prior", PRIORS)
-    distillation.number(p.huber_c, "pagoda.huber_c", fix="use a pseudo-Huber c > 0, or < 0 for 0.00054·√d")
-    distillation.number(p.reconstruction_weight, "pagoda.reconstruction_weight", 0, lo_open=True)
-    distillation.number(p.discriminator_weight, "pagoda.discriminator_weight", 0,
-                        fix="use PaGoDA's 0.2 (stage 1, adaptive) or 1 (growing stages); 0 trains L_rec alone")
-    distillation.flag(p.adaptive, "pagoda.adaptive")
-    distillation.flag(p.alternate, "pagoda.alternate")
-    distillation.number(p.r1_weight, "pagoda.r1_weight", 0, fix="use 0 (PaGoDA) or e.g. 1e-5")
-    distillation.choice(p.features, "pagoda.features", add.FEATURES)
-    distillation.number(p.feature_sigma, "pagoda.feature_sigma", 0, config.diffusion.sigma_max, lo_open=True)
-    distillation.number(p.grow_channels, "pagoda.grow_channels", 4, integer=True)
-    distillation.number(p.grow_res_blocks, "pagoda.grow_res_blocks", 0, integer=True)
     add.validate_augment(config, "pagoda.augment")
     distillation.check_head_block(config)
     toy = str(config.data.name).startswith("toy:")
@@ -106,8 +133,6 @@ def validate_config(config) -> None:
         distillation.require(int(config.discriminator.num_classes) > 0, "discriminator.num_classes",
                              "0, but PaGoDA's CFG conditions D on (c, w) through its class projection",
                              "set it to model.num_classes")
-    distillation.number(p.sample_guidance, "pagoda.sample_guidance", 0,
-                        fix="use 0 (the first guidance scale) or a w > 0")
     distillation.require(float(p.sample_guidance) == 0 or bool(scales), "pagoda.sample_guidance",
                          f"{p.sample_guidance} but the generator is not conditioned on w", "set pagoda.guidance_scales")
 

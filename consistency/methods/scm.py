@@ -33,6 +33,7 @@ import math
 import jax
 import jax.numpy as jnp
 
+from consistency import schema
 from consistency import networks
 from consistency import teachers
 from consistency.methods import base, common, distillation
@@ -45,34 +46,49 @@ TIME_INPUTS = ("edm", "trigflow")
 JVPS = ("jvp", "finite_difference")
 
 
+# config.scm: sCM, Lu & Song 2024 (docs/methods.md §13.2). Defaults: FastGen's CIFAR-10 sCD recipe where
+# docs/methods.md §13.2 gives one.
+CONFIG_BLOCK = "scm"
+CONFIG_FIELDS = {
+    "mode": schema.Field("distill", "'distill' sCD (teacher velocity) | 'train' sCT (conditional velocity cos t z − sin "
+                                    "t x₀)", choices=MODES),
+    **distillation.init_fields("'teacher' copies the EDM teacher (sCD; sCT from an EDM checkpoint) | 'scratch'"),
+    "time_input": schema.Field("edm", "c_noise: 'edm' ¼ ln(σ_d tan t) (an EDM net is an sCM F as is) | 'trigflow' t "
+                                      "(sCM)", choices=TIME_INPUTS),
+    "p_mean": schema.Field(-1.0, 'ln σ ~ N(p_mean, p_std²), t = arctan(σ/σ_d) (CIFAR-10: −1.0, 1.4 [unofficial code])'),
+    "p_std": schema.Field(1.4, "std of ln σ (CIFAR-10: 1.4 [unofficial code])", lo=0, lo_open=True),
+    "tangent_warmup_steps": schema.Field(10_000, 'r = min(1, k / this) (sCM §4.2)',
+                                         lo=0, fix="use 0 (no warm-up) or a step count (sCM: 10000)"),
+    "tangent_norm_const": schema.Field(0.1, 'c of g / (‖g‖ + c) (sCM §4.2)', lo=0, lo_open=True, fix="use sCM's 0.1"),
+    "tangent_norm": schema.Field("paper", "'paper' g/(‖g‖ + c) (sCM §4.2) | 'fastgen' g/(‖g‖/√d + c) (docs/fidelity.md)",
+                                 choices=scm_obj.TANGENT_NORMS),
+    "t_sampling": schema.Field("clip", "lognormal σ 'clip'ped to [σ_min, σ_max] | 'truncate'd to it (FastGen)",
+                               choices=scm_obj.T_SAMPLINGS),
+    "jvp": schema.Field("jvp", "'jvp' (jax.jvp, exact) | 'finite_difference' (central, ε = 1e-3·t)", choices=JVPS),
+    "mid_t": schema.Field(1.1, "2-step sampler's intermediate t (sCM 1.1; FastGen arctan(0.821/σ_d) = 1.0238)",
+                          lo=0, lo_open=True, fix="use sCM's 1.1 or FastGen's arctan(0.821/σ_d)"),
+    "cfg_scale": schema.Field(1.0, 'sCD teacher guidance w: dx = dx_c + (w − 1)(dx_c − dx_∅)',
+                              lo=0, fix="use 1 (no guidance)"),
+}
+
+
+def TEACHER_USE(config):   # noqa: N802  (a declaration: consistency.config.teacher_use)
+    """sCD distils a teacher; sCT trains from data, optionally starting from an EDM workdir (never an oracle). None
+    for an unknown mode (its own error)."""
+    return {"distill": ("required", "scm.mode='train' (sCT)"),
+            "train": ("optional", "scm.mode='distill' (sCD)")}.get(config.scm.mode)
+
+
 def validate_config(config) -> None:
     """``config.scm`` (one ConfigError line naming the field)."""
+    schema.check_block(config, CONFIG_BLOCK, CONFIG_FIELDS)   # every field: type, choices, bounds
     s, f, te = config.scm, config.diffusion, config.teacher
-    distillation.choice(s.mode, "scm.mode", MODES)
-    distillation.choice(s.time_input, "scm.time_input", TIME_INPUTS)
-    distillation.choice(s.jvp, "scm.jvp", JVPS)
-    distillation.choice(s.init, "scm.init", distillation.INITS)
-    distillation.number(s.p_std, "scm.p_std", 0, lo_open=True)
-    distillation.number(s.p_mean, "scm.p_mean")
-    distillation.number(s.tangent_warmup_steps, "scm.tangent_warmup_steps", 0, integer=True,
-                        fix="use 0 (no warm-up) or a step count (sCM: 10000)")
-    distillation.choice(s.tangent_norm, "scm.tangent_norm", scm_obj.TANGENT_NORMS)
-    distillation.choice(s.t_sampling, "scm.t_sampling", scm_obj.T_SAMPLINGS)
-    distillation.number(s.tangent_norm_const, "scm.tangent_norm_const", 0, lo_open=True, fix="use sCM's 0.1")
     distillation.number(s.mid_t, "scm.mid_t", 0, scm_obj.t_max_for(f.sigma_max, f.sigma_data), lo_open=True,
                         hi_open=True, fix=f"use sCM's {scm_obj.PAPER_MID_T} or FastGen's "
                         f"{math.atan2(scm_obj.FASTGEN_MID_SIGMA, f.sigma_data):.4f}")
-    distillation.number(s.cfg_scale, "scm.cfg_scale", 0, fix="use 1 (no guidance)")
-    distillation.number(s.init_fit_steps, "scm.init_fit_steps", 0, integer=True)
     distillation.require(f.process == "ve", "diffusion.process", f"{f.process!r}: sCM converts a VE/EDM teacher to "
                          "TrigFlow (σ = σ_d tan t)", "use 've'")
-    if s.mode == "distill":
-        distillation.require(bool(te.workdir or te.oracle), "teacher", "sCD distils a teacher but none is set",
-                             "set teacher.workdir to a trained EDM run or teacher.oracle='mixture' for toys, "
-                             "or use scm.mode='train' (sCT)")
-    else:
-        distillation.require(not te.oracle, "teacher.oracle", "sCT trains from data, it has no teacher",
-                             "clear it, or use scm.mode='distill' (sCD)")
+    if s.mode != "distill":
         distillation.require(s.init == "scratch" or bool(te.workdir), "scm.init", "'teacher' but sCT has no "
                              "teacher to copy", "set teacher.workdir to an EDM run to start from, or init='scratch'")
     if s.init == "teacher":

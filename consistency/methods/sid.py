@@ -20,6 +20,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from consistency import schema
 from consistency.methods import base, common, distillation
 from consistency.objectives import dmd as dmd_objective
 from consistency.objectives import sid as sid_objective
@@ -27,20 +28,30 @@ from consistency.objectives import sid as sid_objective
 NAME = "sid"
 
 
+# config.sid: SiD, Zhou et al. 2024 (docs/methods.md §12; mingyuanzhou/SiD).
+CONFIG_BLOCK = "sid"
+CONFIG_FIELDS = {
+    **distillation.init_fields('G and D_fake start from the teacher (SiD)'),
+    "sigma_init": schema.Field(2.5, 'x_g = G(σ_init z, σ_init) (SiD `init_sigma`)',
+                               lo=0, hi="diffusion.sigma_max", lo_open=True, fix="use SiD's 2.5 (within (0, diffusion.sigma_max])"),
+    "alpha": schema.Field(1.2, 'α of the code-form loss (SiD CIFAR-10/ImageNet; 1.0 for AFHQ)',
+                          lo=0, fix="use SiD's 1.2 (1.0 for AFHQ); α >= 0"),
+    "t_max_fraction": schema.Field(0.8, "generator σ: u ~ U[0, 0.8] on the ρ-schedule, σ ∈ [0.002, 24.4] (SiD tmax = "
+                                        "800)", lo=0, hi=1, lo_open=True, fix="use SiD's 0.8 (t_max = 800 of 1000)"),
+    "normalise": schema.Field(True, 'divide by sg(max(mean|x_g − D_r|, 1e-5)) (SiD `weight_factor`)'),
+    "generator_loss_scale": schema.Field(100.0, 'summed-over-pixels loss × 100/batch (SiD `loss_scaling_G`)',
+                                         lo=0, lo_open=True, fix="use SiD's 100 (loss_scaling_G)"),
+    "fake_p_mean": schema.Field(-1.2, 'fake DSM σ: ln σ ~ N(−1.2, 1.2²) (EDM lognormal; SiD)'),
+    "fake_p_std": schema.Field(1.2, "std of the fake DSM's ln σ (EDM lognormal; SiD)", lo=0, lo_open=True),
+    "ttur": distillation.ttur_field(1, 'fake updates per generator update (SiD: alternating 1:1)'),
+}
+TEACHER_USE = "required"
+
+
 def validate_config(config) -> None:
     """``config.sid`` (one ConfigError line naming the field)."""
-    s = config.sid
+    schema.check_block(config, CONFIG_BLOCK, CONFIG_FIELDS)   # every field: type, choices, bounds
     distillation.validate_common(config, NAME)
-    distillation.number(s.sigma_init, "sid.sigma_init", 0, config.diffusion.sigma_max, lo_open=True,
-                        fix=f"use SiD's 2.5 (within (0, diffusion.sigma_max = {config.diffusion.sigma_max}])")
-    distillation.number(s.alpha, "sid.alpha", 0, fix="use SiD's 1.2 (1.0 for AFHQ); α >= 0")
-    distillation.number(s.t_max_fraction, "sid.t_max_fraction", 0, 1, lo_open=True,
-                        fix="use SiD's 0.8 (t_max = 800 of 1000)")
-    distillation.flag(s.normalise, "sid.normalise")
-    distillation.number(s.generator_loss_scale, "sid.generator_loss_scale", 0, lo_open=True,
-                        fix="use SiD's 100 (loss_scaling_G)")
-    distillation.number(s.fake_p_mean, "sid.fake_p_mean")
-    distillation.number(s.fake_p_std, "sid.fake_p_std", 0, lo_open=True)
     distillation.validate_eval_nfes(config, NAME, 1)
 
 
