@@ -67,7 +67,7 @@ def test_paper_recipes_build_the_papers_networks():
     """EDM's DDPM++ / NCSN++ / ADM (NVlabs/edm train.py) with the parameter counts of the public pickles
     (edm-cifar10-32x32-uncond-vp.pkl 55,733,891; -ve.pkl 56,397,827 + the 128 Fourier frequencies EDM keeps as a
     buffer; edm-imagenet-64x64-cond-adm.pkl 295,899,267, counted with NVlabs' code); `:cpu` keeps the family."""
-    expected = {"cifar_edm.py": "ddpmpp", "cifar_cd.py": "ncsnpp", "cifar_ecm.py": "ddpmpp", "cifar_sct.py": "ddpmpp",
+    expected = {"cifar_edm.py": "ddpmpp", "cifar_cd.py": "ncsnpp", "cifar_ct.py": "ncsnpp", "cifar_ict.py": "ncsnpp", "cifar_ecm.py": "ddpmpp", "cifar_sct.py": "ddpmpp",
                 "cifar_scd.py": "ddpmpp", "cifar_sid.py": "ddpmpp", "cifar_dmd.py": "ddpmpp",
                 "cifar_dmd2.py": "ddpmpp", "cifar_ctm.py": "ddpmpp", "imagenet64_mcm.py": "adm",
                 "imagenet64_pagoda.py": "adm"}

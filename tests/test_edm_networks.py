@@ -233,3 +233,19 @@ def test_edm_model_config_errors_name_the_field():
     with pytest.raises(ConfigError, match="config.model.attn_resolutions"):
         validate_model_config(tiny_model("ddpmpp", attn_resolutions=(5,)), (8, 8, 3))
     assert isinstance(tiny_model("adm"), ml_collections.ConfigDict)
+
+
+@pytest.mark.parametrize("taps", [(1, 1), (2, 2)])
+def test_box_resampling_equals_the_depthwise_convolution(taps):
+    """DDPM++/ADM's [1, 1] filter resamples by reshape (down: 2×2 block sum × ¼) and repeat (up) instead of a
+    depthwise convolution; both are torch's grouped conv2d / conv_transpose2d with EDM's filter, so they must agree."""
+    filt = edm_networks.resample_filter_2d(taps)
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, 5))
+    down = edm_networks.filter_downsample(x, filt, 0)
+    up = edm_networks.filter_upsample(x, filt, 0)
+    ref_down = edm_networks._depthwise(x, filt, stride=2, lhs_dilation=1, pad=0)
+    ref_up = edm_networks._depthwise(x, 4.0 * filt[::-1, ::-1], stride=1, lhs_dilation=2, pad=1)
+    assert down.shape == (2, 4, 4, 5) and up.shape == (2, 16, 16, 5)
+    np.testing.assert_allclose(down, ref_down, rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(up, ref_up)          # each output is one input times 4f = 1: exact
+    np.testing.assert_allclose(down, x.reshape(2, 4, 2, 4, 2, 5).mean(axis=(2, 4)), rtol=1e-6, atol=1e-6)
