@@ -186,6 +186,9 @@ def base_config() -> ml_collections.ConfigDict:
     e.fid_reference = ""         # published reference statistics (.npz with mu, sigma); '' → computed from the
                                  # training split once and cached
     e.bootstrap = 0              # > 0: that many bootstrap replicates → 95 % intervals (fd_ci, kid_ci / swd_ci, mmd_ci)
+                                 # over samples: fd_ci / swd_ci basic intervals of the population value (bias-corrected,
+                                 # clipped at 0; may lie below the upward-biased estimate at small n), kid_ci / mmd_ci
+                                 # percentile intervals (unbiased estimates); see docs/benchmark.md, "Intervals"
     c.distributed = False        # call jax.distributed.initialize() (multi-host)
     return c
 

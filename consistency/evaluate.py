@@ -144,7 +144,7 @@ def kernel_inception_distance(real_features: Array, fake_features: Array, num_su
     :func:`standardize_jointly` to the two full sets (set False for the raw KID of the papers, e.g. on
     Inception pool3 features). Returns ``(mean, std)`` over subsets. When ``subset_size`` covers both sets
     every subset would be the full set: the MMD² of the full sets (sizes may differ) is computed once and the std is NaN (one value has no spread; the
-    sampling uncertainty of that value is :func:`bootstrap_interval`'s job, see :func:`evaluate_images`).
+    sampling uncertainty of that value is :func:`bootstrap_mmd2_interval`'s job, see :func:`evaluate_images`).
     """
     real = np.asarray(real_features, np.float64).reshape(len(real_features), -1)
     fake = np.asarray(fake_features, np.float64).reshape(len(fake_features), -1)
@@ -372,19 +372,47 @@ def mode_coverage(samples: Array, means: Array, stds: Array, weights: Array | No
 
 
 def bootstrap_interval(statistic: Callable[[Array, Array], float], a: Array, b: Array, num_resamples: int = 200,
-                       seed: int = 0, level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap interval (Efron & Tibshirani 1993, §13.3) of ``statistic(a, b)`` over both samples.
+                       seed: int = 0, level: float = 0.95, lower_bound: float | None = None) -> tuple[float, float]:
+    """Basic bootstrap interval (Davison & Hinkley 1997, §5.2) of the population value of ``statistic(a, b)``.
 
-    Each of ``num_resamples`` replicates draws the rows of ``a`` and of ``b`` independently with replacement (each
-    set keeps its size) and evaluates the statistic; the interval is the (1 − level)/2 and (1 + level)/2 quantiles
-    of the replicates. It describes the variation of a metric due to the finite sample sizes alone (one trained
-    model, one reference set); its width shrinks like 1/√n.
+    Each of ``num_resamples`` replicates θ* draws the rows of ``a`` and of ``b`` independently with replacement
+    (each set keeps its size) and evaluates the statistic; with the estimate θ̂ = statistic(a, b) and q_α the α
+    quantile of the replicates, the interval is [2θ̂ − q_{(1+level)/2}, 2θ̂ − q_{(1−level)/2}]
+    (:func:`basic_interval`). It describes the variation due to the finite sample sizes alone (one trained model,
+    one reference set); its width shrinks like 1/√n.
+
+    Why not the percentile interval [q_{(1−level)/2}, q_{(1+level)/2}]: a plug-in distance such as FD or sliced W1
+    is biased upwards at finite n (estimated covariances / empirical measures add spurious distance), and a
+    resample, which repeats points, is biased upwards once more, so the percentile interval sits about one bias
+    above θ̂ and by two above the population value. The basic interval is centred on θ̂ − b̂ with the bootstrap
+    bias estimate b̂ = mean θ* − θ̂ (Efron & Tibshirani 1993, §10), i.e. it corrects the first-order bias. It is an
+    interval for the *population* value, so at small n it can lie entirely below the plug-in θ̂.
+    ``lower_bound``: a value the population statistic cannot go below (0 for a distance); both ends are clipped
+    to it.
     """
+    values = bootstrap_replicates(statistic, a, b, num_resamples, seed)
+    return basic_interval(statistic(np.asarray(a), np.asarray(b)), values, level, lower_bound)
+
+
+def bootstrap_replicates(statistic: Callable[[Array, Array], float], a: Array, b: Array, num_resamples: int = 200,
+                         seed: int = 0) -> Array:
+    """The replicates θ* of :func:`bootstrap_interval`: ``statistic`` of ``num_resamples`` pairs of resamples (rows
+    of ``a`` and of ``b`` drawn independently with replacement, each set keeping its size)."""
     a, b = np.asarray(a), np.asarray(b)
     rng = np.random.default_rng(seed)
-    values = [statistic(a[rng.integers(0, len(a), len(a))], b[rng.integers(0, len(b), len(b))])
-              for _ in range(num_resamples)]
-    return _percentiles(values, level)
+    return np.asarray([statistic(a[rng.integers(0, len(a), len(a))], b[rng.integers(0, len(b), len(b))])
+                       for _ in range(num_resamples)], np.float64)
+
+
+def basic_interval(estimate: float, values, level: float = 0.95,
+                   lower_bound: float | None = None) -> tuple[float, float]:
+    """[2θ̂ − q_{(1+level)/2}, 2θ̂ − q_{(1−level)/2}] of bootstrap replicates ``values`` around ``estimate`` θ̂
+    (Davison & Hinkley 1997, §5.2, "basic bootstrap"), clipped below at ``lower_bound`` when one is given."""
+    lo, hi = _percentiles(values, level)
+    lo, hi = 2.0 * estimate - hi, 2.0 * estimate - lo
+    if lower_bound is not None:
+        lo, hi = max(lo, lower_bound), max(hi, lower_bound)
+    return float(lo), float(hi)
 
 
 def _percentiles(values, level: float) -> tuple[float, float]:
@@ -394,7 +422,12 @@ def _percentiles(values, level: float) -> tuple[float, float]:
 
 def bootstrap_mmd2_interval(kernel_fn: Callable[[Array, Array], Array], a: Array, b: Array,
                             num_resamples: int = 200, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap interval of the unbiased MMD² (:func:`mmd2_unbiased`) with kernel ``kernel_fn``.
+    """Percentile bootstrap interval (Efron & Tibshirani 1993, §13.3) of the unbiased MMD² (:func:`mmd2_unbiased`)
+    with kernel ``kernel_fn``.
+
+    Unlike FD and sliced W1 (:func:`bootstrap_interval`, basic intervals), the percentile form fits here: the
+    statistic is an unbiased U-statistic, and each replicate (below) is unbiased too, so the replicates are
+    centred on the estimate and the estimate on the population value; no bias correction is needed.
 
     Resampling with replacement puts copies of one point in a set, and the pair (x, x) then enters the
     "i ≠ j" sums with k(x, x), which biases the U-statistic upwards (by ≈ 2(k(x,x) − k(x,x'))/n). Each
@@ -423,7 +456,19 @@ def bootstrap_sliced_wasserstein_interval(a: Array, b: Array, num_projections: i
                                           num_resamples: int = 200, level: float = 0.95) -> tuple[float, float]:
     """:func:`bootstrap_interval` of :func:`sliced_wasserstein` (p = 1, unit scale, the same directions) without
     re-sorting: each projection is sorted once, and a resample with counts w is the sorted sequence with the
-    value of rank r repeated w(point of rank r) times. Equal to the generic bootstrap replicate by replicate."""
+    value of rank r repeated w(point of rank r) times. Its replicates equal the generic bootstrap's one by one.
+
+    The interval is the basic one (:func:`basic_interval`) for the population sliced W1 at these directions,
+    clipped below at 0: empirical W1 is biased upwards at finite n (two samples of one distribution are at
+    W1 ∝ 1/√n > 0), so the interval can lie below the plug-in estimate (see :func:`bootstrap_interval`)."""
+    estimate, values = sliced_wasserstein_replicates(a, b, num_projections, seed, num_resamples)
+    return basic_interval(estimate, values, level, lower_bound=0.0)
+
+
+def sliced_wasserstein_replicates(a: Array, b: Array, num_projections: int = 256, seed: int = 0,
+                                  num_resamples: int = 200) -> tuple[float, Array]:
+    """(estimate, replicates) of :func:`bootstrap_sliced_wasserstein_interval`: :func:`sliced_wasserstein` (p = 1,
+    unit scale) of ``a``, ``b`` and of ``num_resamples`` resamples of both (rows drawn with replacement)."""
     x, y = _flat(a), _flat(b)
     dirs = random_unit_directions(x.shape[1], num_projections, seed)
     px, py = dirs @ x.T, dirs @ y.T
@@ -436,7 +481,8 @@ def bootstrap_sliced_wasserstein_interval(a: Array, b: Array, num_projections: i
         rx = _resampled_sorted(sx, ox, rng.multinomial(len(x), np.full(len(x), 1.0 / len(x))))
         ry = _resampled_sorted(sy, oy, rng.multinomial(len(y), np.full(len(y), 1.0 / len(y))))
         values.append(float(np.mean(_wasserstein_pp_sorted(rx, ry, 1.0))) / scale)
-    return _percentiles(values, level)
+    estimate = float(np.mean(_wasserstein_pp_sorted(sx, sy, 1.0))) / scale
+    return estimate, np.asarray(values)
 
 
 def _resampled_sorted(sorted_values: Array, order: Array, counts: Array) -> Array:
@@ -538,8 +584,10 @@ def evaluate_images(samples: Array, reference: RealSource, feature_fn: Callable[
     ``reference`` (an array or a sampler) gives A and B (:func:`reference_draws`); every metric is metric(A,
     samples) and its floor metric(A, B), the same computation with the samples replaced by real data. KID is the
     unbiased MMD² of the full sets (subsets only when ``kid_subset_size`` is smaller than a set). With
-    ``bootstrap`` > 0, ``fd_ci`` and ``kid_ci`` hold the 95 % percentile bootstrap intervals over both samples
-    (:func:`bootstrap_interval`, :func:`bootstrap_mmd2_interval`) with that many replicates. Keys (``prefix``
+    ``bootstrap`` > 0, ``fd_ci`` and ``kid_ci`` hold 95 % bootstrap intervals over both samples with that many
+    replicates: for FD the basic interval of the population value, clipped at 0 (:func:`bootstrap_interval`;
+    at small n it can lie below ``fd``, which is biased upwards), for KID the percentile interval
+    (:func:`bootstrap_mmd2_interval`; unbiased, so centred on ``kid``). Keys (``prefix``
     prepended, e.g. 'inception_' for FID): fd, kid, precision, recall, pixel_swd, each with ``_floor``, and the
     sizes num_samples (scored), num_reference (|A|), num_floor (|B|).
     """
@@ -556,7 +604,7 @@ def evaluate_images(samples: Array, reference: RealSource, feature_fn: Callable[
         out["pixel_swd" + suffix] = sliced_wasserstein(ref_a, other, pixel_projections, seed)
     if bootstrap:
         out["fd_ci"] = bootstrap_interval(lambda x, y: frechet_distance(*gaussian_stats(y), *gaussian_stats(x)),
-                                          fa, fs, bootstrap, seed)
+                                          fa, fs, bootstrap, seed, lower_bound=0.0)
         za, zs = standardize_jointly(fa, fs)
         out["kid_ci"] = bootstrap_mmd2_interval(cubic_polynomial_kernel, za, zs, bootstrap, seed)
     return {prefix + k: v for k, v in out.items()}
@@ -575,7 +623,9 @@ def evaluate_points(samples: Array, reference: RealSource | None = None,
     floors metric(A, B) for two independent real draws A, B. The mixture scores (higher is better) are those of
     the samples and, as ``_floor``, of B: the score of real data. MMD bandwidths default to
     :func:`median_bandwidths` of A and are shared by value and floor. With ``bootstrap`` > 0, ``swd_ci`` and
-    ``mmd_ci`` hold 95 % percentile bootstrap intervals over both samples. Sizes: num_samples, num_reference,
+    ``mmd_ci`` hold 95 % bootstrap intervals over both samples: basic for SW1 (the population value, clipped at 0;
+    may lie below ``swd``, :func:`bootstrap_sliced_wasserstein_interval`), percentile for the unbiased MMD²
+    (:func:`bootstrap_mmd2_interval`). Sizes: num_samples, num_reference,
     num_floor.
     """
     if isinstance(mixture, dict):

@@ -77,6 +77,17 @@ def test_toy_smoke_writes_the_blocks_and_reuses_workdirs(tmp_path, monkeypatch):
     monkeypatch.setattr(api, "load", lambda *a, **k: pytest.fail("re-evaluated a finished run"))
     assert benchmark.run(**args) == []
     assert benchmark.collect("toy", workroot, 64, 5) == collected
+    # a record scored before the basic FD / sliced-W1 intervals (no "intervals" key) is rescored, not reused
+    teacher_row = benchmark.suite_rows("toy")[0]
+    record = os.path.join(benchmark.run_dir(workroot, "toy", teacher_row, 0),
+                          f"benchmark_eval_{benchmark.row_slug(teacher_row)}_seed0.json")
+    old = json.load(open(record))
+    old["settings"].pop("intervals")
+    old["nfe"]["35"]["swd_ci"] = [-1.0, -1.0]
+    json.dump(old, open(record, "w"))
+    benchmark.run(**{**args, "methods": ["teacher"]})
+    rescored = json.load(open(record))
+    assert "intervals" in rescored["settings"] and rescored["nfe"]["35"]["swd_ci"][0] >= 0
     # a second seed for the teacher row gives a t-interval over seeds
     benchmark.run(**{**args, "methods": ["teacher"], "seeds": [1]})
     two = benchmark.summarize("toy", benchmark.collect("toy", workroot, 64, 5))

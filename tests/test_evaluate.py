@@ -383,7 +383,10 @@ def test_reference_stats_cache_and_evaluate_images(digits, monkeypatch):
     for key in ("fd", "kid", "precision", "recall", "pixel_swd"):
         assert key + "_floor" in m
     assert "kid_std" not in m
-    assert m["fd_ci"][0] < m["fd"] < m["fd_ci"][1] and m["kid_ci"][0] < m["kid"] < m["kid_ci"][1]
+    # FD: basic interval of the population value (at these sizes it may lie below the upward-biased plug-in fd,
+    # but not above it by more than the bias-corrected spread); KID: unbiased, its percentile interval contains it
+    assert 0 < m["fd_ci"][0] < m["fd_ci"][1] and m["fd_ci"][0] < m["fd"]
+    assert m["kid_ci"][0] < m["kid"] < m["kid_ci"][1]
     assert m["fd_ci"][0] > 2 * m["fd_floor"] and m["kid_ci"][0] > m["kid_floor"]
     assert m["pixel_swd"] > m["pixel_swd_floor"]
     print("evaluate_images, held-out + N(0, 0.5²) noise vs train:\n" + ev.format_with_floor(m))
@@ -429,17 +432,51 @@ def test_fd_bootstrap_interval_covers_the_closed_form_of_two_gaussians():
     covered = 0
     for seed in range(10):
         a, b, exact = _gaussian_pair(3000, seed)
-        lo, hi = ev.bootstrap_interval(_fd, a, b, num_resamples=200, seed=seed)
-        assert lo < _fd(a, b) < hi
+        lo, hi = ev.bootstrap_interval(_fd, a, b, num_resamples=200, seed=seed, lower_bound=0.0)
+        assert lo < hi
         covered += lo <= exact <= hi
     assert covered >= 8   # a 95 % interval: P(≤ 7 of 10) ≈ 1e-3
+
+
+def _random_gaussian_pair(n, d, seed):
+    r = np.random.default_rng(seed)
+    mu1, mu2 = np.zeros(d), np.full(d, 0.3)
+    g1, g2 = r.standard_normal((d, d)) / np.sqrt(d), r.standard_normal((d, d)) / np.sqrt(d)
+    c1, c2 = g1 @ g1.T + 0.5 * np.eye(d), g2 @ g2.T + 0.5 * np.eye(d)
+    return (r.multivariate_normal(mu1, c1, n), r.multivariate_normal(mu2, c2, n),
+            ev.frechet_distance(mu1, c1, mu2, c2))
+
+
+def test_fd_basic_interval_covers_the_closed_form_where_the_plug_in_bias_is_large():
+    """d = 16, n = 200: the plug-in FD is biased upwards by about its own spread and a resample once more, so the
+    percentile interval of the replicates misses the population FD; the basic interval corrects the bias."""
+    basic = percentile = 0
+    for seed in range(10):
+        a, b, exact = _random_gaussian_pair(200, 16, seed)
+        values = ev.bootstrap_replicates(_fd, a, b, num_resamples=100, seed=seed)
+        lo, hi = ev.basic_interval(_fd(a, b), values, lower_bound=0.0)
+        assert (lo, hi) == ev.bootstrap_interval(_fd, a, b, num_resamples=100, seed=seed, lower_bound=0.0)
+        plo, phi = ev._percentiles(values, 0.95)
+        basic += lo <= exact <= hi
+        percentile += plo <= exact <= phi
+    assert basic >= 8
+    assert percentile <= 2   # the old form: the test can tell the two apart
+
+
+def test_basic_interval_is_reflected_around_the_estimate_and_clipped_at_the_bound():
+    values = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
+    lo_q, hi_q = np.quantile(values, [0.025, 0.975])
+    assert ev.basic_interval(2.0, values) == pytest.approx((4.0 - hi_q, 4.0 - lo_q))
+    assert ev.basic_interval(2.0, values, lower_bound=0.0) == pytest.approx((0.0, 4.0 - lo_q))
+    assert ev.basic_interval(0.5, values, lower_bound=0.0) == (0.0, 0.0)
 
 
 def test_bootstrap_width_shrinks_like_one_over_root_n():
     widths = {}
     for n in (400, 3200):
         a, b, _ = _gaussian_pair(n, 1)
-        lo, hi = ev.bootstrap_interval(_fd, a, b, num_resamples=300, seed=2)
+        lo, hi = ev.bootstrap_interval(_fd, a, b, num_resamples=300, seed=2, lower_bound=0.0)
+        assert lo > 0   # the clip is inactive here: the width is the replicates' quantile range
         widths[n] = hi - lo
     assert widths[400] / widths[3200] == pytest.approx(np.sqrt(8), rel=0.3)
 
@@ -463,12 +500,16 @@ def test_fast_bootstraps_equal_the_naive_resamples():
     metric recomputed on the resampled sets (MMD: over pairs of distinct original points)."""
     rng = np.random.default_rng(0)
     a, b = rng.standard_normal((120, 2)), rng.standard_normal((90, 2)) + 0.3
-    fast = ev.bootstrap_sliced_wasserstein_interval(a, b, 32, seed=3, num_resamples=20)
+    estimate, fast_values = ev.sliced_wasserstein_replicates(a, b, 32, seed=3, num_resamples=20)
     r, values = np.random.default_rng(3), []
     for _ in range(20):
         ca, cb = r.multinomial(120, np.full(120, 1 / 120)), r.multinomial(90, np.full(90, 1 / 90))
         values.append(ev.sliced_wasserstein(np.repeat(a, ca, 0), np.repeat(b, cb, 0), 32, seed=3))
-    assert fast == pytest.approx(ev._percentiles(values, 0.95), rel=1e-10)
+    np.testing.assert_allclose(fast_values, values, rtol=1e-10)
+    assert estimate == pytest.approx(ev.sliced_wasserstein(a, b, 32, seed=3), rel=1e-12)
+    naive_basic = ev.basic_interval(ev.sliced_wasserstein(a, b, 32, seed=3), values, lower_bound=0.0)
+    fast = ev.bootstrap_sliced_wasserstein_interval(a, b, 32, seed=3, num_resamples=20)
+    assert fast == pytest.approx(naive_basic, rel=1e-10)
 
     def kernel(u, v):
         return ev.rbf_kernel_sum(u, v, (0.5, 1.0))
@@ -483,6 +524,28 @@ def test_fast_bootstraps_equal_the_naive_resamples():
         ia, ib = np.repeat(np.arange(120), wa[i]), np.repeat(np.arange(90), wb[i])
         values.append(distinct_mean(ia, a) + distinct_mean(ib, b) - 2 * kernel(a[ia], b[ib]).mean())
     assert fast == pytest.approx(ev._percentiles(values, 0.95), rel=1e-10)
+
+
+def test_sliced_w1_basic_interval_covers_the_closed_form_of_a_mean_shift():
+    """N(0, I) against N(m, I) in 2-D: each projection u is N(0, 1) against N(⟨u, m⟩, 1), whose W1 is |⟨u, m⟩|,
+    so at the K fixed directions the population value of :func:`sliced_wasserstein` (unit scale) is
+    mean_k |⟨u_k, m⟩| / E|u₁| (→ ‖m‖ as K → ∞). At n = 200 and ‖m‖ = 0.1 the empirical W1 is biased upwards by
+    more than its spread, and the percentile interval of the replicates misses that value. (The basic interval
+    corrects the bias to first order only; with fewer directions, K = 32, it covered 44 of 50 seeds.)"""
+    m, k = np.array([0.1, 0.0]), 128
+    dirs = ev.random_unit_directions(2, k, 0)
+    exact = np.mean(np.abs(dirs @ m)) / ev.projected_norm_constant(2, 1.0)
+    basic = percentile = 0
+    for seed in range(10):
+        r = np.random.default_rng(seed)
+        a, b = r.standard_normal((200, 2)), r.standard_normal((200, 2)) + m
+        estimate, values = ev.sliced_wasserstein_replicates(a, b, k, seed=0, num_resamples=200)
+        lo, hi = ev.basic_interval(estimate, values, lower_bound=0.0)
+        plo, phi = ev._percentiles(values, 0.95)
+        basic += lo <= exact <= hi
+        percentile += plo <= exact <= phi
+    assert basic >= 8
+    assert percentile <= 2
 
 
 def test_kid_of_full_sets_is_one_value_without_a_std():
@@ -507,7 +570,9 @@ def test_evaluate_points_bootstrap_and_sizes_line():
     mix = _ring_mixture()
     good = ev.sample_gaussian_mixture(mix, 400, seed=5)
     m = ev.evaluate_points(good, mixture=mix, bootstrap=30)
-    assert m["swd_ci"][0] < m["swd"] < m["swd_ci"][1] and m["mmd_ci"][0] < m["mmd_ci"][1]
+    # samples of the mixture itself: SW1's basic interval is clipped at 0 and reaches below the plug-in swd (biased
+    # upwards); the unbiased MMD²'s percentile interval contains its estimate
+    assert 0.0 <= m["swd_ci"][0] < m["swd"] < m["swd_ci"][1] and m["mmd_ci"][0] < m["mmd"] < m["mmd_ci"][1]
     text = ev.format_with_floor(m)
     assert "scored 400 samples against 400 reference points (floor: 400 vs 400 real)" in text
     assert f"swd {m['swd']:.4g} [{m['swd_ci'][0]:.4g}, {m['swd_ci'][1]:.4g}]" in text
