@@ -12,7 +12,7 @@ setup(
         "flax>=0.12.8",
         "optax>=0.2.8",
         "orbax-checkpoint>=0.12.8",
-        "etils[epath]>=1.5",  # workdir files on local disks and gs:// buckets (consistency/fileio.py)
+        "etils[epath]>=1.5",  # workdir files on local disks and gs:// buckets (consistency/core/fileio.py)
         "ml_collections>=1.0",
         "tensorflow-cpu>=2.21.0",
         "tensorflow-datasets>=4.9.10",
@@ -27,7 +27,7 @@ setup(
         "scipy>=1.11",
         "scikit-learn>=1.4",  # offline digits (load_digits)
         "pillow>=10.0",
-        "matplotlib>=3.8",  # toy scatter plots in sample grids (consistency/images.py)
+        "matplotlib>=3.8",  # toy scatter plots in sample grids (consistency/run/pictures.py)
     ],
     extras_require={
         "test": ["pytest>=8.0", "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29"],

@@ -41,7 +41,7 @@ CELLS = [
        from data alone.
     3. **1-, 2- and 4-step samples** of both, next to the data and the teacher's 35-NFE Heun samples, scored with the
        sliced Wasserstein distance and mode coverage, each printed with its noise floor.
-    4. **The real training loop** (`consistency.train.train_and_evaluate`: checkpoints, sample grids, evaluation) on a
+    4. **The real training loop** (`consistency.run.train.train_and_evaluate`: checkpoints, sample grids, evaluation) on a
        tiny config, then `consistency.load(workdir)` to sample from the saved run.
 
     Everything runs offline. With `CONSISTENCY_NOTEBOOK_QUICK=1` (what CI sets) the step counts are tiny and the
@@ -113,7 +113,9 @@ CELLS = [
     import numpy as np
 
     import consistency
-    from consistency import evaluate, oracles, train
+    from consistency.metrics import sample_quality
+    from consistency.diffusion import oracles
+    from consistency.run import train
     from consistency.data import TOY_STD, make_dataset
     from consistency.diffusion import solvers
     from consistency.diffusion.cm_sampling import default_cm_sigmas
@@ -137,7 +139,7 @@ CELLS = [
 
     For an empirical dataset $D$ is the softmax-weighted average of eq. 6; for our toy
     $p_{\text{data}}=\tfrac12\mathcal N(-0.5,0.1^2)+\tfrac12\mathcal N(0.5,0.1^2)$ (`toy:mog1d`) it is the exact mixture
-    posterior mean (`consistency.oracles.mixture_denoiser`). We integrate the ODE from $\sigma_{\max}=80$ down to
+    posterior mean (`consistency.diffusion.oracles.mixture_denoiser`). We integrate the ODE from $\sigma_{\max}=80$ down to
     $\sigma_{\min}=0.002$ with EDM's 2nd-order Heun method on a Karras grid, starting from
     $\mathbf{x}(\sigma_{\max})=\sigma_{\max}\mathbf{z}$.
 
@@ -329,14 +331,14 @@ CELLS = [
     `consistency.diffusion.cm_sampling.default_cm_sigmas` (2 steps: 80, 0.821).
     The reference is the teacher itself: the exact mixture denoiser with Heun on the 18-point EDM grid, 35 NFE.
 
-    Metrics (`consistency.evaluate.evaluate_points`), each next to its **noise floor** — the same metric between two
+    Metrics (`consistency.metrics.sample_quality.evaluate_points`), each next to its **noise floor** — the same metric between two
     independent draws of real data of the same size, i.e. the best any sampler can score at this sample size:
     * **SW1** — sliced Wasserstein-1 distance to the data (lower is better);
     * **modes** — fraction of the 8 modes that receive at least a quarter of their share of samples;
     * **in-mode** — fraction of samples within 3 standard deviations of a mode (sharpness).
     """),
     code(r"""
-    mixture = evaluate.GaussianMixture(*toy.mixture)  # the 8 Gaussians' exact weights, means and stds
+    mixture = sample_quality.GaussianMixture(*toy.mixture)  # the 8 Gaussians' exact weights, means and stds
     teacher_denoiser = oracles.mixture_denoiser(*(jnp.asarray(a, jnp.float32) for a in toy.mixture))
     heun_sigmas = solvers.edm_sampling_sigmas(18, SIGMA_MIN, SIGMA_MAX)  # 18 Karras points + 0: NFE = 2·18 − 1 = 35
 
@@ -353,13 +355,13 @@ CELLS = [
 
 
     rng = jax.random.PRNGKey(1)
-    samples = {("data", 0): evaluate.sample_gaussian_mixture(mixture, NUM_SAMPLES, seed=2),  # a third real draw
+    samples = {("data", 0): sample_quality.sample_gaussian_mixture(mixture, NUM_SAMPLES, seed=2),  # a third real draw
                ("Heun teacher", 35): np.asarray(teacher_samples(rng))}
     for name, method, state in (("CD", cd_method, cd_state), ("CT", ct_method, ct_state)):
         for nfe in (1, 2, 4):
             samples[(name, nfe)] = np.asarray(cm_samples(method, state, nfe, rng))
 
-    metrics = {key: evaluate.evaluate_points(x, mixture=mixture, seed=0) for key, x in samples.items()}
+    metrics = {key: sample_quality.evaluate_points(x, mixture=mixture, seed=0) for key, x in samples.items()}
     print(f"{NUM_SAMPLES} samples each; value (noise floor: two real draws of {NUM_SAMPLES})")
     for (name, nfe), m in metrics.items():
         print(f"{name:<13}{nfe if nfe else '-':>3} NFE  SW1 {m['swd']:.4f} (floor {m['swd_floor']:.4f})  "
@@ -397,7 +399,7 @@ CELLS = [
     md(r"""
     ## 4. The real training loop, a workdir, and `consistency.load`
 
-    `consistency.train.train_and_evaluate(config, workdir)` is what
+    `consistency.run.train.train_and_evaluate(config, workdir)` is what
     `python -m consistency.main --config=... --workdir=...` runs: the same `train_step`, jitted over a device mesh,
     with Orbax checkpoints, TensorBoard logs (clu), sample pictures and an evaluation at the end; it resumes from the
     latest checkpoint when the workdir already has one.
@@ -459,7 +461,7 @@ CELLS = [
                                          sigmas=tuple(default_cm_sigmas(nfe)))) for nfe in (1, 2)}
     fig, axes = plt.subplots(1, 2, figsize=(7, 3.6), sharex=True, sharey=True)
     for ax, (nfe, x) in zip(axes, loaded.items()):
-        sw1 = evaluate.sliced_wasserstein(x, samples[("data", 0)])
+        sw1 = sample_quality.sliced_wasserstein(x, samples[("data", 0)])
         ax.scatter(samples[("data", 0)][:, 0], samples[("data", 0)][:, 1], s=2, c="0.85", linewidths=0)
         ax.scatter(x[:, 0], x[:, 1], s=2, c="tab:blue", linewidths=0)
         ax.set_title(f"consistency.load(workdir): {nfe} NFE\nSW1 {sw1:.3f}", fontsize=9)
@@ -478,7 +480,7 @@ CELLS = [
     * Longer runs and other methods from the command line, e.g.
       `python -m consistency.main --config=configs/toy_ict.py --workdir=runs/toy_ict`, or the digits recipes
       (`configs/digits_edm.py`, then `configs/digits_cd.py` with `--config.teacher.workdir=runs/digits_edm`).
-    * The notes' ablations are config fields of the CM trainer (`consistency/methods/cm.py`): distant pairs
+    * The notes' ablations are config fields of the CM trainer (`consistency/methods/components/cm.py`): distant pairs
       `cm.max_gap` (eq. 13), CD + CT `cm.ct_weight` (eq. 14), teacher solver order `cm.solver`, several teacher steps
       `cm.teacher_steps`, no EMA target `cm.target_ema = 0`, weightings `cm.weighting`, and the posterior-averaged CT
       target `cm.posterior` (eq. 22–25).

@@ -1,6 +1,6 @@
 """ADD (docs/methods.md §11) on sklearn digits from the digits EDM teacher (workdirs/digits_teacher): the student is a copy
 of the teacher U-Net trained on forward-diffused real digits at {999, 749, 499, 249}; the discriminator is
-Projected-GAN patch heads on the frozen conv maps of the in-project digits classifier (consistency/features.py, the
+Projected-GAN patch heads on the frozen conv maps of the in-project digits classifier (consistency/metrics/features.py, the
 stand-in for ADD's DINOv2 ViT-S), hinge loss with R1.
 
 What makes the GAN work here (docs/distillation.md, "ADD on digits"): DiffAugment ('color,translation,cutout') on the

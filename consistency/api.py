@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from consistency import sampling, train
+from consistency.run import sampling, train
 
 
 @dataclasses.dataclass
@@ -42,7 +42,7 @@ class Loaded:
         and options). ``nfe`` defaults to the run's configured sampler (``method.sampling_nfe``); ``options`` to the
         run's configured options (``method.options``, e.g. ``EDMOptions(solver, cfg_scale, s_churn)``,
         ``CMOptions(sigmas)``, ``CTMOptions(gamma)``), with fields overridden by name (``solver="euler"``); a name
-        the method does not take is a :class:`consistency.errors.ConfigError` listing the ones it does. ``labels``
+        the method does not take is a :class:`consistency.core.errors.ConfigError` listing the ones it does. ``labels``
         (int [N]) and ``params`` (a params pytree in place of the sampling EMA) are traced arrays."""
         from consistency.methods import base
         options = base.sampling_options(self.method, options, **overrides)
@@ -86,9 +86,9 @@ class Loaded:
 
     def _denoiser(self):
         if self._jitted_denoiser is None:
-            from consistency import networks
-            net = networks.build_net(self.config, tuple(self.dataset.example_shape))
-            apply = networks.edm_denoiser(net, float(self.config.diffusion.sigma_data))
+            from consistency.nets import wrappers
+            net = wrappers.build_net(self.config, tuple(self.dataset.example_shape))
+            apply = wrappers.edm_denoiser(net, float(self.config.diffusion.sigma_data))
             self._jitted_denoiser = jax.jit(lambda p, x, s, y: apply(p, x, s, y))
         return self._jitted_denoiser
 

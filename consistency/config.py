@@ -2,7 +2,7 @@
 
 The shared sections (data, model, diffusion, optim, training, teacher, sampling, discriminator, eval) are declared
 here; each method's own block is declared in its module (``CONFIG_BLOCK``, ``CONFIG_FIELDS`` of
-:class:`consistency.schema.Field`) and :func:`base_config` assembles them from the registry. Config files under
+:class:`consistency.core.schema.Field`) and :func:`base_config` assembles them from the registry. Config files under
 ``configs/`` start from :func:`base_config` and override fields; every field can be overridden on the command line
 (``--config.optim.lr=1e-4``). :func:`validate` turns a bad value into one :class:`ConfigError` line naming the field
 and the fix, before anything compiles.
@@ -14,8 +14,8 @@ import os
 
 import ml_collections
 
-from consistency import schema
-from consistency.errors import ConfigError  # noqa: F401  (re-exported: consistency.config.ConfigError)
+from consistency.core import schema
+from consistency.core.errors import ConfigError  # noqa: F401  (re-exported: consistency.config.ConfigError)
 
 
 
@@ -136,16 +136,16 @@ def base_config() -> ml_collections.ConfigDict:
     t.ema_half_life_images = 0.0  # > 0 overrides ema_decay: r = 0.5^(B/H) (EDM)
     t.label_dropout = 0.0        # p(label → null) for CFG training
     t.max_param_abs = 1e4        # refuse to checkpoint a state with max|θ| of params/EMA above this (diverged);
-                                 # 0 → off. Healthy weights are O(1) (consistency/checkpoint.py)
+                                 # 0 → off. Healthy weights are O(1) (consistency/core/checkpoint.py)
     t.blowup_ratio = 1e3         # stop, unsaved, when a set's loss exceeds this × its recent median (or max|θ| this × its
-                                 # value at the last save): a finite blow-up (consistency/blowup.py); 0 → off
+                                 # value at the last save): a finite blow-up (consistency/run/blowup.py); 0 → off
     t.init_from = ""             # warm start: a finished workdir whose parameter sets (params, EMA, moving) of the
                                  # same names and shapes are copied in at step 0 (CTM's GAN fine-tuning stage)
     t.init_sets = ()             # warm start only these set names, e.g. ('generator',) (PaGoDA growing); () → all
     t.compute_dtype = "float32"  # network compute: 'float32' | 'bfloat16' (mixed precision: float32 parameters,
-                                 # optimizer state, EMA, σ grids, losses; consistency/networks.py MixedPrecisionNet)
+                                 # optimizer state, EMA, σ grids, losses; consistency/nets/wrappers.py MixedPrecisionNet)
     t.fsdp = 1                   # > 1: parameters, EMA and optimizer state split over a second mesh axis of this size
-                                 # (FSDP / ZeRO-3; consistency/train.py Placement); must divide the device count
+                                 # (FSDP / ZeRO-3; consistency/run/train.py Placement); must divide the device count
     t.grad_accumulation = 1      # > 1: each update averages the gradients of this many micro-batches of
                                  # batch_size / grad_accumulation (consistency/methods/base.py train_step)
 
@@ -413,7 +413,7 @@ def optim_block_names(c) -> list[str]:
 
 
 def _validate_optim(c) -> None:
-    from consistency import optim
+    from consistency.methods.components import optim
     validate_optim_block(c.optim)
     for name in optim_block_names(c):
         block = c[f"optim_{name}"]
@@ -552,7 +552,7 @@ def _validate_eval(c) -> None:
     _require(isinstance(e.inception_weights, str), "eval.inception_weights", f"{e.inception_weights!r} is not a path",
              "use a path, or '' (no FID)")
     if e.inception_weights:
-        from consistency import torchfile   # numpy only
+        from consistency.core import torchfile  # numpy only
         problem = torchfile.state_dict_problem(e.inception_weights, required=FID_INCEPTION_KEYS,
                                                forbidden_prefixes=("AuxLogits.",))
         _require(problem is None, "eval.inception_weights", str(problem),
@@ -619,7 +619,7 @@ def _lists_to_tuples(value):
 def load_run_config(workdir: str) -> ml_collections.ConfigDict:
     """The config a run saved in ``WORKDIR/config.json`` (JSON lists back to tuples, as in the config files).
     FileNotFoundError when ``workdir`` holds no run."""
-    from consistency import fileio   # imports jax-free etils only
+    from consistency.core import fileio  # imports jax-free etils only
     path = fileio.join(workdir, "config.json")
     if not fileio.exists(path):
         raise FileNotFoundError(f"{path} does not exist: {workdir!r} is not a training workdir")

@@ -34,8 +34,8 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 from ml_collections.config_flags.config_flags import ConfigFileFlagParser
 
-from consistency.errors import ConfigError
-from consistency.stopping import Stopped, set_resume_hint
+from consistency.core.errors import ConfigError
+from consistency.run.stopping import Stopped, set_resume_hint
 
 HELP_FLAGS = ("--help", "-help", "-h", "-?", "--helpshort", "--helpfull")
 MAX_INFO_CHARS = 500   # longer INFO records (Orbax/hparams dumps) are dropped unless --verbosity is given
@@ -309,7 +309,7 @@ def initialize_distributed(config, cluster: Cluster = Cluster()) -> None:
         return
     if not config.get("distributed", False):
         return
-    from consistency import train
+    from consistency.run import train
     try:
         train.maybe_initialize_distributed(config)
     except (ValueError, RuntimeError) as e:
@@ -321,7 +321,7 @@ def initialize_distributed(config, cluster: Cluster = Cluster()) -> None:
 
 def workdir_problem(workdir: str, mode: str) -> str | None:
     """Why ``workdir`` cannot take this run's files (one line), or None. Train creates it (nothing else)."""
-    from consistency import fileio
+    from consistency.core import fileio
     try:
         if mode != "train" and not fileio.isdir(workdir):
             return None  # sample/eval report the missing run themselves
@@ -332,7 +332,7 @@ def workdir_problem(workdir: str, mode: str) -> str | None:
             with tempfile.TemporaryFile(dir=workdir):
                 pass
             if mode == "train":   # also WORKDIR/checkpoints (another user's run, a read-only share)
-                from consistency import checkpoint
+                from consistency.core import checkpoint
                 problem = checkpoint.storage_problem(workdir)
                 if problem:
                     return problem
@@ -349,7 +349,7 @@ def prepare(command: Command) -> ml_collections.ConfigDict:
     import_modules(command.imports)
     config = resolve_config(command)
     from consistency import config as config_lib
-    from consistency import train
+    from consistency.run import train
     config_lib.validate(config)        # before any backend or data: pure checks of every field
     initialize_distributed(config, command.cluster)     # before anything touches a backend
     train.check_processes_agree(config, command.workdir)   # multi-host: one program in one workdir, before any step
@@ -385,7 +385,7 @@ def metrics_table(report: dict) -> str:
 
 
 def _print_report(path: str, reused: bool = False) -> None:
-    from consistency import fileio
+    from consistency.core import fileio
     report = fileio.read_json(path)
     note = (" — re-used: computed earlier for the same NFEs and sample count; delete the file to recompute"
             if reused else "")
@@ -401,7 +401,8 @@ def _metrics_path(workdir: str, step: int) -> str:
 def execute(command: Command, config: ml_collections.ConfigDict) -> None:
     """Run the mode and print what it wrote (process 0 only: it alone writes the files)."""
     import jax
-    from consistency import fileio, train
+    from consistency.core import fileio
+    from consistency.run import train
     workdir, chief = command.workdir, jax.process_index() == 0
     if command.mode == "train":
         state = train.run("train", config, workdir)
@@ -473,7 +474,7 @@ class ProgressOnly(std_logging.Filter):
         if any(s in record.pathname for s in QUIET_WARNING_SOURCES):
             return record.levelno >= std_logging.ERROR
         if "orbax" in record.pathname and any(m in str(record.msg) for m in ORBAX_REPORTED_FAILURES):
-            return False  # a failed background save: consistency.checkpoint reports it in one line
+            return False  # a failed background save: consistency.core.checkpoint reports it in one line
         if record.levelno >= std_logging.WARNING:
             return True
         return any(s in record.pathname for s in self._sources) and len(record.getMessage()) <= MAX_INFO_CHARS

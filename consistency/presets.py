@@ -152,7 +152,7 @@ def quick(c, num_steps: int):
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Score distillation (DMD, DMD2, ADD, SiD; docs/methods.md §10–§12, consistency/methods/distillation.py)
+# Score distillation (DMD, DMD2, ADD, SiD; docs/methods.md §10–§12, consistency/methods/components/distillation.py)
 # ----------------------------------------------------------------------------------------------------------
 
 def toy_distillation(c, method: str, fit_steps: int = 2000):
@@ -160,7 +160,7 @@ def toy_distillation(c, method: str, fit_steps: int = 2000):
 
     G and the fake denoiser start from the teacher: the MLP is first fitted to the oracle for ``fit_steps`` Adam steps
     inside init (an oracle has no weights to copy; from scratch instead, SiD covers 4 of 8 modes at 1000 steps against
-    8 of 8 — docs in consistency/methods/distillation.py). Scaled from the papers' recipes for a 2-D MLP and a
+    8 of 8 — docs in consistency/methods/components/distillation.py). Scaled from the papers' recipes for a 2-D MLP and a
     budget of minutes on a CPU: lr 5e-4 instead of 1e-5 / 2e-6 (the net is 100× smaller and the runs 1000× shorter),
     batch 256, generator EMA 0.99 per update (SiD's 0.5M-image half-life would average over ≈ 1400 updates).
     """

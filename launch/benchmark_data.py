@@ -4,9 +4,9 @@
         [--batch_size=128] [--batches=20] [--files=4096] [--step_batch_size=32] [--step_repeats=3]
 
 Prints one JSON line per (source, pipeline, workers): ``images_per_sec`` of ``Dataset.batch(step)`` over
-``--batches`` consecutive steps (consistency.throughput.pipeline_images_per_sec: decode, flips, stacking, exactly
+``--batches`` consecutive steps (consistency.tools.throughput.pipeline_images_per_sec: decode, flips, stacking, exactly
 what the training loop asks for, no device work), and per source one line with the train step's ``images_per_sec``
-(the loop's own compiled step on that source's image shape, consistency.throughput.compiled_train_step, model of
+(the loop's own compiled step on that source's image shape, consistency.tools.throughput.compiled_train_step, model of
 ``--step_config``) — so input bounds the run where the pipeline's figure is below the step's.
 
 Sources: ``digits`` (built in, memory); ``folder32`` / ``folder64``: ``--files`` random RGB JPEGs (quality 90) of
@@ -29,7 +29,7 @@ from ml_collections import config_flags
 
 from consistency.config import base_config
 from consistency.data import make_dataset
-from consistency.throughput import compiled_train_step, pipeline_images_per_sec, timed
+from consistency.tools.throughput import compiled_train_step, pipeline_images_per_sec, timed
 
 _SOURCES = flags.DEFINE_list("sources", ["digits", "folder32", "folder64", "cifar10_mock"], "Sources to time.")
 _WORKERS = flags.DEFINE_list("workers", ["0", "1", "2", "4"], "Grain read-thread counts (config.data.workers).")

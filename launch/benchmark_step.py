@@ -3,7 +3,7 @@
     python launch/benchmark_step.py --config=configs/digits_edm.py [--config.training.batch_size=128] [--repeats=50]
     python launch/benchmark_step.py --config=configs/cifar_ct.py:cpu --peak_tflops=989 --profile=/tmp/trace
 
-The step is the training loop's own (``consistency.train.make_train_step``: the mesh over every device, the state
+The step is the training loop's own (``consistency.run.train.make_train_step``: the mesh over every device, the state
 donated, FSDP / gradient accumulation / bf16 as configured), compiled ahead of time so that compilation is timed on
 its own. Prints one JSON line:
 
@@ -37,8 +37,8 @@ import jax.numpy as jnp
 from absl import app, flags
 from ml_collections import config_flags
 
-from consistency.throughput import (compiled_memory_bytes, compiled_train_step, peak_device_bytes,  # noqa: F401
-                                    peak_tflops, step_flops, timed)
+from consistency.tools.throughput import (compiled_memory_bytes, compiled_train_step, peak_device_bytes,  # noqa: F401
+                                          peak_tflops, step_flops, timed)
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/digits_edm.py", "Config file.")
 _REPEATS = flags.DEFINE_integer("repeats", 50, "Timed repetitions after two warm-up calls.")
@@ -53,8 +53,8 @@ def _mb(n):
 def main(_):
     if jax.default_backend() == "cpu":
         jax.config.update("jax_threefry_partitionable", False)
-    from consistency import networks
-    from consistency.methods import common
+    from consistency.nets import wrappers
+    from consistency.methods.components import common
     config = _CONFIG.value
     t = config.training
     built = compiled_train_step(config)
@@ -90,7 +90,7 @@ def main(_):
     jvp_s = timed(lambda: jvp(params, x), _REPEATS.value)
 
     flops = step_flops(compiled)
-    dtype = "bfloat16" if networks.compute_dtype_of(config) == jnp.bfloat16 else "float32"
+    dtype = "bfloat16" if wrappers.compute_dtype_of(config) == jnp.bfloat16 else "float32"
     device = jax.devices()[0]
     peak = peak_tflops(device.device_kind, dtype, _PEAK.value)
     achieved = None if flops is None else flops / step_s / 1e12

@@ -3,9 +3,9 @@
     python launch/checkpoint_integrity.py [--trials=45] [--megabytes=64] [--seed=0]
 
 Detection: a state of a few float32 leaves (the layout of a small network's params, optimizer moments and EMA) is
-saved with :func:`consistency.checkpoint.save`; each trial copies the step, changes 1–64 random bytes *in place* in
+saved with :func:`consistency.core.checkpoint.save`; each trial copies the step, changes 1–64 random bytes *in place* in
 one of its array data files (``state/**/d/*``: the values TensorStore wrote), and restores it with
-:func:`consistency.checkpoint.restore_latest`. A trial is ``detected`` when the damaged step is refused (moved aside,
+:func:`consistency.core.checkpoint.restore_latest`. A trial is ``detected`` when the damaged step is refused (moved aside,
 the previous good step restored), ``undetected`` when it restores values that differ from the saved ones, and
 ``harmless`` when it restores exactly the saved values (the changed bytes were not array values, e.g. an unused
 byte of the file; there was nothing to detect). ``detection_rate`` = detected / (detected + undetected).
@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
-from consistency import checkpoint
+from consistency.core import checkpoint
 
 
 def synthetic_state(num_floats: int, seed: int) -> dict:

@@ -25,7 +25,8 @@ _BATCH = flags.DEFINE_integer("batch_size", 64, "Batch size.")
 
 
 def main(_):
-    from consistency import methods, train
+    from consistency import methods
+    from consistency.run import train
     from consistency.methods import base
     train.prefer_fast_cpu_random()
     config = _CONFIG.value

@@ -44,8 +44,8 @@ def make_config(method: str, steps: int, lr: float = 2e-3):
 
 
 def mean_abs_errors(config, params):
-    from consistency import oracles
-    from consistency.methods import common
+    from consistency.diffusion import oracles
+    from consistency.methods.components import common
     f = common.consistency_function(common.build_net(config, (1,)), config.diffusion.sigma_min,
                                     config.diffusion.sigma_data)
     out = {}
@@ -58,7 +58,7 @@ def mean_abs_errors(config, params):
 
 
 def main(_):
-    from consistency import train
+    from consistency.run import train
     from consistency.data import make_dataset
     from consistency.methods import base, get_method
     train.prefer_fast_cpu_random()

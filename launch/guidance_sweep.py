@@ -1,7 +1,7 @@
 """Sample one trained guidance-conditioned generator (PaGoDA with ``pagoda.guidance_scales``) — or a CFG-trained EDM
 teacher at 35 NFE, for the trend the generator should follow — at several CFG scales w and tabulate quality against
 w: FD / precision / recall on the in-project classifier and the classifier's accuracy at recognising the requested
-class (``consistency.reports.guidance_sweep``).
+class (``consistency.run.reports.guidance_sweep``).
 
     python launch/guidance_sweep.py --workdir=workdirs/digits_pagoda_cfg --scales=1,2,3 --num_samples=1000
     python launch/guidance_sweep.py --workdir=workdirs/digits_teacher_cond --scales=1,2,3 --num_samples=1000
@@ -15,8 +15,8 @@ import os
 
 from absl import flags
 
-from consistency import scripts
-from consistency.errors import ConfigError
+from consistency.tools import scripts
+from consistency.core.errors import ConfigError
 
 _WORKDIR = flags.DEFINE_string("workdir", "", "A trained run whose sampler takes a guidance scale.")
 _SCALES = flags.DEFINE_list("scales", ["1", "2", "3"], "Guidance scales w to sample at.")
@@ -25,7 +25,8 @@ _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed (the same noise at every 
 
 
 def main(_):
-    from consistency import api, reports
+    from consistency import api
+    from consistency.run import reports
     if not _WORKDIR.value:
         raise ConfigError("guidance_sweep: --workdir=RUN is required (a trained run)")
     run = api.load(_WORKDIR.value)

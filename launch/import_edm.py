@@ -4,7 +4,7 @@
     python -m consistency.main --config=configs/cifar_ecm.py --config.teacher.workdir=teachers/edm_vp
 
 Reads the release files (``edm-*.pkl``) and training snapshots (``network-snapshot-*.pkl``): the network under
-'ema', without NVlabs' code and without torch (``consistency/edm_pickle.py``: a restricted unpickler that rebuilds
+'ema', without NVlabs' code and without torch (``consistency/core/edm_pickle.py``: a restricted unpickler that rebuilds
 only tensors and EDM's network classes, never executing the source a pickle carries). Writes ``--out``:
 ``config.json`` (an 'edm' run: ``config.model`` = the pickle's 'ddpmpp' | 'ncsnpp' | 'adm' network), an Orbax
 checkpoint (step 0) whose sampling EMA holds the weights, and ``edm_import.json`` (the pickle's sha256, class names
@@ -34,7 +34,7 @@ def fail(message: str) -> None:
 
 
 def main(argv):
-    from consistency.errors import ConfigError
+    from consistency.core.errors import ConfigError
     if len(argv) > 1:
         fail(f"import_edm: unexpected arguments {argv[1:]}; use --pkl=FILE --out=DIR")
     if not _PKL.value or not _OUT.value:
@@ -42,7 +42,7 @@ def main(argv):
              "--out=teachers/edm_vp")
     logging.set_verbosity(logging.WARNING)      # Orbax's INFO lines; the result is the one JSON line below
     try:
-        from consistency import edm_import
+        from consistency.tools import edm_import
         out = edm_import.import_edm(_PKL.value, _OUT.value, _DATA.value)
     except ConfigError as e:
         fail(str(e))

@@ -1,4 +1,4 @@
-"""Invert a teacher's training split, data → noise, for PaGoDA (``consistency/inversion.py``; docs/methods.md §9).
+"""Invert a teacher's training split, data → noise, for PaGoDA (``consistency/tools/inversion.py``; docs/methods.md §9).
 
 Every row of the split (decoded as the teacher was trained on it, so at the teacher's resolution) is integrated up
 the PF-ODE with Heun (default 40 steps, PaGoDA's official setting) and written as resumable shards; ``--flip`` also
@@ -18,8 +18,8 @@ import os
 
 from absl import flags
 
-from consistency import scripts
-from consistency.errors import ConfigError
+from consistency.tools import scripts
+from consistency.core.errors import ConfigError
 
 scripts.define_teacher_flags()
 _TOY_SIZE = flags.DEFINE_integer("toy_size", 0, "Points of a toy dataset (0: the config default).")
@@ -36,7 +36,7 @@ _GUIDANCE = flags.DEFINE_list("guidance_scales", [], "CFG scales w to invert wit
 
 
 def main(_):
-    from consistency import inversion
+    from consistency.tools import inversion
     teacher = flags.FLAGS.teacher
     out = _OUT.value or (os.path.join(teacher, "inversion") if teacher else "")
     if not out and flags.FLAGS.oracle:

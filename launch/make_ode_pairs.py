@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from absl import flags
 
-from consistency import scripts
-from consistency.errors import ConfigError
+from consistency.tools import scripts
+from consistency.core.errors import ConfigError
 
 scripts.define_teacher_flags()
 _NUM = flags.DEFINE_integer("num", 4096, "Number of pairs.")
@@ -26,13 +26,13 @@ _OUT = flags.DEFINE_string("out", "", "Output .npz path.")
 
 def teacher_config(teacher: str, oracle: str, data: str):
     """The config whose ``teacher`` block names the teacher, and its dataset."""
-    from consistency import teachers
+    from consistency.methods.components import teachers
     return teachers.config_for_teacher(teacher, oracle, data, "make_ode_pairs")
 
 
 def make_pairs(config, num: int, num_steps: int = 18, solver: str = "heun", seed: int = 0, chunk: int = 512):
-    """(z, y, σ_max): :func:`consistency.teachers.make_ode_pairs`."""
-    from consistency import teachers
+    """(z, y, σ_max): :func:`consistency.methods.components.teachers.make_ode_pairs`."""
+    from consistency.methods.components import teachers
     return teachers.make_ode_pairs(config, num, num_steps, solver, seed, chunk)
 
 
@@ -42,7 +42,7 @@ def main(_):
     config = scripts.teacher_config("make_ode_pairs")
     if int(config.model.num_classes) > 0 and flags.FLAGS.teacher:
         raise ConfigError("make_ode_pairs: class-conditional teachers are not supported (pairs carry no labels)")
-    from consistency import teachers
+    from consistency.methods.components import teachers
     z, y, sigma_max = teachers.write_ode_pairs(config, _OUT.value, _NUM.value, _NUM_STEPS.value, _SOLVER.value,
                                                _SEED.value, _CHUNK.value)
     print(f"wrote {len(z)} pairs {z.shape[1:]} (σ_max = {sigma_max}, {_SOLVER.value} on {_NUM_STEPS.value} points, "

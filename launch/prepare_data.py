@@ -6,7 +6,7 @@ What it writes (consistency/data/prepare.py): every image under ``--src`` in the
 ``folder:PATH`` (sorted paths; class sub-folders → labels), center-cropped and resized to R × R (EDM dataset_tool.py's
 'center-crop': PIL LANCZOS), as ``DIR/shard-NNNNN.array_record`` (``--shard_size`` images each) and ``DIR/stats.json``
 (count, shape, classes, shards, ``data_std`` accumulated shard by shard, never holding the set in memory), with a
-progress bar.  ``--inception_weights=FILE`` calls ``consistency.features.pytorch_fid_inception(FILE)`` — the FID
+progress bar.  ``--inception_weights=FILE`` calls ``consistency.metrics.features.pytorch_fid_inception(FILE)`` — the FID
 Inception of pytorch-fid, expected to map float32 images [n, R, R, C] in [−1, 1] to features [n, 2048] — and writes
 the FID reference ``DIR/fid_reference.npz`` (``mu``, ``sigma``) from the same pass; while that function does not exist
 in this checkout it says so in one line and skips the reference.
@@ -31,20 +31,20 @@ _RESOLUTION = flags.DEFINE_integer("resolution", 0, "Side R of the R × R images
 _SHARD_SIZE = flags.DEFINE_integer("shard_size", 1024, "Images per ArrayRecord shard (the unit of resuming).")
 _WORKERS = flags.DEFINE_integer("workers", 4, "Grain threads decoding images.")
 _INCEPTION = flags.DEFINE_string("inception_weights", "", "PyTorch FID Inception weights: also write "
-                                 "fid_reference.npz via consistency.features.pytorch_fid_inception (when available).")
+                                 "fid_reference.npz via consistency.metrics.features.pytorch_fid_inception (when available).")
 
 
 def fid_feature_fn(weights_path: str):
-    """The FID Inception feature function of consistency.features.pytorch_fid_inception(weights_path), or None (with
+    """The FID Inception feature function of consistency.metrics.features.pytorch_fid_inception(weights_path), or None (with
     one line on stderr) while that function does not exist in this checkout."""
     if not weights_path:
         return None
     if not os.path.isfile(weights_path):
         raise BadInput(f"--inception_weights: {weights_path!r} is not a file; give the PyTorch FID Inception weights")
-    from consistency import features
+    from consistency.metrics import features
     make = getattr(features, "pytorch_fid_inception", None)
     if make is None:
-        sys.stderr.write("note: consistency.features.pytorch_fid_inception is not available here; "
+        sys.stderr.write("note: consistency.metrics.features.pytorch_fid_inception is not available here; "
                          "skipping the FID reference (fid_reference.npz)\n")
         return None
     return make(weights_path)

@@ -28,8 +28,8 @@ import time
 import numpy as np
 from absl import flags
 
-from consistency import scripts
-from consistency.errors import ConfigError
+from consistency.tools import scripts
+from consistency.core.errors import ConfigError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -116,7 +116,7 @@ def load_config(setting: Setting, steps: int, seed: int):
 def train_state(config):
     """Train ``config`` with the project's train step; returns (method, state, dataset)."""
     import jax
-    from consistency import train
+    from consistency.run import train
     from consistency.methods import base, get_method
     dataset = train.build_dataset(config)
     method = get_method(config, dataset)
@@ -134,7 +134,7 @@ def train_state(config):
 def score(config, method, state, dataset, nfes=NFES, sigmas_by_nfe=None) -> dict:
     """{'nfe_1': {'swd':…, 'mode_coverage':…}, …} on ``config.eval.num_samples`` samples."""
     import jax
-    from consistency import reports, sampling
+    from consistency.run import reports, sampling
     from consistency.methods import base
     out = {}
     num = int(config.eval.num_samples)
@@ -169,7 +169,7 @@ G_SCHEDULES = {
 def exact_consistency(mixture, x, sigma: float, sigma_min: float, num_steps: int = 200):
     """f*(x, σ): the PF-ODE from σ to σ_min with the exact mixture denoiser (Heun, ``num_steps`` Karras steps)."""
     import jax.numpy as jnp
-    from consistency import oracles
+    from consistency.diffusion import oracles
     from consistency.diffusion import solvers
     denoiser = oracles.mixture_denoiser(*mixture)   # dataset.mixture = (weights, means, stds)
     grid = solvers.edm_sampling_sigmas(num_steps, sigma_min, sigma)[:-1]   # σ → σ_min, no final 0
@@ -180,7 +180,7 @@ def score_exact(config, dataset, sigmas_by_nfe) -> dict:
     """The control of (g): the exact consistency function f* (above) in the same multistep sampler (CM Alg. 1, same
     re-noising) and the same σ lists. A perfect f is exact at every step count, so what this loses is the sampler's."""
     import jax
-    from consistency import reports
+    from consistency.run import reports
     from consistency.diffusion import cm_sampling
     sigma_min = float(config.diffusion.sigma_min)
     num = int(config.eval.num_samples)
@@ -203,8 +203,9 @@ def per_sigma_error(config, method, state, dataset, n: int = 1000) -> dict:
     """Mean |f_θ(x, σ) − f*(x, σ)| over x = x₀ + σz, x₀ from the data, at each σ of G_SIGMAS (f* as above)."""
     import jax
     import jax.numpy as jnp
-    from consistency import sampling
-    from consistency.methods import base, common
+    from consistency.run import sampling
+    from consistency.methods import base
+    from consistency.methods.components import common
     f = common.consistency_function(common.build_net(config, dataset.example_shape), config.diffusion.sigma_min,
                                     config.diffusion.sigma_data)
     params = base.sampling_params(method, state)
@@ -233,7 +234,7 @@ def notebook_toy_trajectories(seed: int, steps: int = 300, batch: int = 256, lr:
     φ*(θ) = θ), σ from SiD's generator sampler, plain gradient descent on each loss (the project's objectives)."""
     import jax
     import jax.numpy as jnp
-    from consistency import oracles
+    from consistency.diffusion import oracles
     from consistency.objectives import dmd, sid
     real = oracles.gaussian_denoiser(0.0, 1.0)
 
@@ -403,7 +404,7 @@ def run_settings_question(key: str) -> str:
         lines += ["", "Seed §2.1 prediction (one-parameter model on a point mass, expected gradient of eq. 42, "
                   "Adam-free gradient descent at lr 1e-3, N = 18): steps until |θ − ε| falls to 1 % of its start —",
                   "", "| target | steps to 1 % |", "|---|---|"]
-        from consistency import oracles
+        from consistency.diffusion import oracles
         for mu in (0.0, 0.9, 0.99, 0.999):
             lines.append(f"| {'θ⁻ = sg θ' if mu == 0 else f'μ = {mu}'} | {oracles.point_mass_prediction(mu)} |")
     lines += ["", f"![({key})](science/{key}.png)"]
@@ -486,11 +487,11 @@ def main(argv):
     if unknown:   # before anything is set up or compiled
         raise ConfigError(f"--question: {unknown[0]!r} is not one of {', '.join(ALL)} or all")
     import jax
-    from consistency import train
+    from consistency.run import train
     train.prefer_fast_cpu_random()
     if jax.default_backend() == "cpu":
         jax.config.update("jax_threefry_partitionable", False)
-    from consistency import reports
+    from consistency.run import reports
     for key in keys:
         body = {"g": run_question_g, "h": run_question_h}.get(key, lambda: run_settings_question(key))()
         page = open(_OUT.value).read() if os.path.exists(_OUT.value) else "# The notebook's open questions\n"

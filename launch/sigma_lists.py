@@ -1,5 +1,5 @@
 """Resample a trained multistep consistency model on several σ lists over several sampling seeds, and print a metric's
-mean ± std per list (``consistency.reports.resample_sigma_lists``): whether 4 steps beat 2 is only a finding once the
+mean ± std per list (``consistency.run.reports.resample_sigma_lists``): whether 4 steps beat 2 is only a finding once the
 difference exceeds the seed spread.
 
     python launch/sigma_lists.py --workdir=W --lists="80,0.821;80,0.821,0.287,0.1;80,10,3,1" --seeds=3
@@ -13,8 +13,8 @@ import os
 
 from absl import flags
 
-from consistency import scripts
-from consistency.errors import ConfigError
+from consistency.tools import scripts
+from consistency.core.errors import ConfigError
 
 _WORKDIR = flags.DEFINE_string("workdir", "", "A trained consistency-model run (its sampler takes a σ list).")
 _LISTS = flags.DEFINE_string("lists", "80,0.821;80,0.821,0.287,0.1;80,10,3,1",
@@ -24,7 +24,8 @@ _METRIC = flags.DEFINE_string("metric", "", "Metric key of the evaluation (defau
 
 
 def main(_):
-    from consistency import api, reports
+    from consistency import api
+    from consistency.run import reports
     if not _WORKDIR.value:
         raise ConfigError("sigma_lists: --workdir=RUN is required (a trained run)")
     run = api.load(_WORKDIR.value)

@@ -27,7 +27,8 @@ import ml_collections
 import numpy as np
 import optax
 
-from consistency import methods, train
+from consistency import methods
+from consistency.run import train
 from consistency.config import base_config
 from consistency.methods.base import Method, Trained, example_keys, per_example_normal
 
@@ -75,7 +76,7 @@ def make(config, dataset, sgd_lr: float | None = None, nan_from_step: int | None
     if sgd_lr is not None:
         optimizer = optax.sgd(sgd_lr)
     else:
-        from consistency.optim import make_optimizer
+        from consistency.methods.components.optim import make_optimizer
         optimizer = make_optimizer(config.optim, config.training.num_steps)
 
     def denoise(p, x):
@@ -114,7 +115,7 @@ def make_pair(config, dataset, generator_every: int = 5):
     optimizer comes from ``config.optim`` / ``config.optim_<set>``, counted in its own updates; the generator keeps the
     sampling EMA, updated once per generator update.
     """
-    from consistency.methods import common
+    from consistency.methods.components import common
     dim = int(np.prod(dataset.example_shape))
 
     def batch_mean(batch):

@@ -80,7 +80,7 @@ def test_empty_policy_is_the_identity_and_unknown_names_are_refused():
 ])
 def test_bad_augment_fields_are_one_line_config_errors(data, policy, match):
     from consistency import presets
-    from consistency.errors import ConfigError
+    from consistency.core.errors import ConfigError
     from consistency.methods import add
     c = presets.new("add")
     c.data.name = data

@@ -15,7 +15,7 @@ import pytest
 TESTS = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(TESTS)
 
-from consistency import throughput as benchmark_step  # the script's helpers, without its flags
+from consistency.tools import throughput as benchmark_step  # the script's helpers, without its flags
 
 
 def test_peak_table_and_override():

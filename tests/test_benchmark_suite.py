@@ -1,4 +1,4 @@
-"""consistency.benchmark (issue 31): the toy suite end to end on two rows, one seed and a few steps — the page's
+"""consistency.tools.benchmark (issue 31): the toy suite end to end on two rows, one seed and a few steps — the page's
 marked blocks are written, and a second invocation reuses the finished workdirs instead of training or sampling."""
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import os
 
 import pytest
 
-from consistency import benchmark, evaluate
-from consistency.errors import ConfigError
+from consistency.tools import benchmark
+from consistency.metrics import sample_quality
+from consistency.core.errors import ConfigError
 
 
 def test_rows_cover_every_method_of_the_issue():
@@ -72,7 +73,8 @@ def test_toy_smoke_writes_the_blocks_and_reuses_workdirs(tmp_path, monkeypatch):
     cd = next(e for e in entries if e["row"] == "CD" and e["nfe"] == 1)
     assert cd["num_samples"] == 64 and cd["swd"]["interval"] == "bootstrap"
     # a rerun trains nothing and samples nothing
-    from consistency import api, train
+    from consistency import api
+    from consistency.run import train
     monkeypatch.setattr(train, "train_and_evaluate", lambda *a, **k: pytest.fail("retrained a finished run"))
     monkeypatch.setattr(api, "load", lambda *a, **k: pytest.fail("re-evaluated a finished run"))
     assert benchmark.run(**args) == []
@@ -94,4 +96,4 @@ def test_toy_smoke_writes_the_blocks_and_reuses_workdirs(tmp_path, monkeypatch):
     teacher = next(e for e in two if e["row"].startswith("exact") and e["nfe"] == 35)
     values = teacher["swd"]["values"]
     assert teacher["swd"]["interval"] == "t" and len(values) == 2
-    assert (teacher["swd"]["low"], teacher["swd"]["high"]) == pytest.approx(evaluate.seed_interval(values)[1:])
+    assert (teacher["swd"]["low"], teacher["swd"]["high"]) == pytest.approx(sample_quality.seed_interval(values)[1:])

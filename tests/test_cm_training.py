@@ -7,12 +7,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from consistency import oracles, train
-from consistency.errors import ConfigError
+from consistency.diffusion import oracles
+from consistency.run import train
+from consistency.core.errors import ConfigError
 from consistency.config import base_config
 from consistency.data import make_dataset
 from consistency.diffusion import schedules
-from consistency.methods import base, cd, common, ct, ecm, ict
+from consistency.methods import base, cd, ct, ecm, ict
+from consistency.methods.components import common
 
 
 def toy_config(method, **cm):
@@ -178,7 +180,7 @@ def test_toy_ct_and_ict_recipes_learn_where_the_old_ones_do_not(tmp_path, name, 
     import importlib.util
     import json
     import os
-    from consistency import train
+    from consistency.run import train
     spec = importlib.util.spec_from_file_location(name, os.path.join(os.path.dirname(__file__), "..", "configs",
                                                                      name + ".py"))
     module = importlib.util.module_from_spec(spec)
@@ -200,7 +202,7 @@ def test_toy_ct_and_ict_recipes_learn_where_the_old_ones_do_not(tmp_path, name, 
 
 
 def test_loss_by_sigma_splits_the_weighted_loss_by_decade():
-    from consistency.methods.cm import loss_by_sigma
+    from consistency.methods.components.cm import loss_by_sigma
     out = loss_by_sigma(jnp.array([1.0, 2.0, 3.0, 4.0, 4.0]), jnp.array([5.0, 0.5, 2.0, 1.0, 3.0]),
                         jnp.array([0.05, 0.5, 5.0, 50.0, 80.0]))
     shares = [float(out[f"loss_share_sigma_{n}"]) for n in ("lt0.1", "0.1to1", "1to10", "ge10")]
@@ -213,7 +215,7 @@ def test_loss_by_sigma_splits_the_weighted_loss_by_decade():
 def test_resample_sigma_lists_gives_each_seeds_metric_and_its_spread():
     """launch/sigma_lists.py's rows: each seed's value is the metric of that seed's draw on that σ list, with the
     mean and std of those values; a list that is not descending from ≤ σ_max is refused."""
-    from consistency import reports, sampling
+    from consistency.run import reports, sampling
     c = toy_config("ct", curriculum="ct")
     c.data.name = "toy:8gaussians"
     c.eval.num_samples = 200

@@ -117,7 +117,7 @@ def test_distillation_recipes_carry_the_papers_numbers():
 def test_cifar_ct_cpu_variant_trains_on_mock_cifar10(tmp_path):
     import tensorflow_datasets as tfds
 
-    from consistency import train
+    from consistency.run import train
     config = load("cifar_ct.py", "cpu")
     config.data.data_dir = str(tmp_path / "tfds")
     config.training.num_steps = 2

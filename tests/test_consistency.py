@@ -6,8 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from consistency import oracles
-from consistency.errors import ConfigError
+from consistency.diffusion import oracles
+from consistency.core.errors import ConfigError
 from consistency.config import base_config
 from consistency.diffusion import distances, schedules, solvers
 from consistency.objectives import consistency as cm_obj
@@ -262,7 +262,7 @@ def test_ecm_loss_zero_for_consistent_point_mass_denoiser():
 
 
 def test_feature_distance_is_lpips_form_on_classifier_activations():
-    from consistency.features import FeatureNet
+    from consistency.metrics.features import FeatureNet
     from consistency.objectives import feature_distance as fd
     model = FeatureNet(num_classes=10, feature_dim=16, width=4)
     a = jax.random.normal(jax.random.PRNGKey(12), (3, 8, 8, 1))

@@ -21,7 +21,9 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 import dummy_method  # noqa: E402
 
-from consistency import checkpoint, methods, train  # noqa: E402
+from consistency.core import checkpoint  # noqa: E402
+from consistency import methods  # noqa: E402
+from consistency.run import train  # noqa: E402
 from consistency.config import optim_override  # noqa: E402
 from consistency.methods import base  # noqa: E402
 
@@ -170,8 +172,9 @@ def test_nfe_evaluation_uses_the_configured_sigma_list_for_its_own_length():
 def test_sampling_options_are_typed_and_an_unknown_one_is_one_line():
     from consistency.config import base_config
     from consistency.data import make_dataset
-    from consistency.errors import ConfigError
-    from consistency.methods import common, edm
+    from consistency.core.errors import ConfigError
+    from consistency.methods.components import common
+    from consistency.methods import edm
     c = base_config()
     c.method, c.data.name, c.model.name, c.teacher.oracle = "cd", "toy:gaussian1d", "mlp", "mixture"
     method = methods.get_method(c, make_dataset(c.data, 8, 0))

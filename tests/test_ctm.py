@@ -11,7 +11,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from consistency import oracles, presets, teachers, train
+from consistency.diffusion import oracles
+from consistency import presets
+from consistency.methods.components import teachers
+from consistency.run import train
 from consistency.diffusion import schedules, solvers
 from consistency.methods import base, ctm
 from consistency import methods
@@ -161,7 +164,7 @@ def test_short_run_through_the_loop(tmp_path):
     ("dsm_uniform_fraction", 0.0, r"^config\.ctm\.dsm_uniform_fraction: 0\.0 is not"),
 ])
 def test_bad_ctm_fields_are_one_line_errors(field, value, match):
-    from consistency.errors import ConfigError
+    from consistency.core.errors import ConfigError
     from consistency.config import validate
     c = tiny_config()
     c.ctm[field] = value
@@ -196,7 +199,7 @@ def test_gan_stage_warm_starts_from_a_finished_ctm_run(tmp_path):
     """CTM's two-stage recipe (docs/methods.md §13.1: CTM+DSM, then GAN fine-tuning of that model): training.init_from
     copies the finished run's jump map, its sampling EMA and θ⁻; the new discriminator and every optimizer state
     start fresh; a run of another width is refused in one line."""
-    from consistency.errors import ConfigError
+    from consistency.core.errors import ConfigError
     stage1 = tiny_config(steps=4)
     first = train.train_and_evaluate(stage1, str(tmp_path / "stage1"))
     stage2 = tiny_config(steps=3)

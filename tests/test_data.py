@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from scipy.integrate import quad
 
-from consistency.errors import ConfigError
+from consistency.core.errors import ConfigError
 from consistency.config import base_config
 from consistency.data import DataUnavailableError, TOY_NAMES, TOY_STD, make_dataset, toy_mixture
 from consistency.data import images as images_lib

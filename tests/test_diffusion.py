@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from consistency import oracles
+from consistency.diffusion import oracles
 from consistency.diffusion import denoisers, preconditioning, processes
 
 SIGMA_DATA = 0.5

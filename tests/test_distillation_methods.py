@@ -15,10 +15,14 @@ import jax
 import numpy as np
 import pytest
 
-from consistency import checkpoint, methods, presets, teachers, train
-from consistency.errors import ConfigError
+from consistency.core import checkpoint
+from consistency import methods, presets
+from consistency.methods.components import teachers
+from consistency.run import train
+from consistency.core.errors import ConfigError
 from consistency.config import optim_override
-from consistency.methods import base, distillation
+from consistency.methods import base
+from consistency.methods.components import distillation
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 10

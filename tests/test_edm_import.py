@@ -1,5 +1,5 @@
-"""Importing NVlabs EDM network pickles (issue 30, item 2): ``launch/import_edm.py``, ``consistency.edm_pickle``,
-``consistency.edm_import`` and ``Loaded.denoise``.
+"""Importing NVlabs EDM network pickles (issue 30, item 2): ``launch/import_edm.py``, ``consistency.core.edm_pickle``,
+``consistency.tools.edm_import`` and ``Loaded.denoise``.
 
 The pickles are written by the test itself (``tests/edm_pickles.py``): the module paths, class names, init kwargs,
 persistence meta and tensor layout of an EDM training snapshot / release file, with no NVlabs code and no pickled
@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 import edm_pickles as writer
-from consistency import edm_pickle
+from consistency.core import edm_pickle
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(TESTS)
@@ -111,7 +111,7 @@ def test_reader_refuses_anything_else_in_one_line(case):
 
 def test_import_refuses_vp_and_ve_preconditioned_networks(tmp_path):
     """NVlabs' baseline-* files (VPPrecond / VEPrecond) have other c_noise conventions than EDMPrecond's ¼ ln σ."""
-    from consistency import edm_import
+    from consistency.tools import edm_import
     pkl = tmp_path / "baseline-cifar10-32x32-uncond-vp.pkl"
     pkl.write_bytes(snapshot(release=True, class_name="VPPrecond"))
     with pytest.raises(edm_pickle.EDMPickleError, match="only EDMPrecond networks"):
@@ -165,7 +165,7 @@ def test_launcher_refuses_a_missing_flag_in_one_line():
 @pytest.fixture(scope="module")
 def imported(tmp_path_factory):
     """The fixture's snapshot pickle imported with launch/import_edm.py's function; (pkl, workdir)."""
-    from consistency import edm_import
+    from consistency.tools import edm_import
     root = tmp_path_factory.mktemp("edm")
     pkl = root / "network-snapshot-000200.pkl"
     pkl.write_bytes(snapshot())
@@ -178,7 +178,8 @@ def _mock_cifar10():
 
 
 def test_import_writes_an_edm_run_with_the_pickles_network(imported):
-    from consistency import checkpoint, teachers
+    from consistency.core import checkpoint
+    from consistency.methods.components import teachers
     from consistency.config import load_run_config
     from consistency.nets import edm_networks
     pkl, out = imported
@@ -199,8 +200,8 @@ def test_import_writes_an_edm_run_with_the_pickles_network(imported):
 
 
 def test_import_refuses_a_non_empty_out_directory(imported, tmp_path):
-    from consistency import edm_import
-    from consistency.errors import ConfigError
+    from consistency.tools import edm_import
+    from consistency.core.errors import ConfigError
     pkl, out = imported
     with pytest.raises(ConfigError, match="--out: .* exists and is not empty"):
         edm_import.import_edm(str(pkl), out)
@@ -241,7 +242,9 @@ def test_ect_distils_from_the_imported_teacher(imported, tmp_path):
     validates and trains a few steps on mock CIFAR-10; the student starts from the imported weights."""
     import jax
 
-    from consistency import main, teachers, train
+    from consistency import main
+    from consistency.methods.components import teachers
+    from consistency.run import train
     from consistency.config import load_run_config
     teacher = load_run_config(imported[1])
     overrides = []

@@ -27,11 +27,11 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from consistency.errors import ConfigError
+from consistency.core.errors import ConfigError
 from consistency.config import base_config
 from consistency.diffusion import preconditioning, solvers
 from consistency.nets import edm_networks, make_net, validate_model_config
-from consistency.networks import MixedPrecisionNet
+from consistency.nets.wrappers import MixedPrecisionNet
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
 ATOL = 2e-5

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from consistency import evaluate as ev
-from consistency import features
+from consistency.metrics import sample_quality as ev
+from consistency.metrics import features
 
 
 def _random_spd(rng, d):
@@ -332,7 +332,7 @@ def test_digits_split_matches_the_data_module():
 
 def test_dataset_features_from_config(digits, monkeypatch):
     extractor, cache, (_, _, x_test, _) = digits
-    from consistency.errors import ConfigError
+    from consistency.core.errors import ConfigError
     from consistency.config import base_config
 
     def no_training(*args, **kwargs):

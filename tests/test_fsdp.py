@@ -20,7 +20,8 @@ SCRIPT = textwrap.dedent("""
     jax.config.update("jax_num_cpu_devices", 8)
     jax.config.update("jax_threefry_partitionable", False)
     import numpy as np
-    from consistency import presets, train
+    from consistency import presets
+    from consistency.run import train
 
     def run(workdir, fsdp):
         c = presets.toy(presets.new("edm"), "edm")

@@ -4,7 +4,7 @@
   (``DRY_RUN=1``) and refuse bad input with one ``error:`` line naming the field.
 - ``launch/slurm_gpu.sh`` really trains: a stand-in ``srun`` on PATH starts its ``--ntasks`` tasks on this machine
   with ``SLURM_PROCID`` set, so the very command the launcher builds runs as two ``jax.distributed`` processes.
-- Everything the project writes into a workdir goes through :mod:`consistency.fileio`; with etils' gs:// backend
+- Everything the project writes into a workdir goes through :mod:`consistency.core.fileio`; with etils' gs:// backend
   redirected into a temporary folder (``epath.testing.mock_epath``), config.json, metrics JSON, PNGs, npz/npy files and
   inversion shards are written to and read back from ``gs://…`` paths, and bucket paths are never made "absolute".
 """
@@ -125,14 +125,14 @@ def test_slurm_launcher_trains_two_processes(tmp_path):
               "--config.eval.num_samples=256", "--config.sampling.num_samples=64", **env)
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
     assert "2 processes on 1 node(s)" in r.stdout
-    from consistency import checkpoint
+    from consistency.core import checkpoint
     assert checkpoint.available_steps(str(workdir)) == [3]
     assert json.loads((workdir / "config.json").read_text())["method"] == "edm"
     assert r.stdout.count("trained edm to step 3") == 1   # process 0 alone reports (and writes) the run's files
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Bucket workdirs through consistency.fileio
+# Bucket workdirs through consistency.core.fileio
 # ----------------------------------------------------------------------------------------------------------
 
 @pytest.fixture
@@ -156,7 +156,7 @@ def bucket(tmp_path, monkeypatch):
 
 
 def test_bucket_paths_stay_as_given():
-    from consistency import checkpoint, fileio
+    from consistency.core import checkpoint, fileio
     assert fileio.absolute("gs://b/run") == "gs://b/run"
     assert checkpoint.checkpoint_dir("gs://b/run") == "gs://b/run/checkpoints"
     assert fileio.absolute("rel") == os.path.abspath("rel")
@@ -164,7 +164,8 @@ def test_bucket_paths_stay_as_given():
 
 def test_workdir_files_round_trip_on_a_bucket(bucket):
     import ml_collections
-    from consistency import fileio, images, workdir
+    from consistency.core import fileio
+    from consistency.run import pictures, workdir
     from consistency.config import base_config
     run = "gs://bucket/runs/a"
     config = base_config()
@@ -177,7 +178,7 @@ def test_workdir_files_round_trip_on_a_bucket(bucket):
     with pytest.raises(Exception, match="config.seed"):
         workdir.check_workdir(other, run)
     picture = (np.arange(64, dtype=np.uint8).reshape(8, 8))
-    images.save_png(f"{run}/samples/grid.png", picture)                 # sample grids
+    pictures.save_png(f"{run}/samples/grid.png", picture)                 # sample grids
     from PIL import Image
     assert np.array_equal(np.asarray(Image.open(bucket / "runs/a/samples/grid.png")), picture)
     fileio.write_json(f"{run}/eval/metrics_3.json", {"fd": 1.5})        # metrics
@@ -194,7 +195,8 @@ def test_workdir_files_round_trip_on_a_bucket(bucket):
 
 def test_inversion_resumes_on_a_bucket(bucket):
     """Teacher inversion writes its shards and meta to a bucket; a second run keeps the finished shards."""
-    from consistency import inversion, oracles
+    from consistency.tools import inversion
+    from consistency.diffusion import oracles
     images = np.random.default_rng(0).normal(0.7, 0.3, size=(10, 1)).astype(np.float32)
     gaussian = oracles.gaussian_denoiser(0.7, 0.3)
     denoiser = lambda x, sigma, cond=None: gaussian(x, sigma)  # noqa: E731

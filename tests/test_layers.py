@@ -9,22 +9,26 @@ import pathlib
 
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "consistency"
 
-# Bottom to top. A module may import its own layer and the layers below it.
+# Bottom to top, by folder (or top-level module) of the package; the longest listed prefix decides.
+# A module may import its own layer and the layers below it.
 LAYERS = [
-    ("core", {"errors", "schema", "fileio", "runtime", "torchfile", "edm_pickle"}),
-    ("maths and run parts", {"diffusion", "evaluate", "oracles", "optim", "blowup", "stopping", "runlock", "images",
-                             "workdir"}),
-    ("networks and data", {"nets", "data", "checkpoint"}),
-    ("features and objectives", {"features", "objectives", "networks"}),
-    ("methods", {"methods", "teachers", "sampling"}),
+    ("core", {"core"}),
+    ("maths", {"diffusion"}),
+    ("networks and data", {"nets", "data"}),
+    ("metrics", {"metrics"}),
+    ("objectives", {"objectives"}),
+    ("method contract, registry and shared parts", {"methods.base", "methods.__init__", "methods.components"}),
+    ("methods", {"methods"}),
     ("config", {"config", "presets"}),
-    ("run", {"train", "reports", "api"}),
-    ("tools", {"inversion", "benchmark", "experiments", "recipes", "edm_import", "throughput", "scripts"}),
+    ("run", {"run"}),
+    ("inference api", {"api"}),
+    ("tools", {"tools"}),
     ("cli", {"main", "__init__"}),
 ]
 # Known upward imports, each with the reason it is still there (issue: method-owned config blocks).
 ALLOWED_UPWARD = {
-    ("teachers", "config"): "a teacher workdir's config.json is read through the run-config schema",
+    ("consistency.methods.components.teachers", "consistency.config"):
+        "a teacher workdir's config.json is read through the run-config schema",
 }
 
 
@@ -59,12 +63,15 @@ def _imports(modules: dict[str, pathlib.Path]) -> dict[str, set[str]]:
 
 
 def _layer_of(module: str) -> tuple[int, str]:
-    parts = module.split(".")
-    top = parts[1] if len(parts) > 1 else "__init__"
-    for rank, (_, members) in enumerate(LAYERS):
-        if top in members:
-            return rank, top
-    raise AssertionError(f"{module}: in no layer of tests/test_layers.py; add its top-level name to LAYERS")
+    parts = module.split(".")[1:]
+    if PACKAGE.joinpath(*parts, "__init__.py").is_file():  # a package's own __init__: "methods.__init__", "__init__"
+        parts.append("__init__")
+    for n in range(len(parts), 0, -1):  # the longest listed prefix decides: methods.components before methods
+        prefix = ".".join(parts[:n])
+        for rank, (_, members) in enumerate(LAYERS):
+            if prefix in members:
+                return rank, prefix
+    raise AssertionError(f"{module}: in no layer of tests/test_layers.py; add its folder or module to LAYERS")
 
 
 def _cycles(edges: dict[str, set[str]], nodes) -> list[list[str]]:
@@ -110,7 +117,7 @@ def test_no_module_imports_a_higher_layer():
         (mine, my_top) = _layer_of(source)
         for target in sorted(targets):
             (theirs, their_top) = _layer_of(target)
-            if theirs > mine and (my_top, their_top) not in ALLOWED_UPWARD:
+            if theirs > mine and (source, target) not in ALLOWED_UPWARD:
                 upward.append(f"{source} ({LAYERS[mine][0]}) imports {target} ({LAYERS[theirs][0]})")
     assert upward == []
 
@@ -118,7 +125,7 @@ def test_no_module_imports_a_higher_layer():
 def test_the_checks_see_a_cycle_and_an_upward_import():
     edges = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
     assert _cycles(edges, ["a", "b", "c", "d"]) == [["a", "b", "c"]]
-    assert _layer_of("consistency.train") > _layer_of("consistency.methods.cd")
+    assert _layer_of("consistency.run.train") > _layer_of("consistency.methods.cd")
     assert _layer_of("consistency.diffusion.solvers")[0] == 1
 
 
@@ -129,3 +136,20 @@ def test_the_maths_layer_never_imports_flax():
                  for alias in node.names} | {node.module or "" for node in ast.walk(tree)
                                             if isinstance(node, ast.ImportFrom)}
         assert not any(n.split(".")[0] == "flax" for n in names), path
+
+
+def test_the_contract_registry_and_shared_method_parts_are_below_every_method():
+    assert _layer_of("consistency.methods.components.common")[0] < _layer_of("consistency.methods.cd")[0]
+    assert _layer_of("consistency.methods")[0] == _layer_of("consistency.methods.base")[0]  # the registry
+    assert _layer_of("consistency")[1] == "__init__"
+
+
+def test_no_two_modules_share_a_name_except_a_method_and_its_objective():
+    by_name = collections.defaultdict(list)
+    for name, path in _modules().items():
+        if path.name != "__init__.py":
+            by_name[path.stem].append(name)
+    shared = {stem: sorted(names) for stem, names in by_name.items() if len(names) > 1}
+    pairs = {stem: names for stem, names in shared.items()
+             if names == sorted([f"consistency.methods.{stem}", f"consistency.objectives.{stem}"])}
+    assert {stem: names for stem, names in shared.items() if stem not in pairs} == {}

@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from consistency import oracles, train
-from consistency.errors import ConfigError
+from consistency.diffusion import oracles
+from consistency.run import train
+from consistency.core.errors import ConfigError
 from consistency.config import base_config
 from consistency.data import make_dataset
 from consistency.diffusion import distances, preconditioning, processes, schedules
@@ -355,7 +356,7 @@ def test_mcd_on_two_gaussians_follows_the_exact_flow_better_as_segments_grow(tmp
     """MCM Fig. 1's setting: the 1-D two-Gaussian toy (½N(−0.5, 0.1²) + ½N(0.5, 0.1²)) distilled from its exact
     mixture denoiser (VE form, seed eq. 50–52). The T-step sampler from x = σ_max z is compared with the exact PF-ODE
     endpoint of the same z (400 Heun steps of the exact denoiser). 600 steps per T, the same budget for each."""
-    from consistency import teachers
+    from consistency.methods.components import teachers
     from consistency.diffusion import solvers
     errors = {}
     for segments in (2, 4, 8):

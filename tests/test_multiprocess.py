@@ -22,7 +22,7 @@ import sys
 import numpy as np
 import pytest
 
-from consistency import checkpoint
+from consistency.core import checkpoint
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(TESTS)

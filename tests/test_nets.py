@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from scipy import signal
 
-from consistency.errors import ConfigError
+from consistency.core.errors import ConfigError
 from consistency.config import base_config
 from consistency.nets import MLP, UNet, make_net, param_count, validate_model_config
 from consistency.nets import heads as heads_lib

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from consistency import oracles
+from consistency.diffusion import oracles
 from consistency.diffusion import denoisers, processes, solvers
 
 SIGMA_MIN = 0.002

@@ -20,8 +20,10 @@ import numpy as np
 import PIL.Image
 import pytest
 
-from consistency import checkpoint, main, train
-from consistency.errors import ConfigError
+from consistency.core import checkpoint
+from consistency import main
+from consistency.run import train
+from consistency.core.errors import ConfigError
 from consistency.config import base_config
 from consistency.data import make_dataset, sources
 from consistency.data import prepare as prepare_data

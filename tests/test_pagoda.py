@@ -15,8 +15,11 @@ import numpy as np
 import optax
 import pytest
 
-from consistency import inversion, methods, oracles, presets, train
-from consistency.errors import ConfigError
+from consistency.tools import inversion
+from consistency import methods, presets
+from consistency.diffusion import oracles
+from consistency.run import train
+from consistency.core.errors import ConfigError
 from consistency.config import validate
 from consistency.methods import base
 from consistency.nets.growing import GrowBlock, upsample_bilinear
@@ -376,7 +379,7 @@ def test_cfg_pagoda_inverts_per_scale_trains_on_c_and_w_and_samples_at_any_w(tmp
     at = {w: np.asarray(method.sample(fresh, rng, 4, nfe=1, options=base.sampling_options(method, guidance=w),
                                       labels=labels)) for w in (1.0, 2.0)}
     np.testing.assert_array_equal(at[1.0], at[2.0])
-    from consistency import teachers
+    from consistency.methods.components import teachers
     teacher_params, teacher_apply = teachers.load_teacher(run, dataset)
     z = jax.random.normal(jax.random.split(rng)[0], (4, 8, 8, 1))
     one_step = teacher_apply(teacher_params, SIGMA_MAX * z, jnp.full((4,), SIGMA_MAX), labels)
@@ -392,7 +395,7 @@ def test_cfg_pagoda_inverts_per_scale_trains_on_c_and_w_and_samples_at_any_w(tmp
     assert np.abs(after[1.0] - after[2.0]).max() > 0
     report = json.load(open(os.path.join(tmp_path, "run", "eval", "metrics_2.json")))
     assert report["nfe_1"]["finite_fraction"] == 1.0
-    from consistency import reports
+    from consistency.run import reports
     rows = reports.guidance_sweep(run, method, state, dataset, (1.0, 2.0), num_samples=20)
     assert [r["w"] for r in rows] == [1.0, 2.0]
     assert all(0 <= r["class_accuracy"] <= 1 and np.isfinite(r["fd"]) for r in rows)

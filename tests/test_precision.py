@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from consistency import config as config_lib
-from consistency import networks, presets
-from consistency.errors import ConfigError
+from consistency.nets import wrappers
+from consistency import presets
+from consistency.core.errors import ConfigError
 from consistency.data import make_dataset
 from consistency.methods import base, edm
 from consistency.nets.unet import UNet
@@ -64,8 +65,8 @@ def test_bfloat16_step_agrees_with_float32_and_keeps_float32_master_weights():
         floats = [leaf for leaf in jax.tree.leaves(tree) if jnp.issubdtype(leaf.dtype, jnp.floating)]
         assert floats and all(leaf.dtype == jnp.float32 for leaf in floats)
     # The compute itself is bfloat16: every convolution of the network's forward pass takes bf16 operands.
-    net = networks.build_net(_tiny_digits_edm(compute_dtype="bfloat16"), (8, 8, 1))
-    assert isinstance(net, networks.MixedPrecisionNet)
+    net = wrappers.build_net(_tiny_digits_edm(compute_dtype="bfloat16"), (8, 8, 1))
+    assert isinstance(net, wrappers.MixedPrecisionNet)
     jaxpr = jax.make_jaxpr(lambda p, x: net.apply({"params": p}, x, jnp.zeros((2,))))(
         init16.params["online"], jnp.zeros((2, 8, 8, 1)))
     convs = list(_equations(jaxpr.jaxpr, "conv_general_dilated"))

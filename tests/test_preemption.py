@@ -19,7 +19,8 @@ sys.path.insert(0, TESTS)
 import dummy_method  # noqa: E402  (registers dummy and the fake:* datasets)
 from test_resilience import CONFIG_FILE, _cli_env, _same_state  # noqa: E402
 
-from consistency import checkpoint, stopping, train  # noqa: E402
+from consistency.core import checkpoint  # noqa: E402
+from consistency.run import stopping, train  # noqa: E402
 
 
 def _signal_after_step(monkeypatch, signum: int, at_step: int) -> None:
@@ -131,8 +132,8 @@ def _dead_pid() -> int:
 
 
 def test_a_second_training_process_is_refused_and_a_stale_lock_taken_over(tmp_path):
-    from consistency import runlock
-    from consistency.errors import ConfigError
+    from consistency.run import runlock
+    from consistency.core.errors import ConfigError
     wd = str(tmp_path / "run")
     config = dummy_method.tiny_config(num_steps=2, sample_every=0)
     held = runlock.acquire(wd)                      # a live holder: this very process
@@ -161,7 +162,7 @@ def test_a_second_training_process_is_refused_and_a_stale_lock_taken_over(tmp_pa
 
 
 def test_cli_second_process_exits_2_with_one_line(tmp_path):
-    from consistency import runlock
+    from consistency.run import runlock
     (tmp_path / "preempt_cfg.py").write_text(CONFIG_FILE)
     wd = str(tmp_path / "run")
     held = runlock.acquire(wd)
@@ -216,7 +217,7 @@ def test_read_only_checkpoints_dir_is_one_line_in_seconds(tmp_path):
 
 def test_full_disk_is_refused_up_front_and_a_failed_save_stops_keeping_the_last_good_step(tmp_path, monkeypatch):
     import errno
-    from consistency.errors import ConfigError
+    from consistency.core.errors import ConfigError
     wd = str(tmp_path / "run")
     problem = checkpoint.storage_problem(wd, need_bytes=2 ** 62)
     assert problem.startswith(f"--workdir: {tmp_path} has ") and "MiB free, less than one checkpoint" in problem

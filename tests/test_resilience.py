@@ -26,8 +26,9 @@ REPO = os.path.dirname(TESTS)
 sys.path.insert(0, TESTS)
 import dummy_method  # noqa: E402  (registers dummy, dummy_sgd and the fake:* datasets)
 
-from consistency import checkpoint, train, workdir  # noqa: E402
-from consistency.errors import ConfigError  # noqa: E402
+from consistency.core import checkpoint  # noqa: E402
+from consistency.run import train, workdir  # noqa: E402
+from consistency.core.errors import ConfigError  # noqa: E402
 
 
 def _leaves_equal(a, b) -> bool:
@@ -520,7 +521,7 @@ def test_finite_blow_up_is_not_saved_and_the_suggested_lr_resumes_from_the_good_
 
 
 def test_blowup_guard_compares_with_the_runs_own_history():
-    from consistency import blowup
+    from consistency.run import blowup
     guard = blowup.BlowUpGuard(1e3, ("generator", "fake"))
     for k in range(20):
         assert guard.check_losses({"generator/loss": 0.5 + 0.01 * k, "fake/loss": 1e-4, "fake/grad_norm": 3.0}) is None

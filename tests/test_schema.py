@@ -7,8 +7,9 @@ import types
 
 import pytest
 
-from consistency import config, methods, presets, schema
-from consistency.errors import ConfigError
+from consistency import config, methods, presets
+from consistency.core import schema
+from consistency.core.errors import ConfigError
 
 USES = ("required", "optional", "unused")
 

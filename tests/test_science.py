@@ -13,7 +13,8 @@ import numpy as np
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(TESTS)
-from consistency import oracles, reports  # the script's pure parts; importing the script would define its flags
+from consistency.diffusion import oracles  # the script's pure parts; importing the script would define its flags
+from consistency.run import reports  # the script's pure parts; importing the script would define its flags
 
 
 def test_point_mass_prediction_without_ema_matches_the_closed_form_and_ema_slows_it():

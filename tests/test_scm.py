@@ -14,8 +14,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from consistency import methods, oracles, presets, train
-from consistency.errors import ConfigError
+from consistency import methods, presets
+from consistency.diffusion import oracles
+from consistency.run import train
+from consistency.core.errors import ConfigError
 from consistency.config import validate
 from consistency.methods import base, scm
 from consistency.objectives import scm as obj

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from consistency import oracles
+from consistency.diffusion import oracles
 from consistency.diffusion import distances
 from consistency.objectives import add, dmd, sid
 

@@ -1,4 +1,4 @@
-"""The launch scripts share ``consistency.scripts``: bad input is one ``error:`` line and exit status 2, as in
+"""The launch scripts share ``consistency.tools.scripts``: bad input is one ``error:`` line and exit status 2, as in
 ``consistency.main``, checked in-process for one bad input per script (each script's flags are defined for its test
 and removed after it, so scripts that reuse a flag name load side by side)."""
 from __future__ import annotations
@@ -11,7 +11,7 @@ import sys
 import pytest
 from absl import flags
 
-from consistency import scripts
+from consistency.tools import scripts
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

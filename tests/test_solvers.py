@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from consistency import oracles
+from consistency.diffusion import oracles
 from consistency.diffusion import processes, solvers
 from consistency.diffusion.schedules import karras_sigmas
 

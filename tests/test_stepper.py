@@ -9,7 +9,8 @@ import jax
 import numpy as np
 import pytest
 
-from consistency import methods, presets, train
+from consistency import methods, presets
+from consistency.run import train
 from consistency.methods import base
 
 STEPS = 7

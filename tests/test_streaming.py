@@ -14,7 +14,7 @@ import pytest
 tfds = pytest.importorskip("tensorflow_datasets")
 pytest.importorskip("array_record")
 
-from consistency.errors import ConfigError
+from consistency.core.errors import ConfigError
 from consistency.config import base_config, validate  # noqa: E402
 from consistency.data import make_dataset, pipeline  # noqa: E402
 from consistency.data import images as images_lib  # noqa: E402

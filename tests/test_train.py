@@ -20,8 +20,11 @@ from PIL import Image
 sys.path.insert(0, os.path.dirname(__file__))
 import dummy_method  # noqa: E402  (registers dummy, dummy_sgd, dummy_nan and the fake:* datasets)
 
-from consistency import api, checkpoint, images, methods, optim, train  # noqa: E402
-from consistency.errors import ConfigError
+from consistency import api, methods  # noqa: E402
+from consistency.core import checkpoint  # noqa: E402
+from consistency.run import pictures, train  # noqa: E402
+from consistency.methods.components import optim  # noqa: E402
+from consistency.core.errors import ConfigError
 from consistency.config import base_config  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -159,7 +162,7 @@ def test_registry_and_validation_errors(tmp_path):
 def test_image_grid_places_and_scales_pixels(tmp_path):
     values = np.array([-1.0, -0.5, 0.0, 0.5, 1.0])
     x = np.broadcast_to(values[:, None, None, None], (5, 2, 3, 1)).copy()
-    grid = images.image_grid(x, padding=1)
+    grid = pictures.image_grid(x, padding=1)
     assert grid.shape == (2 * 3 + 1, 3 * 4 + 1, 1) and grid.dtype == np.uint8  # ⌈√5⌉ = 3 columns, 2 rows
     for i, v in enumerate(values):
         r, q = divmod(i, 3)
@@ -167,20 +170,20 @@ def test_image_grid_places_and_scales_pixels(tmp_path):
         assert np.all(cell == np.clip(np.rint((v + 1) * 127.5), 0, 255))
     assert np.all(grid[0] == 255) and np.all(grid[:, 0] == 255)      # padding
     assert np.all(grid[4:, 9:] == 255)                                # the empty sixth cell
-    path = images.save_png(str(tmp_path / "g.png"), images.upscale(grid, 3))
+    path = pictures.save_png(str(tmp_path / "g.png"), pictures.upscale(grid, 3))
     back = np.asarray(Image.open(path))
     assert back.shape == (21, 39) and np.array_equal(back, np.repeat(np.repeat(grid[..., 0], 3, 0), 3, 1))
 
 
 def test_scatter_and_histogram_png(tmp_path):
     rng = np.random.default_rng(0)
-    img = images.scatter_png(rng.normal(size=(100, 2)), str(tmp_path / "s.png"), reference=rng.normal(size=(50, 2)))
+    img = pictures.scatter_png(rng.normal(size=(100, 2)), str(tmp_path / "s.png"), reference=rng.normal(size=(50, 2)))
     assert img.dtype == np.uint8 and img.shape == (400, 400, 3)
     assert np.array_equal(np.asarray(Image.open(tmp_path / "s.png").convert("RGB")), img)
-    hist = images.scatter_png(rng.normal(size=(100, 1)), str(tmp_path / "h.png"))
+    hist = pictures.scatter_png(rng.normal(size=(100, 1)), str(tmp_path / "h.png"))
     assert hist.shape == (400, 400, 3) and hist.std() > 0
     with pytest.raises(ValueError):
-        images.scatter_image(np.zeros((4, 3)))
+        pictures.scatter_image(np.zeros((4, 3)))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -296,8 +299,8 @@ _SHARDED_SCRIPT = textwrap.dedent("""
     jax.config.update("jax_threefry_partitionable", {partitionable!r})  # as in the parent (tests/conftest.py)
     sys.path.insert(0, {tests!r})
     import dummy_method
-    from consistency import train
-    from consistency.errors import ConfigError
+    from consistency.run import train
+    from consistency.core.errors import ConfigError
     assert jax.device_count() == 8, jax.devices()
     try:
         train.train_and_evaluate(dummy_method.tiny_config(batch_size=12), {wd!r} + "_bad")

@@ -230,7 +230,8 @@ def _argv(args, tmp_path) -> list[str]:
                 workdir = str(tmp_path / "a_file" / "run")
             continue
         if "STUB_PTH" in arg:   # a state dict with the names config validation looks for, and nothing else
-            from consistency import config as config_lib, torchfile
+            from consistency import config as config_lib
+            from consistency.core import torchfile
             torchfile.save_state_dict(tmp_path / "stub.pth", {name: np.zeros((1, 1, 1, 1), np.float32)
                                                               for name in config_lib.FID_INCEPTION_KEYS})
             arg = arg.replace("STUB_PTH", str(tmp_path / "stub.pth"))

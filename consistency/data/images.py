@@ -38,7 +38,7 @@ from typing import Optional
 
 import numpy as np
 
-from consistency.errors import ConfigError
+from consistency.core.errors import ConfigError
 
 SPLIT_SEED = 0                       # the fixed permutation behind the digits / mnist5k splits
 DIGITS_NUM_TRAIN = 1500              # of 1797

@@ -1,6 +1,6 @@
 """Reading a finished inversion (``launch/invert.py``) back as PaGoDA's per-example latents: ``config.data.latents``.
 
-The inversion itself (solving the teacher's ODE from data to noise) is :mod:`consistency.inversion`; this module is
+The inversion itself (solving the teacher's ODE from data to noise) is :mod:`consistency.tools.inversion`; this module is
 only what the data layer needs to serve ``batch['latent']`` beside each image, so a run's dataset can be built without
 the inversion tools (docs/methods.md §9)."""
 from __future__ import annotations
@@ -11,8 +11,8 @@ import os
 
 import numpy as np
 
-from consistency import fileio
-from consistency.errors import ConfigError
+from consistency.core import fileio
+from consistency.core.errors import ConfigError
 
 META = "meta.json"
 
@@ -66,6 +66,6 @@ def attach_latents(dataset, directory: str, guidance_scales=()):
 
 def latent_prior(latents) -> dict:
     """{'mean', 'std'} per coordinate of the inverted latents [N, ...] (float32): the Gaussian ``pagoda.prior='latent'``
-    samples the generator's input from (module doc, "The latent prior" in consistency/inversion.py)."""
+    samples the generator's input from (module doc, "The latent prior" in consistency/tools/inversion.py)."""
     latents = np.asarray(latents, np.float64)
     return {"mean": latents.mean(0).astype(np.float32), "std": latents.std(0).astype(np.float32)}

@@ -48,7 +48,7 @@ import grain
 import jax
 import numpy as np
 
-from consistency.errors import ConfigError
+from consistency.core.errors import ConfigError
 from consistency.data import images, sources, toys
 
 PERMUTATION_STREAM = 0            # first word of the numpy seed for epoch permutations
@@ -161,7 +161,7 @@ class Dataset:
     examples: Optional[np.ndarray] = dataclasses.field(repr=False)
     labels: Optional[np.ndarray] = dataclasses.field(repr=False)
     decode: Callable[[np.ndarray], np.ndarray] = dataclasses.field(repr=False)
-    # Per-example arrays served beside 'x' (e.g. PaGoDA's inverted latents, consistency/inversion.py): name →
+    # Per-example arrays served beside 'x' (e.g. PaGoDA's inverted latents, consistency/tools/inversion.py): name →
     # (rows aligned with ``examples`` [N, ...], the rows of the mirrored examples or None).  A flipped row of a batch
     # takes the mirrored entry, so an extra stays the function of exactly the image the batch shows.
     extras: dict = dataclasses.field(default_factory=dict, repr=False)

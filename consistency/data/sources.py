@@ -28,7 +28,7 @@ from typing import Optional
 
 import numpy as np
 
-from consistency.errors import ConfigError
+from consistency.core.errors import ConfigError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 GRAY_MODES = ("1", "L", "I", "I;16", "I;16B", "I;16L", "F")

@@ -2,7 +2,7 @@
 
 A *denoiser* is any callable ``D(x, sigma, cond=None) -> x0_hat`` with x of shape [B, ...] and σ of shape [B]
 (VE/EDM coordinates, docs/architecture.md "A denoiser is a function").  A trained network, an oracle from
-``consistency.oracles`` and a guided teacher all have this shape.
+``consistency.diffusion.oracles`` and a guided teacher all have this shape.
 """
 from __future__ import annotations
 

@@ -13,15 +13,15 @@ import importlib
 import os
 from typing import Callable
 
-from consistency.errors import ConfigError
+from consistency.core.errors import ConfigError
 from consistency.methods.base import Method
 
 MakeFn = Callable[..., Method]
 
 # Methods registered at run time (name → make(config, dataset)); they take precedence over package modules.
 _REGISTERED: dict[str, MakeFn] = {}
-# Modules of this package that are not methods (shared pieces).
-_NOT_METHODS = ("base", "common", "spec", "cm", "distillation")
+# Modules and folders of this package that are not methods (the contract, shared pieces).
+_NOT_METHODS = ("base", "spec", "components")
 
 
 def register(name: str, make_fn: MakeFn) -> None:

@@ -4,7 +4,7 @@ Trained sets, in step order (ADD alternates G:D; ``config.add.ttur`` discriminat
 
 * 'discriminator' — trainable heads D_k on *frozen* features F_k (ADD: DINOv2 ViT-S, which cannot be had offline):
   hinge relu(1 − D(F(x₀))) + relu(1 + D(F(sg x̂_θ))) + γ·R1 on the real inputs, γ = 1e-5. Features
-  (``config.add.features``): 'classifier' — the in-project digits classifier's conv maps (``consistency/features.py``,
+  (``config.add.features``): 'classifier' — the in-project digits classifier's conv maps (``consistency/metrics/features.py``,
   trained on the training split, frozen; the DINOv2 stand-in), 'teacher' — the frozen teacher U-Net's encoder maps
   at σ = ``add.feature_sigma``, 'input' — the raw point itself (2-D toys, where there is no feature net). The head
   is ``config.discriminator`` (digits: Projected-GAN patch heads on every map; toys: an MLP). Each GAN loss is the
@@ -26,9 +26,10 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from consistency import schema
-from consistency.errors import ConfigError
-from consistency.methods import base, common, distillation
+from consistency.core import schema
+from consistency.core.errors import ConfigError
+from consistency.methods import base
+from consistency.methods.components import common, distillation
 from consistency.objectives import add as add_objective
 from consistency.objectives import augment
 from consistency.objectives import dmd as dmd_objective
@@ -98,7 +99,7 @@ def frozen_features(config, nets, kind: str | None = None, sigma: float | None =
         encoder = distillation.encoder_features(nets)
         sigma = float(config.add.feature_sigma if sigma is None else sigma)
         return (lambda frozen, x: encoder(frozen["teacher"], x, jnp.full(x.shape[:1], sigma), None)), None
-    from consistency.features import load_or_train_dataset_features
+    from consistency.metrics.features import load_or_train_dataset_features
     from consistency.objectives.feature_distance import layer_activations, resize_to
     classifier = load_or_train_dataset_features(config.data)
 

@@ -19,7 +19,7 @@ A trained set's loss is ``loss(params, state, batch, rng) -> (scalar, metrics)``
 (so a generator's loss sees the fake score just updated before it), ``rng`` a key for this set at this step.
 Every schedule (N(k), μ(k), curricula) is computed from the traced ``state.step``.
 
-The loop (``consistency/train.py``) owns ``state.step`` and calls :func:`train_step` with the sets due at that
+The loop (``consistency/run/train.py``) owns ``state.step`` and calls :func:`train_step` with the sets due at that
 step (:func:`due_sets`, decided on the host): one compiled step per distinct due tuple (two for a 5:1 ratio).
 Metrics of a set exist only at the steps that updated it, so averages never mix in zeros for skipped steps; with
 more than one trained set they are named ``<set>/<metric>``.
@@ -39,7 +39,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from consistency.errors import ConfigError
+from consistency.core.errors import ConfigError
 
 PyTree = Any
 LossFn = Callable[[PyTree, "TrainState", dict, jax.Array], tuple[jax.Array, dict]]

@@ -39,10 +39,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from consistency import schema
+from consistency.core import schema
 from consistency.diffusion import cm_sampling, distances, preconditioning, schedules
 from consistency.diffusion.processes import broadcast_to_data
-from consistency.methods import base, common, distillation
+from consistency.methods import base
+from consistency.methods.components import common, distillation
 from consistency.objectives import ctm as ctm_obj
 
 NAME = "ctm"

@@ -22,11 +22,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from consistency import schema
-from consistency import fileio
-from consistency.errors import ConfigError
+from consistency.core import schema
+from consistency.core import fileio
+from consistency.core.errors import ConfigError
 from consistency.diffusion import distances
-from consistency.methods import base, common, distillation
+from consistency.methods import base
+from consistency.methods.components import common, distillation
 from consistency.objectives import dmd as dmd_objective
 
 NAME = "dmd"

@@ -20,8 +20,9 @@ Optimiser recipe (ImageNet-64, docs/methods.md §10.2): AdamW (0.9, 0.999), weig
 """
 from __future__ import annotations
 
-from consistency import schema
-from consistency.methods import base, distillation
+from consistency.core import schema
+from consistency.methods import base
+from consistency.methods.components import distillation
 from consistency.methods import dmd
 
 NAME = "dmd2"

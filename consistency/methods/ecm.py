@@ -11,10 +11,12 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from consistency import schema, teachers
+from consistency.core import schema
+from consistency.methods.components import teachers
 from consistency.diffusion import cm_sampling, schedules
-from consistency.methods import base, common
-from consistency.methods.cm import _init_from
+from consistency.methods import base
+from consistency.methods.components import common
+from consistency.methods.components.cm import _init_from
 from consistency.objectives import ecm as ecm_objective
 
 

@@ -13,7 +13,8 @@ import jax
 import jax.numpy as jnp
 
 from consistency.diffusion import denoisers, processes, solvers
-from consistency.methods import base, common
+from consistency.methods import base
+from consistency.methods.components import common
 from consistency.objectives import edm as edm_objective
 
 

@@ -4,9 +4,9 @@ CT with θ⁻ = stopgrad θ (no EMA, seed §2.1 eq. 42), pseudo-Huber distance (
 the discrete lognormal index distribution and the doubling curriculum. Those are the defaults of
 ``configs/*_ict.py``; this module checks that a run called 'ict' is one, and otherwise shares the CT step.
 """
-from consistency import schema
-from consistency.methods import cm
-from consistency.methods.cm import CONFIG_BLOCK, CONFIG_FIELDS  # noqa: F401  (config.cm)
+from consistency.core import schema
+from consistency.methods.components import cm
+from consistency.methods.components.cm import CONFIG_BLOCK, CONFIG_FIELDS  # noqa: F401  (config.cm)
 
 TEACHER_USE = "unused"
 

@@ -35,11 +35,12 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from consistency import schema
-from consistency import teachers
-from consistency.errors import ConfigError
+from consistency.core import schema
+from consistency.methods.components import teachers
+from consistency.core.errors import ConfigError
 from consistency.diffusion import cm_sampling, distances, processes, schedules
-from consistency.methods import base, common
+from consistency.methods import base
+from consistency.methods.components import common
 from consistency.objectives import mcm as mcm_obj
 from consistency.objectives.mcm import Level
 

@@ -3,7 +3,7 @@
 ``consistency/objectives/pagoda.py``).
 
 Pipeline (README "PaGoDA"): train an EDM teacher at a low resolution R; invert its training split once,
-``python launch/invert.py --teacher=W`` (``consistency/inversion.py``: Heun 40 steps, data → noise, sharded and
+``python launch/invert.py --teacher=W`` (``consistency/tools/inversion.py``: Heun 40 steps, data → noise, sharded and
 resumable); train stage 1 here at R with ``data.latents`` pointing at the inversion; then each growing stage s = 2, 3
 doubles the output with ``pagoda.stage = s``, ``data.resolution = 2^{s−1} R`` and ``training.init_from`` = the
 previous stage's workdir (``training.init_sets = ('generator',)``: the discriminator of a new resolution starts
@@ -24,7 +24,7 @@ Trained sets, alternating 1:1 as in the official code (``pagoda.alternate``: D a
 Frozen: {'teacher' (for 'teacher' features), 'features' (classifier params), 'prior' (``pagoda.prior='latent'``)}.
 Sampling: one step, x = G(σ_max z), z ~ N(0, I) at the teacher's resolution — or, with ``pagoda.prior='latent'``,
 G(m + s⊙z) with the per-coordinate mean and std of the inverted latents, which a learned teacher leaves far from
-σ_max (``consistency/inversion.py``, "The latent prior"); the GAN's fake images use the same prior.
+σ_max (``consistency/tools/inversion.py``, "The latent prior"); the GAN's fake images use the same prior.
 
 CFG (seed eq. 56–58; ``pagoda.guidance_scales`` = w_1 … w_K). The inversion is run once per w with the guided
 teacher D_w = D_∅ + w(D_c − D_∅) (``launch/invert.py --guidance_scales``), so every row carries K latents
@@ -44,10 +44,11 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from consistency import schema
+from consistency.core import schema
 from consistency.data.latents import latent_prior
 from consistency.diffusion import distances
-from consistency.methods import add, base, common, distillation
+from consistency.methods import add, base
+from consistency.methods.components import common, distillation
 from consistency.nets.growing import GrowBlock, block_name
 from consistency.objectives import add as add_objective
 from consistency.objectives import dmd as dmd_objective
@@ -78,7 +79,7 @@ CONFIG_FIELDS = {
     "adaptive": schema.Field(True, 'λ_adv = clip(‖∇_last L_rec‖/‖∇_last L_GAN‖, 0.01, 10)·discriminator_weight'),
     "prior": schema.Field("sigma_max", "generator input at sampling (and for the GAN's fakes): 'sigma_max' σ_max·ε "
                                        "(PaGoDA) | 'latent' the per-coordinate Gaussian of the inverted latents "
-                                       "(consistency/inversion.py)", choices=PRIORS),
+                                       "(consistency/tools/inversion.py)", choices=PRIORS),
     "alternate": schema.Field(True, 'D and G alternate 1:1, one set per loop step (official step % 2); False → both'),
     "r1_weight": schema.Field(0.0, 'γ·R1 on real inputs (not in PaGoDA)', lo=0, fix="use 0 (PaGoDA) or e.g. 1e-5"),
     "features": schema.Field("classifier", "frozen discriminator features, as add.features: 'classifier' | 'teacher' | "
@@ -152,7 +153,7 @@ def _distance(config, shape):
 
 def latent_shape(config, dataset) -> tuple:
     """Per-example shape of the inverted latents (the teacher's resolution), checked against ``pagoda.stage``."""
-    from consistency.errors import ConfigError
+    from consistency.core.errors import ConfigError
     if "latent" not in dataset.extras:
         raise ConfigError("config.data.latents: the dataset serves no latents; set data.latents to an inversion "
                           "directory (launch/invert.py)")
@@ -233,7 +234,7 @@ def make(config, dataset) -> base.Method:
 
     def latent_sample(frozen, eps):
         """The generator's input: σ_max·ε (PaGoDA) or, with ``pagoda.prior='latent'``, the per-coordinate Gaussian of
-        the inverted latents, mean + std·ε (``consistency/inversion.py``, "The latent prior")."""
+        the inverted latents, mean + std·ε (``consistency/tools/inversion.py``, "The latent prior")."""
         if prior is None:
             return sigma_max * eps
         return frozen["prior"]["mean"] + frozen["prior"]["std"] * eps

@@ -33,10 +33,11 @@ import math
 import jax
 import jax.numpy as jnp
 
-from consistency import schema
-from consistency import networks
-from consistency import teachers
-from consistency.methods import base, common, distillation
+from consistency.core import schema
+from consistency.nets import wrappers
+from consistency.methods.components import teachers
+from consistency.methods import base
+from consistency.methods.components import common, distillation
 from consistency.nets.embeddings import AdaptiveWeight
 from consistency.objectives import scm as scm_obj
 
@@ -148,7 +149,7 @@ def make(config, dataset) -> base.Method:
 
     F = trigflow_network(config, net)
     # The tangent's JVP runs in float32 even under training.compute_dtype='bfloat16' (sCM §4; docs/methods.md §18 item 6).
-    F_tangent = trigflow_network(config, networks.full_precision(net))
+    F_tangent = trigflow_network(config, wrappers.full_precision(net))
 
     def consistency_fn(params, labels):
         return lambda x_t, t: scm_obj.consistency_output(x_t, t, F(params, x_t, t, labels), sd)

@@ -20,8 +20,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from consistency import schema
-from consistency.methods import base, common, distillation
+from consistency.core import schema
+from consistency.methods import base
+from consistency.methods.components import common, distillation
 from consistency.objectives import dmd as dmd_objective
 from consistency.objectives import sid as sid_objective
 

@@ -22,7 +22,7 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from consistency.errors import ConfigError
+from consistency.core.errors import ConfigError
 from consistency.nets.edm_networks import ARCHS as EDM_ARCHS
 from consistency.nets.edm_networks import DhariwalUNet, SongUNet
 from consistency.nets.embeddings import (EMBEDDINGS, ConditionEmbedding, fourier_features, fourier_frequencies,

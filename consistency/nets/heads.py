@@ -40,7 +40,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from consistency.errors import ConfigError
+from consistency.core.errors import ConfigError
 from consistency.nets.embeddings import ConditionEmbedding, batch_noise, default_kernel_init, labels_or_null
 from consistency.nets.unet import group_count
 

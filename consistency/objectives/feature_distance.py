@@ -2,7 +2,7 @@
 
 LPIPS (Zhang et al. 2018) compares unit-normalised activations of a frozen VGG at several depths, weighted by linear
 heads learned from human judgements. Neither VGG nor those heads can be downloaded here, so this distance uses the
-in-project classifier of :mod:`consistency.features` (trained on the dataset's own training split) with uniform
+in-project classifier of :mod:`consistency.metrics.features` (trained on the dataset's own training split) with uniform
 weights: d(a, b) = Σ_l mean_{h,w} ‖n(φ_l(a)) − n(φ_l(b))‖², n = division by the channel norm. The classifier params are
 an argument of the compiled step (``state.frozen['features']``), never a baked-in constant.
 """
@@ -44,8 +44,8 @@ def resize_to(x, resolution: int):
 def make_feature_distance(config, example_shape, field: str = "cm.distance", resize: bool = False):
     """(distance(params, a, b) -> [B], params) for ``config.data``; the classifier trains once and is cached. Images
     at another resolution than the classifier's are refused, or with ``resize`` resized to it first."""
-    from consistency.errors import ConfigError
-    from consistency.features import load_or_train_dataset_features
+    from consistency.core.errors import ConfigError
+    from consistency.metrics.features import load_or_train_dataset_features
     if len(example_shape) != 3:
         raise ConfigError(f"config.{field}: 'feature' needs image data; use l2, l1 or pseudo_huber for toys")
     feats = load_or_train_dataset_features(config.data)

@@ -1,6 +1,6 @@
 """PaGoDA objectives (Kim et al. 2024, arXiv 2405.14822; seed eq. 55–58; docs/methods.md §9, §17 item 12).
 
-* Reconstruction L_rec = E_x d(G_θ(E(x)), x) with E the teacher inversion (``consistency/inversion.py``) and d one of
+* Reconstruction L_rec = E_x d(G_θ(E(x)), x) with E the teacher inversion (``consistency/tools/inversion.py``) and d one of
   the project's distances (PaGoDA: LPIPS / frozen-CNN features, here the in-project classifier features; nb (55)
   writes ‖·‖).
 * Adversarial: hinge with a projected discriminator on frozen features (``consistency/methods/add.py``), D on real x

@@ -85,7 +85,7 @@ def compute_dtype_of(config):
     """``config.training.compute_dtype`` as a jnp dtype (absent in configs saved before it existed → float32)."""
     name = str(config.training.get("compute_dtype", "float32"))
     if name not in COMPUTE_DTYPES:
-        from consistency.errors import ConfigError
+        from consistency.core.errors import ConfigError
         raise ConfigError(f"config.training.compute_dtype: {name!r} is not one of {', '.join(COMPUTE_DTYPES)}; "
                           "use 'float32' or 'bfloat16' (float32 parameters either way)")
     return COMPUTE_DTYPES[name]

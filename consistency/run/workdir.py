@@ -13,7 +13,7 @@ Safe overrides — a resumed run may change these; every other field must match:
                                                        'cosine'`` the decay horizon moves with it)
 ``training.log_every``, ``ckpt_every``,                how often to log, checkpoint, sample, evaluate; how many
 ``sample_every``, ``eval_every``, ``keep_checkpoints``  checkpoints to keep
-``training.max_param_abs``                             the save guard's bound (:mod:`consistency.checkpoint`)
+``training.max_param_abs``                             the save guard's bound (:mod:`consistency.core.checkpoint`)
 ``training.init_from``, ``init_sets``                    read only when the run starts at step 0 (a warm start)
 ``training.compute_dtype``, ``grad_accumulation``,     how the same update is computed (bf16 matmuls, micro-
 ``model.remat``, ``training.fsdp``                     batches, recomputed activations, split state); parameters
@@ -42,8 +42,8 @@ from typing import Any, Mapping
 import jax
 import ml_collections
 
-from consistency import fileio
-from consistency.errors import ConfigError
+from consistency.core import fileio
+from consistency.core.errors import ConfigError
 
 CONFIG_FILE = "config.json"
 
@@ -146,7 +146,7 @@ def read_saved_config(workdir: str) -> dict | None:
 
 
 def write_config(config: ml_collections.ConfigDict, workdir: str) -> str:
-    """Write ``WORKDIR/config.json`` atomically (:func:`consistency.fileio.write_text`: a temporary file, fsync,
+    """Write ``WORKDIR/config.json`` atomically (:func:`consistency.core.fileio.write_text`: a temporary file, fsync,
     ``os.replace`` — or one bucket upload); an unwritable workdir is one ConfigError line."""
     path = os.path.join(workdir, CONFIG_FILE)
     try:

@@ -17,11 +17,12 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from consistency import schema
-from consistency.errors import ConfigError
+from consistency.core import schema
+from consistency.core.errors import ConfigError
 from consistency.diffusion import cm_sampling, distances, schedules
-from consistency import teachers
-from consistency.methods import base, common
+from consistency.methods.components import teachers
+from consistency.methods import base
+from consistency.methods.components import common
 from consistency.objectives import consistency as cm_obj
 
 

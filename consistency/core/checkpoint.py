@@ -45,8 +45,8 @@ import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
 
-from consistency import fileio
-from consistency.errors import ConfigError
+from consistency.core import fileio
+from consistency.core.errors import ConfigError
 
 PyTree = Any
 

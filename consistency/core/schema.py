@@ -16,7 +16,7 @@ from typing import Any, Mapping
 
 import ml_collections
 
-from consistency.errors import ConfigError
+from consistency.core.errors import ConfigError
 
 KINDS = ("number", "integer", "bool", "choice", "str", "tuple", "any")
 NO_DEFAULT = object()   # check_number / check_choice: the field has no schema default to quote

@@ -34,14 +34,16 @@ from absl import logging
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from consistency import blowup, checkpoint, fileio, methods, stopping
+from consistency.run import blowup, stopping
+from consistency.core import checkpoint, fileio
+from consistency import methods
 from consistency.methods import base
-from consistency.sampling import (draw_samples, make_sampler, reference_points,  # noqa: F401
-                                  render_samples, sample_labels, to_host, write_sample_grid)
+from consistency.run.sampling import (draw_samples, make_sampler, reference_points,  # noqa: F401
+                                      render_samples, sample_labels, to_host, write_sample_grid)
 from consistency import config as config_lib
 from consistency.data import build_dataset  # noqa: F401  (re-exported: train.build_dataset)
-from consistency.runtime import prefer_fast_cpu_random  # noqa: F401  (re-exported)
-from consistency.errors import ConfigError
+from consistency.core.runtime import prefer_fast_cpu_random  # noqa: F401  (re-exported)
+from consistency.core.errors import ConfigError
 
 DATA_AXIS = "data"
 FSDP_AXIS = "fsdp"            # training.fsdp > 1: the second mesh axis parameters and optimizer state are split over
@@ -85,10 +87,10 @@ def validate_run_config(config: ml_collections.ConfigDict, num_devices: int | No
         raise ConfigError(f"config.teacher.workdir: no finished checkpoint in {teacher_dir!r}; train an EDM teacher "
                           "there first (e.g. configs/digits_edm.py)")
     if teacher_dir:
-        from consistency import teachers
+        from consistency.methods.components import teachers
         teachers.check_teacher_data(config)
     if config.eval.inception_weights:   # every tensor's name and shape (the config check reads a few names only)
-        from consistency import features
+        from consistency.metrics import features
         path = config.eval.inception_weights
         problem = features.inception_weights_problem(path)
         if problem is not None:
@@ -487,8 +489,8 @@ class MetricAverager:
 
 def sample_statistics(samples: np.ndarray, data: np.ndarray | None, seed: int = 0) -> dict[str, float]:
     """Cheap sample checks: finite fraction, mean/std of samples and data, and the sliced W1
-    (:func:`consistency.evaluate.sliced_wasserstein`) to an equal-size random subset of the data."""
-    from consistency.evaluate import sliced_wasserstein
+    (:func:`consistency.metrics.sample_quality.sliced_wasserstein`) to an equal-size random subset of the data."""
+    from consistency.metrics.sample_quality import sliced_wasserstein
     samples = np.asarray(samples, np.float64)
     stats = {"samples/finite_fraction": float(np.mean(np.all(np.isfinite(samples.reshape(len(samples), -1)), 1))),
              "samples/mean": float(np.mean(samples)), "samples/std": float(np.std(samples))}
@@ -507,10 +509,10 @@ def sample_statistics(samples: np.ndarray, data: np.ndarray | None, seed: int = 
 def run_eval(config, workdir: str, state, method, dataset, step: int, train_metrics: dict | None = None,
              force: bool = False) -> dict:
     """Evaluate ``state`` at ``step``: cheap :func:`sample_statistics`, the last training metrics (``train/<name>``)
-    and, for every NFE of ``config.eval.nfes``, the metrics of :func:`consistency.reports.evaluate_state` with their
+    and, for every NFE of ``config.eval.nfes``, the metrics of :func:`consistency.run.reports.evaluate_state` with their
     noise floors. Writes ``WORKDIR/eval/metrics_<step>.json`` (atomic, idempotent) and returns a flat dict
     (``nfe<n>/<metric>`` keys) for logging."""
-    from consistency import reports
+    from consistency.run import reports
     _, _, sample_key = _stream_keys(config.seed)
     samples, _ = draw_samples(config, method, state, jax.random.fold_in(sample_key, 1), int(config.eval.num_samples))
     results: dict[str, Any] = {"step": int(step), "method": config.method}
@@ -538,8 +540,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
     prefer_fast_cpu_random()
     validate_run_config(config)
     workdir = fileio.absolute(workdir)
-    from consistency import runlock
-    from consistency import workdir as run_directory  # (the argument is named workdir)
+    from consistency.run import runlock
+    from consistency.run import workdir as run_directory  # (the argument is named workdir)
     run_directory.check_workdir(config, workdir)  # against WORKDIR/config.json, before anything is written
     problem = checkpoint.storage_problem(workdir) if jax.process_index() == 0 else None
     if problem:
@@ -554,7 +556,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
 def _train_locked(config: ml_collections.ConfigDict, workdir: str):
     """:func:`train_and_evaluate` once this process (process 0 of the job) holds the workdir lock."""
     from clu import metric_writers, periodic_actions  # imports TensorFlow (≈5 s): only once a run will start
-    from consistency import workdir as run_directory
+    from consistency.run import workdir as run_directory
     run_directory.prepare(config, workdir)  # check against WORKDIR/config.json, then write it (process 0)
     t = config.training
     num_steps = int(t.num_steps)

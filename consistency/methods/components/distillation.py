@@ -10,7 +10,7 @@ contract (``consistency/methods/base.py``), never around it:
   at steps k ≡ ttur − 1 mod ttur, so the fake/GAN side takes ``ttur`` updates before each generator update;
   DMD2 with ``dmd2.generator_first`` — its default, as DMD2's code — runs 'generator' first, at steps ≡ 0);
 * frozen sets, arguments of the compiled step (docs/methods.md §18 item 2): 'teacher' (a trained EDM run's EMA params or
-  a closed-form oracle's arrays, :func:`consistency.teachers.load_teacher`), DMD's 'pairs', the feature-net params.
+  a closed-form oracle's arrays, :func:`consistency.methods.components.teachers.load_teacher`), DMD's 'pairs', the feature-net params.
 
 Generator (docs/methods.md §10.1, §12): the teacher's denoiser architecture evaluated at one noise level,
 G_θ(z) = D_θ(σ_g·z, σ_g), with σ_g = σ_max (DMD2's EDM code) or σ_init = 2.5 (SiD). A K-step generator (DMD2 backward
@@ -38,11 +38,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from consistency import schema, teachers
-from consistency.errors import ConfigError
+from consistency.core import schema
+from consistency.methods.components import teachers
+from consistency.core.errors import ConfigError
 from consistency.diffusion import cm_sampling, preconditioning
 from consistency.diffusion.processes import broadcast_to_data
-from consistency.methods import base, common
+from consistency.methods import base
+from consistency.methods.components import common
 from consistency.objectives import dmd as dmd_objective
 
 METHODS = ("dmd", "dmd2", "add", "sid")
@@ -317,7 +319,7 @@ def ttur_field(default: int, doc: str) -> schema.Field:
     return schema.Field(default, doc, lo=1, fix="use 1 (alternate 1:1) or 5 (DMD2 TTUR)")
 
 
-# The value checks of consistency.schema (one message form for every block), under the names these modules use.
+# The value checks of consistency.core.schema (one message form for every block), under the names these modules use.
 fail, require, flag = schema.fail, schema.require, schema.check_flag
 
 

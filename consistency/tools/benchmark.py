@@ -1,9 +1,9 @@
 """The method benchmark (issue 31): one shared teacher per suite, every method at a matched budget, evaluated with
 confidence intervals, written into marked blocks of ``docs/benchmark.md`` and the README.
 
-    python -m consistency.benchmark --suite=toy                                  # every toy method, seeds 0,1,2
-    python -m consistency.benchmark --suite=toy --methods=cd,ict --seeds=0       # one part of it
-    python -m consistency.benchmark --suite=digits --methods=cd --seeds=0 --steps=20 --teacher_steps=20   # a smoke run
+    python -m consistency.tools.benchmark --suite=toy                                  # every toy method, seeds 0,1,2
+    python -m consistency.tools.benchmark --suite=toy --methods=cd,ict --seeds=0       # one part of it
+    python -m consistency.tools.benchmark --suite=digits --methods=cd --seeds=0 --steps=20 --teacher_steps=20   # a smoke run
 
 A tool above the training loop (it calls ``train.train_and_evaluate`` and samples with ``api.load``). Run from the
 repository root (it reads ``configs/``).
@@ -16,7 +16,7 @@ pairs, PaGoDA's inversion are made from it once).
 **Matched budget.** Every student run trains for the same number of loop steps (``--steps``) at the same batch size
 (``--batch_size``): the same number of examples through the trained networks' update steps. Each config's other
 hyperparameters are its recipe; the fields that are counted in steps (ECT's stage length, MCM's N ramp, sCM's tangent
-warm-up) are scaled by steps / the recipe's steps, as ``consistency.experiments`` does. Methods differ in what one
+warm-up) are scaled by steps / the recipe's steps, as ``consistency.tools.experiments`` does. Methods differ in what one
 step costs (CD runs two Heun teacher evaluations, DMD/SiD two networks, the score-distillation recipes first fit the
 student to the teacher inside init), so the measured CPU-seconds of each run — process CPU time of training, compile
 included, summed over all threads — are reported beside it.
@@ -162,12 +162,12 @@ def _set_field(config, dotted: str, value) -> None:
 
 def row_config(suite: str, row: Row, seed: int, steps: int, batch: int, workroot: str):
     """The training config of one run: the recipe, the matched budget, the seed and the suite's shared teacher."""
-    from consistency.recipes import load_config_file
+    from consistency.tools.recipes import load_config_file
     config = load_config_file(f"{SUITES[suite]['prefix']}{row.config}.py")
     recipe_steps = int(config.training.num_steps)
     for field, value in row.overrides:
         _set_field(config, field, value)
-    from consistency.recipes import scaled_recipe as _scaled  # ECT stage length and MCM's N ramp scale with the run
+    from consistency.tools.recipes import scaled_recipe as _scaled  # ECT stage length and MCM's N ramp scale with the run
     config = _scaled(config, steps / float(recipe_steps))
     if config.method == "scm":  # sCM's tangent warm-up is counted in steps too
         config.scm.tangent_warmup_steps = int(round(config.scm.tangent_warmup_steps * steps / recipe_steps))
@@ -205,11 +205,11 @@ def ensure_teacher_products(config, lock_dir: str) -> None:
 
 
 def _ensure_teacher_products(config) -> None:
-    from consistency.recipes import ensure_ode_pairs
+    from consistency.tools.recipes import ensure_ode_pairs
     ensure_ode_pairs(config)
     if config.method == "pagoda" and not os.path.exists(os.path.join(config.data.latents, "meta.json")) \
             and not os.path.exists(config.data.latents + ".done"):
-        from consistency import inversion
+        from consistency.tools import inversion
         teacher_config = inversion.teacher_setup(config.teacher.workdir, config.teacher.oracle,
                                                  config.data.name if config.teacher.oracle else "",
                                                  int(config.data.toy_size) if config.teacher.oracle else 0)
@@ -247,7 +247,7 @@ def train_run(suite: str, row: Row, seed: int, steps: int, batch: int, workroot:
     if done is not None and done["budget"] == budget:
         logging.info("benchmark: reusing %s", workdir)
         return done
-    from consistency import train
+    from consistency.run import train
     config = row_config(suite, row, 0 if row.shared else seed, steps, batch, workroot)
     ensure_teacher_products(config, suite_dir(workroot, suite))
     logging.info("benchmark: training %s (%s, seed %d, %d steps × %d)", workdir, row.config, seed, steps, batch)
@@ -262,9 +262,10 @@ def train_run(suite: str, row: Row, seed: int, steps: int, batch: int, workroot:
 def oracle_sampler(suite: str, nfe: int, num: int) -> Callable:
     """Heun (odd NFE, (NFE+1)/2 Karras points) or Euler (even NFE) on the exact mixture denoiser: the toy teacher."""
     import jax
-    from consistency import teachers, train
+    from consistency.methods.components import teachers
+    from consistency.run import train
     from consistency.diffusion import solvers
-    from consistency.recipes import load_config_file
+    from consistency.tools.recipes import load_config_file
     config = load_config_file(f"{SUITES[suite]['prefix']}cd.py")
     dataset = train.build_dataset(config)
     params, apply = teachers.load_teacher(config, dataset)
@@ -281,23 +282,23 @@ _REFERENCE: dict = {}
 def score(suite: str, samples, dataset, seed: int, bootstrap: int) -> dict:
     """The suite's metrics (with floors, bootstrap intervals and sizes) of one sample set."""
     import numpy as np
-    from consistency import evaluate
+    from consistency.metrics import sample_quality
     samples = np.asarray(samples, np.float32)
     if not np.all(np.isfinite(samples)):
         return {"finite_fraction": float(np.mean(np.isfinite(samples)))}
     if suite == "toy":
-        return evaluate.evaluate_points(samples, mixture=dataset.mixture, seed=seed, bootstrap=bootstrap)
+        return sample_quality.evaluate_points(samples, mixture=dataset.mixture, seed=seed, bootstrap=bootstrap)
     if "digits" not in _REFERENCE:
-        from consistency import features
+        from consistency.metrics import features
         x_train, _, x_test, _ = features.load_digits_split()
         _REFERENCE["digits"] = np.concatenate([x_train, x_test])  # all 1797 real digits
-    from consistency.features import load_or_train_dataset_features
+    from consistency.metrics.features import load_or_train_dataset_features
     extractor = load_or_train_dataset_features(dataset_config_for(suite))
-    return evaluate.evaluate_images(samples, _REFERENCE["digits"], extractor, seed=seed, bootstrap=bootstrap)
+    return sample_quality.evaluate_images(samples, _REFERENCE["digits"], extractor, seed=seed, bootstrap=bootstrap)
 
 
 def dataset_config_for(suite: str):
-    from consistency.recipes import load_config_file
+    from consistency.tools.recipes import load_config_file
     return load_config_file(f"{SUITES[suite]['prefix']}edm.py").data
 
 
@@ -305,7 +306,8 @@ def evaluate_row(suite: str, row: Row, seed: int, num: int, bootstrap: int, work
     """Sample ``num`` points per NFE of ``row`` and score them (or reuse a report with the same settings)."""
     import jax
     import numpy as np
-    from consistency import evaluate, sampling
+    from consistency.metrics import sample_quality
+    from consistency.run import sampling
     from consistency.methods import base
     workdir = run_dir(workroot, suite, row, seed)
     path = os.path.join(workdir, f"benchmark_eval_{row_slug(row)}_seed{seed}.json")
@@ -339,7 +341,7 @@ def evaluate_row(suite: str, row: Row, seed: int, num: int, bootstrap: int, work
         result["nfe"][str(nfe)] = metrics
         if "num_reference" in metrics:
             logging.info("benchmark: %s seed %d NFE %d: %s; %s %.4g [%.4g, %.4g]", row.name, seed, nfe,
-                         evaluate.sizes_line(metrics), SUITES[suite]["metrics"][0][0],
+                         sample_quality.sizes_line(metrics), SUITES[suite]["metrics"][0][0],
                          metrics[SUITES[suite]["metrics"][0][0]], *metrics[SUITES[suite]["metrics"][0][0] + "_ci"])
     result["eval_cpu_seconds"] = time.process_time() - cpu
     result["train"] = train_record
@@ -376,7 +378,7 @@ def collect(suite: str, workroot: str, num: int, bootstrap: int) -> dict[str, li
 def summarize(suite: str, collected: dict[str, list[dict]]) -> list[dict]:
     """One entry per (row, NFE): per metric the mean and its 95 % interval (t over seeds, or bootstrap for one)."""
     import numpy as np
-    from consistency import evaluate
+    from consistency.metrics import sample_quality
     entries = []
     for name, results in collected.items():
         nfes = sorted({int(n) for r in results for n in r["nfe"]})
@@ -389,7 +391,7 @@ def summarize(suite: str, collected: dict[str, list[dict]]) -> list[dict]:
                 if len(values) < len(per_seed) or not values:
                     entry[key] = None
                     continue
-                mean, lo, hi = evaluate.seed_interval(values)
+                mean, lo, hi = sample_quality.seed_interval(values)
                 kind = "t"
                 if len(values) == 1 and key + "_ci" in per_seed[0]:
                     lo, hi = per_seed[0][key + "_ci"]
@@ -563,7 +565,7 @@ def total_cpu_seconds(collected: dict[str, list[dict]]) -> tuple[float, float]:
 
 def write_report(suite: str, out: str, readme: str, collected: dict, command: str,
                  failures: list[str] = ()) -> list[dict]:
-    from consistency.reports import replace_block
+    from consistency.run.reports import replace_block
     entries = summarize(suite, collected)
     folder = os.path.join(os.path.dirname(os.path.abspath(out)), os.path.splitext(os.path.basename(out))[0])
     os.makedirs(folder, exist_ok=True)
@@ -612,7 +614,7 @@ def run(suite: str, methods: list[str], seeds: list[int], steps: int, batch: int
     rows = [r for r in suite_rows(suite) if not methods or r.key in methods]
     if suite == "digits":  # the shared teacher, trained once
         teacher = next(r for r in suite_rows("digits") if r.shared)
-        from consistency.recipes import load_config_file
+        from consistency.tools.recipes import load_config_file
         t_steps = teacher_steps or int(load_config_file("configs/digits_edm.py").training.num_steps)
         train_run("digits", teacher, 0, t_steps, SUITES["digits"]["batch"], workroot)
     failures = []
@@ -629,7 +631,7 @@ def run(suite: str, methods: list[str], seeds: list[int], steps: int, batch: int
 
 
 def validate_flags(suite: str, methods: list[str], seeds: list[str]) -> list[int]:
-    from consistency.errors import ConfigError
+    from consistency.core.errors import ConfigError
     unknown = [m for m in methods if m not in method_keys(suite)]
     if unknown:
         raise ConfigError(f"--methods: unknown {unknown} for --suite={suite}; use some of {','.join(method_keys(suite))}")
@@ -645,7 +647,7 @@ def validate_flags(suite: str, methods: list[str], seeds: list[str]) -> list[int
 def main(argv):
     del argv
     import sys
-    from consistency.errors import ConfigError
+    from consistency.core.errors import ConfigError
     suite = _SUITE.value
     try:
         seeds = validate_flags(suite, _METHODS.value, _SEEDS.value)
@@ -655,14 +657,14 @@ def main(argv):
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    from consistency import train
+    from consistency.run import train
     train.prefer_fast_cpu_random()
     steps = _STEPS.value or SUITES[suite]["steps"]
     batch = _BATCH.value or SUITES[suite]["batch"]
     failures = [] if _REPORT_ONLY.value else run(suite, _METHODS.value, seeds, steps, batch, _NUM_SAMPLES.value,
                                                  _BOOTSTRAP.value, _WORKROOT.value, _TEACHER_STEPS.value)
     collected = collect(suite, _WORKROOT.value, _NUM_SAMPLES.value, _BOOTSTRAP.value)
-    command = "python -m consistency.benchmark " + " ".join(a for a in sys.argv[1:])
+    command = "python -m consistency.tools.benchmark " + " ".join(a for a in sys.argv[1:])
     write_report(suite, _OUT.value, _README.value, collected, command, failures)
     if failures:
         print("benchmark: failed runs:\n" + "\n".join(failures), file=sys.stderr)

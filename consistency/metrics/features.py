@@ -1,4 +1,4 @@
-"""Feature networks for the image metrics of ``consistency/evaluate.py``.
+"""Feature networks for the image metrics of ``consistency/metrics/sample_quality.py``.
 
 * In-project classifier features (offline, docs/platform.md §3): :class:`FeatureNet`, a small Flax CNN trained
   deterministically (fixed seed, fixed number of Adam steps) on a dataset's training split;
@@ -10,7 +10,7 @@
   "FD on an in-project digits classifier", never as FID.
 * FID as the papers report it: :func:`pytorch_fid_inception` loads pytorch-fid's FID Inception-v3
   (``consistency/nets/fid_inception.py``) from its standard weights file ``pt_inception-2015-12-05-6726825d.pth``,
-  supplied by the user (nothing is downloaded; torch is not needed: ``consistency/torchfile.py`` reads the file).
+  supplied by the user (nothing is downloaded; torch is not needed: ``consistency/core/torchfile.py`` reads the file).
   Without the file it raises :class:`InceptionWeightsMissing` (one line).
 * :func:`export_samples_npz` writes samples for the usual external FID tools.
 
@@ -35,9 +35,9 @@ import numpy as np
 import optax
 from flax import serialization
 
-from consistency import fileio
-from consistency.errors import ConfigError
-from consistency.evaluate import gaussian_stats, images_to_float
+from consistency.core import fileio
+from consistency.core.errors import ConfigError
+from consistency.metrics.sample_quality import gaussian_stats, images_to_float
 
 Array = np.ndarray
 
@@ -338,7 +338,7 @@ def inception_weights_problem(path: str) -> str | None:
 
     Cheap: reads the file's pickle (names and shapes), not its storages.
     """
-    from consistency import torchfile
+    from consistency.core import torchfile
     from consistency.nets.fid_inception import variables_from_state_dict
 
     if not path or not os.path.isfile(path):
@@ -403,13 +403,13 @@ def pytorch_fid_inception(weights_path: str, batch_size: int = 50) -> InceptionF
     """pytorch-fid's FID Inception-v3 (pool3, 2048-d) from its standard weights file, without torch.
 
     ``weights_path`` is ``pt_inception-2015-12-05-6726825d.pth`` (pytorch-fid's release; EDM, ECT, sCM, … report
-    FID with this network or its TF original). The file is read by :mod:`consistency.torchfile`; the network is
+    FID with this network or its TF original). The file is read by :mod:`consistency.core.torchfile`; the network is
     :class:`consistency.nets.fid_inception.FIDInceptionV3` with pytorch-fid's resize (bilinear to 299×299,
     ``align_corners=False``) and [-1, 1] scaling. Returns a feature function with a ``cache_key`` (the file's
     SHA-256) for :func:`load_or_compute_reference_stats`. Raises :class:`InceptionWeightsMissing` (one line) when
     the file is missing or is not that state dict.
     """
-    from consistency import torchfile
+    from consistency.core import torchfile
     from consistency.nets.fid_inception import variables_from_state_dict
 
     problem = inception_weights_problem(weights_path)

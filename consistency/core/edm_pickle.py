@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from consistency.errors import ConfigError
+from consistency.core.errors import ConfigError
 
 
 class EDMPickleError(ConfigError):

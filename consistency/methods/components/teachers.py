@@ -15,8 +15,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from consistency import fileio, networks
-from consistency.errors import ConfigError
+from consistency.core import fileio
+from consistency.nets import wrappers
+from consistency.core.errors import ConfigError
 from consistency.config import load_run_config
 
 
@@ -69,7 +70,7 @@ def load_sampling_params(workdir: str, step: int | None = None) -> TrainedRun:
     """The sampling EMA params (of the set named in the checkpoint's meta, 'online' for EDM) of ``workdir``'s
     checkpoint ``step`` (None → the newest that restores and matches its digests), as numpy arrays.
     FileNotFoundError (one line) when there is none."""
-    from consistency import checkpoint
+    from consistency.core import checkpoint
     config = load_run_config(workdir)
     picked = {}
 
@@ -104,9 +105,9 @@ def config_for_teacher(teacher: str, oracle: str, data: str, command: str):
     return c
 
 
-def load_teacher(config, dataset) -> tuple[Any, networks.NetworkApply]:
+def load_teacher(config, dataset) -> tuple[Any, wrappers.NetworkApply]:
     """(teacher_params, teacher_apply) from ``config.teacher`` (module doc)."""
-    from consistency import oracles
+    from consistency.diffusion import oracles
     t = config.teacher
     if t.workdir and t.oracle:
         raise ConfigError("config.teacher: set either teacher.workdir or teacher.oracle, not both")
@@ -119,9 +120,9 @@ def load_teacher(config, dataset) -> tuple[Any, networks.NetworkApply]:
         if run.config.method != "edm":
             raise ConfigError(f"config.teacher.workdir: {t.workdir!r} holds a {run.config.method!r} run; "
                               "a teacher must be an 'edm' run")
-        net = networks.build_net(run.config, dataset.example_shape)
+        net = wrappers.build_net(run.config, dataset.example_shape)
         params = jax.tree.map(jnp.asarray, run.params)
-        return params, networks.edm_denoiser(net, run.config.diffusion.sigma_data)
+        return params, wrappers.edm_denoiser(net, run.config.diffusion.sigma_data)
     if t.oracle == "mixture":
         if getattr(dataset, "mixture", None) is None:
             raise ConfigError(f"config.teacher.oracle: 'mixture' needs a toy mixture dataset, got {config.data.name!r}; "
@@ -153,7 +154,7 @@ def make_ode_pairs(config, num: int, num_steps: int = 18, solver: str = "heun", 
     deterministic sampler from σ_max·z (EDM Alg. 1 on ``num_steps`` Karras points; 18 = 35 NFE). Returns
     (z, y, σ_max) with float32 arrays [num, *example_shape]."""
     from consistency.data import build_dataset
-    from consistency.runtime import prefer_fast_cpu_random
+    from consistency.core.runtime import prefer_fast_cpu_random
     from consistency.diffusion import solvers
     prefer_fast_cpu_random()
     dataset = build_dataset(config)

@@ -1,6 +1,6 @@
 """Import an NVlabs EDM network pickle as an 'edm' run directory (``launch/import_edm.py``).
 
-The run directory is the one a trained EDM teacher of this package leaves (``consistency/train.py``):
+The run directory is the one a trained EDM teacher of this package leaves (``consistency/run/train.py``):
 ``config.json`` and an Orbax checkpoint whose sampling set (``ema['online']``) holds the pickle's EMA weights, so
 
     python launch/import_edm.py --pkl=edm-cifar10-32x32-uncond-vp.pkl --out=teachers/edm_vp
@@ -13,7 +13,7 @@ the preconditioner's σ_data onto ``config.diffusion.sigma_data`` and the image 
 ``config.data`` (32×32×3 → CIFAR-10, 64×64×3 with 1000 labels → ImageNet 64×64; ``--data`` for any other
 dataset).
 The EDM release files and ``--precond=edm`` snapshots use EDM preconditioning (``EDMPrecond``, EDM Table 1: c_noise =
-¼ ln σ), exactly :func:`consistency.networks.edm_denoiser`; the ``baseline-*`` VP/VE-preconditioned files are refused.
+¼ ln σ), exactly :func:`consistency.nets.wrappers.edm_denoiser`; the ``baseline-*`` VP/VE-preconditioned files are refused.
 
 Nothing is written unless everything succeeds: the run is assembled in a temporary sibling directory and renamed.
 """
@@ -27,8 +27,8 @@ import types
 import ml_collections
 import numpy as np
 
-from consistency import edm_pickle, fileio
-from consistency.errors import ConfigError
+from consistency.core import edm_pickle, fileio
+from consistency.core.errors import ConfigError
 
 IMPORT_FILE = "edm_import.json"      # provenance: the pickle, its sha256, class names and init kwargs
 STEP = 0                             # the imported weights are the run's step-0 checkpoint
@@ -129,18 +129,19 @@ def initial_state(config, params: dict, example_shape: tuple[int, int, int]):
 
 
 def check_finite(net: edm_pickle.Network) -> None:
-    """Every tensor of the pickle is finite (what :func:`consistency.checkpoint.save` guards), else one line."""
+    """Every tensor of the pickle is finite (what :func:`consistency.core.checkpoint.save` guards), else one line."""
     for key, value in net.state_dict.items():
         if np.issubdtype(value.dtype, np.floating) and not np.all(np.isfinite(value)):
             raise edm_pickle.EDMPickleError(f"the network's tensor {key!r} is not finite; the pickle is damaged")
 
 
 def import_edm(pkl: str, out: str, data: str = "") -> str:
-    """Read ``pkl`` (:func:`consistency.edm_pickle.read_network`) and write the run directory ``out``; returns its
+    """Read ``pkl`` (:func:`consistency.core.edm_pickle.read_network`) and write the run directory ``out``; returns its
     absolute path. ConfigError / EDMPickleError (one line) and nothing written on any failure."""
     import orbax.checkpoint as ocp
 
-    from consistency import checkpoint, workdir
+    from consistency.core import checkpoint
+    from consistency.run import workdir
     out = os.path.abspath(out)
     if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
         raise ConfigError(f"--out: {out} exists and is not empty; choose a new directory for the imported run")

@@ -1,5 +1,5 @@
 """Recipe files as runs: load a ``configs/*.py`` file, scale it to a run length, and make the teacher products a
-recipe needs (DMD's ODE pairs). Shared by ``consistency.experiments`` and ``consistency.benchmark`` (no flags here).
+recipe needs (DMD's ODE pairs). Shared by ``consistency.tools.experiments`` and ``consistency.tools.benchmark`` (no flags here).
 """
 from __future__ import annotations
 
@@ -34,6 +34,6 @@ def ensure_ode_pairs(config) -> None:
     """DMD's regression pairs (``config.dmd.pairs``), made from ``config.teacher`` when the file is missing."""
     if config.method != "dmd" or float(config.dmd.regression_weight) <= 0 or os.path.exists(config.dmd.pairs):
         return
-    from consistency import teachers
+    from consistency.methods.components import teachers
     logging.info("experiments: making DMD ODE pairs %s", config.dmd.pairs)
     teachers.write_ode_pairs(config, config.dmd.pairs, num=4096 if config.teacher.oracle else 2000)

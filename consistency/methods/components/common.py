@@ -1,6 +1,6 @@
 """Pieces methods share: declaring a trained set from the config, label dropout for CFG, the sampling σ list.
 
-Networks as denoisers live in :mod:`consistency.networks`, teachers in :mod:`consistency.teachers` (both below
+Networks as denoisers live in :mod:`consistency.nets.wrappers`, teachers in :mod:`consistency.methods.components.teachers` (both below
 ``methods/``).
 """
 from __future__ import annotations
@@ -10,11 +10,11 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from consistency import optim
+from consistency.methods.components import optim
 from consistency.diffusion import cm_sampling
 from consistency.methods import base
-from consistency.networks import (build_net, consistency_function, edm_denoiser, init_params,  # noqa: F401
-                                  is_conditional)
+from consistency.nets.wrappers import (build_net, consistency_function, edm_denoiser, init_params,  # noqa: F401
+                                       is_conditional)
 
 
 def trained_set(config, name: str, loss: base.LossFn, *, every: int = 1, phase: int = 0,

@@ -9,7 +9,7 @@ held-out split, always next to the noise floor (two real draws of the same size)
 * other images: pixel sliced W1;
 * every image dataset, when ``config.eval.inception_weights`` names pytorch-fid's weights file: ``fid``, the FID of the
   samples against the reference statistics (``config.eval.fid_reference``, or the training split's, computed once and
-  cached by :func:`consistency.features.load_or_compute_reference_stats`).
+  cached by :func:`consistency.metrics.features.load_or_compute_reference_stats`).
 Writes ``WORKDIR/eval/metrics_<step>.json`` ({"nfe_<n>": {...}}), TensorBoard scalars ``eval/nfe<n>/<metric>`` and a
 sample picture ``WORKDIR/samples/eval_<step>_nfe<n>.png``. Idempotent: an existing report for the same NFEs and sample
 count is returned as is.
@@ -27,7 +27,9 @@ import numpy as np
 
 from absl import logging
 
-from consistency import evaluate, fileio, sampling
+from consistency.metrics import sample_quality
+from consistency.core import fileio
+from consistency.run import sampling
 from consistency.methods import base
 from consistency.config import validate_sigma_list
 
@@ -54,14 +56,14 @@ def score_samples(config, dataset, samples: np.ndarray, seed: int = 0) -> dict[s
     reference = reference_set(config, dataset)
     bootstrap = int(config.eval.get("bootstrap", 0))
     if dataset.kind == "toy":
-        return evaluate.evaluate_points(samples, reference, mixture=getattr(dataset, "mixture", None), seed=seed,
+        return sample_quality.evaluate_points(samples, reference, mixture=getattr(dataset, "mixture", None), seed=seed,
                                         bootstrap=bootstrap)
     if config.data.name in ("digits", "mnist5k"):
-        from consistency.features import load_or_train_dataset_features
+        from consistency.metrics.features import load_or_train_dataset_features
         features = load_or_train_dataset_features(config.data)
-        metrics = evaluate.evaluate_images(samples, reference, features, seed=seed, bootstrap=bootstrap)
+        metrics = sample_quality.evaluate_images(samples, reference, features, seed=seed, bootstrap=bootstrap)
     else:
-        metrics = {"pixel_sliced_wasserstein": evaluate.sliced_wasserstein(samples, reference[: len(samples)],
+        metrics = {"pixel_sliced_wasserstein": sample_quality.sliced_wasserstein(samples, reference[: len(samples)],
                                                                           seed=seed)}
     if config.eval.inception_weights:
         metrics["fid"] = fid(config, dataset, samples)
@@ -70,7 +72,7 @@ def score_samples(config, dataset, samples: np.ndarray, seed: int = 0) -> dict[s
 
 def inception(path: str):
     """pytorch-fid's Inception for ``path``, loaded and compiled once per process (keyed by the file's mtime)."""
-    from consistency.features import pytorch_fid_inception
+    from consistency.metrics.features import pytorch_fid_inception
     key = (os.path.abspath(path), os.path.getmtime(path), os.path.getsize(path))
     if key not in _INCEPTION_CACHE:
         _INCEPTION_CACHE.clear()
@@ -82,7 +84,7 @@ def fid_reference_stats(config, dataset, feature_fn) -> tuple[np.ndarray, np.nda
     """(mu, sigma) of the real data for FID: ``config.eval.fid_reference`` when set, else the training split's
     statistics (as the papers' reference files, e.g. EDM's, are the training images'), computed once and cached under
     ``$CONSISTENCY_CACHE/features`` keyed by the images and the weights file."""
-    from consistency import features
+    from consistency.metrics import features
     if config.eval.fid_reference:
         return features.load_fid_reference(config.eval.fid_reference)
     images = features.images_to_uint8(dataset.arrays()[0])   # model space [-1, 1] → the dataset's uint8 exactly
@@ -96,8 +98,8 @@ def fid(config, dataset, samples: np.ndarray) -> float:
     (``config.eval.num_samples=50000``); fewer samples bias FID upwards."""
     feature_fn = inception(config.eval.inception_weights)
     mu_ref, sigma_ref = fid_reference_stats(config, dataset, feature_fn)
-    mu, sigma = evaluate.gaussian_stats(feature_fn(samples))
-    return evaluate.frechet_distance(mu, sigma, mu_ref, sigma_ref)
+    mu, sigma = sample_quality.gaussian_stats(feature_fn(samples))
+    return sample_quality.frechet_distance(mu, sigma, mu_ref, sigma_ref)
 
 
 def evaluation_nfes(config, method) -> list[int]:
@@ -130,7 +132,7 @@ def evaluate_state(config, method, state, dataset, step: int, workdir: str, writ
             metrics.update(score_samples(config, dataset, samples, seed=config.seed))
         report[f"nfe_{nfe}"] = metrics
         if "num_reference" in metrics:
-            logging.info("eval step %d, NFE %d: %s", step, nfe, evaluate.sizes_line(metrics))
+            logging.info("eval step %d, NFE %d: %s", step, nfe, sample_quality.sizes_line(metrics))
         if writer is not None:
             writer.write_scalars(step, {f"eval/nfe{nfe}/{k}": v for k, v in metrics.items() if np.isscalar(v)})
         sampling.write_sample_grid(None, workdir, f"eval_{step}_nfe{nfe}", step, samples[:100], dataset, reference)
@@ -162,7 +164,7 @@ def guidance_sweep(config, method, state, dataset, scales, num_samples: int, see
         raise ValueError("guidance_sweep needs a class-conditional model (config.model.num_classes > 0)")
     classifier = None
     if config.data.name in ("digits", "mnist5k"):
-        from consistency.features import load_or_train_dataset_features
+        from consistency.metrics.features import load_or_train_dataset_features
         classifier = load_or_train_dataset_features(config.data)
     takes = [f.name for f in dataclasses.fields(method.options)]
     keyword = "guidance" if "guidance" in takes else "cfg_scale"

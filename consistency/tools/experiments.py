@@ -1,9 +1,9 @@
 """One-command method comparison (issue 5): teacher + CD / CT / iCT / ECT students, evaluated at 1, 2 and 4 steps
 next to the teacher at 35 NFE, written to ``docs/results.md`` with pictures.
 
-    python -m consistency.experiments --workroot=workdirs/compare --out=docs/results.md
-    python -m consistency.experiments --teacher=workdirs/digits_edm      # reuse a trained digits teacher
-    python -m consistency.experiments --suite=toy                        # only the 2-D mixture (exact teacher)
+    python -m consistency.tools.experiments --workroot=workdirs/compare --out=docs/results.md
+    python -m consistency.tools.experiments --teacher=workdirs/digits_edm      # reuse a trained digits teacher
+    python -m consistency.tools.experiments --suite=toy                        # only the 2-D mixture (exact teacher)
 
 Run from the repository root (it reads ``configs/``). Every run lives in ``<workroot>/<suite>_<method>`` and resumes or
 is reused when it already finished, so re-running only re-evaluates (evaluation is idempotent). Each digits metric is
@@ -19,7 +19,7 @@ import time
 
 from absl import app, flags, logging
 
-from consistency.recipes import ensure_ode_pairs, load_config_file, scaled_recipe as _scaled  # noqa: F401
+from consistency.tools.recipes import ensure_ode_pairs, load_config_file, scaled_recipe as _scaled  # noqa: F401
 
 _WORKROOT = None
 _OUT = None
@@ -49,7 +49,8 @@ PAPER_CIFAR10 = {"edm": "1.97 @ 35 NFE", "cd": "3.55 / 2.93 (LPIPS)", "ct": "8.7
 
 def run_one(config, workdir: str) -> dict:
     """Train (or resume / reuse) and evaluate one run; returns its eval report and wall time."""
-    from consistency import api, reports, train
+    from consistency import api
+    from consistency.run import reports, train
     start = time.time()
     train.train_and_evaluate(config, workdir)
     loaded = api.load(workdir)
@@ -151,7 +152,7 @@ def picture_folder() -> str:
 
 def write_report(sections, total_seconds: float):
     lines = ["# Results", "",
-             "Produced by `python -m consistency.experiments` "
+             "Produced by `python -m consistency.tools.experiments` "
              f"(flags: --suite={','.join(_SUITES.value)} --methods={','.join(_METHODS.value)} "
              f"--steps_scale={_STEPS.value}{' --teacher=' + _TEACHER.value if _TEACHER.value else ''}) "
              f"in {total_seconds / 60:.1f} min on this machine (2 CPU cores; runs that had already finished in "

@@ -1,6 +1,6 @@
 """Sample-quality metrics, each read against its noise floor (issue 5, item 1).
 
-Everything here is numpy / scipy on host arrays; the feature networks live in ``consistency/features.py``.
+Everything here is numpy / scipy on host arrays; the feature networks live in ``consistency/metrics/features.py``.
 
 Image metrics work on *features* ``(N, D)`` from any ``feature_fn(images) -> (N, D)``:
 

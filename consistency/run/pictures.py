@@ -7,7 +7,7 @@ import math
 import numpy as np
 from PIL import Image
 
-from consistency import fileio
+from consistency.core import fileio
 
 
 def to_uint8(x: np.ndarray) -> np.ndarray:

@@ -54,11 +54,11 @@ def pipeline_images_per_sec(dataset, batches: int, first_step: int = 1) -> float
 
 
 def compiled_train_step(config) -> dict:
-    """The training loop's own step (``consistency.train.make_train_step``) for ``config``, compiled ahead of time on
+    """The training loop's own step (``consistency.run.train.make_train_step``) for ``config``, compiled ahead of time on
     its first batch: {'dataset', 'method', 'placement', 'state', 'batch', 'root_key', 'compiled', 'compile_s'}."""
     import functools
 
-    from consistency import train
+    from consistency.run import train
     from consistency.methods import base, get_method
 
     t = config.training

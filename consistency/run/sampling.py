@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from consistency import images
+from consistency.run import pictures
 
 
 def to_host(tree):
@@ -75,11 +75,11 @@ def reference_points(dataset, num_points: int = 2000) -> np.ndarray:
 def render_samples(samples: np.ndarray, dataset, reference: np.ndarray | None = None, title: str = "") -> np.ndarray:
     """A uint8 picture of samples: an image grid (upscaled to ≥ 256 px) or a toy scatter / histogram."""
     if dataset.kind == "image":
-        grid = images.image_grid(samples)
-        return images.upscale(grid, max(1, 256 // grid.shape[1]))
+        grid = pictures.image_grid(samples)
+        return pictures.upscale(grid, max(1, 256 // grid.shape[1]))
     flat = samples.reshape(len(samples), -1)[:, :2]
     ref = None if reference is None else reference.reshape(len(reference), -1)[:, :2]
-    return images.scatter_image(flat, ref, title=title)
+    return pictures.scatter_image(flat, ref, title=title)
 
 
 def write_sample_grid(writer, workdir: str, name: str, step: int, samples: np.ndarray, dataset,
@@ -88,7 +88,7 @@ def write_sample_grid(writer, workdir: str, name: str, step: int, samples: np.nd
     picture = render_samples(samples, dataset, reference, title=f"step {step}")
     path = os.path.join(workdir, "samples", f"{name}.png")
     if jax.process_index() == 0:
-        images.save_png(path, picture)
+        pictures.save_png(path, picture)
     if writer is not None:
         writer.write_images(step, {"samples": picture[None]})
     return path

@@ -12,7 +12,7 @@ from __future__ import annotations
 import ml_collections
 import optax
 
-from consistency.errors import ConfigError
+from consistency.core.errors import ConfigError
 
 OPTIMIZERS = ("adam", "radam", "adamw")
 SCHEDULES = ("constant", "cosine")

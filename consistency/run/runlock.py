@@ -18,8 +18,8 @@ import os
 import socket
 import time
 
-from consistency import fileio
-from consistency.errors import ConfigError
+from consistency.core import fileio
+from consistency.core.errors import ConfigError
 
 LOCK_FILE = "train.lock"
 

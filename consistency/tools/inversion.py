@@ -10,7 +10,7 @@ once on their mirror images). A split is inverted once, offline, into an *invers
     mirrored_00000.npy, …     the same rows mirrored (``--flip``), for runs with ``data.random_flip``
     roundtrip.json            the round-trip table (:func:`roundtrip_errors`)
 
-Shards are written atomically (:mod:`consistency.fileio`: a local temporary file and ``os.replace``, or one bucket upload); a second run skips the shards that exist, so an
+Shards are written atomically (:mod:`consistency.core.fileio`: a local temporary file and ``os.replace``, or one bucket upload); a second run skips the shards that exist, so an
 interrupted inversion continues where it stopped and a finished one is not redone. A run reads the latents through
 ``config.data.latents`` (:func:`attach_latents`): they enter every batch as ``batch['latent']``, aligned with the
 image the batch shows (mirrored rows take the mirrored latent), and a directory made from another split, dataset,
@@ -43,8 +43,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from consistency import fileio
-from consistency.errors import ConfigError
+from consistency.core import fileio
+from consistency.core.errors import ConfigError
 from consistency.data.latents import (META, attach_latents, label_checksum, latent_prior,  # noqa: F401  (re-exported)
                                       load_latents, read_meta, shard_path)
 from consistency.diffusion import schedules, solvers
@@ -191,7 +191,7 @@ def roundtrip_table(rows: list[dict]) -> str:
 
 def teacher_setup(teacher: str, oracle: str, data: str, toy_size: int = 0):
     """(config naming the teacher, with the teacher's data config), flips off: the rows are inverted as stored."""
-    from consistency import teachers
+    from consistency.methods.components import teachers
     c = teachers.config_for_teacher(teacher, oracle, data, "invert")
     if toy_size:
         c.data.toy_size = toy_size
@@ -204,7 +204,7 @@ def run(config, out: str, split: str = "train", num_steps: int = 40, solver: str
         log=print) -> dict:
     """Invert ``split`` of the teacher's data into ``out`` (once per guidance scale when ``guidance_scales``) and
     write roundtrip.json; returns the meta."""
-    from consistency import teachers
+    from consistency.methods.components import teachers
     from consistency.data import make_dataset
     dataset = make_dataset(config.data, 1, config.seed, split=split)
     params, apply = teachers.load_teacher(config, dataset)

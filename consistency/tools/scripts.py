@@ -3,7 +3,7 @@ stderr and exit status 2 before anything compiles (a bad or unknown flag, a :cla
 config file is named ``file.py[:variant]``; a teacher is named by the same flags everywhere (``--teacher=WORKDIR`` or
 ``--oracle=NAME --data=DATASET``).
 
-    from consistency import scripts
+    from consistency.tools import scripts
     scripts.define_teacher_flags()
     def main(argv): config = scripts.teacher_config("invert"); …
     if __name__ == "__main__":
@@ -20,8 +20,8 @@ from typing import Callable, NoReturn
 
 from absl import flags
 
-from consistency import recipes
-from consistency.errors import ConfigError
+from consistency.tools import recipes
+from consistency.core.errors import ConfigError
 
 FLAGS = flags.FLAGS
 
@@ -94,6 +94,6 @@ def define_teacher_flags() -> None:
 
 def teacher_config(purpose: str):
     """The config whose ``teacher`` block names the flags' teacher, with the teacher's data config
-    (:func:`consistency.teachers.config_for_teacher`; ``purpose`` names the script in its errors)."""
-    from consistency import teachers
+    (:func:`consistency.methods.components.teachers.config_for_teacher`; ``purpose`` names the script in its errors)."""
+    from consistency.methods.components import teachers
     return teachers.config_for_teacher(FLAGS.teacher, FLAGS.oracle, FLAGS.data, purpose)
