@@ -136,7 +136,7 @@ def base_config() -> ml_collections.ConfigDict:
     t.ema_half_life_images = 0.0  # > 0 overrides ema_decay: r = 0.5^(B/H) (EDM)
     t.label_dropout = 0.0        # p(label → null) for CFG training
     t.max_param_abs = 1e4        # refuse to checkpoint a state with max|θ| of params/EMA above this (diverged);
-                                 # 0 → off. Healthy weights are O(1) (consistency/core/checkpoint.py)
+                                 # 0 → off. Healthy weights are O(1) (consistency/core/checkpoint/save_guard.py)
     t.blowup_ratio = 1e3         # stop, unsaved, when a set's loss exceeds this × its recent median (or max|θ| this × its
                                  # value at the last save): a finite blow-up (consistency/run/blowup.py); 0 → off
     t.init_from = ""             # warm start: a finished workdir whose parameter sets (params, EMA, moving) of the
