@@ -646,10 +646,13 @@ def _parse_config_flag(monkeypatch, *args):
 def test_cifar_recipes_use_fir_and_the_flag_overrides_resample(monkeypatch):
     import os
     configs = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
-    for name in ("ct", "ict"):  # NCSN++ FIR [1, 3, 3, 1] (jcm configs; docs/methods.md §2)
-        assert _parse_config_flag(monkeypatch, f"--config={configs}/cifar_{name}.py").model.resample == "fir", name
-    for name, arch in (("edm", "ddpmpp"), ("cd", "ncsnpp"), ("ecm", "ddpmpp")):   # EDM's nets fix their own filter
-        assert _parse_config_flag(monkeypatch, f"--config={configs}/cifar_{name}.py").model.name == arch, name
+    from consistency.nets import make_net
+    for name, arch in (("edm", "ddpmpp"), ("cd", "ncsnpp"), ("ct", "ncsnpp"), ("ict", "ncsnpp"),
+                       ("ecm", "ddpmpp")):   # EDM's nets fix their own filter
+        config = _parse_config_flag(monkeypatch, f"--config={configs}/cifar_{name}.py")
+        assert config.model.name == arch, name
+        filt = (1, 3, 3, 1) if arch == "ncsnpp" else (1, 1)   # NCSN++ FIR (jcm configs; docs/methods.md §2); DDPM++ box
+        assert tuple(make_net(config.model, (32, 32, 3)).resample_filter) == filt, name
     config = _parse_config_flag(monkeypatch, f"--config={configs}/digits_edm.py", "--config.model.resample=fir")
     assert config.model.resample == "fir"
     validate_model_config(config.model, (8, 8, 1))
