@@ -13,7 +13,8 @@ Tensors of a plain pickle arrive as ``torch._utils._rebuild_tensor_v2(storage, o
 storages reduced to ``torch.storage._load_from_bytes(b)``, where ``b`` is torch's legacy (non-zip) ``torch.save``
 format: four pickles (magic number, protocol version, system info, the storage object by persistent id), the list
 of storage keys, then per storage an int64 element count and the raw little-endian data (torch
-``serialization._legacy_save``). :func:`_load_storage_bytes` parses it with numpy.
+``serialization._legacy_save``). :func:`_load_storage_bytes` parses it with numpy through the state-dict
+reader of consistency/core/torchfile.py (one reader of torch storages for both file kinds).
 
     net = read_network("edm-cifar10-32x32-uncond-vp.pkl")
     net.class_name, net.init_kwargs["model_type"], net.state_dict["model.enc.32x32_conv.weight"].shape
@@ -31,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from consistency.core import torchfile
 from consistency.core.errors import ConfigError
 
 
@@ -44,15 +46,6 @@ KNOWN_CLASSES = NETWORK_CLASSES + (
     "SongUNet", "DhariwalUNet", "UNetBlock", "Linear", "Conv2d", "GroupNorm", "PositionalEmbedding",
     "FourierEmbedding", "EDMLoss", "VPLoss", "VELoss", "AugmentPipe")
 PERSISTENCE_VERSION = 6   # torch_utils/persistence.py `_version`
-
-# torch's legacy storage classes → numpy dtypes (little-endian; bfloat16 through ml_dtypes, a jax dependency).
-_STORAGE_DTYPES = {
-    "FloatStorage": "<f4", "DoubleStorage": "<f8", "HalfStorage": "<f2", "LongStorage": "<i8", "IntStorage": "<i4",
-    "ShortStorage": "<i2", "CharStorage": "i1", "ByteStorage": "u1", "BoolStorage": "?", "BFloat16Storage": "bfloat16",
-}
-_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C    # torch/serialization.py MAGIC_NUMBER
-_LEGACY_PROTOCOL = 1001                   # torch/serialization.py PROTOCOL_VERSION
-
 
 @dataclasses.dataclass(frozen=True)
 class PersistentObject:
@@ -98,28 +91,15 @@ class Network:
     state_dict: dict
 
 
-def _bfloat16():
-    import ml_dtypes
-    return ml_dtypes.bfloat16
-
-
 def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None,
                        metadata=None):
     """torch._utils._rebuild_tensor_v2 over a numpy storage: a strided view, copied (bounds checked)."""
     if not isinstance(storage, StorageRef):
         raise EDMPickleError(f"a tensor's storage is a {type(storage).__name__}, not a torch storage")
-    data = storage.data
-    size, stride, offset = tuple(int(s) for s in size), tuple(int(s) for s in stride), int(storage_offset)
-    if len(size) != len(stride) or offset < 0 or any(s < 0 for s in size + stride):
-        raise EDMPickleError(f"a tensor has an invalid layout (size {size}, stride {stride}, offset {offset})")
-    if 0 in size:
-        return np.zeros(size, data.dtype)
-    last = offset + sum((n - 1) * s for n, s in zip(size, stride))
-    if last >= data.size:
-        raise EDMPickleError(f"a tensor of size {size} reaches element {last} of a storage of {data.size}")
-    view = np.lib.stride_tricks.as_strided(data[offset:], shape=size,
-                                           strides=tuple(s * data.itemsize for s in stride), writeable=False)
-    return np.array(view, copy=True)
+    try:
+        return torchfile.strided_copy(storage.data, storage_offset, size, stride)
+    except torchfile.TorchFileError as e:
+        raise EDMPickleError(str(e)) from None
 
 
 def _rebuild_parameter(data, requires_grad=False, backward_hooks=None):
@@ -127,64 +107,13 @@ def _rebuild_parameter(data, requires_grad=False, backward_hooks=None):
     return data
 
 
-class _StorageUnpickler(pickle.Unpickler):
-    """The legacy ``torch.save`` pickle of one storage: only torch's storage classes, by persistent id."""
-
-    def __init__(self, file, storages: dict):
-        super().__init__(file)
-        self._storages = storages
-
-    def find_class(self, module, name):
-        if module == "torch" and name in _STORAGE_DTYPES:
-            return name
-        raise EDMPickleError(f"storage bytes refer to {module}.{name}, which an EDM pickle never holds")
-
-    def persistent_load(self, pid):
-        if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage" and pid[1] in _STORAGE_DTYPES):
-            raise EDMPickleError(f"storage bytes hold an unknown persistent id {str(pid)[:60]!r}")
-        storage_type, key, numel = pid[1], str(pid[2]), int(pid[4])
-        view = pid[5] if len(pid) > 5 else None
-        self._storages.setdefault(key, (storage_type, numel))
-        return (key, view)
-
-
 def _load_storage_bytes(data: bytes) -> StorageRef:
-    """torch.storage._load_from_bytes(b) in numpy: parse torch's legacy ``torch.save`` format of one storage."""
-    if not isinstance(data, (bytes, bytearray)):
-        raise EDMPickleError("a storage is not given as bytes")
-    f = io.BytesIO(data)
-    storages: dict = {}
-
-    def load():
-        return _StorageUnpickler(f, storages).load()
-
+    """torch.storage._load_from_bytes(b) in numpy: torch's legacy ``torch.save`` format of one storage, read by the
+    same restricted reader as state dicts (consistency/core/torchfile.py)."""
     try:
-        if load() != _LEGACY_MAGIC:
-            raise EDMPickleError("a storage's bytes do not start with torch's legacy magic number")
-        if load() != _LEGACY_PROTOCOL:
-            raise EDMPickleError("a storage's bytes use an unknown torch serialisation protocol")
-        sys_info = load()
-        if not isinstance(sys_info, dict) or not sys_info.get("little_endian", False):
-            raise EDMPickleError("a storage was saved on a big-endian machine; this reader reads little-endian only")
-        key, view = load()
-        keys = load()
-        arrays = {}
-        for k in keys:
-            storage_type, numel = storages[str(k)]
-            dtype = np.dtype(_bfloat16() if _STORAGE_DTYPES[storage_type] == "bfloat16" else
-                             _STORAGE_DTYPES[storage_type])
-            (count,) = struct.unpack("<q", f.read(8))
-            raw = f.read(count * dtype.itemsize)
-            if count != numel or len(raw) != count * dtype.itemsize:
-                raise EDMPickleError("a storage's data is truncated")
-            arrays[str(k)] = np.frombuffer(raw, dtype)
-    except EDMPickleError:
-        raise
-    except (pickle.UnpicklingError, EOFError, struct.error, KeyError, TypeError, ValueError) as e:
-        raise EDMPickleError(f"a storage's bytes are truncated or corrupt ({type(e).__name__})") from None
-    if view is not None:        # a view of a shared storage: never in EDM pickles (each storage is saved alone)
-        raise EDMPickleError("a storage is a view of another one, which EDM pickles never hold")
-    return StorageRef(arrays[key])
+        return StorageRef(torchfile.load_storage_bytes(data))
+    except torchfile.TorchFileError as e:
+        raise EDMPickleError(str(e)) from None
 
 
 def _reconstruct_persistent_obj(meta):

@@ -35,6 +35,14 @@ STORAGE_DTYPES = {"FloatStorage": np.float32, "DoubleStorage": np.float64, "Half
                   "LongStorage": np.int64, "IntStorage": np.int32, "ShortStorage": np.int16,
                   "CharStorage": np.int8, "ByteStorage": np.uint8, "BoolStorage": np.bool_}
 DTYPE_STORAGES = {np.dtype(v): k for k, v in STORAGE_DTYPES.items()}
+READ_ONLY_STORAGES = ("BFloat16Storage",)   # read (through ml_dtypes, a jax dependency), never written
+
+
+def _storage_dtype(name: str) -> np.dtype:
+    if name == "BFloat16Storage":
+        import ml_dtypes
+        return np.dtype(ml_dtypes.bfloat16)
+    return np.dtype(STORAGE_DTYPES[name])
 
 
 class TorchFileError(ValueError):
@@ -43,7 +51,7 @@ class TorchFileError(ValueError):
 
 class _StorageType:
     def __init__(self, name: str):
-        self.name, self.dtype = name, np.dtype(STORAGE_DTYPES[name])
+        self.name, self.dtype = name, _storage_dtype(name)
 
 
 class _Storage:
@@ -62,16 +70,25 @@ class _Tensor:
             raise TorchFileError("a tensor in the pickle does not point at a storage")
 
     def array(self) -> np.ndarray:
-        flat = self.storage.data
-        if flat is None:
+        if self.storage.data is None:
             raise TorchFileError(f"storage {self.storage.key!r} was never read")
-        extent = self.offset + sum((n - 1) * s for n, s in zip(self.shape, self.stride)) + 1
-        if min(self.shape, default=1) > 0 and extent > flat.size:
-            raise TorchFileError(f"a tensor of shape {self.shape} reaches past its storage {self.storage.key!r}")
-        item = flat.itemsize
-        view = np.lib.stride_tricks.as_strided(flat[self.offset:], shape=self.shape,
-                                               strides=tuple(s * item for s in self.stride))
-        return np.array(view)   # a contiguous copy
+        return strided_copy(self.storage.data, self.offset, self.shape, self.stride)
+
+
+def strided_copy(flat: np.ndarray, offset: int, size, stride) -> np.ndarray:
+    """torch's ``_rebuild_tensor_v2(storage, offset, size, stride)`` over a flat numpy storage: the strided view,
+    copied contiguously; a layout that leaves the storage is a :class:`TorchFileError`."""
+    size, stride, offset = tuple(int(n) for n in size), tuple(int(n) for n in stride), int(offset)
+    if len(size) != len(stride) or offset < 0 or any(n < 0 for n in size + stride):
+        raise TorchFileError(f"a tensor has an invalid layout (size {size}, stride {stride}, offset {offset})")
+    if 0 in size:
+        return np.zeros(size, flat.dtype)
+    last = offset + sum((n - 1) * s for n, s in zip(size, stride))
+    if last >= flat.size:
+        raise TorchFileError(f"a tensor of size {size} reaches element {last} of a storage of {flat.size}")
+    view = np.lib.stride_tricks.as_strided(flat[offset:], shape=size, strides=tuple(s * flat.itemsize for s in stride),
+                                           writeable=False)
+    return np.array(view, copy=True)
 
 
 def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None,
@@ -108,7 +125,7 @@ _ALLOWED_GLOBALS = {
     ("torch._tensor", "_rebuild_from_type_v2"): _rebuild_from_type_v2,
     ("torch", "Tensor"): _TypeMarker,
     ("torch.nn.parameter", "Parameter"): _TypeMarker,
-    **{("torch", name): _StorageType(name) for name in STORAGE_DTYPES},
+    **{("torch", name): _StorageType(name) for name in (*STORAGE_DTYPES, *READ_ONLY_STORAGES)},
 }
 
 
@@ -208,6 +225,22 @@ def _load_legacy(f: BinaryIO, with_data: bool) -> Any:
             raise TorchFileError(f"the file ends inside storage {key!r} (truncated)")
         storage.data = np.frombuffer(raw, storage.dtype.newbyteorder("<")).astype(storage.dtype)
     return obj
+
+
+def load_storage_bytes(data: bytes) -> np.ndarray:
+    """The flat array of one storage saved alone in the legacy format (``torch.storage._load_from_bytes``, which the
+    pickles of ``torch_utils.persistence`` embed): the legacy container whose object is the storage itself."""
+    if not isinstance(data, (bytes, bytearray)):
+        raise TorchFileError("a storage is not given as bytes")
+    try:
+        storage = _load_legacy(io.BytesIO(bytes(data)), with_data=True)
+    except TorchFileError:
+        raise
+    except (EOFError, pickle.UnpicklingError, ValueError, TypeError, IndexError, struct.error, KeyError) as e:
+        raise TorchFileError(f"a storage's bytes are truncated or corrupt ({type(e).__name__})") from None
+    if not isinstance(storage, _Storage) or storage.data is None:
+        raise TorchFileError("the bytes hold no storage")
+    return storage.data
 
 
 def _load(path: str | os.PathLike, with_data: bool) -> Any:
