@@ -81,10 +81,10 @@ def test_empty_policy_is_the_identity_and_unknown_names_are_refused():
 def test_bad_augment_fields_are_one_line_config_errors(data, policy, match):
     from consistency import presets
     from consistency.core.errors import ConfigError
-    from consistency.methods import add
+    from consistency.methods.components import discriminator
     c = presets.new("add")
     c.data.name = data
     c.add.augment = policy
     with pytest.raises(ConfigError, match=match) as error:
-        add.validate_augment(c, "add.augment")
+        discriminator.validate_augment(c, "add.augment")
     assert "\n" not in str(error.value)

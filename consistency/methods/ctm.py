@@ -102,15 +102,15 @@ def validate_config(config) -> None:
                         fix=f"use 1 … num_scales − 1 = {b.num_scales - 1}")
     distillation.require(f.process == "ve", "diffusion.process", f"{f.process!r}: CTM is in VE coordinates", "use 've'")
     if b.gan_weight > 0:
-        from consistency.methods import add
-        distillation.choice(b.gan_features, "ctm.gan_features", add.FEATURES)
+        from consistency.methods.components import discriminator
+        distillation.choice(b.gan_features, "ctm.gan_features", discriminator.FEATURES)
         distillation.require(b.gan_features != "teacher" or bool(config.teacher.workdir), "ctm.gan_features",
                              "'teacher' reads the teacher U-Net's encoder, but the teacher is an oracle",
                              "use 'input' for toys, or set teacher.workdir to a trained EDM run")
         distillation.require(b.gan_features != "classifier" or config.data.name in ("digits", "mnist5k"),
                              "ctm.gan_features", f"'classifier' exists for digits and mnist5k, not {config.data.name!r}",
                              "use 'input' for toys or 'teacher' with a teacher workdir")
-        add.validate_augment(config, "ctm.gan_augment")
+        discriminator.validate_augment(config, "ctm.gan_augment")
         distillation.check_head_block(config)
 
 
@@ -137,10 +137,10 @@ def make(config, dataset) -> base.Method:
 
     use_gan = float(b.gan_weight) > 0
     if use_gan:
-        from consistency.methods import add
+        from consistency.methods.components import discriminator
         from consistency.objectives import add as add_objective
         from consistency.objectives import dmd as dmd_objective
-        disc = add.projected_discriminator(config, nets, b.gan_features, f.sigma_min, b.gan_augment)
+        disc = discriminator.projected_discriminator(config, nets, b.gan_features, f.sigma_min, b.gan_augment)
 
     def g_apply(params, x, t, s, labels):
         """g_θ(x, t, s): EDM preconditioning at t (EDM Table 1), the net conditioned on c_noise(t) and c_noise(s)."""
@@ -199,7 +199,7 @@ def make(config, dataset) -> base.Method:
         _, labels, (t, _, s, x_t, _), _ = draw(state, batch, rng)
         online = state.params["online"]
         fake = estimate(online, target_of(state, online), labels, t, s, x_t)
-        return add.discriminator_hinge_loss(disc, params, state.frozen, labels, rng, batch["x"], fake)
+        return discriminator.discriminator_hinge_loss(disc, params, state.frozen, labels, rng, batch["x"], fake)
 
     def loss(online, state, batch, rng):
         x = batch["x"]
@@ -242,7 +242,7 @@ def make(config, dataset) -> base.Method:
             metrics["dsm_weight"] = weight
             total = total + weight * l_dsm
         if use_gan:
-            k_augment = jax.random.fold_in(rng, add.AUGMENT_STREAM)
+            k_augment = jax.random.fold_in(rng, discriminator.AUGMENT_STREAM)
             frozen_d = dmd_objective.with_frozen_parameters(
                 lambda p, xx: disc.logits(p, state.frozen, labels, k_augment)(xx), state.params["discriminator"])
 

@@ -14,7 +14,7 @@ Trained sets, alternating 1:1 as in the official code (``pagoda.alternate``: D a
 * 'discriminator' — ``config.discriminator`` heads on frozen features (``pagoda.features``: the in-project
   classifier, the LPIPS / EfficientNet stand-in; 'teacher' encoder maps; 'input' for 2-D toys), inputs resized to the
   feature net's resolution (PaGoDA resizes to 224) and DiffAugmented (``pagoda.augment``); hinge on real x vs
-  sg G(σ_max ε), optional R1. One implementation with ADD and CTM (:func:`consistency.methods.add.projected_discriminator`).
+  sg G(σ_max ε), optional R1. One implementation with ADD and CTM (:func:`consistency.methods.discriminator.projected_discriminator`).
 * 'generator' (sampled; EMA ``training.ema_decay``) — params {'base': the teacher's network at R, 'grow_k': the
   ×2 blocks of ``consistency/nets/growing.py``}. G(x_T) = GrowBlocks(D_base(x_T, σ_max)), i.e. the teacher's EDM
   preconditioning applies c_in(σ_max) to the latent (G_θ(c_in(σ_max)·E(x)) of docs/methods.md §9). Loss
@@ -47,7 +47,8 @@ import jax.numpy as jnp
 from consistency.core import schema
 from consistency.data.latents import latent_prior
 from consistency.diffusion import distances
-from consistency.methods import add, base
+from consistency.methods import base
+from consistency.methods.components import discriminator
 from consistency.methods.components import common, distillation
 from consistency.nets.growing import GrowBlock, block_name
 from consistency.objectives import add as add_objective
@@ -83,7 +84,7 @@ CONFIG_FIELDS = {
     "alternate": schema.Field(True, 'D and G alternate 1:1, one set per loop step (official step % 2); False → both'),
     "r1_weight": schema.Field(0.0, 'γ·R1 on real inputs (not in PaGoDA)', lo=0, fix="use 0 (PaGoDA) or e.g. 1e-5"),
     "features": schema.Field("classifier", "frozen discriminator features, as add.features: 'classifier' | 'teacher' | "
-                                           "'input'", choices=add.FEATURES),
+                                           "'input'", choices=discriminator.FEATURES),
     "feature_sigma": schema.Field(0.002, "'teacher' features: the σ the teacher encoder reads images at",
                                   lo=0, hi="diffusion.sigma_max", lo_open=True),
     "augment": schema.Field("", 'DiffAugment policy of the discriminator inputs, as add.augment',
@@ -104,7 +105,7 @@ def validate_config(config) -> None:
     schema.check_block(config, CONFIG_BLOCK, CONFIG_FIELDS)   # every field: type, choices, bounds
     p = config.pagoda
     distillation.validate_common(config, NAME)
-    add.validate_augment(config, "pagoda.augment")
+    discriminator.validate_augment(config, "pagoda.augment")
     distillation.check_head_block(config)
     toy = str(config.data.name).startswith("toy:")
     invert = (f"python launch/invert.py --oracle={config.teacher.oracle or 'mixture'} --data={config.data.name} "
@@ -183,7 +184,7 @@ def make(config, dataset) -> base.Method:
     blocks = [GrowBlock(channels=int(p.grow_channels), num_res_blocks=int(p.grow_res_blocks),
                         max_groups=int(config.model.num_groups)) for _ in range(int(p.stage) - 1)]
     sigma_max = float(f.sigma_max)
-    disc = add.projected_discriminator(config, dataclasses.replace(nets, example_shape=data_shape), p.features,
+    disc = discriminator.projected_discriminator(config, dataclasses.replace(nets, example_shape=data_shape), p.features,
                                        float(p.feature_sigma), p.augment)
     distance, distance_params = _distance(config, data_shape)
     scales = tuple(float(w) for w in p.guidance_scales)
@@ -259,13 +260,13 @@ def make(config, dataset) -> base.Method:
         labels = common.batch_labels(config, batch)
         w, _ = guidance_draw(keys, batch)
         fake = fake_images(state.params["generator"], state.frozen, keys, labels, w)
-        return add.discriminator_hinge_loss(disc, params, state.frozen, labels, rng, batch["x"], fake, p.r1_weight,
+        return discriminator.discriminator_hinge_loss(disc, params, state.frozen, labels, rng, batch["x"], fake, p.r1_weight,
                                             guidance=w)
 
     def generator_loss(params, state, batch, rng):
         keys = base.example_keys(rng, batch["index"])
         labels = common.batch_labels(config, batch)
-        k_augment = jax.random.fold_in(rng, add.AUGMENT_STREAM)
+        k_augment = jax.random.fold_in(rng, discriminator.AUGMENT_STREAM)
         w, latent = guidance_draw(keys, batch)
         frozen_d = dmd_objective.with_frozen_parameters(
             lambda d, x: disc.logits(d, state.frozen, labels, k_augment, w)(x), state.params["discriminator"])

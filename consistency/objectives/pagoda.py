@@ -3,7 +3,7 @@
 * Reconstruction L_rec = E_x d(G_θ(E(x)), x) with E the teacher inversion (``consistency/tools/inversion.py``) and d one of
   the project's distances (PaGoDA: LPIPS / frozen-CNN features, here the in-project classifier features; nb (55)
   writes ‖·‖).
-* Adversarial: hinge with a projected discriminator on frozen features (``consistency/methods/add.py``), D on real x
+* Adversarial: hinge with a projected discriminator on frozen features (``consistency/methods/components/discriminator.py``), D on real x
   vs G(σ_max ε) and the generator term −D(G(σ_max ε)) (official code; nb (55)'s "1 − log D" is the erratum of
   docs/methods.md §17 item 12 — the code uses the hinge).
 * Adaptive GAN weight λ_adv = clip(‖∇_{W_last} L_rec‖ / ‖∇_{W_last} L_GAN‖, 0.01, 10)·discriminator_weight (VQGAN
