@@ -3,6 +3,8 @@
     python launch/science.py --question=a            # EMA target vs none (CD, CT) + the seed §2.1 point-mass prediction
     python launch/science.py --question=b,c,d,e,f,i  # solver order, N, distant pairs, CD+CT, posterior target, weighting
     python launch/science.py --question=g            # why CD gets worse with more steps
+    python launch/science.py --question=k            # CT's adaptive N(k), μ(k) and iCT's doubling N(k) for CD
+    python launch/science.py --question=n            # DMD without regression: mode dropping, TTUR, exact fake score
     python launch/science.py --question=all --seeds=3 --steps=2000
 
 Every setting trains the project's own method (the loop's own step, ``train.Stepper``) on the 2-D mixture of 8
@@ -33,7 +35,7 @@ from consistency.core.errors import ConfigError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-_QUESTIONS = flags.DEFINE_list("question", ["all"], "Which questions: a, b, c, d, e, f, g, i or all.")
+_QUESTIONS = flags.DEFINE_list("question", ["all"], "Which questions: a, b, c, d, e, f, g, h, i, k, n or all.")
 _SEEDS = flags.DEFINE_integer("seeds", 3, "Seeds per setting.")
 _STEPS = flags.DEFINE_integer("steps", 2000, "Training steps per run.")
 _OUT = flags.DEFINE_string("out", "docs/science.md", "Markdown page; tables go between its science markers.")
@@ -43,6 +45,7 @@ _MAX_SETTINGS = flags.DEFINE_integer("max_settings", 0, "Run only the first k se
                                      "for smoke tests).")
 
 NFES = (1, 2, 4)
+QUESTION_NFES = {"n": (1,)}   # DMD's one-step generators are sampled at 1 step only
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +61,7 @@ def _s(label, config, steps_scale=1.0, **overrides):
 
 
 CD, CT, ICT = "configs/toy_cd.py", "configs/toy_ct.py", "configs/toy_ict.py"
+DMD = "configs/toy_dmd.py"
 
 QUESTIONS = {
     "a": ("EMA target vs none (CD and CT)", [
@@ -94,8 +98,26 @@ QUESTIONS = {
         *[_s(f"CD, {w}", CD, cm__weighting=w) for w in ("uniform", "snr", "snr+1", "truncated_snr", "inv_delta")],
         *[_s(f"iCT, {w}", ICT, cm__weighting=w) for w in ("uniform", "snr", "snr+1", "truncated_snr", "inv_delta")],
     ]),
+    "k": ("Adaptive N(k) and μ(k) (CM App. C, iCT §3.4) for CD, against CD's fixed N, at the same budget", [
+        _s("CD, N = 18, θ⁻ = sg θ (toy_cd.py)", CD),
+        _s("CD, CT's N(k) 2 → 151 and μ(k)", CD, cm__curriculum="ct", cm__s0=2, cm__s1=150,
+           cm__target_schedule="ct", cm__mu0=0.9),
+        _s("CD, iCT's doubling N(k) 11 → 1281, θ⁻ = sg θ", CD, cm__curriculum="ict", cm__s0=10, cm__s1=1280),
+        _s("CD, CT's N(k) 2 → 18, θ⁻ = sg θ", CD, cm__curriculum="ct", cm__s0=2, cm__s1=17),
+        _s("CD, CT's N(k) 2 → 151, θ⁻ = sg θ", CD, cm__curriculum="ct", cm__s0=2, cm__s1=150),
+        _s("CT, N(k) 2 → 151, θ⁻ = sg θ (toy_ct.py)", CT),
+        _s("CT, N = 18, θ⁻ = sg θ", CT, cm__curriculum="fixed", cm__num_scales=18),
+    ]),
+    "n": ("DMD with and without its regression term, DMD2's TTUR 5:1 instead of it, and an exact-fake-score control", [
+        # not run for lack of CPU time, to add: configs/toy_dmd2.py (TTUR 5 + GAN), and ⅕-budget rows (steps_scale 0.2)
+        _s("DMD, λ_reg = 0.25, 1:1 (toy_dmd.py)", DMD),
+        _s("DMD, no regression, 1:1", DMD, dmd__regression_weight=0.0),
+        _s("control: DMD, no regression, 1:1, D_fake = exact denoiser of 4096 fresh G samples", DMD,
+           dmd__regression_weight=0.0, dmd__fake_score="empirical", dmd__fake_pool=4096),
+        _s("DMD, no regression, TTUR 5:1", DMD, dmd__regression_weight=0.0, dmd__ttur=5),
+    ]),
 }
-ALL = ("a", "b", "c", "d", "e", "f", "g", "h", "i")
+ALL = ("a", "b", "c", "d", "e", "f", "g", "h", "i", "k", "n")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -113,9 +135,24 @@ def load_config(setting: Setting, steps: int, seed: int):
     return config
 
 
+def ensure_ode_pairs(config) -> None:
+    """DMD's regression pairs (``config.dmd.pairs``) for an oracle teacher, written once if missing, as
+    configs/toy_dmd.py's docstring makes them (launch/make_ode_pairs.py: 4096 pairs, Heun on 40 points, seed 0)."""
+    from consistency.core import fileio
+    from consistency.methods.components import teachers
+    if config.method != "dmd" or float(config.dmd.regression_weight) <= 0 or fileio.exists(config.dmd.pairs):
+        return
+    if not config.teacher.oracle:
+        raise ConfigError(f"config.dmd.pairs: {config.dmd.pairs!r} does not exist; make it with "
+                          "launch/make_ode_pairs.py --teacher=WORKDIR")
+    os.makedirs(os.path.dirname(os.path.abspath(config.dmd.pairs)), exist_ok=True)
+    teachers.write_ode_pairs(config, config.dmd.pairs, 4096, num_steps=40, solver="heun", seed=0)
+
+
 def train_state(config):
     """Train ``config`` with the project's train step; returns (method, state, dataset)."""
     import jax
+    ensure_ode_pairs(config)
     from consistency.run import train
     from consistency.methods import base, get_method
     dataset = train.build_dataset(config)
@@ -305,26 +342,26 @@ def mean_std(values) -> str:
     return f"{mean:.3g} ± {std:.2g}" if abs(mean) < 0.01 else f"{mean:.3f} ± {std:.3f}"
 
 
-def setting_table(labels, cells: dict, steps: dict) -> list[str]:
-    """Markdown rows: label | steps | sliced W1 at 1/2/4 | modes at 1/2/4; ``cells[label]`` = list of per-seed dicts."""
-    head = ["setting", "steps"] + [f"SW1 @{n}" for n in NFES] + [f"modes @{n}" for n in NFES]
+def setting_table(labels, cells: dict, steps: dict, nfes=NFES) -> list[str]:
+    """Markdown rows: label | steps | sliced W1 at each NFE | modes at each NFE; ``cells[label]`` = per-seed dicts."""
+    head = ["setting", "steps"] + [f"SW1 @{n}" for n in nfes] + [f"modes @{n}" for n in nfes]
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for label in labels:
         runs = cells.get(label, [])
-        sw = [mean_std([r[f"nfe_{n}"]["swd"] for r in runs]) for n in NFES]
-        modes = [mean_std([8 * r[f"nfe_{n}"]["mode_coverage"] for r in runs]) for n in NFES]
+        sw = [mean_std([r[f"nfe_{n}"]["swd"] for r in runs]) for n in nfes]
+        modes = [mean_std([8 * r[f"nfe_{n}"]["mode_coverage"] for r in runs]) for n in nfes]
         rows.append(f"| {label} | {steps.get(label, '—')} | " + " | ".join(sw + modes) + " |")
     return rows
 
 
-def plot_settings(path: str, title: str, labels, cells: dict) -> None:
+def plot_settings(path: str, title: str, labels, cells: dict, nfes=NFES) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     fig = Figure(figsize=(max(6.0, 0.9 * len(labels) + 2), 4.0))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
     xs = np.arange(len(labels))
-    for j, nfe in enumerate(NFES):
+    for j, nfe in enumerate(nfes):
         means = [np.mean([r[f"nfe_{nfe}"]["swd"] for r in cells.get(lab, [])] or [np.nan]) for lab in labels]
         stds = [np.std([r[f"nfe_{nfe}"]["swd"] for r in cells.get(lab, [])] or [np.nan]) for lab in labels]
         ax.errorbar(xs + 0.1 * (j - 1), means, yerr=stds, fmt="o-", capsize=3, label=f"{nfe} step(s)")
@@ -353,11 +390,10 @@ def _load_cache(key: str) -> dict:
 
 
 def _save_cache(key: str, cache: dict) -> None:
-    path = _cache_path(key)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + ".tmp", "w") as f:
-        json.dump(cache, f, indent=1, sort_keys=True)
-    os.replace(path + ".tmp", path)
+    """``cache`` merged over the file on disk (:func:`reports.merge_json`): questions run at once in two processes
+    each keep the other's runs."""
+    from consistency.run import reports
+    reports.merge_json(_cache_path(key), cache)
 
 
 def run_key(config) -> str:
@@ -372,6 +408,7 @@ def _command(key: str) -> str:
 
 def run_settings_question(key: str) -> str:
     title, settings = QUESTIONS[key]
+    nfes = QUESTION_NFES.get(key, NFES)
     settings = settings[:_MAX_SETTINGS.value] if _MAX_SETTINGS.value > 0 else settings
     cache = _load_cache("runs")
     cells, steps = {}, {}
@@ -384,22 +421,22 @@ def run_settings_question(key: str) -> str:
             if cell not in cache:
                 start = time.time()
                 method, state, dataset = train_state(config)
-                cache[cell] = dict(score(config, method, state, dataset), seconds=round(time.time() - start, 1),
+                cache[cell] = dict(score(config, method, state, dataset, nfes), seconds=round(time.time() - start, 1),
                                    config=setting.config, overrides=[list(o) for o in setting.overrides],
                                    steps=int(config.training.num_steps), seed=seed)
                 _save_cache("runs", cache)
                 print(f"[{key}] {setting.label} seed {seed}: " + ", ".join(
-                    f"{n}-step SW1 {cache[cell][f'nfe_{n}']['swd']:.3f}" for n in NFES), flush=True)
+                    f"{n}-step SW1 {cache[cell][f'nfe_{n}']['swd']:.3f}" for n in nfes), flush=True)
             cells[setting.label].append(cache[cell])
     labels = [s.label for s in settings]
     picture = os.path.join(os.path.dirname(os.path.abspath(_OUT.value)), "science", f"{key}.png")
-    plot_settings(picture, f"({key}) {title}", labels, cells)
-    floors = [r[f"nfe_{n}"].get("swd_floor") for runs in cells.values() for r in runs for n in NFES]
+    plot_settings(picture, f"({key}) {title}", labels, cells, nfes)
+    floors = [r[f"nfe_{n}"].get("swd_floor") for runs in cells.values() for r in runs for n in nfes]
     floor = float(np.mean([f for f in floors if f is not None])) if any(f is not None for f in floors) else float("nan")
     lines = [f"*{title}.* `{_command(key)}` — {_SEEDS.value} seeds, mean ± std; SW1 = sliced W1 on "
              f"{_NUM_SAMPLES.value} samples (noise floor, two real draws of that size: {floor:.3f} on average), "
              "modes = of 8 covered.", ""]
-    lines += setting_table(labels, cells, steps)
+    lines += setting_table(labels, cells, steps, nfes)
     if key == "a":
         lines += ["", "Seed §2.1 prediction (one-parameter model on a point mass, expected gradient of eq. 42, "
                   "Adam-free gradient descent at lr 1e-3, N = 18): steps until |θ − ε| falls to 1 % of its start —",

@@ -157,6 +157,7 @@ def test_dmd2_resume_is_bitwise(tmp_path):
     ("dmd2", "dmd2__gan_discriminator_weight", 0.0, r"^config\.dmd2\.gan_generator_weight: .* one side of the GAN"),
     ("dmd2", "dmd2__generator_timesteps", (500, 250), r"^config\.dmd2\.generator_timesteps: the first timestep 500"),
     ("dmd", "dmd__pairs", "", r"^config\.dmd\.pairs: empty, but dmd\.regression_weight"),
+    ("dmd", "dmd__fake_pool", 1, r"^config\.dmd\.fake_pool: 1 is not"),
     ("add", "add__features", "classifier", r"^config\.add\.features: 'classifier' needs the in-project"),
 ])
 def test_bad_fields_are_one_line_config_errors(method, field, value, match):
@@ -214,3 +215,21 @@ def test_one_step_samples_cover_the_eight_modes_with_the_exact_teacher(tmp_path,
     assert metrics["mode_coverage"] == metrics["mode_coverage_floor"] == 1.0        # all 8 modes, as real data
     assert metrics["high_quality"] > 0.5 * metrics["high_quality_floor"]
     assert metrics["swd"] < 0.2
+
+
+@pytest.mark.parametrize("fake_score", ["learned", "empirical"])
+def test_dmd_empirical_fake_score_ignores_the_fake_network(fake_score):
+    """dmd.fake_score='empirical' (the control of docs/science.md (n)) replaces D_fake in the DM gradient by the exact
+    denoiser of a pool of current generator samples: moving the fake network's weights changes the generator's loss
+    with the learned fake score and leaves it bitwise unchanged with the empirical one."""
+    c = tiny("dmd", dmd__regression_weight=0.0, dmd__fake_score=fake_score, dmd__fake_pool=128)
+    dataset = train.build_dataset(c)
+    method = methods.get_method(c, dataset)
+    state = base.init_state(method, jax.random.PRNGKey(0), dataset.batch(0))
+    generator = next(t for t in method.trained if t.name == "generator")
+    shifted = state.replace(params=dict(state.params, fake=jax.tree.map(lambda p: p + 0.1, state.params["fake"])))
+
+    def loss(s):
+        return float(generator.loss(s.params["generator"], s, dataset.batch(0), jax.random.PRNGKey(1))[0])
+    assert np.isfinite(loss(state))
+    assert (loss(state) == loss(shifted)) == (fake_score == "empirical")

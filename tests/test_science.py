@@ -54,3 +54,12 @@ def test_one_question_end_to_end(tmp_path):
     assert sorted((v["overrides"][0][1], v["seed"]) for v in cache.values()) == [(1, 0), (1, 1), (2, 0), (2, 1)]
     assert all(0 < v["nfe_1"]["swd"] < 10 and v["steps"] == 30 for v in cache.values())
     assert (tmp_path / "science" / "d.png").exists()
+
+
+def test_merge_json_keeps_the_keys_another_writer_added(tmp_path):
+    path = str(tmp_path / "science" / "runs.json")
+    first = {"a": {"swd": 1.0}}
+    reports.merge_json(path, first)               # process 1 writes its cache …
+    reports.merge_json(path, {"b": {"swd": 2.0}})  # … process 2, which loaded the file before, writes its own
+    reports.merge_json(path, dict(first, c=3))    # process 1 again, from its stale in-memory copy
+    assert json.loads(open(path).read()) == {"a": {"swd": 1.0}, "b": {"swd": 2.0}, "c": 3}

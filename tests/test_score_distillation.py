@@ -601,3 +601,23 @@ def test_backward_simulation_for_a_multistep_generator():
         out = generator_net(params, x_in, s_in)
         expected_a = jnp.mean(2 * out * x_in / jnp.sqrt(1.0 + s_in[:, None] ** 2))
         np.testing.assert_allclose(grads["a"], expected_a, rtol=1e-10)
+
+
+def test_empirical_denoiser_is_the_gaussian_denoiser_of_its_pool_and_a_point_mass_returns_the_point():
+    """dmd.empirical_denoiser (the fake score of docs/science.md (n)'s control): on 40,000 draws of N(μ, s²I) it is
+    the closed-form Gaussian denoiser μ + s²/(s² + σ²)(x − μ) (docs/methods.md §15 O2) at typical points of the noised
+    data (within 2 std) for σ from s/1.4 up, and
+    on a one-point pool it returns that point for every input."""
+    rng = np.random.default_rng(0)
+    mean, std = np.array([0.5, -1.0], np.float32), 0.7
+    pool = jnp.asarray(mean + std * rng.standard_normal((40_000, 2)), jnp.float32)
+    z = np.clip(rng.standard_normal((64, 2)), -2.0, 2.0)
+    for sigma in (0.5, 1.0, 3.0):
+        x = jnp.asarray(mean + np.sqrt(std ** 2 + sigma ** 2) * z, jnp.float32)   # typical points of p_σ
+        s = jnp.full((64,), sigma, jnp.float32)
+        got = dmd.empirical_denoiser(pool)(x, s)
+        want = oracles.gaussian_denoiser(mean, std)(x, s)
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=0.03)
+    point = jnp.asarray([[0.3, 0.4]], jnp.float32)
+    np.testing.assert_allclose(np.asarray(dmd.empirical_denoiser(point)(x, jnp.full((64,), 0.01))),
+                               np.broadcast_to([[0.3, 0.4]], (64, 2)), atol=1e-6)

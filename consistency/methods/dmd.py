@@ -76,6 +76,12 @@ CONFIG_FIELDS = {
                             fix="use a pseudo-Huber c > 0, or < 0 for 0.00054·√d"),
     "pairs": schema.Field("", '.npz of teacher ODE pairs (z, y): launch/make_ode_pairs.py (DMD §3.3)',
                           fix="use '' or an .npz from launch/make_ode_pairs.py"),
+    "fake_score": schema.Field("learned", "D_fake in the DM gradient: 'learned' (DMD) | 'empirical' — a control, not "
+                                          "DMD: the exact denoiser of the empirical distribution of fake_pool fresh "
+                                          "samples of the current generator (seed eq. 6 on sg G(z′); toys)",
+                               choices=("learned", "empirical")),
+    "fake_pool": schema.Field(4096, "fake_score='empirical': generator samples per step", lo=2,
+                              fix="use a pool of at least 2 samples (e.g. 4096)"),
 }
 TEACHER_USE = "required"
 
@@ -92,6 +98,9 @@ def validate_config(config) -> None:
                              "dmd.regression_weight=0")
     # The file itself is read (and a missing one refused in one line) by make(): a config names its pairs before
     # launch/make_ode_pairs.py has written them.
+    if b.fake_score == "empirical":
+        distillation.require(int(config.model.num_classes) == 0, "dmd.fake_score", "'empirical' draws an unlabelled "
+                             "pool of generator samples, but the model is class-conditional", "use 'learned'")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -145,6 +154,7 @@ def build(config, dataset, name: str) -> base.Method:
     total = int(b.num_train_timesteps)
 
     use_regression = name == "dmd" and float(b.regression_weight) > 0
+    empirical_pool = int(b.fake_pool) if b.get("fake_score", "learned") == "empirical" else 0
     pairs = load_pairs(b.pairs, shape, sigma_g) if use_regression else None
     distance, feature_params = regression_distance(config, b, shape) if use_regression else (None, None)
 
@@ -220,6 +230,10 @@ def build(config, dataset, name: str) -> base.Method:
         noise = distillation.normal_like(keys, 3, shape)
         real = distillation.teacher_fn(nets, state, labels)
         fake = distillation.denoiser_fn(nets, jax.lax.stop_gradient(state.params["fake"]["denoiser"]), labels)
+        if empirical_pool:   # the control of docs/science.md (n): D_fake without the fake network's error
+            z_pool = jax.random.normal(jax.random.fold_in(rng, 31), (empirical_pool,) + tuple(shape))
+            pool = jax.lax.stop_gradient(distillation.generate(nets, jax.lax.stop_gradient(params), z_pool, sigma_g))
+            fake = dmd_objective.empirical_denoiser(pool)
         loss_dm, aux = dmd_objective.distribution_matching_loss(x, noise, sigma, real, fake, bool(b.normalise),
                                                                 b.reduce)      # seed eq. 63; docs/methods.md §10.1
         loss_dm = jnp.mean(loss_dm)

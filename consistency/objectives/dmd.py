@@ -98,6 +98,15 @@ def distribution_matching_gradient(x, noise, sigma, real_denoiser: Denoiser, fak
     return gradient, aux
 
 
+def empirical_denoiser(pool) -> Denoiser:
+    """D(x_t, σ) = E[x | x_t] for x drawn from the points of ``pool`` [M, …]: softmax weights
+    ∝ exp(−‖x_t − x^j‖²/(2σ²)), the exact denoiser of an empirical distribution (seed eq. 6; docs/methods.md §15 O4).
+    With a pool of fresh samples of the current generator it is a fake score with no network error, exact as M → ∞
+    for σ above the pool's spacing (the control of docs/science.md (n))."""
+    from consistency.objectives.consistency import posterior_mean_estimate
+    return lambda x_noisy, sigma: posterior_mean_estimate(x_noisy, sigma, pool)
+
+
 def distribution_matching_surrogate(x, gradient, reduce: str = "sum"):
     """Per-example surrogate ½‖x − sg(x − g)‖², whose gradient w.r.t. x is g (DMD2 code, after stable-dreamfusion).
 

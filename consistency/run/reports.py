@@ -215,6 +215,26 @@ def guidance_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def merge_json(path: str, entries: dict) -> dict:
+    """Write ``entries`` over the JSON object at ``path`` (created if absent) under an exclusive lock on
+    ``path + '.lock'``, atomically; returns what was written. Two processes adding keys to one cache at once (two
+    ``launch/science.py`` questions) each keep the other's keys."""
+    import fcntl
+    import json
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        merged = {}
+        if os.path.exists(path):
+            with open(path) as f:
+                merged = json.load(f)
+        merged.update(entries)
+        with open(path + ".tmp", "w") as f:
+            json.dump(merged, f, indent=1, sort_keys=True)
+        os.replace(path + ".tmp", path)
+    return merged
+
+
 def replace_block(page: str, key: str, body: str, namespace: str = "science") -> str:
     """``page`` with the text between ``<!-- namespace:key -->`` and ``<!-- /namespace:key -->`` replaced by ``body``
     (the markers appended at the end when absent)."""
