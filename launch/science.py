@@ -3,6 +3,8 @@
     python launch/science.py --question=a            # EMA target vs none (CD, CT) + the seed §2.1 point-mass prediction
     python launch/science.py --question=b,c,d,e,f,i  # solver order, N, distant pairs, CD+CT, posterior target, weighting
     python launch/science.py --question=g            # why CD gets worse with more steps
+    python launch/science.py --question=l            # K Euler sub-steps of the posterior-averaged CT target
+    python launch/science.py --question=o            # VE multistep CD against T, and the teacher weight w
     python launch/science.py --question=all --seeds=3 --steps=2000
 
 Every setting trains the project's own method (the loop's own step, ``train.Stepper``) on the 2-D mixture of 8
@@ -33,7 +35,7 @@ from consistency.core.errors import ConfigError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-_QUESTIONS = flags.DEFINE_list("question", ["all"], "Which questions: a, b, c, d, e, f, g, i or all.")
+_QUESTIONS = flags.DEFINE_list("question", ["all"], "Which questions: a, b, c, d, e, f, g, h, i, l, o or all.")
 _SEEDS = flags.DEFINE_integer("seeds", 3, "Seeds per setting.")
 _STEPS = flags.DEFINE_integer("steps", 2000, "Training steps per run.")
 _OUT = flags.DEFINE_string("out", "docs/science.md", "Markdown page; tables go between its science markers.")
@@ -58,6 +60,8 @@ def _s(label, config, steps_scale=1.0, **overrides):
 
 
 CD, CT, ICT = "configs/toy_cd.py", "configs/toy_ct.py", "configs/toy_ict.py"
+MCM_VE = "configs/toy_mcm_ve.py"
+O_SEGMENTS = (1, 2, 4, 8, 16)   # T of (o); the 17-interval grid gives M = round(17/T) = 17, 8, 4, 2, 1 links
 
 QUESTIONS = {
     "a": ("EMA target vs none (CD and CT)", [
@@ -94,8 +98,13 @@ QUESTIONS = {
         *[_s(f"CD, {w}", CD, cm__weighting=w) for w in ("uniform", "snr", "snr+1", "truncated_snr", "inv_delta")],
         *[_s(f"iCT, {w}", ICT, cm__weighting=w) for w in ("uniform", "snr", "snr+1", "truncated_snr", "inv_delta")],
     ]),
+    "l": ("More than one ODE step for the posterior-averaged CT target (seed eq. 22–25), iCT", [
+        _s(f"{name}, K = {k}", ICT, cm__posterior=p, cm__posterior_substeps=k)
+        for name, p in (("batch", "batch"), ("dataset", "dataset")) for k in (1, 2, 4)]),
+    "o": ("VE multistep CD (seed eq. 48–54) against T, exact mixture teacher",
+          [_s(f"T = {t}", MCM_VE, mcm__segments=t) for t in O_SEGMENTS]),
 }
-ALL = ("a", "b", "c", "d", "e", "f", "g", "h", "i")
+ALL = ("a", "b", "c", "d", "e", "f", "g", "h", "i", "l", "o")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -353,16 +362,32 @@ def _load_cache(key: str) -> dict:
 
 
 def _save_cache(key: str, cache: dict) -> None:
+    """Write ``cache`` merged over what is on disk, so that two questions run at once keep each other's runs."""
     path = _cache_path(key)
     os.makedirs(os.path.dirname(path), exist_ok=True)
+    if os.path.exists(path):
+        with open(path) as f:
+            cache.update({k: v for k, v in json.load(f).items() if k not in cache})
     with open(path + ".tmp", "w") as f:
         json.dump(cache, f, indent=1, sort_keys=True)
     os.replace(path + ".tmp", path)
 
 
+# Fields added after runs.json was built: left out of the hash while at their default, so that adding a field to a
+# config block does not orphan every cached run (the run it describes is the same run).
+HASH_NEUTRAL_DEFAULTS = {("cm", "posterior_substeps"): 1}
+
+
 def run_key(config) -> str:
     """A run's identity: the hash of its resolved config (seed and steps included)."""
     import hashlib
+    neutral = [(block, field) for (block, field), default in HASH_NEUTRAL_DEFAULTS.items()
+               if block in config and field in config[block] and config[block][field] == default]
+    if neutral:
+        config = config.copy_and_resolve_references()
+        with config.unlocked():
+            for block, field in neutral:
+                del config[block][field]
     return hashlib.sha1(config.to_json(sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -480,6 +505,87 @@ def _plot_g(path, runs):
     fig.savefig(path, dpi=110)
 
 
+# ----------------------------------------------------------------------------------------------------------
+# (o) VE multistep CD: the target as a convex combination of teacher and student (seed eq. 50–54)
+# ----------------------------------------------------------------------------------------------------------
+
+def mean_teacher_weight(config) -> tuple[float, int]:
+    """(mean of w over the training pairs, links per segment M) on the method's own grid: segment k ~ U{0…T−1}, link
+    j ~ U{1…M} (``mcm.draw_pairs``), σ_n = level(k, j/M), σ_{n−1} = level(k, (j−1)/M), b = b_k, w of
+    ``objectives.mcm.ve_teacher_weight``. Closed form from the grid, no training."""
+    import jax.numpy as jnp
+    from consistency.methods import mcm
+    from consistency.objectives import mcm as mcm_obj
+    process = mcm.make_process(config)
+    _, steps = mcm.steps_per_segment(config.mcm, jnp.asarray(0))
+    steps, segments = int(steps), int(config.mcm.segments)
+    k = jnp.repeat(jnp.arange(segments), steps)
+    j = jnp.tile(jnp.arange(1, steps + 1), segments).astype(jnp.float32)
+    hi, lo, b = process.level(k, j / steps), process.level(k, (j - 1) / steps), process.boundary(k)
+    return float(jnp.mean(mcm_obj.ve_teacher_weight(hi.sigma, lo.sigma, b.sigma))), steps
+
+
+def run_question_o() -> str:
+    title, settings = QUESTIONS["o"]
+    settings = settings[:_MAX_SETTINGS.value] if _MAX_SETTINGS.value > 0 else settings
+    cache = _load_cache("runs")
+    rows = ["| T | links per segment M | mean w | SW1 @T | modes @T | seconds |", "|---|---|---|---|---|---|"]
+    curve = []
+    for setting in settings:
+        runs = []
+        for seed in range(_SEEDS.value):
+            config = load_config(setting, _STEPS.value, seed)
+            t = int(config.mcm.segments)
+            cell = run_key(config)
+            if cell not in cache:
+                start = time.time()
+                method, state, dataset = train_state(config)
+                cache[cell] = dict(score(config, method, state, dataset, nfes=(t,)),
+                                   seconds=round(time.time() - start, 1), config=setting.config,
+                                   overrides=[list(o) for o in setting.overrides],
+                                   steps=int(config.training.num_steps), seed=seed)
+                _save_cache("runs", cache)
+                print(f"[o] {setting.label} seed {seed}: SW1 {cache[cell][f'nfe_{t}']['swd']:.3f}", flush=True)
+            runs.append(cache[cell])
+        weight, links = mean_teacher_weight(config)
+        swd = [r[f"nfe_{t}"]["swd"] for r in runs]
+        rows.append(f"| {t} | {links} | {weight:.3g} | {mean_std(swd)} | "
+                    f"{mean_std([8 * r[f'nfe_{t}']['mode_coverage'] for r in runs])} | "
+                    f"{mean_std([r['seconds'] for r in runs])} |")
+        curve.append((t, weight, float(np.mean(swd)), float(np.std(swd))))
+    picture = os.path.join(os.path.dirname(os.path.abspath(_OUT.value)), "science", "o.png")
+    _plot_o(picture, curve)
+    lines = [f"*{title}.* `{_command('o')}` — {_SEEDS.value} seeds, mean ± std; one model per T, sampled in its own "
+             f"T steps (NFE = T); SW1 = sliced W1 on {_NUM_SAMPLES.value} samples, modes = of 8 covered; mean w = the "
+             "teacher's weight in the x-space target averaged over the training pairs (closed form from the grid, "
+             "`objectives/mcm.py` `ve_teacher_weight`).", ""] + rows + ["", "![(o)](science/o.png)"]
+    return "\n".join(lines)
+
+
+def _plot_o(path, curve):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(8.0, 3.4))
+    FigureCanvasAgg(fig)
+    ts = [c[0] for c in curve]
+    ax = fig.add_subplot(1, 2, 1)
+    ax.errorbar(ts, [c[2] for c in curve], yerr=[c[3] for c in curve], fmt="o-", capsize=3)
+    ax.axhline(0.04, color="gray", ls="--", lw=1, label="noise floor")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("T (segments = NFE)")
+    ax.set_ylabel("sliced W1")
+    ax.legend(fontsize=7)
+    ax = fig.add_subplot(1, 2, 2)
+    ax.plot(ts, [c[1] for c in curve], "o-")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("T")
+    ax.set_ylabel("mean teacher weight w")
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fig.savefig(path, dpi=110)
+
+
 def main(argv):
     del argv
     keys = ALL if "all" in _QUESTIONS.value else tuple(_QUESTIONS.value)
@@ -493,7 +599,7 @@ def main(argv):
         jax.config.update("jax_threefry_partitionable", False)
     from consistency.run import reports
     for key in keys:
-        body = {"g": run_question_g, "h": run_question_h}.get(key, lambda: run_settings_question(key))()
+        body = {"g": run_question_g, "h": run_question_h, "o": run_question_o}.get(key, lambda: run_settings_question(key))()
         page = open(_OUT.value).read() if os.path.exists(_OUT.value) else "# The notebook's open questions\n"
         with open(_OUT.value + ".tmp", "w") as f:
             f.write(reports.replace_block(page, key, body))

@@ -128,6 +128,24 @@ def nearest_neighbours(queries, bank, k: int, block: int = 4096):
     return best_sq, best_index
 
 
+def posterior_ode_target(x_hi, sigma_hi, sigma_lo, bank, top_k: int = 0, substeps: int = 1, rho: float = 7.0):
+    """x̂_lo from ``substeps`` Euler steps σ_hi → σ_lo of the PF-ODE whose denoiser is the pool estimate E[x₀ | x_σ]
+    of :func:`posterior_mean_estimate` (seed eq. 16, 22–25: dx/dσ = (x − x̄(x, σ))/σ), re-evaluated at every sub-step.
+
+    One sub-step is seed eq. 24, the step that is exact while x̄ stays fixed (:func:`constant_denoiser_step`); more
+    sub-steps follow x̄ as it changes along the path (the notebook's §1.5 question "what if we do more?"). The
+    intermediate levels are a per-example Karras spacing between the two ends, as :func:`teacher_target_point`. For the
+    single-sample estimate x̄ ≡ x₀ the ODE's solution is x₀ + σz, so every sub-step count gives the same point.
+    """
+    a, b = sigma_hi ** (1.0 / rho), sigma_lo ** (1.0 / rho)
+    x = x_hi
+    for j in range(int(substeps)):
+        s_from = (a + j / substeps * (b - a)) ** rho if j else sigma_hi
+        s_to = (a + (j + 1) / substeps * (b - a)) ** rho if j + 1 < substeps else sigma_lo
+        x = constant_denoiser_step(x, s_from, s_to, posterior_mean_estimate(x, s_from, bank, top_k))
+    return x
+
+
 def constant_denoiser_step(x_hi, sigma_hi, sigma_lo, x0_estimate):
     """Exact PF-ODE step for a denoiser constant along the path: x̂ = x̄ + (σ_lo/σ_hi)(x_hi − x̄) (seed eq. 19, 24)."""
     r = bcast(sigma_lo / sigma_hi, x_hi)
