@@ -41,6 +41,9 @@ _STEPS = flags.DEFINE_integer("steps", 2000, "Training steps per run.")
 _OUT = flags.DEFINE_string("out", "docs/science.md", "Markdown page; tables go between its science markers.")
 _FRESH = flags.DEFINE_bool("fresh", False, "Recompute cached results.")
 _NUM_SAMPLES = flags.DEFINE_integer("num_samples", 2000, "Samples per evaluation.")
+_ONLY = flags.DEFINE_multi_string("only", [], "Train only the setting with this label (repeatable; one question) and "
+                                  "print its rows instead of rewriting the page's block (a row added to a finished "
+                                  "table).")
 _MAX_SETTINGS = flags.DEFINE_integer("max_settings", 0, "Run only the first k settings of each question (0: all; "
                                      "for smoke tests).")
 
@@ -398,6 +401,12 @@ def _command(key: str) -> str:
 def run_settings_question(key: str) -> str:
     title, settings = QUESTIONS[key]
     settings = settings[:_MAX_SETTINGS.value] if _MAX_SETTINGS.value > 0 else settings
+    if _ONLY.value:
+        unknown = [label for label in _ONLY.value if label not in {s.label for s in settings}]
+        if unknown:
+            raise ConfigError(f"--only: {unknown[0]!r} is not a setting of question {key}; use one of "
+                              + ", ".join(repr(s.label) for s in settings))
+        settings = [s for s in settings if s.label in _ONLY.value]
     cache = _load_cache("runs")
     cells, steps = {}, {}
     for setting in settings:
@@ -417,6 +426,8 @@ def run_settings_question(key: str) -> str:
                     f"{n}-step SW1 {cache[cell][f'nfe_{n}']['swd']:.3f}" for n in NFES), flush=True)
             cells[setting.label].append(cache[cell])
     labels = [s.label for s in settings]
+    if _ONLY.value:
+        return "\n".join(setting_table(labels, cells, steps))
     picture = os.path.join(os.path.dirname(os.path.abspath(_OUT.value)), "science", f"{key}.png")
     plot_settings(picture, f"({key}) {title}", labels, cells)
     floors = [r[f"nfe_{n}"].get("swd_floor") for runs in cells.values() for r in runs for n in NFES]
@@ -592,6 +603,8 @@ def main(argv):
     unknown = [k for k in keys if k not in ALL]
     if unknown:   # before anything is set up or compiled
         raise ConfigError(f"--question: {unknown[0]!r} is not one of {', '.join(ALL)} or all")
+    if _ONLY.value and (len(keys) != 1 or keys[0] in ("g", "h", "o")):
+        raise ConfigError("--only: name one question with a settings table (a–f, i, l), e.g. --question=f")
     import jax
     from consistency.run import train
     train.prefer_fast_cpu_random()
@@ -599,7 +612,11 @@ def main(argv):
         jax.config.update("jax_threefry_partitionable", False)
     from consistency.run import reports
     for key in keys:
-        body = {"g": run_question_g, "h": run_question_h, "o": run_question_o}.get(key, lambda: run_settings_question(key))()
+        special = {"g": run_question_g, "h": run_question_h, "o": run_question_o}
+        body = special.get(key, lambda: run_settings_question(key))()
+        if _ONLY.value:   # rows for a finished table: printed, the page is left as it is
+            print(body, flush=True)
+            continue
         page = open(_OUT.value).read() if os.path.exists(_OUT.value) else "# The notebook's open questions\n"
         with open(_OUT.value + ".tmp", "w") as f:
             f.write(reports.replace_block(page, key, body))

@@ -127,14 +127,15 @@ def test_posterior_average_over_whole_dataset_equals_empirical_denoiser_target()
 
 
 def test_blocked_nearest_neighbours_match_brute_force_top_k():
-    """The blocked k-NN (running k smallest over bank tiles, last tile padded) returns exactly the brute-force
-    neighbours, and the k-NN posterior mean equals the softmax over those k computed densely."""
+    """The two-level k-NN (group minima over bank tiles, the k best groups, the k best of their rows; last group and
+    tile padded) returns exactly the brute-force neighbours, and the k-NN posterior mean equals the softmax over those
+    k computed densely."""
     rng = np.random.default_rng(0)
     q = jnp.asarray(rng.standard_normal((7, 3)), jnp.float32)
     bank = jnp.asarray(rng.standard_normal((1000, 3)), jnp.float32)
     d = np.sum((np.asarray(q)[:, None] - np.asarray(bank)[None]) ** 2, -1)
-    for k, block in ((5, 128), (1, 1000)):
-        sq, index = cm_obj.nearest_neighbours(q, bank, k, block=block)
+    for k, block, group in ((5, 128, 64), (1, 1000, 64), (16, 256, 7), (5, 4096, 300), (12, 50, 1)):
+        sq, index = cm_obj.nearest_neighbours(q, bank, k, block=block, group=group)
         np.testing.assert_array_equal(np.asarray(index), np.argsort(d, 1)[:, :k])
         np.testing.assert_allclose(np.asarray(sq), np.sort(d, 1)[:, :k], rtol=1e-5, atol=1e-5)
     values = jnp.asarray([[3.0, 1.0, 2.0, 1.0, 0.5]])
