@@ -536,11 +536,48 @@ def mean_teacher_weight(config) -> tuple[float, int]:
     return float(jnp.mean(mcm_obj.ve_teacher_weight(hi.sigma, lo.sigma, b.sigma))), steps
 
 
+def score_teacher_controls(config, dataset) -> dict:
+    """The controls of (o), from the exact mixture denoiser D* and the same initial noise as score():
+
+    'denoiser': D* in the student's own T-step sampler (the VE jumps of seed eq. 51 between the same boundaries): the
+      student whose every link had w = 1, i.e. T = N (plain denoiser distillation);
+    'fixed point': the training target's fixed point with this teacher: the teacher's Euler steps (seed eq. 50) through
+      all M links of every segment, top down (T·M DDIM steps of D*). A student that fitted every link exactly would
+      sample this; the student's distance from it is the accumulated fitting error the bound of (o) is about."""
+    import jax
+    import jax.numpy as jnp
+    from consistency.diffusion import oracles
+    from consistency.methods import mcm
+    from consistency.objectives import mcm as mcm_obj
+    from consistency.run import reports
+    process = mcm.make_process(config)
+    segments = int(config.mcm.segments)
+    _, links = mcm.steps_per_segment(config.mcm, jnp.asarray(0))
+    links = int(links)
+    denoiser = oracles.mixture_denoiser(*dataset.mixture)
+    x0_fn = mcm.vp_from_ve_denoiser(lambda x, sigma: denoiser(x, sigma), process.coefficients)
+    rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), 10_000_019)   # as score()
+    num = int(config.eval.num_samples)
+    shape = (num,) + tuple(dataset.example_shape)
+    out = {"denoiser": mcm.multistep_sample(x0_fn, process, segments, rng, shape)}
+    z, never = process.initial(rng, shape), jnp.zeros((num,), bool)
+    for k in range(segments - 1, -1, -1):
+        for j in range(links, 0, -1):
+            hi = process.level(jnp.full((num,), k), jnp.full((num,), j / links))
+            lo = process.level(jnp.full((num,), k), jnp.full((num,), (j - 1) / links))
+            z = mcm_obj.jump_to_boundary(x0_fn(z, hi.tau), z, hi, lo, never)
+    out["fixed point"] = z
+    return {name: float(reports.score_samples(config, dataset, np.asarray(x), seed=config.seed)["swd"])
+            for name, x in out.items()}
+
+
 def run_question_o() -> str:
     title, settings = QUESTIONS["o"]
     settings = settings[:_MAX_SETTINGS.value] if _MAX_SETTINGS.value > 0 else settings
     cache = _load_cache("runs")
-    rows = ["| T | links per segment M | mean w | SW1 @T | modes @T | seconds |", "|---|---|---|---|---|---|"]
+    rows = ["| T | links per segment M | mean w | SW1 @T | modes @T | control: fixed point (T·M Euler steps of D*) | "
+            "control: D* in the T-step sampler | seconds |", "|---|---|---|---|---|---|---|---|"]
+    from consistency.run import train
     curve = []
     for setting in settings:
         runs = []
@@ -560,8 +597,11 @@ def run_question_o() -> str:
             runs.append(cache[cell])
         weight, links = mean_teacher_weight(config)
         swd = [r[f"nfe_{t}"]["swd"] for r in runs]
+        controls = [score_teacher_controls(c, train.build_dataset(c))
+                    for c in (load_config(setting, _STEPS.value, seed) for seed in range(_SEEDS.value))]
         rows.append(f"| {t} | {links} | {weight:.3g} | {mean_std(swd)} | "
                     f"{mean_std([8 * r[f'nfe_{t}']['mode_coverage'] for r in runs])} | "
+                    f"{mean_std([c['fixed point'] for c in controls])} | {mean_std([c['denoiser'] for c in controls])} | "
                     f"{mean_std([r['seconds'] for r in runs])} |")
         curve.append((t, weight, float(np.mean(swd)), float(np.std(swd))))
     picture = os.path.join(os.path.dirname(os.path.abspath(_OUT.value)), "science", "o.png")
