@@ -602,7 +602,7 @@ def run_question_o() -> str:
         rows.append(f"| {t} | {links} | {weight:.3g} | {mean_std(swd)} | "
                     f"{mean_std([8 * r[f'nfe_{t}']['mode_coverage'] for r in runs])} | "
                     f"{mean_std([c['fixed point'] for c in controls])} | {mean_std([c['denoiser'] for c in controls])} | "
-                    f"{mean_std([r['seconds'] for r in runs])} |")
+                    f"{np.mean([r['seconds'] for r in runs]):.0f} |")
         curve.append((t, weight, float(np.mean(swd)), float(np.std(swd))))
     picture = os.path.join(os.path.dirname(os.path.abspath(_OUT.value)), "science", "o.png")
     _plot_o(picture, curve)
