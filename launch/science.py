@@ -102,8 +102,9 @@ QUESTIONS = {
         *[_s(f"iCT, {w}", ICT, cm__weighting=w) for w in ("uniform", "snr", "snr+1", "truncated_snr", "inv_delta")],
     ]),
     "l": ("More than one ODE step for the posterior-averaged CT target (seed eq. 22–25), iCT", [
-        _s(f"{name}, K = {k}", ICT, cm__posterior=p, cm__posterior_substeps=k)
-        for name, p in (("batch", "batch"), ("dataset", "dataset")) for k in (1, 2, 4)]),
+        _s("single sample (any K: the same target)", ICT, cm__posterior="none"),
+        *[_s(f"{name}, K = {k}", ICT, cm__posterior=p, cm__posterior_substeps=k)
+          for name, p in (("batch", "batch"), ("dataset", "dataset")) for k in (1, 2, 4)]]),
     "o": ("VE multistep CD (seed eq. 48–54) against T, exact mixture teacher",
           [_s(f"T = {t}", MCM_VE, mcm__segments=t) for t in O_SEGMENTS]),
 }

@@ -63,7 +63,8 @@ def posterior_mean_estimate(x_noisy, sigma, bank, top_k: int = 0):
 
     Softmax weights w_j ∝ exp(−‖x_σ − x^j‖²/(2σ²)) over ``bank`` [M, …] (the minibatch or the whole dataset). With the
     whole training set this is exactly the empirical ideal denoiser of seed eq. 6. ``top_k > 0`` keeps only the k nearest
-    neighbours (the notebook's k-NN estimate; a growing neighbourhood in σ comes for free from the softmax); they are
+    neighbours (the notebook's k-NN estimate; the softmax narrows it at small σ, but at large σ it cannot grow past k,
+    where seed eq. 23 asks for nearly the whole dataset — docs/science.md (f)); they are
     found by :func:`nearest_neighbours` (blocked, never an [B, M] matrix) and the softmax runs over those k alone.
     """
     xf = x_noisy.reshape(x_noisy.shape[0], -1)
