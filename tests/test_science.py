@@ -54,3 +54,16 @@ def test_one_question_end_to_end(tmp_path):
     assert sorted((v["overrides"][0][1], v["seed"]) for v in cache.values()) == [(1, 0), (1, 1), (2, 0), (2, 1)]
     assert all(0 < v["nfe_1"]["swd"] < 10 and v["steps"] == 30 for v in cache.values())
     assert (tmp_path / "science" / "d.png").exists()
+
+
+@pytest.mark.slow
+def test_only_names_a_setting_of_the_question_or_exits_2(tmp_path):
+    """`--only` trains one setting of one question; an unknown label is one line naming the flag and the labels."""
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=REPO)
+    base = [sys.executable, "launch/science.py", f"--out={tmp_path / 'science.md'}", "--steps=2", "--seeds=1"]
+    r = subprocess.run(base + ["--question=l", "--only=batch, K = 9"], cwd=REPO, env=env, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 2 and "--only: 'batch, K = 9' is not a setting of question l" in r.stderr, r.stderr[-2000:]
+    r = subprocess.run(base + ["--question=o", "--only=T = 1"], cwd=REPO, env=env, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 2 and "--only: name one question with a settings table" in r.stderr, r.stderr[-2000:]
