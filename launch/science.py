@@ -606,15 +606,19 @@ def run_question_o() -> str:
                     f"{np.mean([r['seconds'] for r in runs]):.0f} |")
         curve.append((t, weight, float(np.mean(swd)), float(np.std(swd))))
     picture = os.path.join(os.path.dirname(os.path.abspath(_OUT.value)), "science", "o.png")
-    _plot_o(picture, curve)
+    floors = [r[k]["swd_floor"] for r in cache.values() if r.get("config") == MCM_VE for k in r
+              if k.startswith("nfe_") and "swd_floor" in r[k]]
+    floor = float(np.mean(floors)) if floors else float("nan")
+    _plot_o(picture, curve, floor)
     lines = [f"*{title}.* `{_command('o')}` — {_SEEDS.value} seeds, mean ± std; one model per T, sampled in its own "
-             f"T steps (NFE = T); SW1 = sliced W1 on {_NUM_SAMPLES.value} samples, modes = of 8 covered; mean w = the "
+             f"T steps (NFE = T); SW1 = sliced W1 on {_NUM_SAMPLES.value} samples (noise floor, two real draws of "
+             f"that size: {floor:.3f} on average), modes = of 8 covered; mean w = the "
              "teacher's weight in the x-space target averaged over the training pairs (closed form from the grid, "
              "`objectives/mcm.py` `ve_teacher_weight`).", ""] + rows + ["", "![(o)](science/o.png)"]
     return "\n".join(lines)
 
 
-def _plot_o(path, curve):
+def _plot_o(path, curve, floor):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     fig = Figure(figsize=(8.0, 3.4))
@@ -622,7 +626,7 @@ def _plot_o(path, curve):
     ts = [c[0] for c in curve]
     ax = fig.add_subplot(1, 2, 1)
     ax.errorbar(ts, [c[2] for c in curve], yerr=[c[3] for c in curve], fmt="o-", capsize=3)
-    ax.axhline(0.04, color="gray", ls="--", lw=1, label="noise floor")
+    ax.axhline(floor, color="gray", ls="--", lw=1, label="noise floor")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("T (segments = NFE)")
     ax.set_ylabel("sliced W1")
