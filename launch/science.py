@@ -602,7 +602,8 @@ def run_question_o() -> str:
                     for c in (load_config(setting, _STEPS.value, seed) for seed in range(_SEEDS.value))]
         rows.append(f"| {t} | {links} | {weight:.3g} | {mean_std(swd)} | "
                     f"{mean_std([8 * r[f'nfe_{t}']['mode_coverage'] for r in runs])} | "
-                    f"{mean_std([c['fixed point'] for c in controls])} | {mean_std([c['denoiser'] for c in controls])} | "
+                    f"{mean_std([c['fixed point'] for c in controls])} | "
+                    f"{mean_std([c['denoiser'] for c in controls])} | "
                     f"{np.mean([r['seconds'] for r in runs]):.0f} |")
         curve.append((t, weight, float(np.mean(swd)), float(np.std(swd))))
     picture = os.path.join(os.path.dirname(os.path.abspath(_OUT.value)), "science", "o.png")

@@ -67,8 +67,8 @@ CONFIG_FIELDS = {
     "posterior": schema.Field("none", "CT target E[x₀|x]: 'none' (x₀, seed eq. 17 n=1) | 'batch' | 'dataset' (seed "
                               "eq. 22–25)", choices=("none", "batch", "dataset")),
     "posterior_k": schema.Field(0, "> 0: k nearest neighbours only", lo=0),
-    "posterior_substeps": schema.Field(1, "Euler sub-steps σ_hi → σ_lo of the posterior-averaged PF-ODE, x̄ re-evaluated "
-                                       "at each (seed eq. 24 is 1; nb §1.5 'what if we do more?')", lo=1,
+    "posterior_substeps": schema.Field(1, "Euler sub-steps σ_hi → σ_lo of the posterior-averaged PF-ODE, x̄ "
+                                       "re-evaluated at each (seed eq. 24 is 1; nb §1.5 'what if we do more?')", lo=1,
                                        fix="use 1 (seed eq. 24) or more sub-steps"),
     "init_from_teacher": schema.Field(True, "CD: start the student from the teacher's EMA weights"),
 }
