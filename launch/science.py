@@ -5,6 +5,8 @@
     python launch/science.py --question=g            # why CD gets worse with more steps
     python launch/science.py --question=k            # CT's adaptive N(k), μ(k) and iCT's doubling N(k) for CD
     python launch/science.py --question=n            # DMD without regression: mode dropping, TTUR, exact fake score
+    python launch/science.py --question=l            # K Euler sub-steps of the posterior-averaged CT target
+    python launch/science.py --question=o            # VE multistep CD against T, and the teacher weight w
     python launch/science.py --question=all --seeds=3 --steps=2000
 
 Every setting trains the project's own method (the loop's own step, ``train.Stepper``) on the 2-D mixture of 8
@@ -35,12 +37,15 @@ from consistency.core.errors import ConfigError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-_QUESTIONS = flags.DEFINE_list("question", ["all"], "Which questions: a, b, c, d, e, f, g, h, i, k, n or all.")
+_QUESTIONS = flags.DEFINE_list("question", ["all"], "Which questions: a, b, c, d, e, f, g, h, i, k, l, n, o or all.")
 _SEEDS = flags.DEFINE_integer("seeds", 3, "Seeds per setting.")
 _STEPS = flags.DEFINE_integer("steps", 2000, "Training steps per run.")
 _OUT = flags.DEFINE_string("out", "docs/science.md", "Markdown page; tables go between its science markers.")
 _FRESH = flags.DEFINE_bool("fresh", False, "Recompute cached results.")
 _NUM_SAMPLES = flags.DEFINE_integer("num_samples", 2000, "Samples per evaluation.")
+_ONLY = flags.DEFINE_multi_string("only", [], "Train only the setting with this label (repeatable; one question) and "
+                                  "print its rows instead of rewriting the page's block (a row added to a finished "
+                                  "table).")
 _MAX_SETTINGS = flags.DEFINE_integer("max_settings", 0, "Run only the first k settings of each question (0: all; "
                                      "for smoke tests).")
 
@@ -62,6 +67,8 @@ def _s(label, config, steps_scale=1.0, **overrides):
 
 CD, CT, ICT = "configs/toy_cd.py", "configs/toy_ct.py", "configs/toy_ict.py"
 DMD = "configs/toy_dmd.py"
+MCM_VE = "configs/toy_mcm_ve.py"
+O_SEGMENTS = (1, 2, 4, 8, 16)   # T of (o); the 17-interval grid gives M = round(17/T) = 17, 8, 4, 2, 1 links
 
 QUESTIONS = {
     "a": ("EMA target vs none (CD and CT)", [
@@ -116,8 +123,14 @@ QUESTIONS = {
            dmd__regression_weight=0.0, dmd__fake_score="empirical", dmd__fake_pool=4096),
         _s("DMD, no regression, TTUR 5:1", DMD, dmd__regression_weight=0.0, dmd__ttur=5),
     ]),
+    "l": ("More than one ODE step for the posterior-averaged CT target (seed eq. 22–25), iCT", [
+        _s("single sample (any K: the same target)", ICT, cm__posterior="none"),
+        *[_s(f"{name}, K = {k}", ICT, cm__posterior=p, cm__posterior_substeps=k)
+          for name, p in (("batch", "batch"), ("dataset", "dataset")) for k in (1, 2, 4)]]),
+    "o": ("VE multistep CD (seed eq. 48–54) against T, exact mixture teacher",
+          [_s(f"T = {t}", MCM_VE, mcm__segments=t) for t in O_SEGMENTS]),
 }
-ALL = ("a", "b", "c", "d", "e", "f", "g", "h", "i", "k", "n")
+ALL = ("a", "b", "c", "d", "e", "f", "g", "h", "i", "k", "l", "n", "o")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -396,9 +409,21 @@ def _save_cache(key: str, cache: dict) -> None:
     reports.merge_json(_cache_path(key), cache)
 
 
+# Fields added after runs.json was built: left out of the hash while at their default, so that adding a field to a
+# config block does not orphan every cached run (the run it describes is the same run).
+HASH_NEUTRAL_DEFAULTS = {("cm", "posterior_substeps"): 1}
+
+
 def run_key(config) -> str:
     """A run's identity: the hash of its resolved config (seed and steps included)."""
     import hashlib
+    neutral = [(block, field) for (block, field), default in HASH_NEUTRAL_DEFAULTS.items()
+               if block in config and field in config[block] and config[block][field] == default]
+    if neutral:
+        config = config.copy_and_resolve_references()
+        with config.unlocked():
+            for block, field in neutral:
+                del config[block][field]
     return hashlib.sha1(config.to_json(sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -410,6 +435,12 @@ def run_settings_question(key: str) -> str:
     title, settings = QUESTIONS[key]
     nfes = QUESTION_NFES.get(key, NFES)
     settings = settings[:_MAX_SETTINGS.value] if _MAX_SETTINGS.value > 0 else settings
+    if _ONLY.value:
+        unknown = [label for label in _ONLY.value if label not in {s.label for s in settings}]
+        if unknown:
+            raise ConfigError(f"--only: {unknown[0]!r} is not a setting of question {key}; use one of "
+                              + ", ".join(repr(s.label) for s in settings))
+        settings = [s for s in settings if s.label in _ONLY.value]
     cache = _load_cache("runs")
     cells, steps = {}, {}
     for setting in settings:
@@ -429,6 +460,8 @@ def run_settings_question(key: str) -> str:
                     f"{n}-step SW1 {cache[cell][f'nfe_{n}']['swd']:.3f}" for n in nfes), flush=True)
             cells[setting.label].append(cache[cell])
     labels = [s.label for s in settings]
+    if _ONLY.value:
+        return "\n".join(setting_table(labels, cells, steps))
     picture = os.path.join(os.path.dirname(os.path.abspath(_OUT.value)), "science", f"{key}.png")
     plot_settings(picture, f"({key}) {title}", labels, cells, nfes)
     floors = [r[f"nfe_{n}"].get("swd_floor") for runs in cells.values() for r in runs for n in nfes]
@@ -517,12 +550,140 @@ def _plot_g(path, runs):
     fig.savefig(path, dpi=110)
 
 
+# ----------------------------------------------------------------------------------------------------------
+# (o) VE multistep CD: the target as a convex combination of teacher and student (seed eq. 50–54)
+# ----------------------------------------------------------------------------------------------------------
+
+def mean_teacher_weight(config) -> tuple[float, int]:
+    """(mean of w over the training pairs, links per segment M) on the method's own grid: segment k ~ U{0…T−1}, link
+    j ~ U{1…M} (``mcm.draw_pairs``), σ_n = level(k, j/M), σ_{n−1} = level(k, (j−1)/M), b = b_k, w of
+    ``objectives.mcm.ve_teacher_weight``. Closed form from the grid, no training."""
+    import jax.numpy as jnp
+    from consistency.methods import mcm
+    from consistency.objectives import mcm as mcm_obj
+    process = mcm.make_process(config)
+    _, steps = mcm.steps_per_segment(config.mcm, jnp.asarray(0))
+    steps, segments = int(steps), int(config.mcm.segments)
+    k = jnp.repeat(jnp.arange(segments), steps)
+    j = jnp.tile(jnp.arange(1, steps + 1), segments).astype(jnp.float32)
+    hi, lo, b = process.level(k, j / steps), process.level(k, (j - 1) / steps), process.boundary(k)
+    return float(jnp.mean(mcm_obj.ve_teacher_weight(hi.sigma, lo.sigma, b.sigma))), steps
+
+
+def score_teacher_controls(config, dataset) -> dict:
+    """The controls of (o), from the exact mixture denoiser D* and the same initial noise as score():
+
+    'denoiser': D* in the student's own T-step sampler (the VE jumps of seed eq. 51 between the same boundaries): the
+      student whose every link had w = 1, i.e. T = N (plain denoiser distillation);
+    'fixed point': the training target's fixed point with this teacher: the teacher's Euler steps (seed eq. 50) through
+      all M links of every segment, top down (T·M DDIM steps of D*). A student that fitted every link exactly would
+      sample this; the student's distance from it is the accumulated fitting error the bound of (o) is about."""
+    import jax
+    import jax.numpy as jnp
+    from consistency.diffusion import oracles
+    from consistency.methods import mcm
+    from consistency.objectives import mcm as mcm_obj
+    from consistency.run import reports
+    process = mcm.make_process(config)
+    segments = int(config.mcm.segments)
+    _, links = mcm.steps_per_segment(config.mcm, jnp.asarray(0))
+    links = int(links)
+    denoiser = oracles.mixture_denoiser(*dataset.mixture)
+    x0_fn = mcm.vp_from_ve_denoiser(lambda x, sigma: denoiser(x, sigma), process.coefficients)
+    rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), 10_000_019)   # as score()
+    num = int(config.eval.num_samples)
+    shape = (num,) + tuple(dataset.example_shape)
+    out = {"denoiser": mcm.multistep_sample(x0_fn, process, segments, rng, shape)}
+    z, never = process.initial(rng, shape), jnp.zeros((num,), bool)
+    for k in range(segments - 1, -1, -1):
+        for j in range(links, 0, -1):
+            hi = process.level(jnp.full((num,), k), jnp.full((num,), j / links))
+            lo = process.level(jnp.full((num,), k), jnp.full((num,), (j - 1) / links))
+            z = mcm_obj.jump_to_boundary(x0_fn(z, hi.tau), z, hi, lo, never)
+    out["fixed point"] = z
+    return {name: float(reports.score_samples(config, dataset, np.asarray(x), seed=config.seed)["swd"])
+            for name, x in out.items()}
+
+
+def run_question_o() -> str:
+    title, settings = QUESTIONS["o"]
+    settings = settings[:_MAX_SETTINGS.value] if _MAX_SETTINGS.value > 0 else settings
+    cache = _load_cache("runs")
+    rows = ["| T | links per segment M | mean w | SW1 @T | modes @T | control: fixed point (T·M Euler steps of D*) | "
+            "control: D* in the T-step sampler | seconds |", "|---|---|---|---|---|---|---|---|"]
+    from consistency.run import train
+    curve = []
+    for setting in settings:
+        runs = []
+        for seed in range(_SEEDS.value):
+            config = load_config(setting, _STEPS.value, seed)
+            t = int(config.mcm.segments)
+            cell = run_key(config)
+            if cell not in cache:
+                start = time.time()
+                method, state, dataset = train_state(config)
+                cache[cell] = dict(score(config, method, state, dataset, nfes=(t,)),
+                                   seconds=round(time.time() - start, 1), config=setting.config,
+                                   overrides=[list(o) for o in setting.overrides],
+                                   steps=int(config.training.num_steps), seed=seed)
+                _save_cache("runs", cache)
+                print(f"[o] {setting.label} seed {seed}: SW1 {cache[cell][f'nfe_{t}']['swd']:.3f}", flush=True)
+            runs.append(cache[cell])
+        weight, links = mean_teacher_weight(config)
+        swd = [r[f"nfe_{t}"]["swd"] for r in runs]
+        controls = [score_teacher_controls(c, train.build_dataset(c))
+                    for c in (load_config(setting, _STEPS.value, seed) for seed in range(_SEEDS.value))]
+        rows.append(f"| {t} | {links} | {weight:.3g} | {mean_std(swd)} | "
+                    f"{mean_std([8 * r[f'nfe_{t}']['mode_coverage'] for r in runs])} | "
+                    f"{mean_std([c['fixed point'] for c in controls])} | "
+                    f"{mean_std([c['denoiser'] for c in controls])} | "
+                    f"{np.mean([r['seconds'] for r in runs]):.0f} |")
+        curve.append((t, weight, float(np.mean(swd)), float(np.std(swd))))
+    picture = os.path.join(os.path.dirname(os.path.abspath(_OUT.value)), "science", "o.png")
+    floors = [r[k]["swd_floor"] for r in cache.values() if r.get("config") == MCM_VE for k in r
+              if k.startswith("nfe_") and "swd_floor" in r[k]]
+    floor = float(np.mean(floors)) if floors else float("nan")
+    _plot_o(picture, curve, floor)
+    lines = [f"*{title}.* `{_command('o')}` — {_SEEDS.value} seeds, mean ± std; one model per T, sampled in its own "
+             f"T steps (NFE = T); SW1 = sliced W1 on {_NUM_SAMPLES.value} samples (noise floor, two real draws of "
+             f"that size: {floor:.3f} on average), modes = of 8 covered; mean w = the "
+             "teacher's weight in the x-space target averaged over the training pairs (closed form from the grid, "
+             "`objectives/mcm.py` `ve_teacher_weight`).", ""] + rows + ["", "![(o)](science/o.png)"]
+    return "\n".join(lines)
+
+
+def _plot_o(path, curve, floor):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(8.0, 3.4))
+    FigureCanvasAgg(fig)
+    ts = [c[0] for c in curve]
+    ax = fig.add_subplot(1, 2, 1)
+    ax.errorbar(ts, [c[2] for c in curve], yerr=[c[3] for c in curve], fmt="o-", capsize=3)
+    ax.axhline(floor, color="gray", ls="--", lw=1, label="noise floor")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("T (segments = NFE)")
+    ax.set_ylabel("sliced W1")
+    ax.legend(fontsize=7)
+    ax = fig.add_subplot(1, 2, 2)
+    ax.plot(ts, [c[1] for c in curve], "o-")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("T")
+    ax.set_ylabel("mean teacher weight w")
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fig.savefig(path, dpi=110)
+
+
 def main(argv):
     del argv
     keys = ALL if "all" in _QUESTIONS.value else tuple(_QUESTIONS.value)
     unknown = [k for k in keys if k not in ALL]
     if unknown:   # before anything is set up or compiled
         raise ConfigError(f"--question: {unknown[0]!r} is not one of {', '.join(ALL)} or all")
+    if _ONLY.value and (len(keys) != 1 or keys[0] in ("g", "h", "o")):
+        raise ConfigError("--only: name one question with a settings table (a–f, i, l), e.g. --question=f")
     import jax
     from consistency.run import train
     train.prefer_fast_cpu_random()
@@ -530,7 +691,11 @@ def main(argv):
         jax.config.update("jax_threefry_partitionable", False)
     from consistency.run import reports
     for key in keys:
-        body = {"g": run_question_g, "h": run_question_h}.get(key, lambda: run_settings_question(key))()
+        special = {"g": run_question_g, "h": run_question_h, "o": run_question_o}
+        body = special.get(key, lambda: run_settings_question(key))()
+        if _ONLY.value:   # rows for a finished table: printed, the page is left as it is
+            print(body, flush=True)
+            continue
         page = open(_OUT.value).read() if os.path.exists(_OUT.value) else "# The notebook's open questions\n"
         with open(_OUT.value + ".tmp", "w") as f:
             f.write(reports.replace_block(page, key, body))

@@ -135,10 +135,16 @@ def test_cd_variants_run_and_report_terms():
 
 def test_ct_posterior_target_variants_run():
     for posterior in ("batch", "dataset"):
-        c = toy_config("ct", posterior=posterior, posterior_k=8)
+        c = toy_config("ct", posterior=posterior, posterior_k=8, posterior_substeps=2)
         c.data.toy_size = 512
         _, _, hist, _, _ = run(c, 2)
         assert np.isfinite(hist[-1]["loss"])
+
+
+def test_posterior_substeps_need_a_posterior_target():
+    """K sub-steps of the single-sample target are the one step again (x₀ + σz solves its ODE, seed eq. 18–20)."""
+    with pytest.raises(ConfigError, match="config.cm.posterior_substeps"):
+        run(toy_config("ct", posterior_substeps=2), 1)
 
 
 def test_cd_without_teacher_is_a_config_error():

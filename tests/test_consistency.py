@@ -127,14 +127,15 @@ def test_posterior_average_over_whole_dataset_equals_empirical_denoiser_target()
 
 
 def test_blocked_nearest_neighbours_match_brute_force_top_k():
-    """The blocked k-NN (running k smallest over bank tiles, last tile padded) returns exactly the brute-force
-    neighbours, and the k-NN posterior mean equals the softmax over those k computed densely."""
+    """The two-level k-NN (group minima over bank tiles, the k best groups, the k best of their rows; last group and
+    tile padded) returns exactly the brute-force neighbours, and the k-NN posterior mean equals the softmax over those
+    k computed densely."""
     rng = np.random.default_rng(0)
     q = jnp.asarray(rng.standard_normal((7, 3)), jnp.float32)
     bank = jnp.asarray(rng.standard_normal((1000, 3)), jnp.float32)
     d = np.sum((np.asarray(q)[:, None] - np.asarray(bank)[None]) ** 2, -1)
-    for k, block in ((5, 128), (1, 1000)):
-        sq, index = cm_obj.nearest_neighbours(q, bank, k, block=block)
+    for k, block, group in ((5, 128, 64), (1, 1000, 64), (16, 256, 7), (5, 4096, 300), (12, 50, 1)):
+        sq, index = cm_obj.nearest_neighbours(q, bank, k, block=block, group=group)
         np.testing.assert_array_equal(np.asarray(index), np.argsort(d, 1)[:, :k])
         np.testing.assert_allclose(np.asarray(sq), np.sort(d, 1)[:, :k], rtol=1e-5, atol=1e-5)
     values = jnp.asarray([[3.0, 1.0, 2.0, 1.0, 0.5]])
@@ -156,6 +157,44 @@ def test_single_point_posterior_reduces_to_ct_target():
     hi, lo = jnp.full((6,), 1.3), jnp.full((6,), 0.4)
     t = cm_obj.constant_denoiser_step(x0 + 1.3 * z, hi, lo, x0)  # E[x0|x] ≈ x0 (seed eq. 17, n = 1)
     np.testing.assert_allclose(np.asarray(t), np.asarray(x0 + 0.4 * z), atol=1e-6)  # seed eq. 20
+
+
+def test_single_sample_ct_target_is_exact_for_any_number_of_euler_steps():
+    """nb §1.5 "what if we do more?": with E[x₀|x] ≈ x₀ the ODE dx/dσ = (x − x₀)/σ (seed eq. 18) is solved by
+    x₀ + σz, and each Euler step x₀ + (σ'/σ)(x − x₀) maps that solution onto itself, so K steps land where 1 does."""
+    x0 = jax.random.normal(jax.random.PRNGKey(7), (5, 2))
+    z = jax.random.normal(jax.random.PRNGKey(8), (5, 2))
+    levels = jnp.asarray([2.0, 1.7, 1.1, 0.6, 0.31])
+    x = x0 + levels[0] * z
+    for a, b in zip(levels[:-1], levels[1:]):
+        x = cm_obj.constant_denoiser_step(x, jnp.full((5,), a), jnp.full((5,), b), x0)
+    np.testing.assert_allclose(np.asarray(x), np.asarray(x0 + 0.31 * z), atol=1e-6)
+
+
+def test_posterior_ode_target_substeps_against_closed_forms():
+    """K Euler sub-steps of the pool-estimate PF-ODE (seed eq. 22–25, docs/methods.md §5): a one-point pool gives
+    x₀ + σ_lo z for every K; a two-point pool converges to a fine Heun solve of the same ODE as K grows, and K = 1
+    is seed eq. 24's single step."""
+    x0 = jnp.asarray([[0.3, -1.2]])
+    z = jax.random.normal(jax.random.PRNGKey(9), (4, 2))
+    hi, lo = jnp.asarray([2.5, 1.0, 0.4, 5.0]), jnp.asarray([1.4, 0.5, 0.05, 0.002])
+    x_hi = x0 + hi[:, None] * z
+    for k in (1, 2, 5):
+        np.testing.assert_allclose(np.asarray(cm_obj.posterior_ode_target(x_hi, hi, lo, x0, substeps=k)),
+                                   np.asarray(x0 + lo[:, None] * z), atol=2e-6)
+    bank = jnp.asarray([[1.0, 0.0], [-1.0, 0.5]])
+    one = cm_obj.posterior_ode_target(x_hi, hi, lo, bank, substeps=1)
+    np.testing.assert_allclose(np.asarray(one), np.asarray(cm_obj.constant_denoiser_step(
+        x_hi, hi, lo, cm_obj.posterior_mean_estimate(x_hi, hi, bank))), atol=1e-6)
+    denoiser = oracles.empirical_denoiser(bank)
+    reference = np.stack([np.asarray(solvers.solve(lambda y, s, cond=None: denoiser(y, s), x_hi[i:i + 1],
+                                                   schedules.karras_sigmas(400, float(lo[i]), float(hi[i]))[::-1],
+                                                   "heun"))[0] for i in range(4)])
+    errors = [float(np.max(np.abs(np.asarray(cm_obj.posterior_ode_target(x_hi, hi, lo, bank, substeps=k))
+                                  - reference))) for k in (1, 4, 64)]
+    assert errors[0] > 1e-2, errors                      # the single step is visibly off the two-point ODE here
+    assert errors[2] < 0.1 * errors[0] and errors[2] < errors[1] < errors[0], errors
+    assert errors[2] < 5e-3, errors                       # first order: about 1/K (0.98, 0.023, 0.0013 measured)
 
 
 def test_pair_weights():

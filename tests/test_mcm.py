@@ -238,6 +238,37 @@ def test_ve_boundaries_at_every_grid_point_give_denoiser_distillation():
     np.testing.assert_allclose(per, want, rtol=2e-4, atol=1e-10)  # float32: a difference of two points of size σ·x
 
 
+def test_ve_target_is_a_convex_combination_of_teacher_and_student():
+    """seed eq. 50 into eq. 51 (eq. 53–54): the project's VE target ẑ = (b/σ_n)x_n + b(1/σ_{n−1} − 1/σ_n)D_φ
+    + (1 − b/σ_{n−1})x^θ(x^φ_{n−1}, σ_{n−1}), and in x-space (invDDIM at σ_n) w·D_φ + (1 − w)·x^θ with
+    w = b(σ_n − σ_{n−1})/(σ_{n−1}(σ_n − b)) ∈ [0, 1]; w = 1 next to the boundary (docs/science.md (o))."""
+    boundaries = tuple(float(v) for v in schedules.karras_sigmas(5))
+    process = mcm.ve_process(boundaries, 7.0)
+    rng = np.random.default_rng(4)
+    k = jnp.asarray(rng.integers(0, 4, 64))
+    j = jnp.asarray(rng.integers(1, 5, 64), jnp.float32)
+    t, s, b = process.level(k, j / 4), process.level(k, (j - 1) / 4), process.boundary(k)
+    x, noise = (jnp.asarray(rng.normal(size=(64, 2)), jnp.float32) for _ in range(2))
+    teacher = lambda z, sig: 0.8 * jnp.tanh(z) - 0.1 * jnp.log(sig)[:, None]  # noqa: E731
+    z_t = obj.perturb(x, noise, t)
+    z_s = obj.teacher_step("ddim", teacher, z_t, t, s)
+    at_b = s.tau == b.tau
+    _, chain = obj.multistep_consistency_loss(_xtheta, _xtheta, x, noise, t, s, b, z_s, space="jump",
+                                              weighting="uniform", distance=distances.l2)
+    col = lambda v: np.asarray(v, np.float64)[:, None]  # noqa: E731
+    sn, sp, bb = col(t.sigma), col(s.sigma), col(b.sigma)
+    d_phi = np.asarray(teacher(z_t, t.sigma), np.float64)
+    x_theta = np.where(col(at_b) > 0, 0.0, np.asarray(_xtheta(z_s, jnp.where(at_b, t.sigma, s.sigma)), np.float64))
+    split = bb / sn * np.asarray(z_t) + bb * (1 / sp - 1 / sn) * d_phi + (1 - bb / sp) * x_theta
+    np.testing.assert_allclose(np.asarray(chain["z_hat"]), split, rtol=1e-4, atol=1e-4)
+    w = col(obj.ve_teacher_weight(t.sigma, s.sigma, b.sigma))
+    assert np.all((w >= 0) & (w <= 1 + 1e-6)) and np.allclose(w[np.asarray(at_b)], 1.0, atol=1e-6)
+    reference = np.asarray(obj.x0_reference(chain["z_hat"], z_t, t, b), np.float64)
+    np.testing.assert_allclose(reference, w * d_phi + (1 - w) * x_theta, rtol=1e-3, atol=1e-3)
+    # far above the boundary (b ≪ σ, Δσ ≪ σ) w ≈ bΔσ/σ²: b = 0.002, σ 80 → 79 gives 3.2e-7
+    assert float(obj.ve_teacher_weight(80.0, 79.0, 0.002)) == pytest.approx(0.002 * 1.0 / 80.0 ** 2, rel=0.02)
+
+
 # ----------------------------------------------------------------------------------------------------------
 # The method: traced schedule, validator, a short run through the loop
 # ----------------------------------------------------------------------------------------------------------

@@ -63,3 +63,16 @@ def test_merge_json_keeps_the_keys_another_writer_added(tmp_path):
     reports.merge_json(path, {"b": {"swd": 2.0}})  # … process 2, which loaded the file before, writes its own
     reports.merge_json(path, dict(first, c=3))    # process 1 again, from its stale in-memory copy
     assert json.loads(open(path).read()) == {"a": {"swd": 1.0}, "b": {"swd": 2.0}, "c": 3}
+
+
+@pytest.mark.slow
+def test_only_names_a_setting_of_the_question_or_exits_2(tmp_path):
+    """`--only` trains one setting of one question; an unknown label is one line naming the flag and the labels."""
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=REPO)
+    base = [sys.executable, "launch/science.py", f"--out={tmp_path / 'science.md'}", "--steps=2", "--seeds=1"]
+    r = subprocess.run(base + ["--question=l", "--only=batch, K = 9"], cwd=REPO, env=env, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 2 and "--only: 'batch, K = 9' is not a setting of question l" in r.stderr, r.stderr[-2000:]
+    r = subprocess.run(base + ["--question=o", "--only=T = 1"], cwd=REPO, env=env, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 2 and "--only: name one question with a settings table" in r.stderr, r.stderr[-2000:]

@@ -63,7 +63,8 @@ def posterior_mean_estimate(x_noisy, sigma, bank, top_k: int = 0):
 
     Softmax weights w_j ∝ exp(−‖x_σ − x^j‖²/(2σ²)) over ``bank`` [M, …] (the minibatch or the whole dataset). With the
     whole training set this is exactly the empirical ideal denoiser of seed eq. 6. ``top_k > 0`` keeps only the k nearest
-    neighbours (the notebook's k-NN estimate; a growing neighbourhood in σ comes for free from the softmax); they are
+    neighbours (the notebook's k-NN estimate; the softmax narrows it at small σ, but at large σ it cannot grow past k,
+    where seed eq. 23 asks for nearly the whole dataset — docs/science.md (f)); they are
     found by :func:`nearest_neighbours` (blocked, never an [B, M] matrix) and the softmax runs over those k alone.
     """
     xf = x_noisy.reshape(x_noisy.shape[0], -1)
@@ -96,36 +97,64 @@ def smallest_k(values, k: int):
     return jnp.stack(found, 1), jnp.stack(where, 1).astype(jnp.int32)
 
 
-def nearest_neighbours(queries, bank, k: int, block: int = 4096):
+def nearest_neighbours(queries, bank, k: int, block: int = 4096, group: int = 64):
     """(squared distances [B, k] ascending, indices [B, k]) of the k rows of ``bank`` [M, D] nearest to each query.
 
-    Exact k-NN by a blocked distance matmul with a running top-k: the bank is cut into blocks of ``block`` rows (the
-    last one padded with rows at infinite distance); a ``lax.scan`` computes each [B, block] distance tile as
-    ‖q‖² − 2 q·b + ‖b‖² and keeps the k smallest of (the k so far ∪ the tile). Memory is O(B·(k + block)) instead of
-    the O(B·M) of one ``top_k`` over the whole bank, and the selection is :func:`smallest_k` (k min-passes) instead
-    of XLA's sort-based ``top_k``, which on CPU is the slow part (docs/science.md (f)).
+    Exact k-NN in two levels, never an [B, M] matrix or a sort over it:
+
+    1. the bank is cut into groups of ``group`` consecutive rows (the last padded with rows at infinite distance); a
+       ``lax.scan`` over tiles of ``block`` rows computes each [B, block] distance tile as ‖q‖² − 2 q·b + ‖b‖² and
+       keeps only each group's minimum, one ``min`` pass;
+    2. the k groups with the smallest minima are picked (:func:`smallest_k` over M/group columns). They hold the k
+       nearest rows: a group holding one of them, at distance d, has its minimum ≤ d, and every group whose minimum
+       is smaller holds a distinct row nearer than d, of which there are fewer than k;
+    3. the k·group candidate rows are gathered, their distances recomputed as ‖q − b‖², and the k smallest kept.
+
+    Cost: one distance pass and one ``min`` pass over [B, M], then k passes over [B, M/group] and [B, k·group], against
+    k passes over [B, M] for a running k smallest (docs/science.md (f); ``python launch/knn_speed.py``).
     """
     m, d = bank.shape
-    block = int(min(block, m))
-    num_blocks = -(-m // block)
-    pad = num_blocks * block - m
-    tiles = jnp.pad(bank, ((0, pad), (0, 0))).reshape(num_blocks, block, d)
-    valid = (jnp.arange(num_blocks * block) < m).reshape(num_blocks, block)
+    group = int(max(1, min(group, m)))
+    num_groups = -(-m // group)
+    block = int(max(group, min(block, num_groups * group)) // group * group)
+    num_tiles = -(-num_groups * group // block)
+    rows = num_tiles * block
+    padded = jnp.pad(bank, ((0, rows - m), (0, 0)))
+    valid = jnp.arange(rows) < m
     q2 = jnp.sum(queries ** 2, 1, keepdims=True)
 
-    def merge(carry, inputs):
-        best_sq, best_index = carry
-        tile, ok, offset = inputs
-        sq = jnp.maximum(q2 - 2.0 * queries @ tile.T + jnp.sum(tile ** 2, 1)[None], 0.0)
+    def group_minima(_, inputs):
+        tile, ok = inputs
+        sq = q2 - 2.0 * queries @ tile.T + jnp.sum(tile ** 2, 1)[None]
         sq = jnp.where(ok[None], sq, jnp.inf)
-        index = jnp.broadcast_to(offset + jnp.arange(block), sq.shape)
-        new_sq, pos = smallest_k(jnp.concatenate([best_sq, sq], 1), k)
-        return (new_sq, jnp.take_along_axis(jnp.concatenate([best_index, index], 1), pos, 1)), None
+        return None, jnp.min(sq.reshape(sq.shape[0], block // group, group), axis=2)
 
-    init = (jnp.full((queries.shape[0], k), jnp.inf, queries.dtype), jnp.zeros((queries.shape[0], k), jnp.int32))
-    offsets = jnp.arange(num_blocks, dtype=jnp.int32) * block
-    (best_sq, best_index), _ = jax.lax.scan(merge, init, (tiles, valid, offsets))
-    return best_sq, best_index
+    _, minima = jax.lax.scan(group_minima, None, (padded.reshape(num_tiles, block, d), valid.reshape(num_tiles, block)))
+    minima = jnp.moveaxis(minima, 0, 1).reshape(queries.shape[0], -1)[:, :num_groups]
+    _, chosen = smallest_k(minima, min(k, num_groups))
+    candidates = (chosen[:, :, None] * group + jnp.arange(group)[None, None]).reshape(queries.shape[0], -1)
+    sq = jnp.sum((queries[:, None, :] - padded[candidates]) ** 2, axis=2)
+    sq = jnp.where(valid[candidates], sq, jnp.inf)
+    best_sq, pos = smallest_k(sq, k)
+    return best_sq, jnp.take_along_axis(candidates, pos, 1)
+
+
+def posterior_ode_target(x_hi, sigma_hi, sigma_lo, bank, top_k: int = 0, substeps: int = 1, rho: float = 7.0):
+    """x̂_lo from ``substeps`` Euler steps σ_hi → σ_lo of the PF-ODE whose denoiser is the pool estimate E[x₀ | x_σ]
+    of :func:`posterior_mean_estimate` (seed eq. 16, 22–25: dx/dσ = (x − x̄(x, σ))/σ), re-evaluated at every sub-step.
+
+    One sub-step is seed eq. 24, the step that is exact while x̄ stays fixed (:func:`constant_denoiser_step`); more
+    sub-steps follow x̄ as it changes along the path (the notebook's §1.5 question "what if we do more?"). The
+    intermediate levels are a per-example Karras spacing between the two ends, as :func:`teacher_target_point`. For the
+    single-sample estimate x̄ ≡ x₀ the ODE's solution is x₀ + σz, so every sub-step count gives the same point.
+    """
+    a, b = sigma_hi ** (1.0 / rho), sigma_lo ** (1.0 / rho)
+    x = x_hi
+    for j in range(int(substeps)):
+        s_from = (a + j / substeps * (b - a)) ** rho if j else sigma_hi
+        s_to = (a + (j + 1) / substeps * (b - a)) ** rho if j + 1 < substeps else sigma_lo
+        x = constant_denoiser_step(x, s_from, s_to, posterior_mean_estimate(x, s_from, bank, top_k))
+    return x
 
 
 def constant_denoiser_step(x_hi, sigma_hi, sigma_lo, x0_estimate):

@@ -178,6 +178,15 @@ def multistep_consistency_loss(student: Callable, target: Callable, x: jax.Array
     return per_example, {"z_t": z_t, "z_hat": z_hat, "x0_student": x0_student}
 
 
+def ve_teacher_weight(sigma_n, sigma_prev, boundary):
+    """w of the VE multistep target in x-space (seed eq. 50–52 substituted, eq. 53–54; docs/methods.md §8.2):
+    x^θ_ref = w·D_φ(x_n, σ_n) + (1 − w)·x^θ⁻(x^φ_{n−1}, σ_{n−1}) with w = b(σ_n − σ_{n−1})/(σ_{n−1}(σ_n − b)).
+
+    A convex weight for b ≤ σ_{n−1} < σ_n: w = 1 where σ_{n−1} = b (the pair next to the boundary is plain denoiser
+    distillation), w ≈ b·Δσ/σ² for σ ≫ b."""
+    return boundary * (sigma_n - sigma_prev) / (sigma_prev * (sigma_n - boundary))
+
+
 def denoiser_distillation_limit(x0_student: jax.Array, x0_teacher: jax.Array, sigma_n, sigma_prev) -> jax.Array:
     """The every-grid-point limit of the VE MCM (boundary b = σ_{n−1}, Euler teacher, L2 in jump space):
     ((σ_n − σ_{n−1})/σ_n)²·mean(D_φ − x^θ)² per example (docs/methods.md §8.2 "Limits")."""

@@ -67,6 +67,9 @@ CONFIG_FIELDS = {
     "posterior": schema.Field("none", "CT target E[x₀|x]: 'none' (x₀, seed eq. 17 n=1) | 'batch' | 'dataset' (seed "
                               "eq. 22–25)", choices=("none", "batch", "dataset")),
     "posterior_k": schema.Field(0, "> 0: k nearest neighbours only", lo=0),
+    "posterior_substeps": schema.Field(1, "Euler sub-steps σ_hi → σ_lo of the posterior-averaged PF-ODE, x̄ "
+                                       "re-evaluated at each (seed eq. 24 is 1; nb §1.5 'what if we do more?')", lo=1,
+                                       fix="use 1 (seed eq. 24) or more sub-steps"),
     "init_from_teacher": schema.Field(True, "CD: start the student from the teacher's EMA weights"),
 }
 
@@ -82,6 +85,9 @@ def validate_config(config) -> None:
                        "grid point(s), too few for a pair", f"use s0 >= {least} (CT: 2, iCT: 10)")
         schema.require(cm.s0 <= cm.s1, "cm.s0", f"the curriculum start s0 = {cm.s0} is above its end cm.s1 = "
                        f"{cm.s1}", "use s0 <= s1 (CT: 2 → 150, iCT: 10 → 1280)")
+    schema.require(cm.posterior_substeps == 1 or cm.posterior != "none", "cm.posterior_substeps",
+                   f"{cm.posterior_substeps} sub-steps of the single-sample target change nothing (x₀ + σz solves its "
+                   "ODE exactly, seed eq. 18–20)", "set cm.posterior to 'batch' or 'dataset', or use 1")
 
 
 def refuse_teacher_terms(config) -> None:
@@ -219,8 +225,8 @@ def make(config, dataset, kind: str) -> base.Method:
             if cm.posterior == "none":
                 return cm_obj.ct_target_point(x, noise, s_lo)
             pool = x if cm.posterior == "batch" else state.frozen["bank"]
-            x_bar = cm_obj.posterior_mean_estimate(x_noisy, s_hi, pool, cm.posterior_k)
-            return cm_obj.constant_denoiser_step(x_noisy, s_hi, s_lo, x_bar)
+            return cm_obj.posterior_ode_target(x_noisy, s_hi, s_lo, pool, cm.posterior_k, cm.posterior_substeps,
+                                               f.rho)
 
         if kind == "cd":
             # Distant pairs span up to max_gap grid intervals: take teacher_steps·max_gap solver steps on a per-example
