@@ -115,11 +115,11 @@ QUESTIONS = {
         _s("CT, N(k) 2 → 151, θ⁻ = sg θ (toy_ct.py)", CT),
         _s("CT, N = 18, θ⁻ = sg θ", CT, cm__curriculum="fixed", cm__num_scales=18),
     ]),
-    "n": ("DMD with and without its regression term, DMD2's TTUR 5:1 instead of it, and an exact-fake-score control", [
+    "n": ("DMD with and without regression, DMD2's TTUR 5:1, exact-fake-score control", [
         # not run for lack of CPU time, to add: configs/toy_dmd2.py (TTUR 5 + GAN), and ⅕-budget rows (steps_scale 0.2)
         _s("DMD, λ_reg = 0.25, 1:1 (toy_dmd.py)", DMD),
         _s("DMD, no regression, 1:1", DMD, dmd__regression_weight=0.0),
-        _s("control: DMD, no regression, 1:1, D_fake = exact denoiser of 4096 fresh G samples", DMD,
+        _s("control: no regression, 1:1, exact D_fake of 4096 G samples", DMD,
            dmd__regression_weight=0.0, dmd__fake_score="empirical", dmd__fake_pool=4096),
         _s("DMD, no regression, TTUR 5:1", DMD, dmd__regression_weight=0.0, dmd__ttur=5),
     ]),
