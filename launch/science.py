@@ -3,6 +3,8 @@
     python launch/science.py --question=a            # EMA target vs none (CD, CT) + the seed §2.1 point-mass prediction
     python launch/science.py --question=b,c,d,e,f,i  # solver order, N, distant pairs, CD+CT, posterior target, weighting
     python launch/science.py --question=g            # why CD gets worse with more steps
+    python launch/science.py --question=j            # how much data CD, SiD and DMD2 need; data-free (teacher samples)
+    python launch/science.py --question=m            # the CD target vs CT's x₀ + σ_lo z, and each one's error
     python launch/science.py --question=all --seeds=3 --steps=2000
 
 Every setting trains the project's own method (the loop's own step, ``train.Stepper``) on the 2-D mixture of 8
@@ -33,7 +35,7 @@ from consistency.core.errors import ConfigError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-_QUESTIONS = flags.DEFINE_list("question", ["all"], "Which questions: a, b, c, d, e, f, g, i or all.")
+_QUESTIONS = flags.DEFINE_list("question", ["all"], "Which questions: a, b, c, d, e, f, g, h, i, j, m or all.")
 _SEEDS = flags.DEFINE_integer("seeds", 3, "Seeds per setting.")
 _STEPS = flags.DEFINE_integer("steps", 2000, "Training steps per run.")
 _OUT = flags.DEFINE_string("out", "docs/science.md", "Markdown page; tables go between its science markers.")
@@ -51,13 +53,22 @@ class Setting:
     config: str                 # configs/<file>.py
     overrides: tuple = ()       # (("cm.max_gap", 4), ...)
     steps_scale: float = 1.0    # (f) also reads the posterior target at a quarter of the budget
+    data: str = ""              # (j) training points: "" the split (data.toy_size of them) | one of DATA_SOURCES
 
 
-def _s(label, config, steps_scale=1.0, **overrides):
-    return Setting(label, config, tuple((k.replace("__", "."), v) for k, v in overrides.items()), steps_scale)
+def _s(label, config, steps_scale=1.0, data="", **overrides):
+    return Setting(label, config, tuple((k.replace("__", "."), v) for k, v in overrides.items()), steps_scale, data)
 
 
 CD, CT, ICT = "configs/toy_cd.py", "configs/toy_ct.py", "configs/toy_ict.py"
+SID, DMD2 = "configs/toy_sid.py", "configs/toy_dmd2.py"
+# (j) data-free sources, data.toy_size points each: the teacher's own samples (its deterministic EDM sampler, Heun on 18
+# Karras points = 35 NFE, from σ_max·z), or no information about the data at all (N(0, s²I), s the data's RMS std).
+DATA_SOURCES = {"teacher": "teacher samples (Heun, 35 NFE)", "noise": "N(0, s²I) points, s = the data's std"}
+# (m) CD with CT's target: configs/toy_ct.py set to toy_cd.py's recipe, so that the target input x̂_lo is the only
+# difference (checked by same_recipe_but_target before anything trains).
+CD_RECIPE_FOR_CT = dict(cm__curriculum="fixed", cm__num_scales=18, cm__weighting="uniform", optim__lr=1e-3,
+                        training__ema_decay=0.999)
 
 QUESTIONS = {
     "a": ("EMA target vs none (CD and CT)", [
@@ -95,7 +106,25 @@ QUESTIONS = {
         *[_s(f"iCT, {w}", ICT, cm__weighting=w) for w in ("uniform", "snr", "snr+1", "truncated_snr", "inv_delta")],
     ]),
 }
-ALL = ("a", "b", "c", "d", "e", "f", "g", "h", "i")
+QUESTIONS["j"] = ("Which subset of the data does distillation need (CD, SiD, DMD2)", [
+    _s("CD, 100 % (100,000 points)", CD),
+    _s("CD, 10 % (10,000)", CD, data__toy_size=10_000),
+    _s("CD, 1 % (1,000)", CD, data__toy_size=1_000),
+    _s("CD, data-free: 100,000 teacher samples", CD, data="teacher"),
+    _s("CD, 512 points (one batch)", CD, data__toy_size=512),
+    _s("SiD, 100 %", SID),
+    _s("SiD, 1 %", SID, data__toy_size=1_000),
+    _s("DMD2, 100 %", DMD2),
+    _s("DMD2, 10 %", DMD2, data__toy_size=10_000),
+    _s("DMD2, 1 %", DMD2, data__toy_size=1_000),
+    _s("DMD2, data-free: 100,000 teacher samples", DMD2, data="teacher"),
+    _s("CD, no data: 100,000 N(0, s²I) points", CD, data="noise"),
+])
+QUESTIONS["m"] = ("The CD target (one teacher Heun step) vs the CT target x₀ + σ_lo z, same recipe", [
+    _s("CD target: Heun step of the teacher from x_hi", CD),
+    _s("CT target: x₀ + σ_lo z (same z)", CT, **CD_RECIPE_FOR_CT),
+])
+ALL = ("a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "m")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -113,12 +142,30 @@ def load_config(setting: Setting, steps: int, seed: int):
     return config
 
 
-def train_state(config):
-    """Train ``config`` with the project's train step; returns (method, state, dataset)."""
+def training_points(config, dataset, data: str):
+    """(j) The ``dataset`` that serves ``data.toy_size`` points of ``data`` (DATA_SOURCES) instead of its split."""
+    from consistency.data import with_examples
+    num = int(config.data.toy_size)
+    if data == "teacher":
+        from consistency.methods.components import teachers
+        _, points, _ = teachers.make_ode_pairs(config, num, num_steps=18, solver="heun", seed=1_000 + int(config.seed))
+    elif data == "noise":
+        rng = np.random.default_rng([2_000, int(config.seed)])
+        points = float(dataset.data_std) * rng.standard_normal((num,) + tuple(dataset.example_shape))
+    else:
+        raise ConfigError(f"Setting.data: {data!r} is not one of {', '.join(DATA_SOURCES)} or ''")
+    return with_examples(dataset, points)
+
+
+def train_state(config, data: str = ""):
+    """Train ``config`` with the project's train step (on ``data``: see :func:`training_points`); returns (method,
+    state, dataset)."""
     import jax
     from consistency.run import train
     from consistency.methods import base, get_method
     dataset = train.build_dataset(config)
+    if data:
+        dataset = training_points(config, dataset, data)
     method = get_method(config, dataset)
     rng = jax.random.PRNGKey(config.seed)
     state = base.init_state(method, jax.random.fold_in(rng, 1), dataset.batch(0))
@@ -131,8 +178,10 @@ def train_state(config):
     return method, state, dataset
 
 
-def score(config, method, state, dataset, nfes=NFES, sigmas_by_nfe=None) -> dict:
-    """{'nfe_1': {'swd':…, 'mode_coverage':…}, …} on ``config.eval.num_samples`` samples."""
+def score(config, method, state, dataset, nfes=NFES, sigmas_by_nfe=None, reference_config=None) -> dict:
+    """{'nfe_1': {'swd':…, 'mode_coverage':…}, …} on ``config.eval.num_samples`` samples, against the held-out split
+    of ``reference_config`` (default ``config``; (j) passes the recipe's own, since a toy's test split has
+    data.toy_size points)."""
     import jax
     from consistency.run import reports, sampling
     from consistency.methods import base
@@ -145,7 +194,7 @@ def score(config, method, state, dataset, nfes=NFES, sigmas_by_nfe=None) -> dict
             options = base.sampling_options(method, sigmas=tuple(sigmas_by_nfe[nfe]))
         samples, _ = sampling.draw_samples(config, method, state, rng, num,
                                            sampler=sampling.make_sampler(method, num, nfe, options))
-        metrics = reports.score_samples(config, dataset, samples, seed=config.seed)
+        metrics = reports.score_samples(reference_config or config, dataset, samples, seed=config.seed)
         out[f"nfe_{nfe}"] = {k: float(metrics[k]) for k in ("swd", "mode_coverage", "swd_floor") if k in metrics}
     return out
 
@@ -294,6 +343,95 @@ def run_question_h() -> str:
 
 
 # ----------------------------------------------------------------------------------------------------------
+# (m) the CD target vs the CT target: the same recipe, and each target's distance from the exact ODE step
+# ----------------------------------------------------------------------------------------------------------
+
+TARGET_ONLY_FIELDS = {"method", "teacher.oracle", "cm.init_from_teacher"}   # CT reads no teacher; CD's init is scratch
+
+
+def config_differences(a, b) -> dict:
+    """{dotted field: (value in a, value in b)} for the fields where two resolved configs differ."""
+    def flat(d, prefix=""):
+        out = {}
+        for k, v in d.items():
+            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {prefix + k: v})
+        return out
+    fa, fb = flat(a.to_dict()), flat(b.to_dict())
+    return {k: (fa.get(k), fb.get(k)) for k in sorted(set(fa) | set(fb)) if fa.get(k) != fb.get(k)}
+
+
+def check_same_recipe_but_target(settings) -> list:
+    """(m): the two settings' configs may differ only in TARGET_ONLY_FIELDS (else ConfigError, before training)."""
+    cd, ct = (load_config(s, _STEPS.value, 0) for s in settings)
+    extra = {k: v for k, v in config_differences(cd, ct).items() if k not in TARGET_ONLY_FIELDS}
+    if extra:
+        raise ConfigError(f"(m): the CD and CT settings differ in more than the target: {extra}")
+    return sorted(config_differences(cd, ct))
+
+
+def target_error_table(config, seeds: int, num: int = 4096) -> list[dict]:
+    """Per pair (σ_n, σ_{n+1}) of the config's fixed Karras grid: :func:`consistency.objectives.consistency.
+    target_errors` with the exact mixture denoiser, x₀ drawn from the mixture, one draw of ``num`` per seed."""
+    import jax
+    from consistency.data import toys
+    from consistency.diffusion import oracles, schedules
+    from consistency.objectives import consistency as cm_obj
+    f = config.diffusion
+    w, m, sd = toys.toy_mixture(config.data.name)
+    denoiser = oracles.mixture_denoiser(w, m, sd)
+    grid = [float(v) for v in schedules.karras_sigmas(int(config.cm.num_scales), f.sigma_min, f.sigma_max, f.rho)]
+    rows = []
+    for lo, hi in zip(grid[:-1], grid[1:]):
+        per_seed = []
+        for seed in range(seeds):
+            x0, _ = toys.sample_toy(config.data.name, num, np.random.default_rng([3_000, seed]))
+            z = jax.random.normal(jax.random.PRNGKey(3_000 + seed), x0.shape)
+            per_seed.append(cm_obj.target_errors(denoiser, x0, z, lo, hi, solver=config.cm.solver))
+        rows.append({"sigma_lo": lo, "sigma_hi": hi, **{k: [r[k] for r in per_seed] for k in per_seed[0]}})
+    return rows
+
+
+def _plot_target_errors(path: str, rows) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(6.0, 3.8))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    hi = [r["sigma_hi"] for r in rows]
+    for key, label in (("cd", "CD target (1 Heun step)"), ("ct", "CT target x₀ + σ_lo z"),
+                       ("ct_bias", "CT: bias² (its mean = exact-D Euler step)"), ("ct_variance", "CT: variance")):
+        ax.plot(hi, [max(np.mean(r[key]), 1e-16) for r in rows], marker="o", ms=3, label=label,
+                ls="--" if key.startswith("ct_") else "-")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("σ_{n+1} (pair σ_n < σ_{n+1}, N = 18)")
+    ax.set_ylabel("E‖target − x*‖²")
+    ax.set_title("(m) distance of each target from the exact ODE step", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fig.savefig(path, dpi=110)
+
+
+def target_error_lines(config) -> list[str]:
+    rows = target_error_table(config, _SEEDS.value)
+    picture = os.path.join(os.path.dirname(os.path.abspath(_OUT.value)), "science", "m_targets.png")
+    _plot_target_errors(picture, rows)
+    lines = ["", "Each target's squared distance from the exact ODE step x* (the exact mixture PF-ODE from x_hi = x₀ + "
+             "σ_{n+1}z to σ_n, 200 Heun steps), E‖x̂ − x*‖² over 4096 draws of (x₀, z) per seed, mean ± std over "
+             f"{_SEEDS.value} seeds; CT's split into bias² (its mean given x_hi is the Euler step with the exact "
+             "denoiser) and variance ((1 − σ_n/σ_{n+1})² tr Cov[x₀ | x_hi]):", "",
+             "| σ_n → σ_{n+1} | CD: one Heun step | CT: x₀ + σ_n z | CT bias² | CT variance | CT / CD |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        ratio = float(np.mean(r["ct"]) / max(np.mean(r["cd"]), 1e-30))
+        lines.append(f"| {r['sigma_lo']:.3g} → {r['sigma_hi']:.3g} | " + " | ".join(
+            mean_std(r[k]) for k in ("cd", "ct", "ct_bias", "ct_variance")) + f" | {ratio:.3g} |")
+    lines += ["", "![(m) targets](science/m_targets.png)"]
+    return lines
+
+
+# ----------------------------------------------------------------------------------------------------------
 # Tables, plots, the page
 # ----------------------------------------------------------------------------------------------------------
 
@@ -360,10 +498,11 @@ def _save_cache(key: str, cache: dict) -> None:
     os.replace(path + ".tmp", path)
 
 
-def run_key(config) -> str:
-    """A run's identity: the hash of its resolved config (seed and steps included)."""
+def run_key(config, data: str = "") -> str:
+    """A run's identity: the hash of its resolved config (seed and steps included) and, for (j), its data source."""
     import hashlib
-    return hashlib.sha1(config.to_json(sort_keys=True).encode()).hexdigest()[:16]
+    text = config.to_json(sort_keys=True) + (f"|data={data}" if data else "")
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
 def _command(key: str) -> str:
@@ -373,6 +512,7 @@ def _command(key: str) -> str:
 def run_settings_question(key: str) -> str:
     title, settings = QUESTIONS[key]
     settings = settings[:_MAX_SETTINGS.value] if _MAX_SETTINGS.value > 0 else settings
+    differing = check_same_recipe_but_target(settings) if key == "m" and len(settings) == 2 else None
     cache = _load_cache("runs")
     cells, steps = {}, {}
     for setting in settings:
@@ -380,13 +520,16 @@ def run_settings_question(key: str) -> str:
         for seed in range(_SEEDS.value):
             config = load_config(setting, _STEPS.value, seed)
             steps[setting.label] = int(config.training.num_steps)
-            cell = run_key(config)
+            cell = run_key(config, setting.data)
             if cell not in cache:
                 start = time.time()
-                method, state, dataset = train_state(config)
-                cache[cell] = dict(score(config, method, state, dataset), seconds=round(time.time() - start, 1),
-                                   config=setting.config, overrides=[list(o) for o in setting.overrides],
-                                   steps=int(config.training.num_steps), seed=seed)
+                method, state, dataset = train_state(config, setting.data)
+                reference = load_config(dataclasses.replace(setting, overrides=()), _STEPS.value, seed)
+                cache[cell] = dict(score(config, method, state, dataset, reference_config=reference),
+                                   seconds=round(time.time() - start, 1), config=setting.config,
+                                   overrides=[list(o) for o in setting.overrides],
+                                   steps=int(config.training.num_steps), seed=seed, **(
+                                       {"data": setting.data} if setting.data else {}))
                 _save_cache("runs", cache)
                 print(f"[{key}] {setting.label} seed {seed}: " + ", ".join(
                     f"{n}-step SW1 {cache[cell][f'nfe_{n}']['swd']:.3f}" for n in NFES), flush=True)
@@ -399,7 +542,14 @@ def run_settings_question(key: str) -> str:
     lines = [f"*{title}.* `{_command(key)}` — {_SEEDS.value} seeds, mean ± std; SW1 = sliced W1 on "
              f"{_NUM_SAMPLES.value} samples (noise floor, two real draws of that size: {floor:.3f} on average), "
              "modes = of 8 covered.", ""]
+    if differing is not None:
+        lines[0] += f" The two configs differ only in: {', '.join(f'`{k}`' for k in differing)}."
+    if key == "j":
+        lines[0] += (" Every row is scored against the same held-out set (the recipe's own, 100,000 points); the "
+                     "percentages set `data.toy_size`, the training points.")
     lines += setting_table(labels, cells, steps)
+    if key == "m" and differing is not None:
+        lines += target_error_lines(load_config(settings[0], _STEPS.value, 0))
     if key == "a":
         lines += ["", "Seed §2.1 prediction (one-parameter model on a point mass, expected gradient of eq. 42, "
                   "Adam-free gradient descent at lr 1e-3, N = 18): steps until |θ − ε| falls to 1 % of its start —",
