@@ -73,6 +73,39 @@ def test_data_free_dataset_serves_the_teachers_samples():
         with_examples(data, np.zeros((4, 2), np.float32))
 
 
+@pytest.mark.parametrize("method, reads", [("sid", False), ("dmd2", True)])
+def test_which_distillation_steps_read_the_training_points(method, reads):
+    """(j): after init (whose MLP fit to the teacher uses the first batch as its pool), SiD's steps never read
+    batch['x'] — moving every point by 3 gives bit-identical parameters — while DMD2's (GAN real branch) do."""
+    import jax
+    from consistency import methods, presets
+    from consistency.config import optim_override
+    from consistency.methods import base
+    from consistency.run import train
+    c = presets.toy_distillation(presets.new(method), method, fit_steps=5)
+    c.model.update(dict(hidden=16, depth=1, embed_dim=8))
+    c.training.update(dict(num_steps=4, batch_size=16))
+    if method == "sid":
+        c.optim_fake = optim_override(b1=0.0)
+    else:
+        c.discriminator.update(dict(name="mlp", features=("bottleneck",), channels=8, depth=1))
+    dataset = train.build_dataset(c)
+    m = methods.get_method(c, dataset)
+    rng = jax.random.PRNGKey(0)
+    stepper = train.Stepper(m, donate=False)
+    start = base.init_state(m, jax.random.fold_in(rng, 1), dataset.batch(0))
+    ends = []
+    for shift in (0.0, 3.0):
+        state = start
+        for k in range(2):   # step 0: generator and fake side (DMD2's TTUR: the generator at steps ≡ 0 mod 5)
+            batch = dict(dataset.batch(k))
+            batch["x"] = batch["x"] + np.float32(shift)
+            state, _ = stepper(state, batch, rng, step=k)
+        ends.append(jax.tree.leaves(state.params))
+    same = all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(*ends))
+    assert same == (not reads)
+
+
 def test_replace_block_keeps_the_prose():
     page = "# Q\n\nanswer a\n\n<!-- science:a -->\nold\n<!-- /science:a -->\n\nmore prose\n"
     new = reports.replace_block(page, "a", "new table")

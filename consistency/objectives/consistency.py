@@ -59,7 +59,7 @@ def teacher_target_point(teacher, x_hi, sigma_hi, sigma_lo, solver: str = "heun"
 
 
 def target_errors(denoiser, x0, noise, sigma_lo: float, sigma_hi: float, solver: str = "heun",
-                  exact_steps: int = 200, rho: float = 7.0) -> dict:
+                  exact_steps: int = 200, rho: float = 7.0, return_points: bool = False):
     """How far CD's and CT's target inputs lie from the exact ODE step, for one pair σ_lo < σ_hi (the notebook's §1.3
     question "why a solver rather than x̂ ~ p(x̂ | x₀)?"). ``denoiser(x, σ)`` is the exact D = E[x₀ | x] (an oracle),
     x₀ [B, …] data and ``noise`` z [B, …]; x_hi = x₀ + σ_hi z. With x* the PF-ODE from x_hi to σ_lo (``exact_steps``
@@ -70,6 +70,8 @@ def target_errors(denoiser, x0, noise, sigma_lo: float, sigma_hi: float, solver:
       ‖x₀ + σ_lo z − x̂_E‖², where x̂_E is the Euler step with the exact D: since z = (x_hi − x₀)/σ_hi, the CT target
       is (σ_lo/σ_hi)x_hi + (1 − σ_lo/σ_hi)x₀, whose mean given x_hi is exactly that Euler step (seed eq. 17–19) and
       whose variance is (1 − σ_lo/σ_hi)² tr Cov[x₀ | x_hi].
+
+    With ``return_points`` also the points themselves, {'exact', 'cd', 'ct'} [B, …], as a second value.
     """
     x0 = jnp.asarray(x0, jnp.float32)
     batch = x0.shape[0]
@@ -84,8 +86,9 @@ def target_errors(denoiser, x0, noise, sigma_lo: float, sigma_hi: float, solver:
 
     def mean_sq(u, v):
         return float(jnp.mean(jnp.sum(((u - v) ** 2).reshape(batch, -1), axis=1)))
-    return {"cd": mean_sq(cd, exact), "ct": mean_sq(ct, exact), "ct_bias": mean_sq(euler, exact),
-            "ct_variance": mean_sq(ct, euler)}
+    errors = {"cd": mean_sq(cd, exact), "ct": mean_sq(ct, exact), "ct_bias": mean_sq(euler, exact),
+              "ct_variance": mean_sq(ct, euler)}
+    return (errors, {"exact": exact, "cd": cd, "ct": ct}) if return_points else errors
 
 
 def posterior_mean_estimate(x_noisy, sigma, bank, top_k: int = 0):
