@@ -117,9 +117,9 @@ QUESTIONS["j"] = ("Which subset of the data does distillation need (CD, SiD, DMD
     _s("SiD, 100 %", SID),
     _s("SiD, 1 %", SID, data__toy_size=1_000),
     _s("DMD2, 100 %", DMD2),
-    _s("DMD2, 10 %", DMD2, data__toy_size=10_000),
     _s("DMD2, 1 %", DMD2, data__toy_size=1_000),
     _s("DMD2, data-free: 100,000 teacher samples", DMD2, data="teacher"),
+    _s("DMD2, 10 %", DMD2, data__toy_size=10_000),
     _s("CD, no data: 100,000 N(0, s²I) points", CD, data="noise"),
 ])
 QUESTIONS["m"] = ("The CD target (one teacher Heun step) vs the CT target x₀ + σ_lo z, same recipe", [
@@ -377,12 +377,20 @@ def target_error_table(config, seeds: int, num: int = 4096) -> list[dict]:
     notebook's "f looks at a different mode": the fraction of draws whose target, carried to σ_min by the exact
     consistency function f*, lands nearest a different mixture mean than x* does (``flip_cd``, ``flip_ct``)."""
     import jax
+    import jax.numpy as jnp
     from consistency.data import toys
     from consistency.diffusion import oracles, schedules
     from consistency.objectives import consistency as cm_obj
+    from consistency.diffusion import solvers
     f = config.diffusion
     w, m, sd = toys.toy_mixture(config.data.name)
     denoiser = oracles.mixture_denoiser(w, m, sd)
+
+    @jax.jit
+    def f_star(x, sigma):   # exact_consistency, compiled once for every σ
+        grid = solvers.edm_sampling_sigmas(200, f.sigma_min, sigma)[:-1]
+        return solvers.solve(lambda y, s, cond=None: denoiser(y, s), x, grid, "heun")
+
     grid = [float(v) for v in schedules.karras_sigmas(int(config.cm.num_scales), f.sigma_min, f.sigma_max, f.rho)]
     rows = []
     for lo, hi in zip(grid[:-1], grid[1:]):
@@ -392,8 +400,9 @@ def target_error_table(config, seeds: int, num: int = 4096) -> list[dict]:
             z = jax.random.normal(jax.random.PRNGKey(3_000 + seed), x0.shape)
             errors, points = cm_obj.target_errors(denoiser, x0, z, lo, hi, solver=config.cm.solver,
                                                   return_points=True)
-            ends = {k: np.asarray(exact_consistency((w, m, sd), v, lo, f.sigma_min)) for k, v in points.items()}
-            mode = {k: np.argmin(((v[:, None, :] - m[None]) ** 2).sum(-1), axis=1) for k, v in ends.items()}
+            ends = np.asarray(f_star(jnp.concatenate([points[k] for k in ("exact", "cd", "ct")]), jnp.float32(lo)))
+            nearest = np.argmin(((ends[:, None, :] - m[None]) ** 2).sum(-1), axis=1).reshape(3, num)
+            mode = dict(zip(("exact", "cd", "ct"), nearest))
             errors.update({f"flip_{k}": float(np.mean(mode[k] != mode["exact"])) for k in ("cd", "ct")})
             per_seed.append(errors)
         rows.append({"sigma_lo": lo, "sigma_hi": hi, **{k: [r[k] for r in per_seed] for k in per_seed[0]}})
@@ -464,8 +473,8 @@ def setting_table(labels, cells: dict, steps: dict) -> list[str]:
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for label in labels:
         runs = cells.get(label, [])
-        sw = [mean_std([r[f"nfe_{n}"]["swd"] for r in runs]) for n in NFES]
-        modes = [mean_std([8 * r[f"nfe_{n}"]["mode_coverage"] for r in runs]) for n in NFES]
+        sw = [mean_std([r[f"nfe_{n}"]["swd"] for r in runs if f"nfe_{n}" in r]) for n in NFES]   # one-step
+        modes = [mean_std([8 * r[f"nfe_{n}"]["mode_coverage"] for r in runs if f"nfe_{n}" in r]) for n in NFES]
         rows.append(f"| {label} | {steps.get(label, '—')} | " + " | ".join(sw + modes) + " |")
     return rows
 
@@ -478,8 +487,10 @@ def plot_settings(path: str, title: str, labels, cells: dict) -> None:
     ax = fig.add_subplot(1, 1, 1)
     xs = np.arange(len(labels))
     for j, nfe in enumerate(NFES):
-        means = [np.mean([r[f"nfe_{nfe}"]["swd"] for r in cells.get(lab, [])] or [np.nan]) for lab in labels]
-        stds = [np.std([r[f"nfe_{nfe}"]["swd"] for r in cells.get(lab, [])] or [np.nan]) for lab in labels]
+        means = [np.mean([r[f"nfe_{nfe}"]["swd"] for r in cells.get(lab, []) if f"nfe_{nfe}" in r] or [np.nan])
+                 for lab in labels]
+        stds = [np.std([r[f"nfe_{nfe}"]["swd"] for r in cells.get(lab, []) if f"nfe_{nfe}" in r] or [np.nan])
+                for lab in labels]
         ax.errorbar(xs + 0.1 * (j - 1), means, yerr=stds, fmt="o-", capsize=3, label=f"{nfe} step(s)")
     ax.axhline(0.057, color="gray", ls="--", lw=1, label="noise floor")
     ax.set_yscale("log")
@@ -542,14 +553,15 @@ def run_settings_question(key: str) -> str:
                 start = time.time()
                 method, state, dataset = train_state(config, setting.data)
                 reference = load_config(dataclasses.replace(setting, overrides=()), _STEPS.value, seed)
-                cache[cell] = dict(score(config, method, state, dataset, reference_config=reference),
+                nfes = tuple(n for n in NFES if n in tuple(config.eval.nfes) or not config.eval.nfes)  # SiD, DMD2: 1
+                cache[cell] = dict(score(config, method, state, dataset, nfes=nfes, reference_config=reference),
                                    seconds=round(time.time() - start, 1), config=setting.config,
                                    overrides=[list(o) for o in setting.overrides],
                                    steps=int(config.training.num_steps), seed=seed, **(
                                        {"data": setting.data} if setting.data else {}))
                 _save_cache("runs", cache)
                 print(f"[{key}] {setting.label} seed {seed}: " + ", ".join(
-                    f"{n}-step SW1 {cache[cell][f'nfe_{n}']['swd']:.3f}" for n in NFES), flush=True)
+                    f"{n}-step SW1 {cache[cell][f'nfe_{n}']['swd']:.3f}" for n in nfes), flush=True)
             cells[setting.label].append(cache[cell])
     short = {s.label: f"{s.label} ({len(cells[s.label])} of {_SEEDS.value} seeds)" for s in settings
              if len(cells[s.label]) < _SEEDS.value}
@@ -559,7 +571,7 @@ def run_settings_question(key: str) -> str:
     labels = [short.get(s.label, s.label) for s in settings]
     picture = os.path.join(os.path.dirname(os.path.abspath(_OUT.value)), "science", f"{key}.png")
     plot_settings(picture, f"({key}) {title}", labels, cells)
-    floors = [r[f"nfe_{n}"].get("swd_floor") for runs in cells.values() for r in runs for n in NFES]
+    floors = [r[f"nfe_{n}"].get("swd_floor") for runs in cells.values() for r in runs for n in NFES if f"nfe_{n}" in r]
     floor = float(np.mean([f for f in floors if f is not None])) if any(f is not None for f in floors) else float("nan")
     lines = [f"*{title}.* `{_command(key)}` — {_SEEDS.value} seeds, mean ± std; SW1 = sliced W1 on "
              f"{_NUM_SAMPLES.value} samples (noise floor, two real draws of that size: {floor:.3f} on average), "
