@@ -114,13 +114,13 @@ QUESTIONS["j"] = ("Which subset of the data does distillation need (CD, SiD, DMD
     _s("CD, 1 % (1,000)", CD, data__toy_size=1_000),
     _s("CD, data-free: 100,000 teacher samples", CD, data="teacher"),
     _s("CD, 512 points (one batch)", CD, data__toy_size=512),
+    _s("CD, no data: 100,000 N(0, s²I) points", CD, data="noise"),
     _s("SiD, 100 %", SID),
     _s("SiD, 1 %", SID, data__toy_size=1_000),
     _s("DMD2, 100 %", DMD2),
+    _s("DMD2, 10 %", DMD2, data__toy_size=10_000),
     _s("DMD2, 1 %", DMD2, data__toy_size=1_000),
     _s("DMD2, data-free: 100,000 teacher samples", DMD2, data="teacher"),
-    _s("DMD2, 10 %", DMD2, data__toy_size=10_000),
-    _s("CD, no data: 100,000 N(0, s²I) points", CD, data="noise"),
 ])
 QUESTIONS["m"] = ("The CD target (one teacher Heun step) vs the CT target x₀ + σ_lo z, same recipe", [
     _s("CD target: Heun step of the teacher from x_hi", CD),
