@@ -7,12 +7,14 @@
     python launch/science.py --question=n            # DMD without regression: mode dropping, TTUR, exact fake score
     python launch/science.py --question=l            # K Euler sub-steps of the posterior-averaged CT target
     python launch/science.py --question=o            # VE multistep CD against T, and the teacher weight w
+    python launch/science.py --question=j            # how much data CD, SiD and DMD2 need; data-free (teacher samples)
+    python launch/science.py --question=m            # the CD target vs CT's x₀ + σ_lo z, and each one's error
     python launch/science.py --question=all --seeds=3 --steps=2000
 
 Every setting trains the project's own method (the loop's own step, ``train.Stepper``) on the 2-D mixture of 8
 Gaussians (``configs/toy_*.py``; CD's teacher is the *exact* mixture denoiser, so no teacher error enters), for
 ``--steps`` steps and ``--seeds`` seeds, and is scored on 2000 samples at 1, 2 and 4 steps with sliced W1 (noise floor
-≈ 0.057 for two real draws of 2000) and the fraction of the 8 modes covered. Results are cached per run in
+of two real draws of 2000 printed with each table) and the fraction of the 8 modes covered. Results are cached per run in
 ``docs/science/runs.json``, keyed by a hash of the run's full config (so a setting shared by two questions — plain CD
 appears in five — trains once, and a rerun only computes what is missing; ``--fresh`` recomputes), and each question's
 table (mean ± std over seeds) and plot are written between the markers ``<!-- science:X -->`` and
@@ -37,7 +39,7 @@ from consistency.core.errors import ConfigError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-_QUESTIONS = flags.DEFINE_list("question", ["all"], "Which questions: a, b, c, d, e, f, g, h, i, k, l, n, o or all.")
+_QUESTIONS = flags.DEFINE_list("question", ["all"], "Which questions: a, b, c, d, e, f, g, h, i, j, k, l, m, n, o or all.")
 _SEEDS = flags.DEFINE_integer("seeds", 3, "Seeds per setting.")
 _STEPS = flags.DEFINE_integer("steps", 2000, "Training steps per run.")
 _OUT = flags.DEFINE_string("out", "docs/science.md", "Markdown page; tables go between its science markers.")
@@ -46,6 +48,8 @@ _NUM_SAMPLES = flags.DEFINE_integer("num_samples", 2000, "Samples per evaluation
 _ONLY = flags.DEFINE_multi_string("only", [], "Train only the setting with this label (repeatable; one question) and "
                                   "print its rows instead of rewriting the page's block (a row added to a finished "
                                   "table).")
+_CACHED_ONLY = flags.DEFINE_bool("cached_only", False, "Train nothing: write the tables from the cached runs (a row "
+                                  "with fewer seeds says how many; one with none shows —).")
 _MAX_SETTINGS = flags.DEFINE_integer("max_settings", 0, "Run only the first k settings of each question (0: all; "
                                      "for smoke tests).")
 
@@ -59,16 +63,25 @@ class Setting:
     config: str                 # configs/<file>.py
     overrides: tuple = ()       # (("cm.max_gap", 4), ...)
     steps_scale: float = 1.0    # (f) also reads the posterior target at a quarter of the budget
+    data: str = ""              # (j) training points: "" the split (data.toy_size of them) | one of DATA_SOURCES
 
 
-def _s(label, config, steps_scale=1.0, **overrides):
-    return Setting(label, config, tuple((k.replace("__", "."), v) for k, v in overrides.items()), steps_scale)
+def _s(label, config, steps_scale=1.0, data="", **overrides):
+    return Setting(label, config, tuple((k.replace("__", "."), v) for k, v in overrides.items()), steps_scale, data)
 
 
 CD, CT, ICT = "configs/toy_cd.py", "configs/toy_ct.py", "configs/toy_ict.py"
 DMD = "configs/toy_dmd.py"
 MCM_VE = "configs/toy_mcm_ve.py"
 O_SEGMENTS = (1, 2, 4, 8, 16)   # T of (o); the 17-interval grid gives M = round(17/T) = 17, 8, 4, 2, 1 links
+SID, DMD2 = "configs/toy_sid.py", "configs/toy_dmd2.py"
+# (j) data-free sources, data.toy_size points each: the teacher's own samples (its deterministic EDM sampler, Heun on 18
+# Karras points = 35 NFE, from σ_max·z), or no information about the data at all (N(0, s²I), s the data's RMS std).
+DATA_SOURCES = {"teacher": "teacher samples (Heun, 35 NFE)", "noise": "N(0, s²I) points, s = the data's std"}
+# (m) CD with CT's target: configs/toy_ct.py set to toy_cd.py's recipe, so that the target input x̂_lo is the only
+# difference (checked by same_recipe_but_target before anything trains).
+CD_RECIPE_FOR_CT = dict(cm__curriculum="fixed", cm__num_scales=18, cm__weighting="uniform", optim__lr=1e-3,
+                        training__ema_decay=0.999)
 
 QUESTIONS = {
     "a": ("EMA target vs none (CD and CT)", [
@@ -130,7 +143,25 @@ QUESTIONS = {
     "o": ("VE multistep CD (seed eq. 48–54) against T, exact mixture teacher",
           [_s(f"T = {t}", MCM_VE, mcm__segments=t) for t in O_SEGMENTS]),
 }
-ALL = ("a", "b", "c", "d", "e", "f", "g", "h", "i", "k", "l", "n", "o")
+QUESTIONS["j"] = ("Which subset of the data does distillation need (CD, SiD, DMD2)", [
+    _s("CD, 100 % (100,000 points)", CD),
+    _s("CD, 10 % (10,000)", CD, data__toy_size=10_000),
+    _s("CD, 1 % (1,000)", CD, data__toy_size=1_000),
+    _s("CD, data-free: 100,000 teacher samples", CD, data="teacher"),
+    _s("CD, 512 points (one batch)", CD, data__toy_size=512),
+    _s("CD, no data: 100,000 N(0, s²I) points", CD, data="noise"),
+    _s("SiD, 100 %", SID),
+    _s("SiD, 1 %", SID, data__toy_size=1_000),
+    _s("DMD2, 100 %", DMD2),
+    _s("DMD2, 10 %", DMD2, data__toy_size=10_000),
+    _s("DMD2, 1 %", DMD2, data__toy_size=1_000),
+    _s("DMD2, data-free: 100,000 teacher samples", DMD2, data="teacher"),
+])
+QUESTIONS["m"] = ("The CD target (one teacher Heun step) vs the CT target x₀ + σ_lo z, same recipe", [
+    _s("CD target: Heun step of the teacher from x_hi", CD),
+    _s("CT target: x₀ + σ_lo z (same z)", CT, **CD_RECIPE_FOR_CT),
+])
+ALL = ("a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l", "m", "n", "o")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -162,13 +193,33 @@ def ensure_ode_pairs(config) -> None:
     teachers.write_ode_pairs(config, config.dmd.pairs, 4096, num_steps=40, solver="heun", seed=0)
 
 
-def train_state(config):
-    """Train ``config`` with the project's train step; returns (method, state, dataset)."""
+
+
+def training_points(config, dataset, data: str):
+    """(j) The ``dataset`` that serves ``data.toy_size`` points of ``data`` (DATA_SOURCES) instead of its split."""
+    from consistency.data import with_examples
+    num = int(config.data.toy_size)
+    if data == "teacher":
+        from consistency.methods.components import teachers
+        _, points, _ = teachers.make_ode_pairs(config, num, num_steps=18, solver="heun", seed=1_000 + int(config.seed))
+    elif data == "noise":
+        rng = np.random.default_rng([2_000, int(config.seed)])
+        points = float(dataset.data_std) * rng.standard_normal((num,) + tuple(dataset.example_shape))
+    else:
+        raise ConfigError(f"Setting.data: {data!r} is not one of {', '.join(DATA_SOURCES)} or ''")
+    return with_examples(dataset, points)
+
+
+def train_state(config, data: str = ""):
+    """Train ``config`` with the project's train step (on ``data``: see :func:`training_points`); returns (method,
+    state, dataset)."""
     import jax
     ensure_ode_pairs(config)
     from consistency.run import train
     from consistency.methods import base, get_method
     dataset = train.build_dataset(config)
+    if data:
+        dataset = training_points(config, dataset, data)
     method = get_method(config, dataset)
     rng = jax.random.PRNGKey(config.seed)
     state = base.init_state(method, jax.random.fold_in(rng, 1), dataset.batch(0))
@@ -181,8 +232,10 @@ def train_state(config):
     return method, state, dataset
 
 
-def score(config, method, state, dataset, nfes=NFES, sigmas_by_nfe=None) -> dict:
-    """{'nfe_1': {'swd':…, 'mode_coverage':…}, …} on ``config.eval.num_samples`` samples."""
+def score(config, method, state, dataset, nfes=NFES, sigmas_by_nfe=None, reference_config=None) -> dict:
+    """{'nfe_1': {'swd':…, 'mode_coverage':…}, …} on ``config.eval.num_samples`` samples, against the held-out split
+    of ``reference_config`` (default ``config``; (j) passes the recipe's own, since a toy's test split has
+    data.toy_size points)."""
     import jax
     from consistency.run import reports, sampling
     from consistency.methods import base
@@ -195,7 +248,7 @@ def score(config, method, state, dataset, nfes=NFES, sigmas_by_nfe=None) -> dict
             options = base.sampling_options(method, sigmas=tuple(sigmas_by_nfe[nfe]))
         samples, _ = sampling.draw_samples(config, method, state, rng, num,
                                            sampler=sampling.make_sampler(method, num, nfe, options))
-        metrics = reports.score_samples(config, dataset, samples, seed=config.seed)
+        metrics = reports.score_samples(reference_config or config, dataset, samples, seed=config.seed)
         out[f"nfe_{nfe}"] = {k: float(metrics[k]) for k in ("swd", "mode_coverage", "swd_floor") if k in metrics}
     return out
 
@@ -344,6 +397,117 @@ def run_question_h() -> str:
 
 
 # ----------------------------------------------------------------------------------------------------------
+# (m) the CD target vs the CT target: the same recipe, and each target's distance from the exact ODE step
+# ----------------------------------------------------------------------------------------------------------
+
+TARGET_ONLY_FIELDS = {"method", "teacher.oracle", "cm.init_from_teacher"}   # CT reads no teacher; CD's init is scratch
+
+
+def config_differences(a, b) -> dict:
+    """{dotted field: (value in a, value in b)} for the fields where two resolved configs differ."""
+    def flat(d, prefix=""):
+        out = {}
+        for k, v in d.items():
+            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {prefix + k: v})
+        return out
+    fa, fb = flat(a.to_dict()), flat(b.to_dict())
+    return {k: (fa.get(k), fb.get(k)) for k in sorted(set(fa) | set(fb)) if fa.get(k) != fb.get(k)}
+
+
+def check_same_recipe_but_target(settings) -> list:
+    """(m): the two settings' configs may differ only in TARGET_ONLY_FIELDS (else ConfigError, before training)."""
+    cd, ct = (load_config(s, _STEPS.value, 0) for s in settings)
+    extra = {k: v for k, v in config_differences(cd, ct).items() if k not in TARGET_ONLY_FIELDS}
+    if extra:
+        raise ConfigError(f"(m): the CD and CT settings differ in more than the target: {extra}")
+    return sorted(config_differences(cd, ct))
+
+
+def target_error_table(config, seeds: int, num: int = 4096) -> list[dict]:
+    """Per pair (σ_n, σ_{n+1}) of the config's fixed Karras grid: :func:`consistency.objectives.consistency.
+    target_errors` with the exact mixture denoiser, x₀ drawn from the mixture, one draw of ``num`` per seed; and the
+    notebook's "f looks at a different mode": the fraction of draws whose target, carried to σ_min by the exact
+    consistency function f*, lands nearest a different mixture mean than x* does (``flip_cd``, ``flip_ct``)."""
+    import jax
+    import jax.numpy as jnp
+    from consistency.data import toys
+    from consistency.diffusion import oracles, schedules
+    from consistency.objectives import consistency as cm_obj
+    from consistency.diffusion import solvers
+    f = config.diffusion
+    w, m, sd = toys.toy_mixture(config.data.name)
+    denoiser = oracles.mixture_denoiser(w, m, sd)
+
+    @jax.jit
+    def f_star(x, sigma):   # exact_consistency, compiled once for every σ
+        grid = solvers.edm_sampling_sigmas(200, f.sigma_min, sigma)[:-1]
+        return solvers.solve(lambda y, s, cond=None: denoiser(y, s), x, grid, "heun")
+
+    grid = [float(v) for v in schedules.karras_sigmas(int(config.cm.num_scales), f.sigma_min, f.sigma_max, f.rho)]
+    rows = []
+    for lo, hi in zip(grid[:-1], grid[1:]):
+        per_seed = []
+        for seed in range(seeds):
+            x0, _ = toys.sample_toy(config.data.name, num, np.random.default_rng([3_000, seed]))
+            z = jax.random.normal(jax.random.PRNGKey(3_000 + seed), x0.shape)
+            errors, points = cm_obj.target_errors(denoiser, x0, z, lo, hi, solver=config.cm.solver,
+                                                  return_points=True)
+            ends = np.asarray(f_star(jnp.concatenate([points[k] for k in ("exact", "cd", "ct")]), jnp.float32(lo)))
+            nearest = np.argmin(((ends[:, None, :] - m[None]) ** 2).sum(-1), axis=1).reshape(3, num)
+            mode = dict(zip(("exact", "cd", "ct"), nearest))
+            errors.update({f"flip_{k}": float(np.mean(mode[k] != mode["exact"])) for k in ("cd", "ct")})
+            per_seed.append(errors)
+        rows.append({"sigma_lo": lo, "sigma_hi": hi, **{k: [r[k] for r in per_seed] for k in per_seed[0]}})
+    return rows
+
+
+def _plot_target_errors(path: str, rows) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(6.0, 3.8))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    hi = [r["sigma_hi"] for r in rows]
+    for key, label in (("cd", "CD target (1 Heun step)"), ("ct", "CT target x₀ + σ_lo z"),
+                       ("ct_bias", "CT: bias² (its mean = exact-D Euler step)"), ("ct_variance", "CT: variance")):
+        ax.plot(hi, [max(np.mean(r[key]), 1e-16) for r in rows], marker="o", ms=3, label=label,
+                ls="--" if key.startswith("ct_") else "-")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("σ_{n+1} (pair σ_n < σ_{n+1}, N = 18)")
+    ax.set_ylabel("E‖target − x*‖²")
+    ax.set_title("(m) distance of each target from the exact ODE step", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fig.savefig(path, dpi=110)
+
+
+def target_error_lines(config) -> list[str]:
+    rows = target_error_table(config, _SEEDS.value)
+    picture = os.path.join(os.path.dirname(os.path.abspath(_OUT.value)), "science", "m_targets.png")
+    _plot_target_errors(picture, rows)
+    lines = ["", "Each target's squared distance from the exact ODE step x* (the exact mixture PF-ODE from x_hi = x₀ + "
+             "σ_{n+1}z to σ_n, 200 Heun steps), E‖x̂ − x*‖² over 4096 draws of (x₀, z) per seed, mean ± std over "
+             f"{_SEEDS.value} seeds; CT's split into bias² (its mean given x_hi is the Euler step with the exact "
+             "denoiser) and variance ((1 − σ_n/σ_{n+1})² tr Cov[x₀ | x_hi]):", "",
+             "| σ_n → σ_{n+1} | CD: one Heun step | CT: x₀ + σ_n z | CT bias² | CT variance | CT / CD | "
+             "other mode: CD | other mode: CT |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        ratio = float(np.mean(r["ct"]) / max(np.mean(r["cd"]), 1e-30))
+        lines.append(f"| {r['sigma_lo']:.3g} → {r['sigma_hi']:.3g} | " + " | ".join(
+            mean_std(r[k]) for k in ("cd", "ct", "ct_bias", "ct_variance")) + f" | {ratio:.3g} | " + " | ".join(
+            mean_std(r[k]) for k in ("flip_cd", "flip_ct")) + " |")
+    lines += ["", "*other mode*: the fraction of draws whose target, carried to σ_min by the exact consistency "
+              "function f* (the exact PF-ODE, 200 Heun steps), ends nearest a different mixture mean than x* does — "
+              "the notebook's \"f_θ(x) and f_θ(x̂) look at different modes\", measured. Squared distances below "
+              "~1e-12 are float32 rounding."]
+    lines += ["", "![(m) targets](science/m_targets.png)"]
+    return lines
+
+
+# ----------------------------------------------------------------------------------------------------------
 # Tables, plots, the page
 # ----------------------------------------------------------------------------------------------------------
 
@@ -361,13 +525,13 @@ def setting_table(labels, cells: dict, steps: dict, nfes=NFES) -> list[str]:
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for label in labels:
         runs = cells.get(label, [])
-        sw = [mean_std([r[f"nfe_{n}"]["swd"] for r in runs]) for n in nfes]
-        modes = [mean_std([8 * r[f"nfe_{n}"]["mode_coverage"] for r in runs]) for n in nfes]
+        sw = [mean_std([r[f"nfe_{n}"]["swd"] for r in runs if f"nfe_{n}" in r]) for n in nfes]   # one-step rows
+        modes = [mean_std([8 * r[f"nfe_{n}"]["mode_coverage"] for r in runs if f"nfe_{n}" in r]) for n in nfes]
         rows.append(f"| {label} | {steps.get(label, '—')} | " + " | ".join(sw + modes) + " |")
     return rows
 
 
-def plot_settings(path: str, title: str, labels, cells: dict, nfes=NFES) -> None:
+def plot_settings(path: str, title: str, labels, cells: dict, nfes=NFES, floor: float = float("nan")) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     fig = Figure(figsize=(max(6.0, 0.9 * len(labels) + 2), 4.0))
@@ -375,10 +539,13 @@ def plot_settings(path: str, title: str, labels, cells: dict, nfes=NFES) -> None
     ax = fig.add_subplot(1, 1, 1)
     xs = np.arange(len(labels))
     for j, nfe in enumerate(nfes):
-        means = [np.mean([r[f"nfe_{nfe}"]["swd"] for r in cells.get(lab, [])] or [np.nan]) for lab in labels]
-        stds = [np.std([r[f"nfe_{nfe}"]["swd"] for r in cells.get(lab, [])] or [np.nan]) for lab in labels]
+        means = [np.mean([r[f"nfe_{nfe}"]["swd"] for r in cells.get(lab, []) if f"nfe_{nfe}" in r] or [np.nan])
+                 for lab in labels]
+        stds = [np.std([r[f"nfe_{nfe}"]["swd"] for r in cells.get(lab, []) if f"nfe_{nfe}" in r] or [np.nan])
+                for lab in labels]
         ax.errorbar(xs + 0.1 * (j - 1), means, yerr=stds, fmt="o-", capsize=3, label=f"{nfe} step(s)")
-    ax.axhline(0.057, color="gray", ls="--", lw=1, label="noise floor")
+    if math.isfinite(floor):
+        ax.axhline(floor, color="gray", ls="--", lw=1, label="noise floor")
     ax.set_yscale("log")
     ax.set_xticks(xs)
     ax.set_xticklabels(labels, rotation=30, ha="right", fontsize=7)
@@ -411,11 +578,11 @@ def _save_cache(key: str, cache: dict) -> None:
 
 # Fields added after runs.json was built: left out of the hash while at their default, so that adding a field to a
 # config block does not orphan every cached run (the run it describes is the same run).
-HASH_NEUTRAL_DEFAULTS = {("cm", "posterior_substeps"): 1}
+HASH_NEUTRAL_DEFAULTS = {("cm", "posterior_substeps"): 1, ("dmd", "fake_score"): "learned", ("dmd", "fake_pool"): 4096}
 
 
-def run_key(config) -> str:
-    """A run's identity: the hash of its resolved config (seed and steps included)."""
+def run_key(config, data: str = "") -> str:
+    """A run's identity: the hash of its resolved config (seed and steps included) and, for (j), its data source."""
     import hashlib
     neutral = [(block, field) for (block, field), default in HASH_NEUTRAL_DEFAULTS.items()
                if block in config and field in config[block] and config[block][field] == default]
@@ -424,7 +591,8 @@ def run_key(config) -> str:
         with config.unlocked():
             for block, field in neutral:
                 del config[block][field]
-    return hashlib.sha1(config.to_json(sort_keys=True).encode()).hexdigest()[:16]
+    text = config.to_json(sort_keys=True) + (f"|data={data}" if data else "")
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
 def _command(key: str) -> str:
@@ -441,6 +609,7 @@ def run_settings_question(key: str) -> str:
             raise ConfigError(f"--only: {unknown[0]!r} is not a setting of question {key}; use one of "
                               + ", ".join(repr(s.label) for s in settings))
         settings = [s for s in settings if s.label in _ONLY.value]
+    differing = check_same_recipe_but_target(settings) if key == "m" and len(settings) == 2 else None
     cache = _load_cache("runs")
     cells, steps = {}, {}
     for setting in settings:
@@ -448,28 +617,46 @@ def run_settings_question(key: str) -> str:
         for seed in range(_SEEDS.value):
             config = load_config(setting, _STEPS.value, seed)
             steps[setting.label] = int(config.training.num_steps)
-            cell = run_key(config)
+            cell = run_key(config, setting.data)
+            if cell not in cache and _CACHED_ONLY.value:
+                continue
             if cell not in cache:
                 start = time.time()
-                method, state, dataset = train_state(config)
-                cache[cell] = dict(score(config, method, state, dataset, nfes), seconds=round(time.time() - start, 1),
-                                   config=setting.config, overrides=[list(o) for o in setting.overrides],
-                                   steps=int(config.training.num_steps), seed=seed)
+                method, state, dataset = train_state(config, setting.data)
+                reference = load_config(dataclasses.replace(setting, overrides=()), _STEPS.value, seed)
+                run_nfes = tuple(n for n in nfes if n in tuple(config.eval.nfes) or not config.eval.nfes)  # SiD: 1
+                cache[cell] = dict(score(config, method, state, dataset, nfes=run_nfes, reference_config=reference),
+                                   seconds=round(time.time() - start, 1), config=setting.config,
+                                   overrides=[list(o) for o in setting.overrides],
+                                   steps=int(config.training.num_steps), seed=seed, **(
+                                       {"data": setting.data} if setting.data else {}))
                 _save_cache("runs", cache)
                 print(f"[{key}] {setting.label} seed {seed}: " + ", ".join(
                     f"{n}-step SW1 {cache[cell][f'nfe_{n}']['swd']:.3f}" for n in nfes), flush=True)
             cells[setting.label].append(cache[cell])
-    labels = [s.label for s in settings]
+    short = {s.label: f"{s.label} ({len(cells[s.label])} of {_SEEDS.value} seeds)" for s in settings
+             if len(cells[s.label]) < _SEEDS.value}
+    if short:   # --cached_only: say which rows are incomplete
+        cells = {short.get(k, k): v for k, v in cells.items()}
+        steps = {short.get(k, k): v for k, v in steps.items()}
+    labels = [short.get(s.label, s.label) for s in settings]
     if _ONLY.value:
-        return "\n".join(setting_table(labels, cells, steps))
+        return "\n".join(setting_table(labels, cells, steps, nfes))
     picture = os.path.join(os.path.dirname(os.path.abspath(_OUT.value)), "science", f"{key}.png")
-    plot_settings(picture, f"({key}) {title}", labels, cells, nfes)
-    floors = [r[f"nfe_{n}"].get("swd_floor") for runs in cells.values() for r in runs for n in nfes]
+    floors = [r[f"nfe_{n}"].get("swd_floor") for runs in cells.values() for r in runs for n in nfes if f"nfe_{n}" in r]
     floor = float(np.mean([f for f in floors if f is not None])) if any(f is not None for f in floors) else float("nan")
+    plot_settings(picture, f"({key}) {title}", labels, cells, nfes, floor)
     lines = [f"*{title}.* `{_command(key)}` — {_SEEDS.value} seeds, mean ± std; SW1 = sliced W1 on "
              f"{_NUM_SAMPLES.value} samples (noise floor, two real draws of that size: {floor:.3f} on average), "
              "modes = of 8 covered.", ""]
+    if differing is not None:
+        lines[0] += f" The two configs differ only in: {', '.join(f'`{k}`' for k in differing)}."
+    if key == "j":
+        lines[0] += (" Every row is scored against the same held-out set (the recipe's own, 100,000 points); the "
+                     "percentages set `data.toy_size`, the training points.")
     lines += setting_table(labels, cells, steps, nfes)
+    if key == "m" and differing is not None:
+        lines += target_error_lines(load_config(settings[0], _STEPS.value, 0))
     if key == "a":
         lines += ["", "Seed §2.1 prediction (one-parameter model on a point mass, expected gradient of eq. 42, "
                   "Adam-free gradient descent at lr 1e-3, N = 18): steps until |θ − ε| falls to 1 % of its start —",

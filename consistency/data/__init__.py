@@ -11,11 +11,11 @@ sources.py (folders, .npz, ArrayRecord; EDM's center crop), prepare.py (folder â
 """
 from consistency.data.images import DataUnavailableError
 from consistency.data.latents import attach_latents
-from consistency.data.pipeline import Dataset, make_dataset
+from consistency.data.pipeline import Dataset, make_dataset, with_examples
 from consistency.data.toys import TOY_NAMES, TOY_STD, sample_toy, toy_mixture
 
 __all__ = ["Dataset", "DataUnavailableError", "TOY_NAMES", "TOY_STD", "build_dataset", "make_dataset", "sample_toy",
-           "toy_mixture"]
+           "toy_mixture", "with_examples"]
 
 
 def build_dataset(config, split: str = "train") -> Dataset:

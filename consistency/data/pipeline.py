@@ -274,6 +274,20 @@ class Dataset:
         return np.concatenate(xs).astype(np.float32), labels
 
 
+def with_examples(dataset: Dataset, examples: np.ndarray, labels: Optional[np.ndarray] = None) -> Dataset:
+    """``dataset`` serving ``examples`` [n, *example_shape] instead of its split: same batch size, seed, stream order
+    rule and metadata (kind, mixture, data_std), so a run trains on the given arrays as it would on the split — e.g. a
+    teacher's own samples for data-free distillation. ``examples`` are in model space (float32, served as they are:
+    no decode); ``labels`` default to 0 (no class)."""
+    examples = np.ascontiguousarray(examples, np.float32)
+    if examples.shape[1:] != tuple(dataset.example_shape) or len(examples) == 0:
+        raise ValueError(f"with_examples: got examples of shape {examples.shape}, need [n > 0, "
+                         f"*{tuple(dataset.example_shape)}]")
+    labels = np.zeros(len(examples), np.int32) if labels is None else np.asarray(labels, np.int32)
+    return dataclasses.replace(dataset, examples=examples, labels=labels, size=len(examples), source=None,
+                               decode=lambda rows: rows, extras={})
+
+
 def read_all(source, ids: np.ndarray, workers: int) -> tuple[np.ndarray, np.ndarray]:
     """(stored rows, labels int32) of ``ids`` in order, read through Grain with ``workers`` threads (0: serially)."""
     ids = np.asarray(ids, np.int64)

@@ -58,6 +58,39 @@ def teacher_target_point(teacher, x_hi, sigma_hi, sigma_lo, solver: str = "heun"
     return x
 
 
+def target_errors(denoiser, x0, noise, sigma_lo: float, sigma_hi: float, solver: str = "heun",
+                  exact_steps: int = 200, rho: float = 7.0, return_points: bool = False):
+    """How far CD's and CT's target inputs lie from the exact ODE step, for one pair σ_lo < σ_hi (the notebook's §1.3
+    question "why a solver rather than x̂ ~ p(x̂ | x₀)?"). ``denoiser(x, σ)`` is the exact D = E[x₀ | x] (an oracle),
+    x₀ [B, …] data and ``noise`` z [B, …]; x_hi = x₀ + σ_hi z. With x* the PF-ODE from x_hi to σ_lo (``exact_steps``
+    Heun steps of D on a Karras sub-grid), each a mean over the batch of ‖·‖² summed over coordinates:
+
+    * ``cd``: ‖x̂_CD − x*‖², x̂_CD one ``solver`` step of D (seed eq. 12): deterministic given x_hi, so all bias;
+    * ``ct``: ‖x₀ + σ_lo z − x*‖² (seed eq. 20), split into ``ct_bias`` = ‖x̂_E − x*‖² and ``ct_variance`` =
+      ‖x₀ + σ_lo z − x̂_E‖², where x̂_E is the Euler step with the exact D: since z = (x_hi − x₀)/σ_hi, the CT target
+      is (σ_lo/σ_hi)x_hi + (1 − σ_lo/σ_hi)x₀, whose mean given x_hi is exactly that Euler step (seed eq. 17–19) and
+      whose variance is (1 − σ_lo/σ_hi)² tr Cov[x₀ | x_hi].
+
+    With ``return_points`` also the points themselves, {'exact', 'cd', 'ct'} [B, …], as a second value.
+    """
+    x0 = jnp.asarray(x0, jnp.float32)
+    batch = x0.shape[0]
+    lo, hi = jnp.full((batch,), sigma_lo, jnp.float32), jnp.full((batch,), sigma_hi, jnp.float32)
+    x_hi = x0 + bcast(hi, x0) * noise
+    a, b = sigma_hi ** (1.0 / rho), sigma_lo ** (1.0 / rho)
+    sub_grid = (a + jnp.arange(exact_steps + 1) / exact_steps * (b - a)) ** rho   # σ_hi → σ_lo, Karras spacing
+    exact = solvers.solve(lambda y, s, cond=None: denoiser(y, jnp.full((batch,), s)), x_hi, sub_grid, "heun")
+    cd = teacher_target_point(denoiser, x_hi, hi, lo, solver, 1, rho)
+    euler = teacher_target_point(denoiser, x_hi, hi, lo, "euler", 1, rho)
+    ct = ct_target_point(x0, noise, lo)
+
+    def mean_sq(u, v):
+        return float(jnp.mean(jnp.sum(((u - v) ** 2).reshape(batch, -1), axis=1)))
+    errors = {"cd": mean_sq(cd, exact), "ct": mean_sq(ct, exact), "ct_bias": mean_sq(euler, exact),
+              "ct_variance": mean_sq(ct, euler)}
+    return (errors, {"exact": exact, "cd": cd, "ct": ct}) if return_points else errors
+
+
 def posterior_mean_estimate(x_noisy, sigma, bank, top_k: int = 0):
     """E[x₀ | x_σ] estimated over a set of data points (seed eq. 22–25; docs/methods.md §5 "posterior-averaged target").
 
