@@ -478,9 +478,7 @@ def _plot_target_errors(path: str, rows) -> None:
     ax.set_ylabel("E‖target − x*‖²")
     ax.set_title("(m) distance of each target from the exact ODE step", fontsize=9)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path)
 
 
 def target_error_lines(config) -> list[str]:
@@ -531,6 +529,13 @@ def setting_table(labels, cells: dict, steps: dict, nfes=NFES) -> list[str]:
     return rows
 
 
+def save_figure(fig, path: str) -> None:
+    """Lay out ``fig`` and write it to ``path`` (its folder made if missing)."""
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fig.savefig(path, dpi=110)
+
+
 def plot_settings(path: str, title: str, labels, cells: dict, nfes=NFES, floor: float = float("nan")) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -552,9 +557,7 @@ def plot_settings(path: str, title: str, labels, cells: dict, nfes=NFES, floor: 
     ax.set_ylabel("sliced W1 (mean ± std over seeds)")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path)
 
 
 def _cache_path(key: str) -> str:
@@ -732,9 +735,7 @@ def _plot_g(path, runs):
     ax.set_ylabel("sliced W1")
     ax.set_title("quality per step count and σ list", fontsize=9)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -858,9 +859,7 @@ def _plot_o(path, curve, floor):
     ax.set_yscale("log")
     ax.set_xlabel("T")
     ax.set_ylabel("mean teacher weight w")
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path)
 
 
 def main(argv):
