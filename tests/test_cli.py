@@ -44,6 +44,7 @@ def config_path(tmp_path_factory):
     return str(path)
 
 
+@pytest.mark.slow   # two CLI subprocesses (≈ 20 s)
 def test_overrides_reach_the_run_and_sample_mode(config_path, tmp_path):
     wd = str(tmp_path / "run")
     proc = _cli(f"--config={config_path}:image", f"--workdir={wd}", "--imports=dummy_method",

@@ -116,6 +116,7 @@ def test_notebook_runs_and_pf_ode_endpoints_match_the_exact_mixture(executed):
     assert pf["std"] == pytest.approx(pf["exact_std"], abs=0.02), pf
 
 
+@pytest.mark.slow   # executes the notebook (≈ 36 s, shared by the module's slow tests)
 def test_exact_teacher_samples_score_like_real_data(executed):
     _, _, summary = executed
     teacher = summary["metrics"]["Heun teacher 35"]
@@ -126,6 +127,7 @@ def test_exact_teacher_samples_score_like_real_data(executed):
     assert data["swd"] < 2.0 * data["swd_floor"], data
 
 
+@pytest.mark.slow   # executes the notebook (≈ 36 s, shared by the module's slow tests)
 def test_metric_lines_have_noise_floors_and_figures_render(executed):
     nb, text, summary = executed
     for name in ("CD", "CT"):
@@ -141,6 +143,7 @@ def test_metric_lines_have_noise_floors_and_figures_render(executed):
     assert images >= 5, f"expected the 4 figures and the loop's sample picture, got {images} images"
 
 
+@pytest.mark.slow   # executes the notebook (≈ 36 s, shared by the module's slow tests)
 def test_cd_loss_falls_and_the_workdir_loads_back(executed):
     _, _, summary = executed
     first, last = summary["loss"]["cd"]
