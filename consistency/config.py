@@ -152,6 +152,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.teacher = te = ml_collections.ConfigDict()
     te.workdir = ""              # a trained EDM workdir (its EMA params are the teacher)
     te.oracle = ""               # '' | 'mixture' | 'empirical' | 'gaussian': closed-form teacher from the data
+    te.oracle_std_scale = 1.0    # 'mixture' only: the components' stds × this, an imperfect teacher with a known error
+                                 # (its ODE ends on the widened mixture; 1 = the exact teacher)
 
     c.sampling = s = ml_collections.ConfigDict()
     s.solver = "heun"            # 'euler' | 'heun' | 'dpm_solver_2' | 'dpmpp_2m' | 'stochastic' (EDM Alg. 2)
@@ -473,6 +475,12 @@ def _validate_teacher(c) -> None:
              f"use '' or one of {', '.join(ORACLES)}")
     _require(not (te.workdir and te.oracle), "teacher", f"both workdir={te.workdir!r} and oracle={te.oracle!r} "
              "are set", "keep one: a trained EDM workdir or a closed-form oracle")
+    scale = te.get("oracle_std_scale", 1.0)
+    _require(isinstance(scale, (int, float)) and scale > 0, "teacher.oracle_std_scale", f"{scale!r} is not > 0",
+             "use 1.0 (the exact mixture) or a factor such as 2.0")
+    _require(scale == 1.0 or te.oracle == "mixture", "teacher.oracle_std_scale",
+             f"{scale!r} widens the 'mixture' oracle, but teacher.oracle is {te.oracle!r}",
+             "set teacher.oracle='mixture' or keep oracle_std_scale=1.0")
     if te.oracle == "mixture":
         short = _toy_short_name(c.data.name)
         from consistency.data import toys

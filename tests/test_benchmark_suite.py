@@ -97,3 +97,16 @@ def test_toy_smoke_writes_the_blocks_and_reuses_workdirs(tmp_path, monkeypatch):
     values = teacher["swd"]["values"]
     assert teacher["swd"]["interval"] == "t" and len(values) == 2
     assert (teacher["swd"]["low"], teacher["swd"]["high"]) == pytest.approx(sample_quality.seed_interval(values)[1:])
+
+
+def test_readme_table_names_pending_rows_and_single_seed_intervals():
+    def entry(row, seeds, interval):
+        return {"row": row, "nfe": 1, "seeds": seeds,
+                "fd": {"mean": 50.0, "low": 40.0, "high": 60.0, "interval": interval}}
+    text = benchmark.readme_table("digits", [entry("CD", 1, "bootstrap"), entry("iCT", 3, "t")], ["SiD", "ADD"])
+    assert "| CD | 50 [40, 60] |" in text
+    assert "one training seed shows the bootstrap interval over samples" in text
+    assert "1 to 3 training seeds" in text
+    assert f"Not run yet (2 of {len(benchmark.suite_rows('digits'))} rows): SiD, ADD." in text
+    plain = benchmark.readme_table("digits", [entry("iCT", 3, "t")])
+    assert "bootstrap" not in plain and "Not run yet" not in plain and "training seeds" not in plain

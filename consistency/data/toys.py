@@ -153,7 +153,7 @@ TOY_STD = {short: float(np.sqrt(np.mean(_exact_variance(short)))) for short in T
 # ----------------------------------------------------------------------------------------------------------
 # Samplers: sample_toy(name, n, rng) -> (x float32 [n, d], labels int32 [n]).
 
-def _sample_mixture(params: Mixture, n: int, rng: np.random.Generator):
+def sample_mixture(params: Mixture, n: int, rng: np.random.Generator):
     weights, means, stds = params
     labels = rng.choice(len(weights), size=n, p=weights)
     x = means[labels] + stds[labels, None] * rng.standard_normal((n, means.shape[1]))
@@ -192,7 +192,7 @@ def sample_toy(name: str, n: int, rng: np.random.Generator):
     """Draw n points: (x float32 [n, d], labels int32 [n])."""
     short = toy_name(name)
     if short in _MIXTURES:
-        x, labels = _sample_mixture(_MIXTURES[short], n, rng)
+        x, labels = sample_mixture(_MIXTURES[short], n, rng)
     else:
         x, labels = {"swissroll": _sample_swissroll, "checkerboard": _sample_checkerboard,
                      "moons": _sample_moons}[short](n, rng)

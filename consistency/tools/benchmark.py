@@ -485,8 +485,9 @@ def _overlap(a: dict, b: dict) -> bool:
     return a["low"] <= b["high"] and b["low"] <= a["high"]
 
 
-def readme_table(suite: str, entries: list[dict]) -> str:
-    """Compact pivot for the README: rows × (1, 2, 4, 8 NFE and the teacher's), headline mean [95 % interval]."""
+def readme_table(suite: str, entries: list[dict], missing: list[str] = ()) -> str:
+    """Compact pivot for the README: rows × (1, 2, 4, 8 NFE and the teacher's), headline mean [95 % interval]; the rows
+    with no finished run yet are named under it."""
     key, label, _ = SUITES[suite]["metrics"][0]
     rows: dict[str, dict[int, str]] = {}
     for e in entries:
@@ -498,6 +499,14 @@ def readme_table(suite: str, entries: list[dict]) -> str:
     for name, by in rows.items():
         other = ", ".join(f"{v} @ {n}" for n, v in sorted(by.items()) if n not in cols)
         lines.append(f"| {name} | " + " | ".join(by.get(c, "") for c in cols) + f" | {other} |")
+    seeds = sorted({e["seeds"] for e in entries if e.get(key) is not None})
+    if any(e[key]["interval"] == "bootstrap" for e in entries if e.get(key) is not None):
+        lines.append("\nA row with one training seed shows the bootstrap interval over samples, which leaves out the "
+                     "spread between training seeds; it is narrower than a seed interval would be.")
+    if seeds and seeds[0] != seeds[-1]:
+        lines.append(f"\nRows have {seeds[0]} to {seeds[-1]} training seeds so far (docs/benchmark.md lists which).")
+    if missing:
+        lines.append(f"\nNot run yet ({len(missing)} of {len(suite_rows(suite))} rows): {', '.join(missing)}.")
     return "\n".join(lines)
 
 
@@ -602,7 +611,8 @@ def write_report(suite: str, out: str, readme: str, collected: dict, command: st
         text = open(readme).read()
         if f"<!-- benchmark:{suite}_readme -->" in text:
             with open(readme, "w") as f:
-                f.write(replace_block(text, f"{suite}_readme", readme_table(suite, entries), namespace="benchmark"))
+                f.write(replace_block(text, f"{suite}_readme", readme_table(suite, entries, missing),
+                                      namespace="benchmark"))
     logging.info("benchmark: wrote %s (%d entries)", out, len(entries))
     return entries
 

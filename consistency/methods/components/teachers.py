@@ -3,7 +3,7 @@
 * a trained EDM workdir: its saved ``config.json`` builds the network and only the sampling EMA params are read from
   the checkpoint (an Orbax partial restore: no Method, no dataset, no optimizer state is built or loaded);
 * a closed-form oracle (``config.teacher.oracle``) whose "params" are the data that define it: 'mixture' (exact, toy
-  mixtures), 'empirical' (seed eq. 6 over the training split), 'gaussian' (moment-matched Gaussian).
+  mixtures; ``teacher.oracle_std_scale`` ≠ 1 widens its components: a teacher with a known error), 'empirical' (seed eq. 6 over the training split), 'gaussian' (moment-matched Gaussian).
 """
 from __future__ import annotations
 
@@ -105,6 +105,17 @@ def config_for_teacher(teacher: str, oracle: str, data: str, command: str):
     return c
 
 
+def oracle_mixture(config, dataset) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(weights, means, stds) of the 'mixture' oracle: the toy's own mixture, its stds × ``teacher.oracle_std_scale``.
+    With a scale s ≠ 1 the teacher is the exact denoiser of the *widened* mixture, so its ODE ends on that mixture: a
+    teacher error known in closed form (per component, W1 of each 1-D projection |s − 1|·σ·√(2/π))."""
+    if getattr(dataset, "mixture", None) is None:
+        raise ConfigError(f"config.teacher.oracle: 'mixture' needs a toy mixture dataset, got {config.data.name!r}; "
+                          "use teacher.oracle='empirical'")
+    w, m, s = dataset.mixture
+    return w, m, np.asarray(s) * float(config.teacher.get("oracle_std_scale", 1.0))
+
+
 def load_teacher(config, dataset) -> tuple[Any, wrappers.NetworkApply]:
     """(teacher_params, teacher_apply) from ``config.teacher`` (module doc)."""
     from consistency.diffusion import oracles
@@ -124,10 +135,7 @@ def load_teacher(config, dataset) -> tuple[Any, wrappers.NetworkApply]:
         params = jax.tree.map(jnp.asarray, run.params)
         return params, wrappers.edm_denoiser(net, run.config.diffusion.sigma_data)
     if t.oracle == "mixture":
-        if getattr(dataset, "mixture", None) is None:
-            raise ConfigError(f"config.teacher.oracle: 'mixture' needs a toy mixture dataset, got {config.data.name!r}; "
-                              "use teacher.oracle='empirical'")
-        w, m, s = dataset.mixture
+        w, m, s = oracle_mixture(config, dataset)
         params = {"weights": jnp.asarray(w, jnp.float32), "means": jnp.asarray(m, jnp.float32),
                   "stds": jnp.asarray(s, jnp.float32)}
         return params, lambda p, x, sigma, labels=None, **_: oracles.mixture_denoiser(
