@@ -74,6 +74,9 @@ CD, CT, ICT = "configs/toy_cd.py", "configs/toy_ct.py", "configs/toy_ict.py"
 DMD = "configs/toy_dmd.py"
 MCM_VE = "configs/toy_mcm_ve.py"
 O_SEGMENTS = (1, 2, 4, 8, 16)   # T of (o); the 17-interval grid gives M = round(17/T) = 17, 8, 4, 2, 1 links
+# (o)(ii) an imperfect teacher with a known error: the exact denoiser of the mixture with every component's std × 2
+# (0.1 → 0.2), whose ODE ends on that widened mixture (teacher.oracle_std_scale, methods/components/teachers.py).
+O_WIDE_TEACHER = 2.0
 SID, DMD2 = "configs/toy_sid.py", "configs/toy_dmd2.py"
 # (j) data-free sources, data.toy_size points each: the teacher's own samples (its deterministic EDM sampler, Heun on 18
 # Karras points = 35 NFE, from σ_max·z), or no information about the data at all (N(0, s²I), s the data's RMS std).
@@ -129,19 +132,24 @@ QUESTIONS = {
         _s("CT, N = 18, θ⁻ = sg θ", CT, cm__curriculum="fixed", cm__num_scales=18),
     ]),
     "n": ("DMD with and without regression, DMD2's TTUR 5:1, exact-fake-score control", [
-        # not run for lack of CPU time, to add: configs/toy_dmd2.py (TTUR 5 + GAN), and ⅕-budget rows (steps_scale 0.2)
         _s("DMD, λ_reg = 0.25, 1:1 (toy_dmd.py)", DMD),
+        # when the 1:1 run without regression collapses: the same run stopped at 1/10, 1/4 and 1/2 of the budget
+        *[_s(f"DMD, no regression, 1:1, {frac:g} of the budget", DMD, steps_scale=frac, dmd__regression_weight=0.0)
+          for frac in (0.1, 0.25, 0.5)],
         _s("DMD, no regression, 1:1", DMD, dmd__regression_weight=0.0),
         _s("control: no regression, 1:1, exact D_fake of 4096 G samples", DMD,
            dmd__regression_weight=0.0, dmd__fake_score="empirical", dmd__fake_pool=4096),
         _s("DMD, no regression, TTUR 5:1", DMD, dmd__regression_weight=0.0, dmd__ttur=5),
+        _s("DMD2 (toy_dmd2.py: TTUR 5:1 + GAN, no regression)", DMD2),
     ]),
     "l": ("More than one ODE step for the posterior-averaged CT target (seed eq. 22–25), iCT", [
         _s("single sample (any K: the same target)", ICT, cm__posterior="none"),
         *[_s(f"{name}, K = {k}", ICT, cm__posterior=p, cm__posterior_substeps=k)
           for name, p in (("batch", "batch"), ("dataset", "dataset")) for k in (1, 2, 4)]]),
-    "o": ("VE multistep CD (seed eq. 48–54) against T, exact mixture teacher",
-          [_s(f"T = {t}", MCM_VE, mcm__segments=t) for t in O_SEGMENTS]),
+    "o": ("VE multistep CD (seed eq. 48–54) against T, exact and widened (stds × 2) mixture teachers",
+          [_s(f"T = {t}", MCM_VE, mcm__segments=t) for t in O_SEGMENTS]
+          + [_s(f"T = {t}, teacher stds × {O_WIDE_TEACHER:g}", MCM_VE, mcm__segments=t,
+                teacher__oracle_std_scale=O_WIDE_TEACHER) for t in O_SEGMENTS]),
 }
 QUESTIONS["j"] = ("Which subset of the data does distillation need (CD, SiD, DMD2)", [
     _s("CD, 100 % (100,000 points)", CD),
@@ -581,7 +589,8 @@ def _save_cache(key: str, cache: dict) -> None:
 
 # Fields added after runs.json was built: left out of the hash while at their default, so that adding a field to a
 # config block does not orphan every cached run (the run it describes is the same run).
-HASH_NEUTRAL_DEFAULTS = {("cm", "posterior_substeps"): 1, ("dmd", "fake_score"): "learned", ("dmd", "fake_pool"): 4096}
+HASH_NEUTRAL_DEFAULTS = {("cm", "posterior_substeps"): 1, ("dmd", "fake_score"): "learned", ("dmd", "fake_pool"): 4096,
+                         ("teacher", "oracle_std_scale"): 1.0}
 
 
 def run_key(config, data: str = "") -> str:
@@ -759,24 +768,29 @@ def mean_teacher_weight(config) -> tuple[float, int]:
 
 
 def score_teacher_controls(config, dataset) -> dict:
-    """The controls of (o), from the exact mixture denoiser D* and the same initial noise as score():
+    """The controls of (o), from the teacher's mixture denoiser D* (the exact one, or the widened one of (o)(ii)) and
+    the same initial noise as score():
 
     'denoiser': D* in the student's own T-step sampler (the VE jumps of seed eq. 51 between the same boundaries): the
       student whose every link had w = 1, i.e. T = N (plain denoiser distillation);
     'fixed point': the training target's fixed point with this teacher: the teacher's Euler steps (seed eq. 50) through
       all M links of every segment, top down (T·M DDIM steps of D*). A student that fitted every link exactly would
-      sample this; the student's distance from it is the accumulated fitting error the bound of (o) is about."""
+      sample this; the student's distance from it is the accumulated fitting error the bound of (o) is about;
+    'teacher law': exact draws of the teacher's own mixture (no solver), the teacher's error alone (0 + the noise floor
+      for the exact teacher)."""
     import jax
     import jax.numpy as jnp
     from consistency.diffusion import oracles
     from consistency.methods import mcm
+    from consistency.methods.components import teachers
     from consistency.objectives import mcm as mcm_obj
     from consistency.run import reports
     process = mcm.make_process(config)
     segments = int(config.mcm.segments)
     _, links = mcm.steps_per_segment(config.mcm, jnp.asarray(0))
     links = int(links)
-    denoiser = oracles.mixture_denoiser(*dataset.mixture)
+    mixture = teachers.oracle_mixture(config, dataset)
+    denoiser = oracles.mixture_denoiser(*mixture)
     x0_fn = mcm.vp_from_ve_denoiser(lambda x, sigma: denoiser(x, sigma), process.coefficients)
     rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), 10_000_019)   # as score()
     num = int(config.eval.num_samples)
@@ -789,6 +803,8 @@ def score_teacher_controls(config, dataset) -> dict:
             lo = process.level(jnp.full((num,), k), jnp.full((num,), (j - 1) / links))
             z = mcm_obj.jump_to_boundary(x0_fn(z, hi.tau), z, hi, lo, never)
     out["fixed point"] = z
+    from consistency.data import toys
+    out["teacher law"] = toys.sample_mixture(mixture, num, np.random.default_rng(config.seed + 10_000_019))[0]
     return {name: float(reports.score_samples(config, dataset, np.asarray(x), seed=config.seed)["swd"])
             for name, x in out.items()}
 
@@ -797,8 +813,9 @@ def run_question_o() -> str:
     title, settings = QUESTIONS["o"]
     settings = settings[:_MAX_SETTINGS.value] if _MAX_SETTINGS.value > 0 else settings
     cache = _load_cache("runs")
-    rows = ["| T | links per segment M | mean w | SW1 @T | modes @T | control: fixed point (T·M Euler steps of D*) | "
-            "control: D* in the T-step sampler | seconds |", "|---|---|---|---|---|---|---|---|"]
+    rows = ["| teacher | T | links per segment M | mean w | SW1 @T | modes @T | control: fixed point (T·M Euler steps "
+            "of D*) | control: D* in the T-step sampler | control: the teacher's own law (exact draws) | seconds |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
     from consistency.run import train
     curve = []
     for setting in settings:
@@ -821,12 +838,16 @@ def run_question_o() -> str:
         swd = [r[f"nfe_{t}"]["swd"] for r in runs]
         controls = [score_teacher_controls(c, train.build_dataset(c))
                     for c in (load_config(setting, _STEPS.value, seed) for seed in range(_SEEDS.value))]
-        rows.append(f"| {t} | {links} | {weight:.3g} | {mean_std(swd)} | "
+        scale = float(config.teacher.oracle_std_scale)
+        teacher = "exact" if scale == 1.0 else f"stds × {scale:g}"
+        rows.append(f"| {teacher} | {t} | {links} | {weight:.3g} | {mean_std(swd)} | "
                     f"{mean_std([8 * r[f'nfe_{t}']['mode_coverage'] for r in runs])} | "
                     f"{mean_std([c['fixed point'] for c in controls])} | "
                     f"{mean_std([c['denoiser'] for c in controls])} | "
+                    f"{mean_std([c['teacher law'] for c in controls])} | "
                     f"{np.mean([r['seconds'] for r in runs]):.0f} |")
-        curve.append((t, weight, float(np.mean(swd)), float(np.std(swd))))
+        curve.append((teacher, t, weight, float(np.mean(swd)), float(np.std(swd)),
+                      float(np.mean([c['teacher law'] for c in controls]))))
     picture = os.path.join(os.path.dirname(os.path.abspath(_OUT.value)), "science", "o.png")
     floors = [r[k]["swd_floor"] for r in cache.values() if r.get("config") == MCM_VE for k in r
               if k.startswith("nfe_") and "swd_floor" in r[k]]
@@ -845,16 +866,22 @@ def _plot_o(path, curve, floor):
     from matplotlib.figure import Figure
     fig = Figure(figsize=(8.0, 3.4))
     FigureCanvasAgg(fig)
-    ts = [c[0] for c in curve]
     ax = fig.add_subplot(1, 2, 1)
-    ax.errorbar(ts, [c[2] for c in curve], yerr=[c[3] for c in curve], fmt="o-", capsize=3)
+    for i, teacher in enumerate(dict.fromkeys(c[0] for c in curve)):
+        mine = [c for c in curve if c[0] == teacher]
+        line = ax.errorbar([c[1] for c in mine], [c[3] for c in mine], yerr=[c[4] for c in mine], fmt="o-",
+                           capsize=3, label=f"student, {teacher} teacher")
+        if teacher != "exact":   # the teacher's own error: where the student can at best arrive
+            ax.axhline(float(np.mean([c[5] for c in mine])), color=line[0].get_color(), ls=":", lw=1,
+                       label=f"{teacher} teacher's own law")
     ax.axhline(floor, color="gray", ls="--", lw=1, label="noise floor")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("T (segments = NFE)")
     ax.set_ylabel("sliced W1")
     ax.legend(fontsize=7)
     ax = fig.add_subplot(1, 2, 2)
-    ax.plot(ts, [c[1] for c in curve], "o-")
+    exact = [c for c in curve if c[0] == "exact"] or curve   # w depends on the grid only, not on the teacher
+    ax.plot([c[1] for c in exact], [c[2] for c in exact], "o-")
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("T")
