@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from consistency.run import sampling, train
+from consistency.run import restore, sampling, train
 
 
 @dataclasses.dataclass
@@ -101,6 +101,6 @@ def load(workdir: str, step: int | None = None, config: ml_collections.ConfigDic
     finished checkpoint.
     """
     config = train.load_config(workdir) if config is None else config
-    restored = train.restore_run(config, workdir, step)
+    restored = restore.restore_run(config, workdir, step)
     return Loaded(config=config, method=restored.method, state=restored.state, step=restored.step,
                   dataset=restored.dataset)

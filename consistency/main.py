@@ -309,9 +309,9 @@ def initialize_distributed(config, cluster: Cluster = Cluster()) -> None:
         return
     if not config.get("distributed", False):
         return
-    from consistency.run import train
+    from consistency.run import placement
     try:
-        train.maybe_initialize_distributed(config)
+        placement.maybe_initialize_distributed(config)
     except (ValueError, RuntimeError) as e:
         raise ConfigError(
             f"config.distributed: jax.distributed.initialize() found no cluster ({_last_line(str(e))}); launch one "
@@ -349,10 +349,10 @@ def prepare(command: Command) -> ml_collections.ConfigDict:
     import_modules(command.imports)
     config = resolve_config(command)
     from consistency import config as config_lib
-    from consistency.run import train
+    from consistency.run import placement, train
     config_lib.validate(config)        # before any backend or data: pure checks of every field
     initialize_distributed(config, command.cluster)     # before anything touches a backend
-    train.check_processes_agree(config, command.workdir)   # multi-host: one program in one workdir, before any step
+    placement.check_processes_agree(config, command.workdir)   # multi-host: one program in one workdir, before any step
     train.prefer_fast_cpu_random()
     train.validate_run_config(config)  # devices, hosts, teacher checkpoint, data availability, network shape
     problem = workdir_problem(command.workdir, command.mode)

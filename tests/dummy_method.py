@@ -28,7 +28,7 @@ import numpy as np
 import optax
 
 from consistency import methods
-from consistency.run import train
+from consistency.run import restore, train
 from consistency.config import base_config
 from consistency.methods.base import Method, Trained, example_keys, per_example_normal
 
@@ -180,7 +180,7 @@ def _route_fake_data() -> None:
         return original(config, split)
 
     build_dataset.routes_fake_data = True
-    train.build_dataset = build_dataset
+    train.build_dataset = restore.build_dataset = build_dataset   # the loop's and the restore's (sample / eval)
 
 
 register_all()

@@ -43,7 +43,7 @@ def pair_config():
 def reference_run(c):
     """The same updates written out by hand: Adam from optax, the gating, the cosine lr and the EMA from formulas."""
     ds = dummy_method.FakeDataset("toy", c.training.batch_size, c.seed)
-    _, init_key, _ = train._stream_keys(c.seed)
+    _, init_key, _ = train.stream_keys(c.seed)
     method = methods.get_method(c, ds)
     s0 = base.init_state(method, init_key, ds.batch(0))
     f, g = np.asarray(s0.params["fake"], np.float64), np.asarray(s0.params["generator"], np.float64)

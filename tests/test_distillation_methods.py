@@ -127,7 +127,7 @@ def test_a_network_teacher_is_copied_into_generator_and_fake_and_never_updated(t
     c.dmd2.init_fit_steps = 0
     dataset = train.build_dataset(c)
     method = methods.get_method(c, dataset)
-    _, init_key, _ = train._stream_keys(c.seed)
+    _, init_key, _ = train.stream_keys(c.seed)
     initial = base.init_state(method, init_key, dataset.batch(0))
     assert leaves_equal(initial.params["generator"], teacher)
     assert leaves_equal(initial.params["fake"]["denoiser"], teacher)

@@ -30,7 +30,7 @@ def _loop_and_runner(c, workdir):
     looped = train.train_and_evaluate(c, workdir)
     dataset = train.build_dataset(c)
     method = methods.get_method(c, dataset)
-    root_key, init_key, _ = train._stream_keys(c.seed)
+    root_key, init_key, _ = train.stream_keys(c.seed)
     state = jax.jit(functools.partial(base.init_state, method))(init_key, dataset.batch(0))
     stepped, metrics = train.run_steps(method, state, dataset, root_key, STEPS)
     return method, looped, stepped, metrics

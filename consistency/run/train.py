@@ -18,21 +18,16 @@ that produced it.
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
-import json
 import math
 import os
 import sys
 from typing import Any, Callable
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
-from jax.sharding import Mesh, NamedSharding
-from jax.sharding import PartitionSpec as P
 
 from consistency.run import blowup, stopping
 from consistency.core import checkpoint, fileio
@@ -44,10 +39,10 @@ from consistency import config as config_lib
 from consistency.data import build_dataset  # noqa: F401  (re-exported: train.build_dataset)
 from consistency.core.runtime import prefer_fast_cpu_random  # noqa: F401  (re-exported)
 from consistency.core.errors import ConfigError
-
-DATA_AXIS = "data"
-FSDP_AXIS = "fsdp"            # training.fsdp > 1: the second mesh axis parameters and optimizer state are split over
-FSDP_MIN_SIZE = 2 ** 12       # smaller leaves (biases, norms, scalars) stay replicated: gathering costs more than storing
+from consistency.run.placement import (Placement, check_processes_agree, global_batch,  # noqa: F401  (re-exported)
+                                       make_placement, maybe_initialize_distributed)
+from consistency.run.restore import (Restored, restore_run, restore_target, state_shapes,  # noqa: F401  (re-exported)
+                                     check_meta, stream_keys, warm_start, warm_start_from)
 
 
 class NonFiniteMetricError(FloatingPointError):
@@ -132,243 +127,6 @@ def _flat_hparams(config: ml_collections.ConfigDict) -> dict:
                 flat[name] = str(value)
     visit("", config.to_dict())
     return flat
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Devices and sharding
-# ----------------------------------------------------------------------------------------------------------
-
-def maybe_initialize_distributed(config) -> None:
-    """``jax.distributed.initialize()`` (cluster auto-detection) once, when ``config.distributed`` is set."""
-    if config.get("distributed", False) and not jax.distributed.is_initialized():
-        jax.distributed.initialize()
-
-
-def _flat_fields(tree, prefix: str = "") -> dict:
-    """``{'optim.lr': 0.001, ...}`` of a nested dict (JSON-decoded config)."""
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(_flat_fields(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
-def _first_difference(mine: dict, theirs: dict) -> str | None:
-    """The first field (sorted) whose value differs between two flat dicts, or None."""
-    for key in sorted(set(mine) | set(theirs)):
-        if mine.get(key, "<absent>") != theirs.get(key, "<absent>"):
-            return key
-    return None
-
-
-def check_processes_agree(config: ml_collections.ConfigDict, workdir: str) -> None:
-    """Multi-host: every process must train the same config in the same workdir, or the collectives would pair up
-    different programs (a hang or silently wrong numbers). Process 0's resolved config and workdir are broadcast to all
-    (padded bytes through ``multihost_utils``); a process that differs names its first differing field, and every
-    process raises the same kind of one-line ConfigError, so no process is left waiting in a collective."""
-    if jax.process_count() == 1:
-        return
-    from jax.experimental import multihost_utils
-    mine = {"workdir": str(workdir), "config": json.loads(config.to_json_best_effort(sort_keys=True))}
-    encoded = np.frombuffer(json.dumps(mine, sort_keys=True).encode(), np.uint8)
-    longest = int(np.max(multihost_utils.process_allgather(np.array([encoded.size], np.int32))))
-    padded = np.zeros(longest, np.uint8)
-    padded[:encoded.size] = encoded
-    chief = np.asarray(multihost_utils.broadcast_one_to_all(padded)).tobytes().rstrip(b"\0")
-    field = _first_difference(_flat_fields(mine), _flat_fields(json.loads(chief.decode())))
-    differs = multihost_utils.process_allgather(np.array([field is not None], np.int32)).reshape(-1)
-    if field is not None:
-        name = field if field == "workdir" else "config." + field.split(".", 1)[1]
-        raise ConfigError(f"{name}: process {jax.process_index()} has {_flat_fields(mine).get(field)!r} but process 0 "
-                          "has another value; start every process with the same --config, overrides and --workdir")
-    if differs.any():
-        raise ConfigError(f"config: process(es) {np.flatnonzero(differs).tolist()} run another config or workdir than "
-                          "process 0 (their error line names the field); start every process with the same command")
-
-
-@dataclasses.dataclass(frozen=True)
-class Placement:
-    """The mesh and the shardings the loop uses."""
-    mesh: Mesh
-    replicated: NamedSharding   # the metrics, the keys (and the state when fsdp == 1)
-    batch: NamedSharding        # leading (example) axis split over every device
-    fsdp: int = 1               # size of the 'fsdp' axis the state is split over (1: no such axis)
-
-    def leaf_sharding(self, shape: tuple) -> NamedSharding:
-        """FSDP (ZeRO-3 style): a state leaf of at least FSDP_MIN_SIZE scalars is split over 'fsdp' along its largest
-        dimension divisible by ``fsdp``; others (and every leaf when fsdp == 1) are replicated. XLA all-gathers a
-        split parameter where the step needs it whole and reduce-scatters its gradient, so the step computes the same
-        numbers as the replicated layout (tests/test_fsdp.py) while each device stores 1/fsdp of the large leaves."""
-        if self.fsdp == 1 or math.prod(shape) < FSDP_MIN_SIZE:
-            return self.replicated
-        divisible = [i for i, n in enumerate(shape) if n % self.fsdp == 0]
-        if not divisible:
-            return self.replicated
-        axis = max(divisible, key=lambda i: shape[i])
-        return NamedSharding(self.mesh, P(*[FSDP_AXIS if i == axis else None for i in range(len(shape))]))
-
-    def state_shardings(self, state_shapes):
-        """The sharding of every leaf of a state (``jax.eval_shape`` output or arrays)."""
-        return jax.tree.map(lambda leaf: self.leaf_sharding(tuple(np.shape(leaf))), state_shapes)
-
-
-def make_placement(devices=None, fsdp: int = 1) -> Placement:
-    """A 1-D ``('data',)`` mesh over ``devices`` (default: all of every host), or with ``fsdp`` > 1 a 2-D
-    ``('data', 'fsdp')`` mesh of shape (devices/fsdp, fsdp); the batch is split over every device either way."""
-    devices = np.asarray(jax.devices() if devices is None else devices)
-    fsdp = int(fsdp)
-    if devices.size % fsdp:
-        raise ConfigError(f"config.training.fsdp: {fsdp} does not divide the {devices.size} devices; use a divisor "
-                          f"of {devices.size} (1 = replicated state)")
-    if fsdp == 1:
-        mesh = Mesh(devices, (DATA_AXIS,))
-        return Placement(mesh, NamedSharding(mesh, P()), NamedSharding(mesh, P(DATA_AXIS)))
-    mesh = Mesh(devices.reshape(-1, fsdp), (DATA_AXIS, FSDP_AXIS))
-    return Placement(mesh, NamedSharding(mesh, P()), NamedSharding(mesh, P((DATA_AXIS, FSDP_AXIS))), fsdp)
-
-
-def global_batch(local_batch: dict, sharding: NamedSharding) -> dict:
-    """This host's share of the batch (numpy) → global arrays split over ``'data'`` (multi-host aware).
-
-    On one host the numpy batch is returned as is: the jitted step's ``in_shardings`` split it on the way in,
-    which on CPU costs about half of an explicit ``device_put`` per step.
-    """
-    if jax.process_count() == 1:
-        return {k: np.asarray(v) for k, v in local_batch.items()}
-    return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in local_batch.items()}
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Building a run
-# ----------------------------------------------------------------------------------------------------------
-
-def _stream_keys(seed: int) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Root key (step k uses fold_in(root, k)), the init key, and the fixed key of every sample grid."""
-    root = jax.random.PRNGKey(seed)
-    init_key, sample_key = jax.random.split(jax.random.fold_in(root, np.iinfo(np.int32).max))
-    return root, init_key, sample_key
-
-
-def _batch_shapes(dataset) -> dict:
-    """ShapeDtypeStructs of one *global* batch (for ``jax.eval_shape``; no data is moved)."""
-    local = dataset.batch(0)
-    hosts = jax.process_count()
-    return {k: jax.ShapeDtypeStruct((np.shape(v)[0] * hosts,) + np.shape(v)[1:], np.asarray(v).dtype)
-            for k, v in local.items()}
-
-
-def state_shapes(method, dataset, init_key):
-    """The TrainState's ShapeDtypeStructs (``jax.eval_shape`` of init: nothing is computed)."""
-    return jax.eval_shape(functools.partial(base.init_state, method), init_key, _batch_shapes(dataset))
-
-
-def restore_target(method, dataset, init_key, placement: Placement):
-    """The abstract TrainState (shapes, dtypes, the placement's shardings) a checkpoint is restored into."""
-    shapes = state_shapes(method, dataset, init_key)
-    return checkpoint.abstract_state(shapes, placement.state_shardings(shapes))
-
-
-@dataclasses.dataclass
-class Restored:
-    config: ml_collections.ConfigDict
-    dataset: Any
-    method: Any
-    state: Any
-    step: int
-    placement: Placement
-
-
-def restore_run(config, workdir: str, step: int | None = None, placement: Placement | None = None) -> Restored:
-    """Rebuild dataset and method from ``config`` and restore checkpoint ``step`` (None → the latest)."""
-    steps = checkpoint.available_steps(workdir)
-    if not steps:
-        raise FileNotFoundError(f"no finished checkpoint in {checkpoint.checkpoint_dir(workdir)}")
-    newest_restorable = step is None or step < 0
-    if step is None or step < 0:
-        step = steps[-1]
-    elif step not in steps:
-        raise FileNotFoundError(f"no checkpoint for step {step} in {checkpoint.checkpoint_dir(workdir)}; "
-                                f"available: {steps}")
-    placement = placement or make_placement()
-    dataset = build_dataset(config)
-    method = methods.get_method(config, dataset)
-    _, init_key, _ = _stream_keys(config.seed)
-    manager = checkpoint.make_manager(workdir, create=False)
-    try:
-        target = restore_target(method, dataset, init_key, placement)
-        if newest_restorable:  # skip broken steps (left in place: sample/eval never modify the checkpoints)
-            restored = checkpoint.restore_latest(manager, target, move_aside=False)
-            if restored is None:
-                raise FileNotFoundError(f"no checkpoint in {checkpoint.checkpoint_dir(workdir)} can be restored")
-            state, meta, step = restored
-        else:
-            state, meta = checkpoint.restore(manager, step, target)
-    finally:
-        manager.close()
-    _check_meta(meta, config, workdir)
-    return Restored(config, dataset, method, state, step, placement)
-
-
-def warm_start(state: base.TrainState, source: dict, origin: str,
-               only: tuple[str, ...] = ()) -> tuple[base.TrainState, list[str]]:
-    """``state`` with every parameter set of ``source`` ({group: {name: tree}}, :func:`checkpoint.read_parameter_sets`)
-    that this run also has — trained params, their sampling EMA, moving sets such as θ⁻ — copied in (cast to this
-    run's dtypes and shardings); optimizer states, update counters and the step stay fresh, and sets the source lacks
-    (e.g. a discriminator added for GAN fine-tuning, CTM §13.1) keep their fresh initialisation. ``only``
-    (``training.init_sets``) limits the copy to those set names. A set of this run that *extends* the source's — a
-    dict with every top-level sub-network of the source plus new ones, as a PaGoDA generator grown by a block — takes
-    the shared sub-networks and keeps the new ones fresh. Any other difference of structure or shape is a ConfigError
-    naming ``training.init_from``. Returns (state, copied names as 'group/name')."""
-    def matches(a, b) -> bool:
-        return (jax.tree.structure(a) == jax.tree.structure(b)
-                and all(np.shape(x) == np.shape(y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))))
-
-    def cast(new, old):
-        return jax.tree.map(lambda n, o: jax.device_put(jnp.asarray(n, o.dtype), o.sharding), new, old)
-
-    copied, groups = [], {}
-    for group in checkpoint.WARM_START_GROUPS:
-        mine = dict(getattr(state, group))
-        for name, tree in source.get(group, {}).items():
-            if name not in mine or (only and name not in only):
-                continue
-            if matches(mine[name], tree):
-                mine[name] = cast(tree, mine[name])
-                copied.append(f"{group}/{name}")
-                continue
-            extends = (isinstance(mine[name], dict) and isinstance(tree, dict) and set(tree) < set(mine[name])
-                       and all(matches(mine[name][k], tree[k]) for k in tree))
-            if not extends:
-                raise ConfigError(f"config.training.init_from: set {group}/{name} of {origin!r} does not match this "
-                                  "run's network (other layers or shapes); warm-start from a run of the same model")
-            mine[name] = {**mine[name], **{k: cast(v, mine[name][k]) for k, v in tree.items()}}
-            copied.append(f"{group}/{name} ({', '.join(sorted(tree))} of {len(mine[name])} sub-networks)")
-        groups[group] = mine
-    if not copied:
-        raise ConfigError(f"config.training.init_from: {origin!r} has none of this run's parameter sets "
-                          f"({sorted(state.params)}{', training.init_sets ' + str(tuple(only)) if only else ''}); "
-                          "warm-start from a run of the same method family")
-    return state.replace(**groups), copied
-
-
-def warm_start_from(state: base.TrainState, source_workdir: str, only: tuple[str, ...] = ()) -> base.TrainState:
-    """:func:`warm_start` from the latest checkpoint of ``source_workdir`` (``config.training.init_from``)."""
-    try:
-        step, source = checkpoint.read_parameter_sets(source_workdir)
-    except FileNotFoundError as e:
-        raise ConfigError(f"config.training.init_from: {e}; finish that run first or fix the path") from None
-    state, copied = warm_start(state, source, source_workdir, tuple(only))
-    logging.info("warm start from step %d of %s: copied %s", step, source_workdir, ", ".join(copied))
-    return state
-
-
-def _check_meta(meta: dict, config, workdir: str) -> None:
-    saved = meta.get("method")
-    if saved is not None and saved != config.method:
-        raise ConfigError(f"config.method: {workdir!r} holds checkpoints of method {saved!r}, not {config.method!r}; "
-                          "use a fresh workdir")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -513,7 +271,7 @@ def run_eval(config, workdir: str, state, method, dataset, step: int, train_metr
     noise floors. Writes ``WORKDIR/eval/metrics_<step>.json`` (atomic, idempotent) and returns a flat dict
     (``nfe<n>/<metric>`` keys) for logging."""
     from consistency.run import reports
-    _, _, sample_key = _stream_keys(config.seed)
+    _, _, sample_key = stream_keys(config.seed)
     samples, _ = draw_samples(config, method, state, jax.random.fold_in(sample_key, 1), int(config.eval.num_samples))
     results: dict[str, Any] = {"step": int(step), "method": config.method}
     results.update({f"train/{k}": float(np.mean(v)) for k, v in (train_metrics or {}).items()})
@@ -564,7 +322,7 @@ def _train_locked(config: ml_collections.ConfigDict, workdir: str):
     placement = make_placement(fsdp=int(t.get("fsdp", 1)))
     dataset = build_dataset(config)
     method = methods.get_method(config, dataset)
-    root_key, init_key, sample_key = _stream_keys(config.seed)
+    root_key, init_key, sample_key = stream_keys(config.seed)
     state_sharding = placement.state_shardings(state_shapes(method, dataset, init_key))
     root_key = jax.device_put(root_key, placement.replicated)
 
@@ -587,7 +345,7 @@ def _train_locked(config: ml_collections.ConfigDict, workdir: str):
             state = warm_start_from(state, t.init_from, tuple(t.get("init_sets", ())))
     else:
         state, meta, _ = restored
-        _check_meta(meta, config, workdir)
+        check_meta(meta, config, workdir)
         restored_meta = meta
         logging.info("%s: resumed from step %d of %s", config.method, latest, checkpoint.checkpoint_dir(workdir))
     start = int(to_host(state.step))
@@ -720,7 +478,7 @@ def sample(config: ml_collections.ConfigDict, workdir: str, step: int | None = N
     prefer_fast_cpu_random()
     validate_run_config(config)
     run = restore_run(config, workdir, step)
-    _, _, sample_key = _stream_keys(config.seed)
+    _, _, sample_key = stream_keys(config.seed)
     samples, labels = draw_samples(config, run.method, run.state, jax.random.fold_in(sample_key, 2),
                                    int(config.sampling.num_samples))
     path = os.path.join(workdir, "samples", f"sample_{run.step}.npz")

@@ -58,17 +58,17 @@ def compiled_train_step(config) -> dict:
     its first batch: {'dataset', 'method', 'placement', 'state', 'batch', 'root_key', 'compiled', 'compile_s'}."""
     import functools
 
-    from consistency.run import train
+    from consistency.run import placement as placing, restore, train
     from consistency.methods import base, get_method
 
     t = config.training
     train.validate_run_config(config)
     ds = train.build_dataset(config)
     method = get_method(config, ds)
-    placement = train.make_placement(fsdp=int(t.get("fsdp", 1)))
+    placement = placing.make_placement(fsdp=int(t.get("fsdp", 1)))
     init_key, root_key = jax.random.PRNGKey(0), jax.device_put(jax.random.PRNGKey(1), placement.replicated)
-    state_sharding = placement.state_shardings(train.state_shapes(method, ds, init_key))
-    batch = train.global_batch(ds.batch(0), placement.batch)
+    state_sharding = placement.state_shardings(restore.state_shapes(method, ds, init_key))
+    batch = placing.global_batch(ds.batch(0), placement.batch)
     state = jax.jit(functools.partial(base.init_state, method), out_shardings=state_sharding)(init_key, batch)
     start = time.perf_counter()
     step = train.make_train_step(method, placement, None, int(t.get("grad_accumulation", 1)), state_sharding)
