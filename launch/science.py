@@ -131,9 +131,10 @@ QUESTIONS = {
         _s("CT, N(k) 2 → 151, θ⁻ = sg θ (toy_ct.py)", CT),
         _s("CT, N = 18, θ⁻ = sg θ", CT, cm__curriculum="fixed", cm__num_scales=18),
     ]),
-    "n": ("DMD with and without regression, DMD2's TTUR 5:1, exact-fake-score control", [
+    "n": ("DMD with and without regression (and when it fails), TTUR 5:1, DMD2's recipe, exact-fake-score control", [
         _s("DMD, λ_reg = 0.25, 1:1 (toy_dmd.py)", DMD),
         # when the 1:1 run without regression collapses: the same run stopped at 1/10, 1/4 and 1/2 of the budget
+        _s("DMD, no regression, 1:1, after one step (the start)", DMD, steps_scale=1e-6, dmd__regression_weight=0.0),
         *[_s(f"DMD, no regression, 1:1, {frac:g} of the budget", DMD, steps_scale=frac, dmd__regression_weight=0.0)
           for frac in (0.1, 0.25, 0.5)],
         _s("DMD, no regression, 1:1", DMD, dmd__regression_weight=0.0),
