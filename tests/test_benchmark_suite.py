@@ -110,3 +110,29 @@ def test_readme_table_names_pending_rows_and_single_seed_intervals():
     assert f"Not run yet (2 of {len(benchmark.suite_rows('digits'))} rows): SiD, ADD." in text
     plain = benchmark.readme_table("digits", [entry("iCT", 3, "t")])
     assert "bootstrap" not in plain and "Not run yet" not in plain and "training seeds" not in plain
+
+
+@pytest.mark.slow
+def test_digits_smoke_trains_the_shared_teacher_once_and_distils_from_it(tmp_path):
+    workroot, out, readme = str(tmp_path / "w"), str(tmp_path / "benchmark.md"), str(tmp_path / "README.md")
+    with open(readme, "w") as f:
+        f.write("<!-- benchmark:digits_readme -->\n<!-- /benchmark:digits_readme -->\n")
+    args = dict(suite="digits", methods=["cd"], seeds=[0], steps=2, batch=16, num=64, bootstrap=5,
+                workroot=workroot, teacher_steps=2)
+    assert benchmark.run(**args) == []
+    teacher = benchmark.teacher_dir(workroot)
+    cd_row = next(r for r in benchmark.suite_rows("digits") if r.key == "cd")
+    cd_config = json.load(open(os.path.join(benchmark.run_dir(workroot, "digits", cd_row, 0), "config.json")))
+    assert cd_config["teacher"]["workdir"] == teacher and cd_config["training"]["num_steps"] == 2
+    collected = benchmark.collect("digits", workroot, 64, 5)
+    assert set(collected) == {"CD"}      # the teacher is trained for CD but only sampled when asked (--methods=edm)
+    teacher_config = json.load(open(os.path.join(teacher, "config.json")))
+    assert teacher_config["method"] == "edm" and teacher_config["training"]["num_steps"] == 2
+    entries = benchmark.write_report("digits", out, readme, collected, "test")
+    cd = {e["nfe"]: e for e in entries if e["row"] == "CD"}
+    assert set(cd) == {1, 2, 4}
+    # 1797 real digits: the floor's real draw is as large as the samples (64), the reference is the rest
+    assert (cd[1]["num_samples"], cd[1]["num_floor"], cd[1]["num_reference"]) == (64, 64, 1797 - 64)
+    assert cd[1]["fd"]["interval"] == "bootstrap" and cd[1]["fd"]["floor"] > 0
+    text = open(readme).read()
+    assert "| CD |" in text and "Not run yet" in text and "EDM teacher" in text.split("Not run yet")[1]
