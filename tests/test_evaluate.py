@@ -576,3 +576,20 @@ def test_evaluate_points_bootstrap_and_sizes_line():
     text = ev.format_with_floor(m)
     assert "scored 400 samples against 400 reference points (floor: 400 vs 400 real)" in text
     assert f"swd {m['swd']:.4g} [{m['swd_ci'][0]:.4g}, {m['swd_ci'][1]:.4g}]" in text
+
+
+def test_evaluate_images_scores_float_samples_clipped_to_the_data_range():
+    # EDM's generate.py saves (x·127.5 + 128).clip(0, 255) as uint8 before any FID: out-of-range values count as
+    # the nearest end of the range, however far out they are.
+    rng = np.random.default_rng(0)
+    reference = np.tanh(rng.standard_normal((400, 4, 4, 1))).astype(np.float32)
+    inside = np.tanh(rng.standard_normal((200, 4, 4, 1)) + 0.3).astype(np.float32)
+    flatten = lambda x: np.asarray(x).reshape(len(x), -1)            # noqa: E731
+    far_out = inside * 50.0            # every |value| > 1 of this ends at ±1 after clipping
+    m_far = ev.evaluate_images(far_out, reference, flatten, seed=3)
+    m_clipped = ev.evaluate_images(np.clip(far_out, -1, 1), reference, flatten, seed=3)
+    for key in ("fd", "kid", "pixel_swd", "precision", "recall"):
+        assert m_far[key] == m_clipped[key], key
+    unclipped_fd = ev.frechet_distance(*ev.gaussian_stats(flatten(far_out)),
+                                       *ev.gaussian_stats(flatten(reference[:200])))
+    assert m_far["fd"] < unclipped_fd / 100

@@ -580,7 +580,9 @@ def evaluate_images(samples: Array, reference: RealSource, feature_fn: Callable[
                     pixel_projections: int = 256, bootstrap: int = 0, prefix: str = "") -> dict:
     """FD, KID, precision/recall (on features) and pixel SW1 of image ``samples`` against real data.
 
-    Images are NHWC, float in [-1, 1] or uint8 (see :func:`images_to_float`). Every sample is scored. The real
+    Images are NHWC, float in [-1, 1] or uint8 (see :func:`images_to_float`); float samples are clipped to [-1, 1]
+    first, as the papers' FIDs see them (EDM's ``generate.py`` saves ``(x·127.5 + 128).clip(0, 255)`` as uint8 PNGs,
+    which the FID tools read), so a sample outside the data range costs what it costs there. Every sample is scored. The real
     ``reference`` (an array or a sampler) gives A and B (:func:`reference_draws`); every metric is metric(A,
     samples) and its floor metric(A, B), the same computation with the samples replaced by real data. KID is the
     unbiased MMD² of the full sets (subsets only when ``kid_subset_size`` is smaller than a set). With
@@ -593,7 +595,7 @@ def evaluate_images(samples: Array, reference: RealSource, feature_fn: Callable[
     """
     samples = np.asarray(samples)
     ref_a, ref_b = (images_to_float(r) for r in reference_draws(reference, len(samples), seed))
-    fake = images_to_float(samples)
+    fake = np.clip(images_to_float(samples), -1.0, 1.0)
     fa, fb, fs = (_batched(feature_fn, x) for x in (ref_a, ref_b, fake))
     stats_a = gaussian_stats(fa)
     out = {"num_samples": len(fake), "num_reference": len(ref_a), "num_floor": len(ref_b)}
