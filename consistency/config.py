@@ -145,7 +145,7 @@ def base_config() -> ml_collections.ConfigDict:
     t.compute_dtype = "float32"  # network compute: 'float32' | 'bfloat16' (mixed precision: float32 parameters,
                                  # optimizer state, EMA, σ grids, losses; consistency/nets/wrappers.py MixedPrecisionNet)
     t.fsdp = 1                   # > 1: parameters, EMA and optimizer state split over a second mesh axis of this size
-                                 # (FSDP / ZeRO-3; consistency/run/train.py Placement); must divide the device count
+                                 # (FSDP / ZeRO-3; consistency/run/placement.py Placement); must divide the device count
     t.grad_accumulation = 1      # > 1: each update averages the gradients of this many micro-batches of
                                  # batch_size / grad_accumulation (consistency/methods/base.py train_step)
 
@@ -476,7 +476,8 @@ def _validate_teacher(c) -> None:
     _require(not (te.workdir and te.oracle), "teacher", f"both workdir={te.workdir!r} and oracle={te.oracle!r} "
              "are set", "keep one: a trained EDM workdir or a closed-form oracle")
     scale = te.get("oracle_std_scale", 1.0)
-    _require(isinstance(scale, (int, float)) and scale > 0, "teacher.oracle_std_scale", f"{scale!r} is not > 0",
+    _require(isinstance(scale, (int, float)) and not isinstance(scale, bool) and math.isfinite(scale) and scale > 0,
+             "teacher.oracle_std_scale", f"{scale!r} is not a finite number > 0",
              "use 1.0 (the exact mixture) or a factor such as 2.0")
     _require(scale == 1.0 or te.oracle == "mixture", "teacher.oracle_std_scale",
              f"{scale!r} widens the 'mixture' oracle, but teacher.oracle is {te.oracle!r}",

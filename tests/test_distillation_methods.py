@@ -175,6 +175,23 @@ def test_missing_pairs_file_is_refused_in_one_line(tmp_path):
         methods.get_method(c, train.build_dataset(c))   # … building the method refuses them
 
 
+def test_pairs_of_another_oracle_are_refused_in_one_line(tmp_path):
+    # pairs recorded as made by the exact mixture cannot serve a teacher whose mixture is widened
+    z = np.zeros((4, 2), np.float32)
+    path = str(tmp_path / "pairs.npz")
+    np.savez(path, z=z, y=z, sigma_max=np.float64(80.0), teacher=np.str_("mixture:toy:8gaussians"))
+    c = tiny("dmd", dmd__pairs=path)
+    dataset = train.build_dataset(c)
+    assert teachers.oracle_name(c) == "mixture:toy:8gaussians"
+    methods.get_method(c, dataset)                                          # the same oracle: accepted
+    c.teacher.oracle_std_scale = 2.0
+    assert teachers.oracle_name(c) == "mixture:toy:8gaussians stds×2"
+    with pytest.raises(ConfigError, match=r"^config\.dmd\.pairs: .* teacher 'mixture:toy:8gaussians', this run "
+                                          r"distils 'mixture:toy:8gaussians stds×2'") as error:
+        methods.get_method(c, dataset)
+    assert "\n" not in str(error.value)
+
+
 @pytest.mark.slow
 def test_multistep_dmd2_generator_samples_at_each_nfe():
     c = tiny("dmd2")

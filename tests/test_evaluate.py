@@ -593,3 +593,7 @@ def test_evaluate_images_scores_float_samples_clipped_to_the_data_range():
     unclipped_fd = ev.frechet_distance(*ev.gaussian_stats(flatten(far_out)),
                                        *ev.gaussian_stats(flatten(reference[:200])))
     assert m_far["fd"] < unclipped_fd / 100
+    broken = far_out.copy()
+    broken[0, 0, 0, 0] = np.inf            # a non-finite value is not clipped into range: it is refused
+    with pytest.raises(ValueError, match="1 of 200 samples hold non-finite values"):
+        ev.evaluate_images(broken, reference, flatten, seed=3)

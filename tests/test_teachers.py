@@ -49,8 +49,9 @@ def test_widened_mixture_scales_only_the_stds():
 
 
 @pytest.mark.parametrize("oracle,scale,match", [
-    ("mixture", 0.0, r"^config\.teacher\.oracle_std_scale: 0\.0 is not > 0"),
-    ("mixture", -1.0, r"^config\.teacher\.oracle_std_scale: -1\.0 is not > 0"),
+    ("mixture", 0.0, r"^config\.teacher\.oracle_std_scale: 0\.0 is not a finite number > 0"),
+    ("mixture", -1.0, r"^config\.teacher\.oracle_std_scale: -1\.0 is not a finite number > 0"),
+    ("mixture", float("inf"), r"^config\.teacher\.oracle_std_scale: inf is not a finite number > 0"),
     ("empirical", 2.0, r"^config\.teacher\.oracle_std_scale: 2\.0 widens the 'mixture' oracle"),
 ])
 def test_bad_std_scale_is_one_config_error_line(oracle, scale, match):

@@ -27,7 +27,7 @@ from consistency.core import fileio
 from consistency.core.errors import ConfigError
 from consistency.diffusion import distances
 from consistency.methods import base
-from consistency.methods.components import common, distillation
+from consistency.methods.components import common, distillation, teachers
 from consistency.objectives import dmd as dmd_objective
 
 NAME = "dmd"
@@ -107,8 +107,9 @@ def validate_config(config) -> None:
 # Pairs
 # ----------------------------------------------------------------------------------------------------------------
 
-def load_pairs(path: str, example_shape, sigma_g: float) -> dict:
-    """{'z', 'y'} float32 arrays of ``launch/make_ode_pairs.py`` (checked against the data shape and σ_g)."""
+def load_pairs(path: str, example_shape, sigma_g: float, oracle: str = "") -> dict:
+    """{'z', 'y'} float32 arrays of ``launch/make_ode_pairs.py`` (checked against the data shape and σ_g, and, for an
+    oracle teacher (``oracle``: :func:`teachers.oracle_name`), against the oracle the file records)."""
     if not fileio.exists(path):
         raise ConfigError(f"config.dmd.pairs: {path!r} does not exist; make it with `python launch/make_ode_pairs.py "
                           "--teacher=WORKDIR (or --oracle=mixture --data=toy:8gaussians) --num=4096 --out=PATH` "
@@ -122,6 +123,10 @@ def load_pairs(path: str, example_shape, sigma_g: float) -> dict:
     if abs(sigma_max - sigma_g) > 1e-6 * max(1.0, sigma_g):
         raise ConfigError(f"config.dmd.pairs: {path!r} starts its ODE at σ = {sigma_max}, the generator at "
                           f"σ_g = {sigma_g}; regenerate the pairs or set dmd.generator_sigma={sigma_max}")
+    made_by = str(data["teacher"]) if "teacher" in data else ""
+    if oracle and made_by and made_by != oracle:
+        raise ConfigError(f"config.dmd.pairs: {path!r} holds the ODE ends of teacher {made_by!r}, this run distils "
+                          f"{oracle!r}; regenerate them with launch/make_ode_pairs.py or point dmd.pairs elsewhere")
     return {"z": z, "y": y}
 
 
@@ -155,7 +160,8 @@ def build(config, dataset, name: str) -> base.Method:
 
     use_regression = name == "dmd" and float(b.regression_weight) > 0
     empirical_pool = int(b.fake_pool) if b.get("fake_score", "learned") == "empirical" else 0
-    pairs = load_pairs(b.pairs, shape, sigma_g) if use_regression else None
+    oracle = teachers.oracle_name(config) if config.teacher.oracle else ""
+    pairs = load_pairs(b.pairs, shape, sigma_g, oracle) if use_regression else None
     distance, feature_params = regression_distance(config, b, shape) if use_regression else (None, None)
 
     use_gan = name == "dmd2" and (float(b.gan_generator_weight) > 0 or float(b.gan_discriminator_weight) > 0)

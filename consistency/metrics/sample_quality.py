@@ -567,6 +567,9 @@ def _batched(feature_fn: Callable[[Array], Array], images: Array) -> Array:
     return np.asarray(feature_fn(images), np.float64).reshape(len(images), -1)
 
 
+IMAGE_SCORING = "samples clipped to [-1, 1]"   # evaluate_images' convention, stored with cached scores
+
+
 def images_to_float(images: Array) -> Array:
     """uint8 images (0..255) → float32 in [-1, 1] (x / 127.5 − 1); float images are returned as float32."""
     images = np.asarray(images)
@@ -582,7 +585,8 @@ def evaluate_images(samples: Array, reference: RealSource, feature_fn: Callable[
 
     Images are NHWC, float in [-1, 1] or uint8 (see :func:`images_to_float`); float samples are clipped to [-1, 1]
     first, as the papers' FIDs see them (EDM's ``generate.py`` saves ``(x·127.5 + 128).clip(0, 255)`` as uint8 PNGs,
-    which the FID tools read), so a sample outside the data range costs what it costs there. Every sample is scored. The real
+    which the FID tools read), so a sample outside the data range costs what it costs there (:data:`IMAGE_SCORING`;
+    a sample with a non-finite value is refused with a ValueError). Every sample is scored. The real
     ``reference`` (an array or a sampler) gives A and B (:func:`reference_draws`); every metric is metric(A,
     samples) and its floor metric(A, B), the same computation with the samples replaced by real data. KID is the
     unbiased MMD² of the full sets (subsets only when ``kid_subset_size`` is smaller than a set). With
@@ -595,7 +599,12 @@ def evaluate_images(samples: Array, reference: RealSource, feature_fn: Callable[
     """
     samples = np.asarray(samples)
     ref_a, ref_b = (images_to_float(r) for r in reference_draws(reference, len(samples), seed))
-    fake = np.clip(images_to_float(samples), -1.0, 1.0)
+    fake = images_to_float(samples)
+    broken = int(np.sum(~np.isfinite(fake.reshape(len(fake), -1)).all(axis=1)))
+    if broken:   # ±inf and NaN are not clipped into range: a diverged sampler is not scored as a saturated one
+        raise ValueError(f"evaluate_images: {broken} of {len(fake)} samples hold non-finite values; they cannot be "
+                         "scored (the sampler diverged)")
+    fake = np.clip(fake, -1.0, 1.0)
     fa, fb, fs = (_batched(feature_fn, x) for x in (ref_a, ref_b, fake))
     stats_a = gaussian_stats(fa)
     out = {"num_samples": len(fake), "num_reference": len(ref_a), "num_floor": len(ref_b)}

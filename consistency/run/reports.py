@@ -117,10 +117,11 @@ def evaluate_state(config, method, state, dataset, step: int, workdir: str, writ
     path = os.path.join(workdir, "eval", f"metrics_{step}.json")
     if not force and fileio.exists(path):
         cached = fileio.read_json(path)
-        if cached.get("nfes") == nfes and cached.get("num_samples") == num:
+        if (cached.get("nfes") == nfes and cached.get("num_samples") == num
+                and cached.get("scoring") == sample_quality.IMAGE_SCORING):   # older reports scored unclipped images
             return cached
     report: dict[str, Any] = {**(extra or {}), "step": int(step), "method": config.method, "nfes": nfes,
-                              "num_samples": num}
+                              "num_samples": num, "scoring": sample_quality.IMAGE_SCORING}
     rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), 10_000_019)
     reference = sampling.reference_points(dataset, num_points=2000)
     for nfe in nfes:

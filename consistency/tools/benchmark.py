@@ -89,7 +89,6 @@ SUITES = {
 }
 """Per suite: default budget (loop steps, batch), the teacher's NFEs, and the reported metrics (key, label, +1 when
 lower is better / −1 when higher is better); the first metric is the headline that the ranking uses."""
-IMAGE_SCORING = "samples clipped to [-1, 1]"   # evaluate_images, as the papers' uint8 PNGs before FID
 
 
 @dataclasses.dataclass(frozen=True)
@@ -316,7 +315,7 @@ def evaluate_row(suite: str, row: Row, seed: int, num: int, bootstrap: int, work
                 "sample_kwargs": [list(k) for k in row.sample_options],   # the key cached records carry
                 "intervals": "basic FD/SW1"}   # records scored with the earlier percentile FD/SW1 form are rescored
     if suite == "digits":
-        settings["images"] = IMAGE_SCORING     # records scored on unclipped samples are rescored
+        settings["images"] = sample_quality.IMAGE_SCORING     # records scored on unclipped samples are rescored
     train_record = _read_json(os.path.join(workdir, "benchmark_train.json"))
     if row.config:
         settings["budget"] = train_record["budget"]
@@ -359,6 +358,7 @@ def evaluate_row(suite: str, row: Row, seed: int, num: int, bootstrap: int, work
 
 def collect(suite: str, workroot: str, num: int, bootstrap: int) -> dict[str, list[dict]]:
     """Every finished evaluation of the suite in the workroot with these settings: {row name: [per-seed results]}."""
+    from consistency.metrics.sample_quality import IMAGE_SCORING as image_scoring
     out: dict[str, list[dict]] = {}
     for row in suite_rows(suite):
         base = os.path.join(suite_dir(workroot, suite), row.run)
@@ -372,7 +372,7 @@ def collect(suite: str, workroot: str, num: int, bootstrap: int) -> dict[str, li
                     res = _read_json(os.path.join(folder, name))
                     s = res["settings"]
                     if (s["num_samples"] == num and s["bootstrap"] == bootstrap and s["nfes"] == list(row.nfes)
-                            and s.get("images") == (IMAGE_SCORING if suite == "digits" else None)):
+                            and s.get("images") == (image_scoring if suite == "digits" else None)):
                         found.append(res)
         if found:
             out[row.name] = found

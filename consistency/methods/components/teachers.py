@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import Any, Callable
 
 import jax
@@ -108,12 +107,20 @@ def config_for_teacher(teacher: str, oracle: str, data: str, command: str):
 def oracle_mixture(config, dataset) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(weights, means, stds) of the 'mixture' oracle: the toy's own mixture, its stds × ``teacher.oracle_std_scale``.
     With a scale s ≠ 1 the teacher is the exact denoiser of the *widened* mixture, so its ODE ends on that mixture: a
-    teacher error known in closed form (per component, W1 of each 1-D projection |s − 1|·σ·√(2/π))."""
+    teacher error known in closed form. Coupling each component with its widened self bounds the plain W1 of every 1-D
+    projection by |s − 1|·σ·√(2/π) (an upper bound for the mixture: projected components overlap)."""
     if getattr(dataset, "mixture", None) is None:
         raise ConfigError(f"config.teacher.oracle: 'mixture' needs a toy mixture dataset, got {config.data.name!r}; "
                           "use teacher.oracle='empirical'")
     w, m, s = dataset.mixture
     return w, m, np.asarray(s) * float(config.teacher.get("oracle_std_scale", 1.0))
+
+
+def oracle_name(config) -> str:
+    """'mixture:toy:8gaussians' (with ' stds×2' for a widened mixture): the oracle a file of teacher outputs came from."""
+    te = config.teacher
+    scale = float(te.get("oracle_std_scale", 1.0))
+    return f"{te.oracle}:{config.data.name}" + (f" stds×{scale:g}" if scale != 1.0 else "")
 
 
 def load_teacher(config, dataset) -> tuple[Any, wrappers.NetworkApply]:
@@ -190,7 +197,7 @@ def write_ode_pairs(config, path: str, num: int, num_steps: int = 18, solver: st
     z, y, sigma_max = make_ode_pairs(config, num, num_steps, solver, seed, chunk)
     te = config.teacher
     fileio.save_npz(path, z=z, y=y, sigma_max=np.float64(sigma_max), num_steps=np.int64(num_steps),
-                    solver=np.str_(solver), teacher=np.str_(te.workdir or f"{te.oracle}:{config.data.name}"))
+                    solver=np.str_(solver), teacher=np.str_(te.workdir or oracle_name(config)))
     return z, y, sigma_max
 
 
