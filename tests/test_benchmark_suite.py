@@ -33,8 +33,17 @@ def test_matched_budget_scales_the_step_counted_fields(tmp_path):
     assert sct.scm.tangent_warmup_steps == 500                  # 2000 of the recipe's 8000 steps
     mcm = benchmark.row_config("toy", rows["MCM VE T=2"], 0, 2000, 256, str(tmp_path))
     assert mcm.mcm.segments == 2 and tuple(mcm.eval.nfes) == (2,)
-    digits_cd = benchmark.row_config("digits", benchmark.suite_rows("digits")[1], 0, 10, 16, str(tmp_path))
+    digits = benchmark.suite_rows("digits")
+    digits_cd = benchmark.row_config("digits", digits[1], 0, 10, 16, str(tmp_path))
     assert digits_cd.teacher.workdir == benchmark.teacher_dir(str(tmp_path))
+    # one network in the digits suite: every row (the teacher included) builds the teacher's model block
+    models = {r.name: benchmark.row_config("digits", r, 0, 10, 16, str(tmp_path)).model.to_dict()
+              for r in digits if r.key in ("edm", "cd", "ct", "ict", "ecm", "sct", "scd", "ctm", "sid", "dmd2")}
+    assert models["iCT"].pop("dropout") == 0.1      # a training regulariser of iCT's recipe, not another network
+    for m in models.values():
+        m.pop("dropout", None)
+    assert all(m == models["EDM teacher"] for m in models.values()), models
+    assert models["EDM teacher"]["embedding"] == "positional"
 
 
 def test_flags_are_checked_in_one_line():

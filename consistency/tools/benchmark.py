@@ -85,7 +85,11 @@ SUITES = {
                         ("log_likelihood", "log-lik", -1))},
     "digits": {"prefix": "configs/digits_", "steps": 2000, "batch": 128, "teacher_nfes": (3, 5, 9, 17, 35),
                "metrics": (("fd", "FD", 1), ("kid", "KID", 1), ("precision", "precision", -1),
-                           ("recall", "recall", -1))},
+                           ("recall", "recall", -1)),
+               # one network for the teacher and every student: the digits U-Net with sinusoidal (DDPM++) noise
+               # features, because sCT/sCD copy the teacher and sCM's tangent needs a time embedding with a bounded
+               # dF/dt (sCM §4.1; configs/digits_scd.py measures what the Fourier-16 embedding does to it)
+               "model": {"embedding": "positional"}},
 }
 """Per suite: default budget (loop steps, batch), the teacher's NFEs, and the reported metrics (key, label, +1 when
 lower is better / −1 when higher is better); the first metric is the headline that the ranking uses."""
@@ -179,6 +183,8 @@ def row_config(suite: str, row: Row, seed: int, steps: int, batch: int, workroot
     config.eval.num_samples = 256  # the loop's own end-of-run check; the benchmark evaluates separately
     config.sampling.num_samples = min(int(config.sampling.num_samples), 256)
     config.eval.nfes = tuple(row.nfes) if config.method != "edm" else (3,)
+    for field, value in SUITES[suite].get("model", {}).items():
+        config.model[field] = value
     if suite == "digits":
         if config.teacher.get("workdir", ""):
             config.teacher.workdir = teacher_dir(workroot)
