@@ -119,6 +119,10 @@ def test_readme_table_names_pending_rows_and_single_seed_intervals():
     assert f"Not run yet (2 of {len(benchmark.suite_rows('digits'))} rows): SiD, ADD." in text
     plain = benchmark.readme_table("digits", [entry("iCT", 3, "t")])
     assert "bootstrap" not in plain and "Not run yet" not in plain and "training seeds" not in plain
+    assert "not a typo" not in plain
+    below = entry("EDM teacher", 1, "bootstrap")
+    below["fd"].update(low=0.0, high=2.0, mean=4.0)
+    assert "An interval below its estimate is not a typo: FD is biased upwards" in benchmark.readme_table("digits", [below])
 
 
 @pytest.mark.slow

@@ -513,6 +513,10 @@ def readme_table(suite: str, entries: list[dict], missing: list[str] = ()) -> st
     if any(e[key]["interval"] == "bootstrap" for e in entries if e.get(key) is not None):
         lines.append("\nA row with one training seed shows the bootstrap interval over samples, which leaves out the "
                      "spread between training seeds; it is narrower than a seed interval would be.")
+    if any(e[key]["high"] < e[key]["mean"] for e in entries if e.get(key) is not None):
+        lines.append(f"\nAn interval below its estimate is not a typo: {label} is biased upwards at these sample "
+                     "sizes, and the basic bootstrap interval is one for the population value (docs/benchmark.md, "
+                     "\"Intervals\").")
     if seeds and seeds[0] != seeds[-1]:
         lines.append(f"\nRows have {seeds[0]} to {seeds[-1]} training seeds so far (docs/benchmark.md lists which).")
     if missing:
