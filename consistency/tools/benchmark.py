@@ -308,6 +308,12 @@ def dataset_config_for(suite: str):
     return load_config_file(f"{SUITES[suite]['prefix']}edm.py").data
 
 
+def scoring_settings(suite: str) -> dict:
+    """The scoring conventions a cached evaluation must share to be reused: for images, evaluate_images' clip."""
+    from consistency.metrics.sample_quality import IMAGE_SCORING
+    return {"images": IMAGE_SCORING} if suite == "digits" else {}
+
+
 def evaluate_row(suite: str, row: Row, seed: int, num: int, bootstrap: int, workroot: str) -> dict:
     """Sample ``num`` points per NFE of ``row`` and score them (or reuse a report with the same settings)."""
     import jax
@@ -320,8 +326,7 @@ def evaluate_row(suite: str, row: Row, seed: int, num: int, bootstrap: int, work
     settings = {"num_samples": int(num), "bootstrap": int(bootstrap), "nfes": list(row.nfes),
                 "sample_kwargs": [list(k) for k in row.sample_options],   # the key cached records carry
                 "intervals": "basic FD/SW1"}   # records scored with the earlier percentile FD/SW1 form are rescored
-    if suite == "digits":
-        settings["images"] = sample_quality.IMAGE_SCORING     # records scored on unclipped samples are rescored
+    settings.update(scoring_settings(suite))   # records scored under another convention are rescored
     train_record = _read_json(os.path.join(workdir, "benchmark_train.json"))
     if row.config:
         settings["budget"] = train_record["budget"]
@@ -364,7 +369,7 @@ def evaluate_row(suite: str, row: Row, seed: int, num: int, bootstrap: int, work
 
 def collect(suite: str, workroot: str, num: int, bootstrap: int) -> dict[str, list[dict]]:
     """Every finished evaluation of the suite in the workroot with these settings: {row name: [per-seed results]}."""
-    from consistency.metrics.sample_quality import IMAGE_SCORING as image_scoring
+    scoring = scoring_settings(suite)
     out: dict[str, list[dict]] = {}
     for row in suite_rows(suite):
         base = os.path.join(suite_dir(workroot, suite), row.run)
@@ -378,7 +383,7 @@ def collect(suite: str, workroot: str, num: int, bootstrap: int) -> dict[str, li
                     res = _read_json(os.path.join(folder, name))
                     s = res["settings"]
                     if (s["num_samples"] == num and s["bootstrap"] == bootstrap and s["nfes"] == list(row.nfes)
-                            and s.get("images") == (image_scoring if suite == "digits" else None)):
+                            and all(s.get(k) == v for k, v in scoring.items())):
                         found.append(res)
         if found:
             out[row.name] = found

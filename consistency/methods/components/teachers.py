@@ -3,7 +3,8 @@
 * a trained EDM workdir: its saved ``config.json`` builds the network and only the sampling EMA params are read from
   the checkpoint (an Orbax partial restore: no Method, no dataset, no optimizer state is built or loaded);
 * a closed-form oracle (``config.teacher.oracle``) whose "params" are the data that define it: 'mixture' (exact, toy
-  mixtures; ``teacher.oracle_std_scale`` ≠ 1 widens its components: a teacher with a known error), 'empirical' (seed eq. 6 over the training split), 'gaussian' (moment-matched Gaussian).
+  mixtures; ``teacher.oracle_std_scale`` ≠ 1 widens its components: a teacher with a known error), 'empirical'
+  (seed eq. 6 over the training split), 'gaussian' (moment-matched Gaussian).
 """
 from __future__ import annotations
 
