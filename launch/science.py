@@ -133,7 +133,7 @@ QUESTIONS = {
     ]),
     "n": ("DMD with and without regression (and when it fails), TTUR 5:1, DMD2's recipe, exact-fake-score control", [
         _s("DMD, λ_reg = 0.25, 1:1 (toy_dmd.py)", DMD),
-        # when the 1:1 run without regression collapses: the same run stopped at 1/10, 1/4 and 1/2 of the budget
+        # when the 1:1 run without regression fails: the same run stopped after one step and at 1/10, 1/4, 1/2
         _s("DMD, no regression, 1:1, after one step (the start)", DMD, steps_scale=1e-6, dmd__regression_weight=0.0),
         *[_s(f"DMD, no regression, 1:1, {frac:g} of the budget", DMD, steps_scale=frac, dmd__regression_weight=0.0)
           for frac in (0.1, 0.25, 0.5)],
@@ -868,7 +868,7 @@ def _plot_o(path, curve, floor):
     fig = Figure(figsize=(8.0, 3.4))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 2, 1)
-    for i, teacher in enumerate(dict.fromkeys(c[0] for c in curve)):
+    for teacher in dict.fromkeys(c[0] for c in curve):
         mine = [c for c in curve if c[0] == teacher]
         line = ax.errorbar([c[1] for c in mine], [c[3] for c in mine], yerr=[c[4] for c in mine], fmt="o-",
                            capsize=3, label=f"student, {teacher} teacher")
