@@ -288,8 +288,6 @@ def _own_data_kind(name) -> str | None:
 def _validate_own_data_path(name, field: str) -> None:
     """'folder:PATH' names a directory, 'npz:PATH' a file, 'array_record:PATH' a directory (checked here, before
     any data is read: one line)."""
-    import os
-
     _require(isinstance(name, str), field, f"{name!r} is not a string", "use 'folder:PATH', 'npz:PATH' or "
              "'array_record:PATH'")
     kind = _own_data_kind(name)

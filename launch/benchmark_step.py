@@ -30,7 +30,6 @@ for the digits configs); an oracle teacher (``--config.teacher.oracle=...``) cha
 from __future__ import annotations
 
 import json
-import time
 
 import jax
 import jax.numpy as jnp

@@ -1,5 +1,4 @@
 """Consistency objectives against exact answers (seed §1–§2; docs/methods.md §4–§7, §15 O1, O2, O4)."""
-import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -7,8 +6,6 @@ import numpy as np
 import pytest
 
 from consistency.diffusion import oracles
-from consistency.core.errors import ConfigError
-from consistency.config import base_config
 from consistency.diffusion import distances, schedules, solvers
 from consistency.objectives import consistency as cm_obj
 from consistency.objectives import ecm as ecm_obj

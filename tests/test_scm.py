@@ -6,7 +6,6 @@ samplers' times, one-line config errors, short runs through the loop, and 1-step
 from __future__ import annotations
 
 import json
-import math
 import os
 
 import jax
@@ -14,12 +13,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from consistency import methods, presets
+from consistency import presets
 from consistency.diffusion import oracles
 from consistency.run import train
 from consistency.core.errors import ConfigError
 from consistency.config import validate
-from consistency.methods import base, scm
+from consistency.methods import scm
 from consistency.objectives import scm as obj
 
 SD = 0.5

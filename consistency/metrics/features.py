@@ -37,7 +37,8 @@ from flax import serialization
 
 from consistency.core import fileio
 from consistency.core.errors import ConfigError
-from consistency.metrics.sample_quality import gaussian_stats, images_to_float
+from consistency.metrics.set_distances import gaussian_stats
+from consistency.metrics.sample_quality import images_to_float
 
 Array = np.ndarray
 

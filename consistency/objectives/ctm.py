@@ -16,7 +16,6 @@ import jax
 import jax.numpy as jnp
 
 from consistency.diffusion import solvers
-from consistency.diffusion.processes import broadcast_to_data
 
 
 def jump(g_value: jax.Array, x_t: jax.Array, t, s) -> jax.Array:
