@@ -113,7 +113,7 @@ CELLS = [
     import numpy as np
 
     import consistency
-    from consistency.metrics import sample_quality
+    from consistency.metrics import set_distances, mixtures, sample_quality
     from consistency.diffusion import oracles
     from consistency.run import train
     from consistency.data import TOY_STD, make_dataset
@@ -338,7 +338,7 @@ CELLS = [
     * **in-mode** — fraction of samples within 3 standard deviations of a mode (sharpness).
     """),
     code(r"""
-    mixture = sample_quality.GaussianMixture(*toy.mixture)  # the 8 Gaussians' exact weights, means and stds
+    mixture = mixtures.GaussianMixture(*toy.mixture)  # the 8 Gaussians' exact weights, means and stds
     teacher_denoiser = oracles.mixture_denoiser(*(jnp.asarray(a, jnp.float32) for a in toy.mixture))
     heun_sigmas = solvers.edm_sampling_sigmas(18, SIGMA_MIN, SIGMA_MAX)  # 18 Karras points + 0: NFE = 2·18 − 1 = 35
 
@@ -355,7 +355,7 @@ CELLS = [
 
 
     rng = jax.random.PRNGKey(1)
-    samples = {("data", 0): sample_quality.sample_gaussian_mixture(mixture, NUM_SAMPLES, seed=2),  # a third real draw
+    samples = {("data", 0): mixtures.sample_gaussian_mixture(mixture, NUM_SAMPLES, seed=2),  # a third real draw
                ("Heun teacher", 35): np.asarray(teacher_samples(rng))}
     for name, method, state in (("CD", cd_method, cd_state), ("CT", ct_method, ct_state)):
         for nfe in (1, 2, 4):
@@ -461,7 +461,7 @@ CELLS = [
                                          sigmas=tuple(default_cm_sigmas(nfe)))) for nfe in (1, 2)}
     fig, axes = plt.subplots(1, 2, figsize=(7, 3.6), sharex=True, sharey=True)
     for ax, (nfe, x) in zip(axes, loaded.items()):
-        sw1 = sample_quality.sliced_wasserstein(x, samples[("data", 0)])
+        sw1 = set_distances.sliced_wasserstein(x, samples[("data", 0)])
         ax.scatter(samples[("data", 0)][:, 0], samples[("data", 0)][:, 1], s=2, c="0.85", linewidths=0)
         ax.scatter(x[:, 0], x[:, 1], s=2, c="tab:blue", linewidths=0)
         ax.set_title(f"consistency.load(workdir): {nfe} NFE\nSW1 {sw1:.3f}", fontsize=9)

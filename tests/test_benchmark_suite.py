@@ -8,7 +8,7 @@ import os
 import pytest
 
 from consistency.tools import benchmark
-from consistency.metrics import sample_quality
+from consistency.metrics import intervals
 from consistency.core.errors import ConfigError
 
 
@@ -105,7 +105,7 @@ def test_toy_smoke_writes_the_blocks_and_reuses_workdirs(tmp_path, monkeypatch):
     teacher = next(e for e in two if e["row"].startswith("exact") and e["nfe"] == 35)
     values = teacher["swd"]["values"]
     assert teacher["swd"]["interval"] == "t" and len(values) == 2
-    assert (teacher["swd"]["low"], teacher["swd"]["high"]) == pytest.approx(sample_quality.seed_interval(values)[1:])
+    assert (teacher["swd"]["low"], teacher["swd"]["high"]) == pytest.approx(intervals.seed_interval(values)[1:])
 
 
 def test_readme_table_names_pending_rows_and_single_seed_intervals():

@@ -20,7 +20,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from consistency.metrics import sample_quality, features
+from consistency.metrics import set_distances, features
 from consistency.run import reports
 from consistency.core import torchfile
 from consistency.config import base_config
@@ -137,11 +137,11 @@ def test_gray_images_are_repeated_and_floats_quantised(reference, inception):
 @pytest.mark.slow   # 320 images through the network: ~20 s on 2 CPU cores
 def test_fid_of_two_sets_matches_pytorch_fid(reference, inception):
     """The whole path: features → gaussian_stats → the project's frechet_distance = pytorch-fid's FID."""
-    mu_a, cov_a = sample_quality.gaussian_stats(inception(reference["images_a"]))
-    mu_b, cov_b = sample_quality.gaussian_stats(inception(reference["images_b"]))
-    fid = sample_quality.frechet_distance(mu_a, cov_a, mu_b, cov_b)
+    mu_a, cov_a = set_distances.gaussian_stats(inception(reference["images_a"]))
+    mu_b, cov_b = set_distances.gaussian_stats(inception(reference["images_b"]))
+    fid = set_distances.frechet_distance(mu_a, cov_a, mu_b, cov_b)
     np.testing.assert_allclose(fid, float(reference["fid_ab"]), rtol=1e-4)   # measured 1.5e-6
-    assert sample_quality.frechet_distance(mu_a, cov_a, mu_a, cov_a) < 1e-3 * fid
+    assert set_distances.frechet_distance(mu_a, cov_a, mu_a, cov_a) < 1e-3 * fid
 
 
 # ---------------------------------------------------------------- wrong files: one line
@@ -194,8 +194,8 @@ def test_evaluation_fid_caches_reference_statistics_or_reads_published_ones(refe
     config.eval.inception_weights = weights_file
     fid = reports.fid(config, dataset, samples)
     assert seen == [24, 16]
-    real_stats = sample_quality.gaussian_stats(inception(reference["images_a"][:24]))
-    expected = sample_quality.frechet_distance(*sample_quality.gaussian_stats(inception(reference["images_b"][:16])), *real_stats)
+    real_stats = set_distances.gaussian_stats(inception(reference["images_a"][:24]))
+    expected = set_distances.frechet_distance(*set_distances.gaussian_stats(inception(reference["images_b"][:16])), *real_stats)
     assert fid == pytest.approx(expected, rel=1e-9)
     assert len(list((tmp_path / "cache" / "features").glob("fid-folder_some_images-stats-*.msgpack"))) == 1
     assert reports.fid(config, dataset, samples) == pytest.approx(fid, rel=1e-12) and seen[2:] == [16]

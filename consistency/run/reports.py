@@ -27,7 +27,7 @@ import numpy as np
 
 from absl import logging
 
-from consistency.metrics import sample_quality
+from consistency.metrics import set_distances, sample_quality
 from consistency.core import fileio
 from consistency.run import sampling
 from consistency.methods import base
@@ -63,7 +63,7 @@ def score_samples(config, dataset, samples: np.ndarray, seed: int = 0) -> dict[s
         features = load_or_train_dataset_features(config.data)
         metrics = sample_quality.evaluate_images(samples, reference, features, seed=seed, bootstrap=bootstrap)
     else:
-        metrics = {"pixel_sliced_wasserstein": sample_quality.sliced_wasserstein(samples, reference[: len(samples)],
+        metrics = {"pixel_sliced_wasserstein": set_distances.sliced_wasserstein(samples, reference[: len(samples)],
                                                                           seed=seed)}
     if config.eval.inception_weights:
         metrics["fid"] = fid(config, dataset, samples)
@@ -98,8 +98,8 @@ def fid(config, dataset, samples: np.ndarray) -> float:
     (``config.eval.num_samples=50000``); fewer samples bias FID upwards."""
     feature_fn = inception(config.eval.inception_weights)
     mu_ref, sigma_ref = fid_reference_stats(config, dataset, feature_fn)
-    mu, sigma = sample_quality.gaussian_stats(feature_fn(samples))
-    return sample_quality.frechet_distance(mu, sigma, mu_ref, sigma_ref)
+    mu, sigma = set_distances.gaussian_stats(feature_fn(samples))
+    return set_distances.frechet_distance(mu, sigma, mu_ref, sigma_ref)
 
 
 def evaluation_nfes(config, method) -> list[int]:

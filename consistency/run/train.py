@@ -247,8 +247,8 @@ class MetricAverager:
 
 def sample_statistics(samples: np.ndarray, data: np.ndarray | None, seed: int = 0) -> dict[str, float]:
     """Cheap sample checks: finite fraction, mean/std of samples and data, and the sliced W1
-    (:func:`consistency.metrics.sample_quality.sliced_wasserstein`) to an equal-size random subset of the data."""
-    from consistency.metrics.sample_quality import sliced_wasserstein
+    (:func:`consistency.metrics.set_distances.sliced_wasserstein`) to an equal-size random subset of the data."""
+    from consistency.metrics.set_distances import sliced_wasserstein
     samples = np.asarray(samples, np.float64)
     stats = {"samples/finite_fraction": float(np.mean(np.all(np.isfinite(samples.reshape(len(samples), -1)), 1))),
              "samples/mean": float(np.mean(samples)), "samples/std": float(np.std(samples))}

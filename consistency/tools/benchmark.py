@@ -393,7 +393,7 @@ def collect(suite: str, workroot: str, num: int, bootstrap: int) -> dict[str, li
 def summarize(suite: str, collected: dict[str, list[dict]]) -> list[dict]:
     """One entry per (row, NFE): per metric the mean and its 95 % interval (t over seeds, or bootstrap for one)."""
     import numpy as np
-    from consistency.metrics import sample_quality
+    from consistency.metrics import intervals
     entries = []
     for name, results in collected.items():
         nfes = sorted({int(n) for r in results for n in r["nfe"]})
@@ -406,7 +406,7 @@ def summarize(suite: str, collected: dict[str, list[dict]]) -> list[dict]:
                 if len(values) < len(per_seed) or not values:
                     entry[key] = None
                     continue
-                mean, lo, hi = sample_quality.seed_interval(values)
+                mean, lo, hi = intervals.seed_interval(values)
                 kind = "t"
                 if len(values) == 1 and key + "_ci" in per_seed[0]:
                     lo, hi = per_seed[0][key + "_ci"]
