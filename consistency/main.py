@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import difflib
-import importlib
 import logging as std_logging
 import os
 import re
@@ -268,16 +267,6 @@ def read_cluster(flag_values: flags.FlagValues = flags.FLAGS) -> Cluster:
 # Checks before anything heavy: config, cluster, data, workdir
 # ----------------------------------------------------------------------------------------------------------
 
-def import_modules(names: Sequence[str]) -> None:
-    for name in names:
-        try:
-            importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name != name:
-                raise
-            raise CommandLineError(f"--imports: no module named {name!r}; put it on PYTHONPATH") from None
-
-
 def resolve_config(command: Command) -> ml_collections.ConfigDict:
     if command.config is not None:
         return command.config
@@ -346,7 +335,8 @@ def workdir_problem(workdir: str, mode: str) -> str | None:
 def prepare(command: Command) -> ml_collections.ConfigDict:
     """Everything that can fail cheaply, in order: imports, the config (one line per bad value), the cluster, the
     devices, the data and the network shape, the workdir. Returns the config to run."""
-    import_modules(command.imports)
+    from consistency import methods
+    methods.import_modules(command.imports)
     config = resolve_config(command)
     from consistency import config as config_lib
     from consistency.run import placement, train

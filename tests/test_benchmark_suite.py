@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -53,6 +55,45 @@ def test_flags_are_checked_in_one_line():
         benchmark.validate_flags("toy", ["cd"], ["a"])
 
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _own_config(folder, name: str = "my_ct") -> str:
+    """A config file of "your own method": the toy CT recipe under another name, sampled at 1 and 3 steps."""
+    path = os.path.join(str(folder), f"{name}.py")
+    with open(path, "w") as f:
+        f.write("from consistency.tools.recipes import load_config_file\n\n\ndef get_config():\n"
+                f"    c = load_config_file({os.path.join(REPO, 'configs', 'toy_ct.py')!r})\n"
+                "    c.eval.nfes = (1, 3)\n    return c\n")
+    return path
+
+
+def test_a_config_file_of_your_own_method_is_a_row_of_its_own(tmp_path):
+    path = _own_config(tmp_path)
+    assert benchmark.validate_flags("toy", ["cd", path], ["0"]) == [0]
+    row = benchmark.own_row(path)
+    assert (row.name, row.run, row.config, row.nfes) == ("my_ct", "own_my_ct", path, (1, 3))
+    config = benchmark.row_config("toy", row, 2, 100, 32, str(tmp_path))
+    assert (config.method, config.training.num_steps, config.training.batch_size, config.seed) == ("ct", 100, 32, 2)
+    assert tuple(config.eval.nfes) == (1, 3)
+    with pytest.raises(ConfigError, match="--methods: no config file"):
+        benchmark.validate_flags("toy", [str(tmp_path / "missing.py")], ["0"])
+    other = tmp_path / "other"
+    other.mkdir()
+    with pytest.raises(ConfigError, match="share a file name"):
+        benchmark.validate_flags("toy", [path, _own_config(other)], ["0"])
+
+
+def test_a_missing_import_is_one_line_and_exit_2(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "consistency.tools.benchmark", "--suite=toy", "--report_only",
+                           "--imports=no_such_method_module", f"--workroot={tmp_path}", f"--out={tmp_path / 'b.md'}",
+                           "--readme="], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1] == ("error: --imports: no module named 'no_such_method_module'; "
+                                                    "put it on PYTHONPATH")
+    assert not os.path.exists(tmp_path / "b.md")
+
+
 def test_ranking_claims_only_what_the_intervals_separate():
     def entry(row, mean, half):
         return {"row": row, "nfe": 1, "swd": {"mean": mean, "low": mean - half, "high": mean + half, "floor": 0.05}}
@@ -66,11 +107,12 @@ def test_toy_smoke_writes_the_blocks_and_reuses_workdirs(tmp_path, monkeypatch):
     workroot, out, readme = str(tmp_path / "w"), str(tmp_path / "benchmark.md"), str(tmp_path / "README.md")
     with open(readme, "w") as f:
         f.write("# r\n\n<!-- benchmark:toy_readme -->\nold\n<!-- /benchmark:toy_readme -->\n")
-    args = dict(suite="toy", methods=["teacher", "cd"], seeds=[0], steps=4, batch=32, num=64, bootstrap=5,
-                workroot=workroot)
+    args = dict(suite="toy", methods=["teacher", "cd", _own_config(tmp_path)], seeds=[0], steps=4, batch=32, num=64,
+                bootstrap=5, workroot=workroot)
     assert benchmark.run(**args) == []
-    collected = benchmark.collect("toy", workroot, 64, 5)
-    assert set(collected) == {"exact teacher (Heun/Euler)", "CD"}
+    collected = benchmark.collect("toy", workroot, 64, 5)   # your own method's row is found in the workroot
+    assert set(collected) == {"exact teacher (Heun/Euler)", "CD", "my_ct"}
+    assert sorted(collected["my_ct"][0]["nfe"]) == ["1", "3"]
     entries = benchmark.write_report("toy", out, readme, collected, "test")
     page = open(out).read()
     for block in ("toy_meta", "toy_table", "toy_ranking", "toy_plots"):

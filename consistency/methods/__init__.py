@@ -31,6 +31,18 @@ def register(name: str, make_fn: MakeFn) -> None:
     _REGISTERED[name] = make_fn
 
 
+def import_modules(names) -> None:
+    """Import the modules named by ``--imports`` (each may :func:`register` methods); a missing one is a
+    :class:`ConfigError` naming the flag."""
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name != name:   # the module exists but one of its own imports is missing: a real bug
+                raise
+            raise ConfigError(f"--imports: no module named {name!r}; put it on PYTHONPATH") from None
+
+
 def is_registered(name: str) -> bool:
     """True for names added with :func:`register` (not the package's own modules)."""
     return name in _REGISTERED

@@ -4,6 +4,7 @@ confidence intervals, written into marked blocks of ``docs/benchmark.md`` and th
     python -m consistency.tools.benchmark --suite=toy                                  # every toy method, seeds 0,1,2
     python -m consistency.tools.benchmark --suite=toy --methods=cd,ict --seeds=0       # one part of it
     python -m consistency.tools.benchmark --suite=digits --methods=cd --seeds=0 --steps=20 --teacher_steps=20   # a smoke run
+    python -m consistency.tools.benchmark --suite=toy --imports=my_pair --methods=configs/my_pair.py,cd   # your own method
 
 A tool above the training loop (it calls ``train.train_and_evaluate`` and samples with ``api.load``). Run from the
 repository root (it reads ``configs/``).
@@ -26,14 +27,20 @@ draws of the mixture of the same size, plus the exact mode coverage and log-like
 recall in the in-project classifier's feature space against all 1797 real digits (the largest reference the suite
 has; the floor's real draw is capped at half of them). Each metric carries its noise floor and a 95 % bootstrap
 interval over samples (``--bootstrap`` replicates; basic for FD and sliced W1, percentile for MMD²/KID, see
-``evaluate.bootstrap_interval``). Across training seeds the interval is Student's t on
-the per-seed values (``evaluate.seed_interval``): mean ± t₀.₉₇₅,S−1 · s/√S, where s already contains the sampling
+``intervals.bootstrap_interval``). Across training seeds the interval is Student's t on
+the per-seed values (``intervals.seed_interval``): mean ± t₀.₉₇₅,S−1 · s/√S, where s already contains the sampling
 variation because each seed draws its own samples; with one seed the bootstrap interval is shown instead.
 
 **Resumable and divisible.** Every (suite, run, seed) is a workdir ``<workroot>/<suite>/<run>/seed<k>``: training is
 skipped when its ``benchmark_train.json`` records the same budget, and evaluation when ``benchmark_eval_<row>.json``
 records the same settings. Each invocation rewrites the page from every finished result of the suite in the
 workroot, so ``--methods`` / ``--seeds`` parts accumulate.
+
+**Your own method.** An entry of ``--methods`` that is a config file (``configs/my_pair.py``; its method registered by a
+module named in ``--imports``) is a row of its own, named after the file, sampled at the config's ``eval.nfes`` and
+trained under the same rules as the built-in rows: the matched budget, the seeds, the suite's network fields and, when
+its config names a teacher workdir, the suite's shared teacher. Its runs live in ``<workroot>/<suite>/own_<name>/`` and
+later reports find them there.
 """
 from __future__ import annotations
 
@@ -58,15 +65,17 @@ _WORKROOT = None
 _OUT = None
 _REPORT_ONLY = None
 _README = None
+_IMPORTS = None
 
 
 def define_flags() -> None:
     """The command's absl flags, defined only when it runs as a program (importing the module defines none,
     so tests and other programs can import it beside scripts with flags of the same names)."""
     global _SUITE, _METHODS, _SEEDS, _STEPS, _BATCH, _TEACHER_STEPS
-    global _NUM_SAMPLES, _BOOTSTRAP, _WORKROOT, _OUT, _REPORT_ONLY, _README
+    global _NUM_SAMPLES, _BOOTSTRAP, _WORKROOT, _OUT, _REPORT_ONLY, _README, _IMPORTS
     _SUITE = flags.DEFINE_enum("suite", "toy", ["toy", "digits"], "Which suite: toy (2-D mixture) or digits (8×8).")
-    _METHODS = flags.DEFINE_list("methods", [], "Method keys to run (empty: all of the suite), e.g. cd,ict,mcm_vp.")
+    _METHODS = flags.DEFINE_list("methods", [], "Method keys to run (empty: all of the suite), e.g. cd,ict,mcm_vp, "
+                                 "and config files of your own methods, e.g. configs/my_pair.py.")
     _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Training seeds.")
     _STEPS = flags.DEFINE_integer("steps", 0, "Loop steps of every student run (0: the suite's default budget).")
     _BATCH = flags.DEFINE_integer("batch_size", 0, "Batch size of every run (0: the suite's default).")
@@ -77,6 +86,8 @@ def define_flags() -> None:
     _OUT = flags.DEFINE_string("out", "docs/benchmark.md", "Page to write the marked blocks into (plots/JSON beside it).")
     _REPORT_ONLY = flags.DEFINE_bool("report_only", False, "Only rewrite the page from the finished results in the workroot.")
     _README = flags.DEFINE_string("readme", "README.md", "README whose benchmark block is rewritten ('' to skip).")
+    _IMPORTS = flags.DEFINE_multi_string("imports", [], "Python modules to import first, e.g. one that registers your "
+                                         "method with consistency.methods.register(name, make).")
 
 
 SUITES = {
@@ -135,6 +146,42 @@ def method_keys(suite: str) -> list[str]:
     return list(dict.fromkeys(r.key for r in suite_rows(suite)))
 
 
+OWN_PREFIX = "own_"   # the run folders of rows from --methods=<config file>
+
+
+def is_config_file(entry: str) -> bool:
+    return entry.endswith(".py")
+
+
+def own_row(path: str) -> Row:
+    """The row of a method of your own: its config file, named after the file and sampled at its ``eval.nfes``."""
+    from consistency.tools.recipes import load_config_file
+    config = load_config_file(path)
+    name = os.path.splitext(os.path.basename(path))[0]
+    nfes = tuple(int(n) for n in config.eval.nfes) or (1,)
+    return Row(path, name, OWN_PREFIX + name, path, nfes=nfes)
+
+
+def own_rows_in(workroot: str, suite: str) -> list[Row]:
+    """The own-method rows trained in the workroot before (read from their ``benchmark_train.json``), by name."""
+    base, rows = suite_dir(workroot, suite), {}
+    for run in sorted(os.listdir(base)) if os.path.isdir(base) else ():
+        if not run.startswith(OWN_PREFIX):
+            continue
+        for seed_dir in sorted(os.listdir(os.path.join(base, run))):
+            record = _read_json(os.path.join(base, run, seed_dir, "benchmark_train.json"))
+            if record and record.get("row"):
+                r = record["row"]
+                rows[r["name"]] = Row(r["config"], r["name"], run, r["config"], nfes=tuple(r["nfes"]))
+                break
+    return list(rows.values())
+
+
+def report_rows(suite: str, workroot: str) -> list[Row]:
+    """Every row a report shows: the suite's own, then the methods of your own found in the workroot."""
+    return suite_rows(suite) + own_rows_in(workroot, suite)
+
+
 def row_slug(row: Row) -> str:
     return "".join(c if c.isalnum() else "_" for c in row.name.lower().replace("γ", "g")).strip("_")
 
@@ -167,7 +214,7 @@ def _set_field(config, dotted: str, value) -> None:
 def row_config(suite: str, row: Row, seed: int, steps: int, batch: int, workroot: str):
     """The training config of one run: the recipe, the matched budget, the seed and the suite's shared teacher."""
     from consistency.tools.recipes import load_config_file
-    config = load_config_file(f"{SUITES[suite]['prefix']}{row.config}.py")
+    config = load_config_file(row.config if is_config_file(row.config) else f"{SUITES[suite]['prefix']}{row.config}.py")
     recipe_steps = int(config.training.num_steps)
     for field, value in row.overrides:
         _set_field(config, field, value)
@@ -261,6 +308,8 @@ def train_run(suite: str, row: Row, seed: int, steps: int, batch: int, workroot:
     train.train_and_evaluate(config, workdir)
     record = {"budget": budget, "cpu_seconds": time.process_time() - cpu, "wall_seconds": time.time() - wall,
               "config": row.config, "overrides": [list(o) for o in row.overrides]}
+    if row.run.startswith(OWN_PREFIX):   # what a later report needs to list the row without loading its method
+        record["row"] = {"name": row.name, "config": row.config, "nfes": list(row.nfes)}
     _write_json(marker, record)
     return record
 
@@ -371,7 +420,7 @@ def collect(suite: str, workroot: str, num: int, bootstrap: int) -> dict[str, li
     """Every finished evaluation of the suite in the workroot with these settings: {row name: [per-seed results]}."""
     scoring = scoring_settings(suite)
     out: dict[str, list[dict]] = {}
-    for row in suite_rows(suite):
+    for row in report_rows(suite, workroot):
         base = os.path.join(suite_dir(workroot, suite), row.run)
         if not os.path.isdir(base):
             continue
@@ -641,6 +690,7 @@ def run(suite: str, methods: list[str], seeds: list[int], steps: int, batch: int
     """Train and evaluate every selected (row, seed); returns one line per failed (row, seed). The page is written by
     :func:`write_report`."""
     rows = [r for r in suite_rows(suite) if not methods or r.key in methods]
+    rows += [own_row(m) for m in methods if is_config_file(m)]
     if suite == "digits":  # the shared teacher, trained once
         teacher = next(r for r in suite_rows("digits") if r.shared)
         from consistency.tools.recipes import load_config_file
@@ -661,9 +711,18 @@ def run(suite: str, methods: list[str], seeds: list[int], steps: int, batch: int
 
 def validate_flags(suite: str, methods: list[str], seeds: list[str]) -> list[int]:
     from consistency.core.errors import ConfigError
-    unknown = [m for m in methods if m not in method_keys(suite)]
+    unknown = [m for m in methods if m not in method_keys(suite) and not is_config_file(m)]
     if unknown:
-        raise ConfigError(f"--methods: unknown {unknown} for --suite={suite}; use some of {','.join(method_keys(suite))}")
+        raise ConfigError(f"--methods: unknown {unknown} for --suite={suite}; use some of {','.join(method_keys(suite))} "
+                          "or the config file of your own method (a path ending in .py)")
+    missing = [m for m in methods if is_config_file(m) and not os.path.isfile(m)]
+    if missing:
+        raise ConfigError(f"--methods: no config file {missing}; give the path of an existing file, e.g. "
+                          "configs/my_pair.py")
+    names = [os.path.splitext(os.path.basename(m))[0] for m in methods if is_config_file(m)]
+    if len(set(names)) < len(names):
+        raise ConfigError(f"--methods: the config files {names} share a file name; rows are named after the file, "
+                          "so rename one")
     try:
         values = [int(s) for s in seeds]
     except ValueError:
@@ -679,6 +738,8 @@ def main(argv):
     from consistency.core.errors import ConfigError
     suite = _SUITE.value
     try:
+        from consistency import methods
+        methods.import_modules(_IMPORTS.value)
         seeds = validate_flags(suite, _METHODS.value, _SEEDS.value)
         for name, value in (("--num_samples", _NUM_SAMPLES.value), ("--bootstrap", _BOOTSTRAP.value)):
             if value < (4 if name == "--num_samples" else 0):

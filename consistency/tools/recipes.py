@@ -10,11 +10,12 @@ from absl import logging
 
 
 def load_config_file(path: str, variant: str = ""):
-    """``get_config(variant)`` of the recipe file at ``path``."""
+    """``get_config(variant)`` of the recipe file at ``path``; ``get_config()`` when no variant is given, as
+    ``--config=FILE`` calls it, so a config file whose ``get_config`` takes no argument loads too."""
     spec = importlib.util.spec_from_file_location("experiment_config", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.get_config(variant)
+    return module.get_config(variant) if variant else module.get_config()
 
 
 def scaled_recipe(config, scale: float):
