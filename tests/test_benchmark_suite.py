@@ -58,13 +58,13 @@ def test_flags_are_checked_in_one_line():
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _own_config(folder, name: str = "my_ct") -> str:
+def _own_config(folder, name: str = "my_ct", changes: str = "c.eval.nfes = (1, 3)") -> str:
     """A config file of "your own method": the toy CT recipe under another name, sampled at 1 and 3 steps."""
     path = os.path.join(str(folder), f"{name}.py")
     with open(path, "w") as f:
         f.write("from consistency.tools.recipes import load_config_file\n\n\ndef get_config():\n"
                 f"    c = load_config_file({os.path.join(REPO, 'configs', 'toy_ct.py')!r})\n"
-                "    c.eval.nfes = (1, 3)\n    return c\n")
+                f"    {changes}\n    return c\n")
     return path
 
 
@@ -82,6 +82,35 @@ def test_a_config_file_of_your_own_method_is_a_row_of_its_own(tmp_path):
     other.mkdir()
     with pytest.raises(ConfigError, match="share a file name"):
         benchmark.validate_flags("toy", [path, _own_config(other)], ["0"])
+    with pytest.raises(ConfigError, match="named like a built-in row"):      # CD.py would replace the CD row
+        benchmark.validate_flags("toy", [_own_config(other, "CD")], ["0"])
+
+
+def test_an_own_config_that_cannot_join_the_suite_is_one_line(tmp_path):
+    workroot = str(tmp_path / "w")
+    path = _own_config(tmp_path)
+    benchmark.check_own_configs("toy", [path], workroot)
+    cases = {"no_method": ("c.method = 'not_registered'", "not registered; add --imports"),
+             "other_data": ("c.data.name = 'toy:swissroll'", "scores against 'toy:8gaussians'"),
+             "broken": ("raise ValueError('bad recipe')", "does not load .ValueError: bad recipe")}
+    for name, (change, message) in cases.items():
+        with pytest.raises(ConfigError, match=message):
+            benchmark.check_own_configs("toy", [_own_config(tmp_path, name, change)], workroot)
+    # a run in the workroot from the same file name: reused when the recipe is the same (its NFEs may change) ...
+    row = benchmark.own_row(path)
+    marker = os.path.join(benchmark.run_dir(workroot, "toy", row, 0), "benchmark_train.json")
+    os.makedirs(os.path.dirname(marker))
+    budget = {"steps": 4, "batch_size": 32}
+    old_row = {"name": "my_ct", "config": path, "nfes": [1], "digest": benchmark.own_config_digest(path)}
+    with open(marker, "w") as f:
+        json.dump({"budget": budget, "cpu_seconds": 1.0, "config": path, "overrides": [], "row": old_row}, f)
+    benchmark.check_own_configs("toy", [path], workroot)
+    assert benchmark.train_run("toy", row, 0, 4, 32, workroot)["row"]["nfes"] == [1, 3]   # no training: a reuse
+    assert [r.nfes for r in benchmark.own_rows_in(workroot, "toy")] == [(1, 3)]
+    # ... and refused when the recipe under that name changed
+    _own_config(tmp_path, "my_ct", "c.optim.lr = 3e-4")
+    with pytest.raises(ConfigError, match="trained from another recipe named 'my_ct'"):
+        benchmark.check_own_configs("toy", [path], workroot)
 
 
 def test_a_missing_import_is_one_line_and_exit_2(tmp_path):

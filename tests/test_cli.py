@@ -98,6 +98,14 @@ def test_sample_mode_without_checkpoint_is_a_clear_error(tmp_path):
     assert proc.stderr.startswith("error: --config: not given and ")
 
 
+def test_a_missing_imports_module_is_one_line_and_exit_2(config_path, tmp_path):
+    proc = _cli(f"--config={config_path}", f"--workdir={tmp_path / 'w'}", "--imports=no_such_method_module",
+                timeout=120)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr[-2000:]
+    assert proc.stderr == "error: --imports: no module named 'no_such_method_module'; put it on PYTHONPATH\n"
+    assert not os.path.exists(tmp_path / "w")
+
+
 # The EDM teacher end to end through the shipped config files, shrunk on the command line: a 2-D toy, and
 # class-conditional sklearn digits (offline real data) with CFG sampling, which exercises the labels path.
 TINY_RUN = ["--config.training.num_steps=2", "--config.training.batch_size=8", "--config.training.log_every=1",

@@ -113,7 +113,7 @@ def bootstrap_sliced_wasserstein_interval(a: Array, b: Array, num_projections: i
 
 def sliced_wasserstein_replicates(a: Array, b: Array, num_projections: int = 256, seed: int = 0,
                                   num_resamples: int = 200) -> tuple[float, Array]:
-    """(estimate, replicates) of :func:`bootstrap_sliced_wasserstein_interval`: :func:`sliced_wasserstein` (p = 1,
+    """(estimate, replicates) of :func:`bootstrap_sliced_wasserstein_interval`: ``set_distances.sliced_wasserstein`` (p = 1,
     unit scale) of ``a``, ``b`` and of ``num_resamples`` resamples of both (rows drawn with replacement)."""
     x, y = as_points(a), as_points(b)
     dirs = random_unit_directions(x.shape[1], num_projections, seed)

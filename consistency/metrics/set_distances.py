@@ -140,8 +140,9 @@ def kernel_inception_distance(real_features: Array, fake_features: Array, num_su
     (and can be negative) when both sets come from one distribution. ``normalize`` first applies
     :func:`standardize_jointly` to the two full sets (set False for the raw KID of the papers, e.g. on
     Inception pool3 features). Returns ``(mean, std)`` over subsets. When ``subset_size`` covers both sets
-    every subset would be the full set: the MMD² of the full sets (sizes may differ) is computed once and the std is NaN (one value has no spread; the
-    sampling uncertainty of that value is :func:`bootstrap_mmd2_interval`'s job, see :func:`evaluate_images`).
+    every subset would be the full set: the MMD² of the full sets (sizes may differ) is computed once and the std is
+    NaN (one value has no spread; the sampling uncertainty of that value is the job of
+    ``intervals.bootstrap_mmd2_interval``, see ``sample_quality.evaluate_images``).
     """
     real = np.asarray(real_features, np.float64).reshape(len(real_features), -1)
     fake = np.asarray(fake_features, np.float64).reshape(len(fake_features), -1)
@@ -181,7 +182,7 @@ def mmd_rbf(a: Array, b: Array, bandwidths: Sequence[float] = (0.1, 0.2, 0.5, 1.
     """Unbiased MMD² between point sets ``a (m, d)`` and ``b (n, d)`` with :func:`rbf_kernel_sum`.
 
     Gretton et al. 2012, Lemma 6. Identical distributions give ≈ 0 (it can be negative). The bandwidths
-    are in data units; :func:`evaluate_points` sets them from the real data with
+    are in data units; ``sample_quality.evaluate_points`` sets them from the real data with
     :func:`median_bandwidths` and uses the same ones for the floor.
     """
     x, y = as_points(a), as_points(b)

@@ -38,9 +38,10 @@ workroot, so ``--methods`` / ``--seeds`` parts accumulate.
 
 **Your own method.** An entry of ``--methods`` that is a config file (``configs/my_pair.py``; its method registered by a
 module named in ``--imports``) is a row of its own, named after the file, sampled at the config's ``eval.nfes`` and
-trained under the same rules as the built-in rows: the matched budget, the seeds, the suite's network fields and, when
-its config names a teacher workdir, the suite's shared teacher. Its runs live in ``<workroot>/<suite>/own_<name>/`` and
-later reports find them there.
+trained under the same rules as the built-in rows: the matched budget, the seeds, the suite's network fields and, in
+the digits suite, the shared teacher when its config names a teacher workdir. It must train on the suite's data. Its
+runs live in ``<workroot>/<suite>/own_<name>/`` with a digest of the recipe (a changed recipe under the same name is
+refused), and later reports find them there.
 """
 from __future__ import annotations
 
@@ -153,20 +154,61 @@ def is_config_file(entry: str) -> bool:
     return entry.endswith(".py")
 
 
+def own_name(path: str) -> str:
+    return os.path.splitext(os.path.basename(path))[0]
+
+
 def own_row(path: str) -> Row:
     """The row of a method of your own: its config file, named after the file and sampled at its ``eval.nfes``."""
     from consistency.tools.recipes import load_config_file
     config = load_config_file(path)
-    name = os.path.splitext(os.path.basename(path))[0]
     nfes = tuple(int(n) for n in config.eval.nfes) or (1,)
-    return Row(path, name, OWN_PREFIX + name, path, nfes=nfes)
+    return Row(path, own_name(path), OWN_PREFIX + own_name(path), path, nfes=nfes)
+
+
+def own_config_digest(path: str) -> str:
+    """What identifies the recipe of an own row: a hash of its config file's ``get_config()`` without the sampling
+    and evaluation blocks (sampling it at other NFEs is the same trained recipe)."""
+    import hashlib
+    from consistency.tools.recipes import load_config_file
+    recipe = {k: v for k, v in load_config_file(path).to_dict().items() if k not in ("eval", "sampling")}
+    return hashlib.sha256(json.dumps(recipe, sort_keys=True, default=repr).encode()).hexdigest()[:16]
+
+
+def check_own_configs(suite: str, paths: list[str], workroot: str) -> None:
+    """One ConfigError line for an own config that cannot join the suite: it does not load, its method is not
+    registered (a missing ``--imports``), it trains on other data than the suite scores, or its runs in the workroot
+    were trained from another recipe under the same name."""
+    from consistency import methods
+    from consistency.core.errors import ConfigError
+    from consistency.tools.recipes import load_config_file
+    suite_data = dataset_config_for(suite).name
+    for path in paths:
+        try:
+            config = load_config_file(path)
+        except Exception as e:  # a user's get_config: whatever it raises is reported in one line
+            raise ConfigError(f"--methods: {path} does not load ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+                              "run it alone with python -m consistency.main --config=FILE to see why") from None
+        if config.method not in methods.available():
+            raise ConfigError(f"--methods: {path} uses method {config.method!r}, which is not registered; add "
+                              "--imports=MODULE naming the module that calls consistency.methods.register")
+        if config.data.name != suite_data:
+            raise ConfigError(f"--methods: {path} trains on data.name={config.data.name!r} but the {suite} suite "
+                              f"scores against {suite_data!r}; set c.data.name = {suite_data!r}")
+        digest = own_config_digest(path)
+        run_root = os.path.join(suite_dir(workroot, suite), OWN_PREFIX + own_name(path))
+        for seed_dir in sorted(os.listdir(run_root)) if os.path.isdir(run_root) else ():
+            record = _read_json(os.path.join(run_root, seed_dir, "benchmark_train.json"))
+            if record and record.get("row", {}).get("digest") not in (None, digest):
+                raise ConfigError(f"--methods: {run_root}/{seed_dir} was trained from another recipe named "
+                                  f"{own_name(path)!r}; rename the file or remove that folder")
 
 
 def own_rows_in(workroot: str, suite: str) -> list[Row]:
     """The own-method rows trained in the workroot before (read from their ``benchmark_train.json``), by name."""
     base, rows = suite_dir(workroot, suite), {}
     for run in sorted(os.listdir(base)) if os.path.isdir(base) else ():
-        if not run.startswith(OWN_PREFIX):
+        if not run.startswith(OWN_PREFIX) or not os.path.isdir(os.path.join(base, run)):
             continue
         for seed_dir in sorted(os.listdir(os.path.join(base, run))):
             record = _read_json(os.path.join(base, run, seed_dir, "benchmark_train.json"))
@@ -183,7 +225,11 @@ def report_rows(suite: str, workroot: str) -> list[Row]:
 
 
 def row_slug(row: Row) -> str:
-    return "".join(c if c.isalnum() else "_" for c in row.name.lower().replace("γ", "g")).strip("_")
+    return name_slug(row.name)
+
+
+def name_slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in name.lower().replace("γ", "g")).strip("_")
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -297,8 +343,14 @@ def train_run(suite: str, row: Row, seed: int, steps: int, batch: int, workroot:
     marker = os.path.join(workdir, "benchmark_train.json")
     budget = {"steps": int(steps), "batch_size": int(batch)}
     done = _read_json(marker)
+    own = row.run.startswith(OWN_PREFIX)
+    row_record = {"name": row.name, "config": row.config, "nfes": list(row.nfes),
+                  "digest": own_config_digest(row.config)} if own else None
     if done is not None and done["budget"] == budget:
         logging.info("benchmark: reusing %s", workdir)
+        if own and done.get("row") != row_record:   # the same recipe (checked up front), sampled at today's NFEs
+            done["row"] = row_record
+            _write_json(marker, done)
         return done
     from consistency.run import train
     config = row_config(suite, row, 0 if row.shared else seed, steps, batch, workroot)
@@ -308,8 +360,8 @@ def train_run(suite: str, row: Row, seed: int, steps: int, batch: int, workroot:
     train.train_and_evaluate(config, workdir)
     record = {"budget": budget, "cpu_seconds": time.process_time() - cpu, "wall_seconds": time.time() - wall,
               "config": row.config, "overrides": [list(o) for o in row.overrides]}
-    if row.run.startswith(OWN_PREFIX):   # what a later report needs to list the row without loading its method
-        record["row"] = {"name": row.name, "config": row.config, "nfes": list(row.nfes)}
+    if own:   # what a later report needs to list the row without loading its method
+        record["row"] = row_record
     _write_json(marker, record)
     return record
 
@@ -719,10 +771,16 @@ def validate_flags(suite: str, methods: list[str], seeds: list[str]) -> list[int
     if missing:
         raise ConfigError(f"--methods: no config file {missing}; give the path of an existing file, e.g. "
                           "configs/my_pair.py")
-    names = [os.path.splitext(os.path.basename(m))[0] for m in methods if is_config_file(m)]
+    own = [m for m in methods if is_config_file(m)]
+    names = [own_name(m) for m in own]
     if len(set(names)) < len(names):
-        raise ConfigError(f"--methods: the config files {names} share a file name; rows are named after the file, "
+        raise ConfigError(f"--methods: the config files {own} share a file name; rows are named after the file, "
                           "so rename one")
+    built_in = {row_slug(r) for r in suite_rows(suite)}
+    clash = [m for m in own if name_slug(own_name(m)) in built_in]
+    if clash:
+        raise ConfigError(f"--methods: {clash[0]} would be named like a built-in row of the {suite} suite; rename the "
+                          "file, e.g. my_" + os.path.basename(clash[0]))
     try:
         values = [int(s) for s in seeds]
     except ValueError:
@@ -741,6 +799,7 @@ def main(argv):
         from consistency import methods
         methods.import_modules(_IMPORTS.value)
         seeds = validate_flags(suite, _METHODS.value, _SEEDS.value)
+        check_own_configs(suite, [m for m in _METHODS.value if is_config_file(m)], _WORKROOT.value)
         for name, value in (("--num_samples", _NUM_SAMPLES.value), ("--bootstrap", _BOOTSTRAP.value)):
             if value < (4 if name == "--num_samples" else 0):
                 raise ConfigError(f"{name}: {value} is too small; use e.g. {name}=2000")
