@@ -38,6 +38,7 @@ def test_matched_budget_scales_the_step_counted_fields(tmp_path):
     digits = benchmark.suite_rows("digits")
     digits_cd = benchmark.row_config("digits", digits[1], 0, 10, 16, str(tmp_path))
     assert digits_cd.teacher.workdir == benchmark.teacher_dir(str(tmp_path))
+    assert (digits_cd.training.ckpt_every, ecm.training.ckpt_every) == (2, 250)   # four checkpoints per run: resumable
     # one network in the digits suite: every row (the teacher included) builds the teacher's model block
     models = {r.name: benchmark.row_config("digits", r, 0, 10, 16, str(tmp_path)).model.to_dict()
               for r in digits if r.key in ("edm", "cd", "ct", "ict", "ecm", "sct", "scd", "ctm", "sid", "dmd2")}
@@ -123,6 +124,23 @@ def test_a_missing_import_is_one_line_and_exit_2(tmp_path):
     assert not os.path.exists(tmp_path / "b.md")
 
 
+def test_cost_meter_carries_the_cost_of_killed_parts(tmp_path):
+    import time
+    path = str(tmp_path / "run" / "benchmark_train_cost.json")
+    with pytest.raises(KeyboardInterrupt):
+        with benchmark.CostMeter(path, every=0.02):
+            time.sleep(0.1)
+            assert json.load(open(path))["wall_seconds"] > 0.0    # written while it runs, so a SIGKILL loses little
+            raise KeyboardInterrupt                               # a part stopped: its totals stay on disk
+    first = json.load(open(path))
+    assert 0.1 <= first["wall_seconds"] < 5.0 and first["cpu_seconds"] >= 0.0
+    with benchmark.CostMeter(path, every=10.0) as meter:           # the rerun part carries them on
+        cpu, wall = meter.totals()
+    assert cpu >= first["cpu_seconds"] and wall >= first["wall_seconds"]
+    meter.finish()
+    assert not os.path.exists(path)
+
+
 def test_ranking_claims_only_what_the_intervals_separate():
     def entry(row, mean, half):
         return {"row": row, "nfe": 1, "swd": {"mean": mean, "low": mean - half, "high": mean + half, "floor": 0.05}}
@@ -132,7 +150,7 @@ def test_ranking_claims_only_what_the_intervals_separate():
 
 
 @pytest.mark.slow
-def test_toy_smoke_writes_the_blocks_and_reuses_workdirs(tmp_path, monkeypatch):
+def test_toy_smoke_writes_the_blocks_and_reuses_workdirs(tmp_path, monkeypatch, caplog):
     workroot, out, readme = str(tmp_path / "w"), str(tmp_path / "benchmark.md"), str(tmp_path / "README.md")
     with open(readme, "w") as f:
         f.write("# r\n\n<!-- benchmark:toy_readme -->\nold\n<!-- /benchmark:toy_readme -->\n")
@@ -152,6 +170,31 @@ def test_toy_smoke_writes_the_blocks_and_reuses_workdirs(tmp_path, monkeypatch):
     assert "old" not in open(readme).read() and "| CD |" in open(readme).read()
     cd = next(e for e in entries if e["row"] == "CD" and e["nfe"] == 1)
     assert cd["num_samples"] == 64 and cd["swd"]["interval"] == "bootstrap"
+    # a part killed during CD's training (its last checkpoint, record and evaluation never written) is resumed from
+    # the latest checkpoint when rerun, ends on the same weights, and is charged for the killed part's CPU time too
+    import shutil
+    import numpy as np
+    import jax
+    from consistency import api
+    from consistency.core import checkpoint
+    cd_row = next(r for r in benchmark.suite_rows("toy") if r.key == "cd")
+    cd_dir = benchmark.run_dir(workroot, "toy", cd_row, 0)
+    assert checkpoint.available_steps(cd_dir) == [3, 4]
+    finished = jax.tree_util.tree_leaves(api.load(cd_dir).state.params)
+    shutil.rmtree(os.path.join(checkpoint.checkpoint_dir(cd_dir), "4"))
+    for name in ("benchmark_train.json", f"benchmark_eval_{benchmark.row_slug(cd_row)}_seed0.json"):
+        os.remove(os.path.join(cd_dir, name))
+    with open(os.path.join(cd_dir, "benchmark_train_cost.json"), "w") as f:
+        json.dump({"cpu_seconds": 1000.0, "wall_seconds": 2000.0}, f)
+    with caplog.at_level("INFO"):
+        record = benchmark.train_run("toy", cd_row, 0, 4, 32, workroot)
+    assert "cd: resumed from step 3" in caplog.text
+    assert record["cpu_seconds"] > 1000.0 and record["wall_seconds"] > 2000.0
+    assert not os.path.exists(os.path.join(cd_dir, "benchmark_train_cost.json"))
+    resumed = jax.tree_util.tree_leaves(api.load(cd_dir).state.params)
+    assert all(np.array_equal(a, b) for a, b in zip(finished, resumed))
+    benchmark.evaluate_row("toy", cd_row, 0, 64, 5, workroot)
+    collected = benchmark.collect("toy", workroot, 64, 5)
     # a rerun trains nothing and samples nothing
     from consistency import api
     from consistency.run import train

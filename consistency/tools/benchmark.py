@@ -33,7 +33,8 @@ variation because each seed draws its own samples; with one seed the bootstrap i
 
 **Resumable and divisible.** Every (suite, run, seed) is a workdir ``<workroot>/<suite>/<run>/seed<k>``: training is
 skipped when its ``benchmark_train.json`` records the same budget, and evaluation when ``benchmark_eval_<row>.json``
-records the same settings. Each invocation rewrites the page from every finished result of the suite in the
+records the same settings. Each run checkpoints four times, so a killed part, started again, resumes its unfinished run
+from the latest checkpoint, and :class:`CostMeter` carries the killed part's CPU-seconds over. Each invocation rewrites the page from every finished result of the suite in the
 workroot, so ``--methods`` / ``--seeds`` parts accumulate.
 
 **Your own method.** An entry of ``--methods`` that is a config file (``configs/my_pair.py``; its method registered by a
@@ -257,6 +258,9 @@ def _set_field(config, dotted: str, value) -> None:
     node[leaf] = value
 
 
+CHECKPOINTS_PER_RUN = 4   # each run saves at a quarter, half, ... of its steps: a killed part loses ≤ 1/4 of a run
+
+
 def row_config(suite: str, row: Row, seed: int, steps: int, batch: int, workroot: str):
     """The training config of one run: the recipe, the matched budget, the seed and the suite's shared teacher."""
     from consistency.tools.recipes import load_config_file
@@ -271,7 +275,8 @@ def row_config(suite: str, row: Row, seed: int, steps: int, batch: int, workroot
     config.training.num_steps = int(steps)
     config.training.batch_size = int(batch)
     config.training.eval_every = 0
-    config.training.ckpt_every = config.training.sample_every = int(steps)
+    config.training.sample_every = int(steps)
+    config.training.ckpt_every = max(1, int(steps) // CHECKPOINTS_PER_RUN)   # a killed part resumes from the latest
     config.seed = int(seed)
     config.eval.num_samples = 256  # the loop's own end-of-run check; the benchmark evaluates separately
     config.sampling.num_samples = min(int(config.sampling.num_samples), 256)
@@ -356,14 +361,60 @@ def train_run(suite: str, row: Row, seed: int, steps: int, batch: int, workroot:
     config = row_config(suite, row, 0 if row.shared else seed, steps, batch, workroot)
     ensure_teacher_products(config, suite_dir(workroot, suite))
     logging.info("benchmark: training %s (%s, seed %d, %d steps × %d)", workdir, row.config, seed, steps, batch)
-    cpu, wall = time.process_time(), time.time()
-    train.train_and_evaluate(config, workdir)
-    record = {"budget": budget, "cpu_seconds": time.process_time() - cpu, "wall_seconds": time.time() - wall,
+    with CostMeter(os.path.join(workdir, "benchmark_train_cost.json")) as meter:
+        train.train_and_evaluate(config, workdir)   # resumes from the latest checkpoint of a killed earlier part
+        cpu, wall = meter.totals()
+    record = {"budget": budget, "cpu_seconds": cpu, "wall_seconds": wall,
               "config": row.config, "overrides": [list(o) for o in row.overrides]}
     if own:   # what a later report needs to list the row without loading its method
         record["row"] = row_record
     _write_json(marker, record)
+    meter.finish()
     return record
+
+
+class CostMeter:
+    """The CPU- and wall-seconds one training run has cost, over every invocation that worked on it.
+
+    While the run trains, a thread rewrites ``path`` every ``every`` seconds with the running totals (what earlier,
+    killed invocations recorded there plus this process's time since entering), so a part killed and rerun — which
+    resumes the run from its latest checkpoint — is charged for all the work it did, less at most ``every`` seconds
+    at each kill. :meth:`finish` removes the file once the run's record is written."""
+
+    def __init__(self, path: str, every: float = 30.0):
+        self.path, self.every = path, every
+
+    def __enter__(self) -> "CostMeter":
+        import threading
+        carried = _read_json(self.path) or {}
+        self.carried = (float(carried.get("cpu_seconds", 0.0)), float(carried.get("wall_seconds", 0.0)))
+        self.start = (time.process_time(), time.time())
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._keep_writing, daemon=True)
+        self._thread.start()
+        return self
+
+    def totals(self) -> tuple[float, float]:
+        return (self.carried[0] + time.process_time() - self.start[0],
+                self.carried[1] + time.time() - self.start[1])
+
+    def _write(self) -> None:
+        cpu, wall = self.totals()
+        _write_json(self.path, {"cpu_seconds": cpu, "wall_seconds": wall})
+
+    def _keep_writing(self) -> None:
+        while not self._stop.wait(self.every):
+            self._write()
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        if exc[0] is not None:   # stopped (preempted, interrupted, failed): the next invocation carries on counting
+            self._write()
+
+    def finish(self) -> None:
+        if os.path.exists(self.path):
+            os.remove(self.path)
 
 
 def oracle_sampler(suite: str, nfe: int, num: int) -> Callable:
