@@ -158,6 +158,8 @@ def write_report(sections, total_seconds: float):
              f"in {total_seconds / 60:.1f} min on this machine (2 CPU cores; runs that had already finished in "
              "the workroot are reused and only evaluated, so this is the time of this invocation; the steps column "
              "gives the steps each run actually trained).", "",
+             "Each run here has its config's own recipe and budget, one training seed and no interval. To compare "
+             "methods, read docs/benchmark.md: one shared teacher, one budget, several seeds and 95 % intervals.", "",
              "Every metric sits next to its noise floor: the same metric between two disjoint real draws of the same "
              "size — the best a perfect sampler can score with this many samples. Lower is better except modes, "
              "log-likelihood, precision and recall.", ""]
