@@ -1,8 +1,11 @@
 """Time the k-NN posterior-averaged CT target (docs/science.md (f)): the two-level neighbour search of
 ``posterior_mean_estimate(..., top_k=k)`` against the previous running k smallest over bank tiles and against
-``lax.top_k`` over the whole bank (``--dense``), jitted, after compilation; all outputs are compared.
+``lax.top_k`` over the whole bank (``--dense``), jitted, after compilation; all outputs are compared. With
+``--full_average`` also the average over the whole bank (top_k = 0, the dataset pool of docs/science.md (l)): the
+tiled online softmax against the dense [B, M] form.
 
     python launch/knn_speed.py --batch=512 --bank=100000 --dim=2 --k=16
+    python launch/knn_speed.py --k=16 --nodense --full_average      # the dataset-pool average, tiled vs dense
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ _BANK = flags.DEFINE_integer("bank", 100_000, "Bank rows (the toy dataset).")
 _DIM = flags.DEFINE_integer("dim", 2, "Dimension of a point.")
 _K = flags.DEFINE_integer("k", 16, "Neighbours.")
 _DENSE = flags.DEFINE_bool("dense", True, "Also time lax.top_k over the whole bank (about 50 s a call on 2 cores).")
+_FULL = flags.DEFINE_bool("full_average", False, "Also time the whole-bank average (top_k = 0): tiled vs dense.")
 _SECONDS = flags.DEFINE_float("seconds", 5.0, "Time each variant for about this long (at least one call).")
 
 
@@ -85,6 +89,14 @@ def main(_):
         first_d, call_d, out_d = timed(dense, x, sigma, bank)
         report.update(top_k_first_s=round(first_d, 2), top_k_call_s=round(call_d, 3),
                       max_abs_difference_top_k=float(jnp.max(jnp.abs(out_t - out_d))))
+    if _FULL.value:
+        tiled = jax.jit(lambda a, s, b: cm_obj.posterior_mean_estimate(a, s, b))
+        dense = jax.jit(lambda a, s, b: cm_obj.posterior_mean_estimate(a, s, b, block=b.shape[0]))  # one [B, M] matrix
+        first_f, call_f, out_f = timed(tiled, x, sigma, bank)
+        first_e, call_e, out_e = timed(dense, x, sigma, bank)
+        report.update(full_tiled_first_s=round(first_f, 2), full_tiled_call_s=round(call_f, 4),
+                      full_dense_first_s=round(first_e, 2), full_dense_call_s=round(call_e, 4),
+                      max_abs_difference_full=float(jnp.max(jnp.abs(out_f - out_e))))
     print(json.dumps(report))
 
 if __name__ == "__main__":

@@ -123,6 +123,25 @@ def test_posterior_average_over_whole_dataset_equals_empirical_denoiser_target()
                                np.asarray(x_bar), atol=1e-6)
 
 
+def test_tiled_whole_bank_average_equals_the_dense_softmax():
+    """The online softmax over bank tiles (last tile padded) gives the dense softmax average, from σ so small that one
+    bank point takes all the weight to σ so large that all weigh alike; a bank past 2 tiles takes the tiled path."""
+    rng = np.random.default_rng(1)
+    bank = jnp.asarray(rng.standard_normal((1000, 3)), jnp.float32)
+    x = jnp.asarray(rng.standard_normal((6, 3)) * 2, jnp.float32)
+    sigma = jnp.asarray([1e-3, 0.05, 0.3, 1.0, 5.0, 80.0], jnp.float32)
+    d = np.sum((np.asarray(x, np.float64)[:, None] - np.asarray(bank, np.float64)[None]) ** 2, -1)
+    logits = -d / (2 * np.asarray(sigma, np.float64)[:, None] ** 2)
+    w = np.exp(logits - logits.max(1, keepdims=True))
+    expected = (w / w.sum(1, keepdims=True)) @ np.asarray(bank, np.float64)
+    for block in (64, 300, 1000):
+        got = cm_obj.softmax_average_blocked(x, bank, 1.0 / (2.0 * sigma ** 2), block)
+        np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(cm_obj.posterior_mean_estimate(x, sigma, bank, block=128)), expected,
+                               rtol=1e-4, atol=1e-4)
+    assert np.argmax(w[0]) == np.argmin(d[0]) and np.allclose(expected[0], np.asarray(bank)[np.argmin(d[0])], atol=1e-4)
+
+
 def test_blocked_nearest_neighbours_match_brute_force_top_k():
     """The two-level k-NN (group minima over bank tiles, the k best groups, the k best of their rows; last group and
     tile padded) returns exactly the brute-force neighbours, and the k-NN posterior mean equals the softmax over those

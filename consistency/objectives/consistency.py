@@ -91,7 +91,7 @@ def target_errors(denoiser, x0, noise, sigma_lo: float, sigma_hi: float, solver:
     return (errors, {"exact": exact, "cd": cd, "ct": ct}) if return_points else errors
 
 
-def posterior_mean_estimate(x_noisy, sigma, bank, top_k: int = 0):
+def posterior_mean_estimate(x_noisy, sigma, bank, top_k: int = 0, block: int = 1024):
     """E[x₀ | x_σ] estimated over a set of data points (seed eq. 22–25; docs/methods.md §5 "posterior-averaged target").
 
     Softmax weights w_j ∝ exp(−‖x_σ − x^j‖²/(2σ²)) over ``bank`` [M, …] (the minibatch or the whole dataset). With the
@@ -99,6 +99,8 @@ def posterior_mean_estimate(x_noisy, sigma, bank, top_k: int = 0):
     neighbours (the notebook's k-NN estimate; the softmax narrows it at small σ, but at large σ it cannot grow past k,
     where seed eq. 23 asks for nearly the whole dataset — docs/science.md (f)); they are
     found by :func:`nearest_neighbours` (blocked, never an [B, M] matrix) and the softmax runs over those k alone.
+    A bank of more than 2 × ``block`` rows is averaged tile by tile (:func:`softmax_average_blocked`), with the same
+    result and never an [B, M] matrix.
     """
     xf = x_noisy.reshape(x_noisy.shape[0], -1)
     bf = bank.reshape(bank.shape[0], -1)
@@ -106,10 +108,42 @@ def posterior_mean_estimate(x_noisy, sigma, bank, top_k: int = 0):
         sq, index = nearest_neighbours(xf, bf, top_k)
         w = jax.nn.softmax(-sq / (2.0 * sigma[:, None] ** 2), axis=1)
         return jnp.einsum("bk,bkd->bd", w, bf[index]).reshape(x_noisy.shape)
+    if bf.shape[0] > 2 * block:
+        return softmax_average_blocked(xf, bf, 1.0 / (2.0 * sigma ** 2), block).reshape(x_noisy.shape)
     sq = jnp.sum(xf ** 2, 1, keepdims=True) - 2.0 * xf @ bf.T + jnp.sum(bf ** 2, 1)[None]
     logits = -jnp.maximum(sq, 0.0) / (2.0 * sigma[:, None] ** 2)
     w = jax.nn.softmax(logits, axis=1)
     return (w @ bf).reshape(x_noisy.shape)
+
+
+def softmax_average_blocked(queries, bank, inverse_two_var, block: int = 1024):
+    """Σ_j softmax_j(−‖q − b_j‖² · c) b_j for each query q [B, D] over ``bank`` [M, D] (c = ``inverse_two_var`` [B],
+    1/(2σ²)), computed over tiles of ``block`` bank rows in a ``lax.scan`` with a running maximum, normaliser and
+    weighted sum (the online softmax of Milakov & Gimelshein 2018): the [B, M] logits are never stored. On this CPU it
+    is 3.5× faster than the dense form for B = 512, M = 100,000, D = 2 at ``block`` = 1024
+    (docs/science.md (l))."""
+    m, d = bank.shape
+    block = int(min(block, m))
+    tiles = -(-m // block)
+    padded = jnp.pad(bank, ((0, tiles * block - m), (0, 0))).reshape(tiles, block, d)
+    valid = (jnp.arange(tiles * block) < m).reshape(tiles, block)
+    q2 = jnp.sum(queries ** 2, 1, keepdims=True)
+    scale = inverse_two_var[:, None]
+
+    def add_tile(carry, inputs):
+        top, total, weighted = carry
+        tile, ok = inputs
+        sq = jnp.maximum(q2 - 2.0 * queries @ tile.T + jnp.sum(tile ** 2, 1)[None], 0.0)
+        logits = jnp.where(ok[None], -sq * scale, -jnp.inf)   # padded rows weigh nothing
+        new_top = jnp.maximum(top, jnp.max(logits, 1))
+        shrink = jnp.exp(top - new_top)
+        p = jnp.exp(logits - new_top[:, None])
+        return (new_top, total * shrink + p.sum(1), weighted * shrink[:, None] + p @ tile), None
+
+    b = queries.shape[0]
+    start = (jnp.full((b,), -jnp.inf, queries.dtype), jnp.zeros((b,), queries.dtype), jnp.zeros((b, d), queries.dtype))
+    (_, total, weighted), _ = jax.lax.scan(add_tile, start, (padded, valid))
+    return weighted / total[:, None]
 
 
 def smallest_k(values, k: int):
