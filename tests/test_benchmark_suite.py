@@ -127,18 +127,40 @@ def test_a_missing_import_is_one_line_and_exit_2(tmp_path):
 def test_cost_meter_carries_the_cost_of_killed_parts(tmp_path):
     import time
     path = str(tmp_path / "run" / "benchmark_train_cost.json")
+    budget = {"steps": 8, "batch_size": 4}
     with pytest.raises(KeyboardInterrupt):
-        with benchmark.CostMeter(path, every=0.02):
+        with benchmark.CostMeter(path, budget, every=0.02):
             time.sleep(0.1)
             assert json.load(open(path))["wall_seconds"] > 0.0    # written while it runs, so a SIGKILL loses little
             raise KeyboardInterrupt                               # a part stopped: its totals stay on disk
     first = json.load(open(path))
-    assert 0.1 <= first["wall_seconds"] < 5.0 and first["cpu_seconds"] >= 0.0
-    with benchmark.CostMeter(path, every=10.0) as meter:           # the rerun part carries them on
+    assert 0.1 <= first["wall_seconds"] < 5.0 and first["cpu_seconds"] >= 0.0 and first["parts"] == 1
+    with benchmark.CostMeter(path, budget, every=10.0) as meter:   # the rerun part carries them on
         cpu, wall = meter.totals()
-    assert cpu >= first["cpu_seconds"] and wall >= first["wall_seconds"]
-    meter.finish()
-    assert not os.path.exists(path)
+    assert cpu >= first["cpu_seconds"] and wall >= first["wall_seconds"] and meter.parts == 2
+    with benchmark.CostMeter(path, {"steps": 16, "batch_size": 4}, every=10.0) as other:   # another budget: from 0
+        assert other.parts == 1 and other.totals()[1] < first["wall_seconds"]
+    with open(path, "w") as f:
+        f.write('{"cpu_sec')                                        # cut short by a crash: from 0, no failure
+    with benchmark.CostMeter(path, budget, every=10.0) as cut:
+        assert cut.parts == 1
+    cut.finish()
+    cut.finish()                                                    # nothing left to remove: no error
+    assert not os.path.exists(path) and os.listdir(tmp_path / "run") == []
+
+
+def test_a_stopped_part_stops_instead_of_moving_on(tmp_path, monkeypatch):
+    from consistency.run.stopping import Stopped
+    calls = []
+
+    def preempted(*args, **kwargs):
+        calls.append(args[1].name)
+        raise Stopped(15, 2, "stopped by SIGTERM after saving step 2")
+
+    monkeypatch.setattr(benchmark, "train_run", preempted)
+    with pytest.raises(Stopped):
+        benchmark.run("toy", ["cd", "ct"], [0], 4, 32, 64, 5, str(tmp_path))
+    assert calls == ["CD"]   # CT was not started
 
 
 def test_ranking_claims_only_what_the_intervals_separate():
@@ -185,11 +207,12 @@ def test_toy_smoke_writes_the_blocks_and_reuses_workdirs(tmp_path, monkeypatch, 
     for name in ("benchmark_train.json", f"benchmark_eval_{benchmark.row_slug(cd_row)}_seed0.json"):
         os.remove(os.path.join(cd_dir, name))
     with open(os.path.join(cd_dir, "benchmark_train_cost.json"), "w") as f:
-        json.dump({"cpu_seconds": 1000.0, "wall_seconds": 2000.0}, f)
+        json.dump({"cpu_seconds": 1000.0, "wall_seconds": 2000.0, "parts": 1,
+                   "budget": {"steps": 4, "batch_size": 32}}, f)
     with caplog.at_level("INFO"):
         record = benchmark.train_run("toy", cd_row, 0, 4, 32, workroot)
     assert "cd: resumed from step 3" in caplog.text
-    assert record["cpu_seconds"] > 1000.0 and record["wall_seconds"] > 2000.0
+    assert record["cpu_seconds"] > 1000.0 and record["wall_seconds"] > 2000.0 and record["parts"] == 2
     assert not os.path.exists(os.path.join(cd_dir, "benchmark_train_cost.json"))
     resumed = jax.tree_util.tree_leaves(api.load(cd_dir).state.params)
     assert all(np.array_equal(a, b) for a, b in zip(finished, resumed))

@@ -119,9 +119,10 @@ def posterior_mean_estimate(x_noisy, sigma, bank, top_k: int = 0, block: int = 1
 def softmax_average_blocked(queries, bank, inverse_two_var, block: int = 1024):
     """Σ_j softmax_j(−‖q − b_j‖² · c) b_j for each query q [B, D] over ``bank`` [M, D] (c = ``inverse_two_var`` [B],
     1/(2σ²)), computed over tiles of ``block`` bank rows in a ``lax.scan`` with a running maximum, normaliser and
-    weighted sum (the online softmax of Milakov & Gimelshein 2018): the [B, M] logits are never stored. On this CPU it
-    is 3.5× faster than the dense form for B = 512, M = 100,000, D = 2 at ``block`` = 1024
-    (docs/science.md (l))."""
+    weighted sum (the online softmax of Milakov & Gimelshein 2018): the [B, M] logits are never stored. For B = 512,
+    M = 100,000, D = 2 (the dataset pool of docs/science.md (l)) it took 85 ms a call against the dense form's 268 ms
+    on this 2-core CPU, measured beside two training runs (``python launch/knn_speed.py --nodense --full_average``).
+    Banks past 2 tiles take this path: the dataset pool, DMD's empirical fake score over its 4096-sample pool."""
     m, d = bank.shape
     block = int(min(block, m))
     tiles = -(-m // block)
@@ -140,8 +141,8 @@ def softmax_average_blocked(queries, bank, inverse_two_var, block: int = 1024):
         p = jnp.exp(logits - new_top[:, None])
         return (new_top, total * shrink + p.sum(1), weighted * shrink[:, None] + p @ tile), None
 
-    b = queries.shape[0]
-    start = (jnp.full((b,), -jnp.inf, queries.dtype), jnp.zeros((b,), queries.dtype), jnp.zeros((b, d), queries.dtype))
+    b, dtype = queries.shape[0], jnp.result_type(queries, bank, inverse_two_var)
+    start = (jnp.full((b,), -jnp.inf, dtype), jnp.zeros((b,), dtype), jnp.zeros((b, d), dtype))
     (_, total, weighted), _ = jax.lax.scan(add_tile, start, (padded, valid))
     return weighted / total[:, None]
 

@@ -55,6 +55,8 @@ from typing import Any, Callable
 
 from absl import app, flags, logging
 
+from consistency.run.stopping import Stopped
+
 _SUITE = None
 _METHODS = None
 _SEEDS = None
@@ -258,7 +260,7 @@ def _set_field(config, dotted: str, value) -> None:
     node[leaf] = value
 
 
-CHECKPOINTS_PER_RUN = 4   # each run saves at a quarter, half, ... of its steps: a killed part loses ≤ 1/4 of a run
+CHECKPOINTS_PER_RUN = 4   # each run saves every ⌊steps / 4⌋ steps (and at its end): a killed part loses ≤ 1/4 of a run
 
 
 def row_config(suite: str, row: Row, seed: int, steps: int, batch: int, workroot: str):
@@ -335,11 +337,18 @@ def _read_json(path: str):
 
 
 def _write_json(path: str, value) -> None:
+    """Write ``value`` to ``path`` atomically (a private temporary file in the same folder, then a rename)."""
+    import tempfile
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(value, f, indent=1, sort_keys=True, default=float)
-    os.replace(tmp, path)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=os.path.basename(path) + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(value, f, indent=1, sort_keys=True, default=float)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
 
 
 def train_run(suite: str, row: Row, seed: int, steps: int, batch: int, workroot: str) -> dict:
@@ -353,6 +362,7 @@ def train_run(suite: str, row: Row, seed: int, steps: int, batch: int, workroot:
                   "digest": own_config_digest(row.config)} if own else None
     if done is not None and done["budget"] == budget:
         logging.info("benchmark: reusing %s", workdir)
+        CostMeter(os.path.join(workdir, COST_FILE), budget).finish()   # a leftover of a part killed after the record
         if own and done.get("row") != row_record:   # the same recipe (checked up front), sampled at today's NFEs
             done["row"] = row_record
             _write_json(marker, done)
@@ -361,10 +371,10 @@ def train_run(suite: str, row: Row, seed: int, steps: int, batch: int, workroot:
     config = row_config(suite, row, 0 if row.shared else seed, steps, batch, workroot)
     ensure_teacher_products(config, suite_dir(workroot, suite))
     logging.info("benchmark: training %s (%s, seed %d, %d steps × %d)", workdir, row.config, seed, steps, batch)
-    with CostMeter(os.path.join(workdir, "benchmark_train_cost.json")) as meter:
+    with CostMeter(os.path.join(workdir, COST_FILE), budget) as meter:
         train.train_and_evaluate(config, workdir)   # resumes from the latest checkpoint of a killed earlier part
         cpu, wall = meter.totals()
-    record = {"budget": budget, "cpu_seconds": cpu, "wall_seconds": wall,
+    record = {"budget": budget, "cpu_seconds": cpu, "wall_seconds": wall, "parts": meter.parts,
               "config": row.config, "overrides": [list(o) for o in row.overrides]}
     if own:   # what a later report needs to list the row without loading its method
         record["row"] = row_record
@@ -373,21 +383,34 @@ def train_run(suite: str, row: Row, seed: int, steps: int, batch: int, workroot:
     return record
 
 
+COST_FILE = "benchmark_train_cost.json"
+
+
 class CostMeter:
-    """The CPU- and wall-seconds one training run has cost, over every invocation that worked on it.
+    """The CPU- and wall-seconds one training run has cost, over every invocation (part) that worked on it.
 
     While the run trains, a thread rewrites ``path`` every ``every`` seconds with the running totals (what earlier,
-    killed invocations recorded there plus this process's time since entering), so a part killed and rerun — which
-    resumes the run from its latest checkpoint — is charged for all the work it did, less at most ``every`` seconds
-    at each kill. :meth:`finish` removes the file once the run's record is written."""
+    killed parts recorded there for the same ``budget``, plus this process's time since entering), so a part killed
+    and rerun — which resumes the run from its latest checkpoint — is charged for all the work it did, less at most
+    ``every`` seconds at each kill. That includes the steps it repeats after the checkpoint and one more compilation:
+    the cost of the interruption, counted in ``parts``. A missing, unreadable or other-budget file starts from zero;
+    a failed write is logged and does not stop the run. :meth:`finish` removes the file once the record is written."""
 
-    def __init__(self, path: str, every: float = 30.0):
-        self.path, self.every = path, every
+    def __init__(self, path: str, budget: dict, every: float = 30.0):
+        self.path, self.budget, self.every = path, dict(budget), every
+
+    def _carried(self) -> dict:
+        try:
+            found = _read_json(self.path) or {}
+        except (OSError, ValueError):   # a file cut short by a crash: count from zero rather than fail every rerun
+            return {}
+        return found if found.get("budget") == self.budget else {}
 
     def __enter__(self) -> "CostMeter":
         import threading
-        carried = _read_json(self.path) or {}
+        carried = self._carried()
         self.carried = (float(carried.get("cpu_seconds", 0.0)), float(carried.get("wall_seconds", 0.0)))
+        self.parts = int(carried.get("parts", 0)) + 1
         self.start = (time.process_time(), time.time())
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._keep_writing, daemon=True)
@@ -400,7 +423,11 @@ class CostMeter:
 
     def _write(self) -> None:
         cpu, wall = self.totals()
-        _write_json(self.path, {"cpu_seconds": cpu, "wall_seconds": wall})
+        try:
+            _write_json(self.path, {"cpu_seconds": cpu, "wall_seconds": wall, "parts": self.parts,
+                                    "budget": self.budget})
+        except OSError as e:   # the count is a record of cost, never a reason to stop training
+            logging.warning("benchmark: could not write %s: %s", self.path, e)
 
     def _keep_writing(self) -> None:
         while not self._stop.wait(self.every):
@@ -409,12 +436,14 @@ class CostMeter:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
-        if exc[0] is not None:   # stopped (preempted, interrupted, failed): the next invocation carries on counting
+        if exc[0] is not None:   # stopped (preempted, interrupted, failed): the next part carries on counting
             self._write()
 
     def finish(self) -> None:
-        if os.path.exists(self.path):
+        try:
             os.remove(self.path)
+        except FileNotFoundError:
+            pass
 
 
 def oracle_sampler(suite: str, nfe: int, num: int) -> Callable:
@@ -483,8 +512,8 @@ def evaluate_row(suite: str, row: Row, seed: int, num: int, bootstrap: int, work
     if row.config:
         settings["budget"] = train_record["budget"]
     cached = _read_json(path)
-    if cached is not None and cached["settings"] == settings:
-        return cached
+    if cached is not None and cached["settings"] == settings and cached.get("train") == train_record:
+        return cached   # (a run trained again since, e.g. after its folder was cleared, is sampled again)
     cpu = time.process_time()
     rng = jax.random.PRNGKey(1_000_003 + int(seed))
     result: dict[str, Any] = {"settings": settings, "row": row.name, "seed": int(seed), "nfe": {}}
@@ -806,6 +835,8 @@ def run(suite: str, methods: list[str], seeds: list[int], steps: int, batch: int
                 if row.config and not row.shared:
                     train_run(suite, row, seed, steps, batch, workroot)
                 evaluate_row(suite, row, seed, num, bootstrap, workroot)
+            except Stopped:         # preempted or interrupted: the loop saved; the same command resumes
+                raise
             except Exception as e:  # one broken recipe must not stop the other runs; it is listed on the page
                 logging.exception("benchmark: %s seed %d failed", row.name, seed)
                 failures.append(f"{row.name} seed {seed}: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
@@ -861,8 +892,12 @@ def main(argv):
     train.prefer_fast_cpu_random()
     steps = _STEPS.value or SUITES[suite]["steps"]
     batch = _BATCH.value or SUITES[suite]["batch"]
-    failures = [] if _REPORT_ONLY.value else run(suite, _METHODS.value, seeds, steps, batch, _NUM_SAMPLES.value,
-                                                 _BOOTSTRAP.value, _WORKROOT.value, _TEACHER_STEPS.value)
+    try:
+        failures = [] if _REPORT_ONLY.value else run(suite, _METHODS.value, seeds, steps, batch, _NUM_SAMPLES.value,
+                                                     _BOOTSTRAP.value, _WORKROOT.value, _TEACHER_STEPS.value)
+    except Stopped as e:
+        print(f"benchmark: {e}; run the same command again to resume", file=sys.stderr)
+        sys.exit(e.exit_status)
     collected = collect(suite, _WORKROOT.value, _NUM_SAMPLES.value, _BOOTSTRAP.value)
     command = "python -m consistency.tools.benchmark " + " ".join(a for a in sys.argv[1:])
     write_report(suite, _OUT.value, _README.value, collected, command, failures)
