@@ -896,7 +896,7 @@ def main(argv):
         failures = [] if _REPORT_ONLY.value else run(suite, _METHODS.value, seeds, steps, batch, _NUM_SAMPLES.value,
                                                      _BOOTSTRAP.value, _WORKROOT.value, _TEACHER_STEPS.value)
     except Stopped as e:
-        print(f"benchmark: {e}; run the same command again to resume", file=sys.stderr)
+        print(f"benchmark: {e}", file=sys.stderr)   # the loop's line: the step saved and how to resume
         sys.exit(e.exit_status)
     collected = collect(suite, _WORKROOT.value, _NUM_SAMPLES.value, _BOOTSTRAP.value)
     command = "python -m consistency.tools.benchmark " + " ".join(a for a in sys.argv[1:])
