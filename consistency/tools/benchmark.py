@@ -182,6 +182,8 @@ def check_own_configs(suite: str, paths: list[str], workroot: str) -> None:
     """One ConfigError line for an own config that cannot join the suite: it does not load, its method is not
     registered (a missing ``--imports``), it trains on other data than the suite scores, or its runs in the workroot
     were trained from another recipe under the same name."""
+    if not paths:   # nothing to check: no config file is loaded at start-up
+        return
     from consistency import methods
     from consistency.core.errors import ConfigError
     from consistency.tools.recipes import load_config_file
